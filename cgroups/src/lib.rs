@@ -1,0 +1,1 @@
+//! cgroup management for berth (filled in by the cgroups work).

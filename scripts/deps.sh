@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages berth's build, tests, demo and benchmarks need,
+# but only the ones that are missing, so repeated runs cost nothing.
+set -euo pipefail
+want=(busybox-static runc protobuf-compiler hyperfine pkg-config containerd iproute2 util-linux "$@")
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
