@@ -1,0 +1,1 @@
+//! Dockerfile frontend: parser directives, instructions, variable substitution, .dockerignore.

@@ -1,0 +1,2 @@
+//! berth's image builder: Dockerfile frontend, build engine, image store.
+pub mod dockerfile;
