@@ -1,0 +1,925 @@
+//! OCI `linux.seccomp` profile → classic-BPF filters (compiled with `seccompiler`).
+//!
+//! # How an OCI profile maps onto seccompiler filters
+//! A `seccompiler::SeccompFilter` has one match action and one mismatch action, while an
+//! OCI profile mixes actions and errno values. The kernel runs *every* installed filter
+//! and keeps the result with the highest precedence
+//! (KILL_PROCESS > KILL_THREAD > TRAP > ERRNO > TRACE > LOG > ALLOW); among results of
+//! equal precedence the most recently installed filter wins. So one profile becomes:
+//! * a **default filter**: every (syscall, conditions) some rule mentions → ALLOW,
+//!   anything else → `defaultAction` (omitted when `defaultAction` is ALLOW);
+//! * one **action filter** per distinct non-ALLOW (action, errno/msg): its rules → that
+//!   action, anything else → ALLOW.
+//!
+//! Resulting semantics (documented choices, checked against libseccomp/runc):
+//! * a syscall no rule matches gets `defaultAction`, as with libseccomp;
+//! * a rule whose action equals `defaultAction` (same errno) is skipped, like runc does
+//!   (libseccomp refuses such rules);
+//! * when several rules match one call, the most severe action wins; between two
+//!   matching rules of the same action with different errno values, the rule that comes
+//!   first in the profile wins (its filter is installed last, so the kernel sees it first);
+//! * several entries for the same name are OR'ed; the conditions of one entry are AND'ed,
+//!   except that when one entry compares the same argument twice each condition becomes a
+//!   separate rule (OR), exactly like runc (libseccomp cannot AND two conditions on one arg);
+//! * conditions compare all 64 bits, like libseccomp on 64-bit architectures;
+//! * errno defaults to EPERM (`defaultErrnoRet`/`errnoRet` absent); SCMP_ACT_TRACE uses
+//!   the same value as the tracer's message number, as runc does; SCMP_ACT_KILL is
+//!   KILL_THREAD (libseccomp's meaning);
+//! * names unknown to the native architecture are skipped (libseccomp/runc do the same).
+//!
+//! Every installed program also filters the `seccomp(2)` calls that install the programs
+//! after it, so the program that may deny `seccomp` is installed last (ties between equal
+//! actions then follow install order rather than profile order for the syscalls that
+//! program matches). A profile that denies `seccomp` through two different programs
+//! (e.g. a non-ALLOW default without an unconditional ALLOW for `seccomp`, plus an
+//! ERRNO rule conditioned on `seccomp`'s arguments) is rejected with a clear error.
+//!
+//! # Architectures
+//! Only the native architecture is filtered. seccompiler prefixes every program with an
+//! architecture check that kills the process for any other `AUDIT_ARCH`, so 32-bit
+//! (SCMP_ARCH_X86 / SCMP_ARCH_ARM) syscalls are killed even when the profile lists those
+//! architectures (libseccomp would filter them with their own numbering — a known gap).
+//! x32 syscalls (native AUDIT_ARCH, numbers with bit 30 set) match no rule and get
+//! `defaultAction`. The `architectures` list is therefore accepted but not needed.
+//!
+//! Not supported, rejected with an error: SCMP_ACT_NOTIFY and `listenerPath`.
+
+mod syscalls;
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, Context, Result};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
+    LinuxSeccompOperator,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// Actions `compile` accepts; `berth features` reports exactly this list.
+pub const SUPPORTED_ACTIONS: &[LinuxSeccompAction] = &[
+    LinuxSeccompAction::ScmpActAllow,
+    LinuxSeccompAction::ScmpActErrno,
+    LinuxSeccompAction::ScmpActKill,
+    LinuxSeccompAction::ScmpActKillProcess,
+    LinuxSeccompAction::ScmpActKillThread,
+    LinuxSeccompAction::ScmpActLog,
+    LinuxSeccompAction::ScmpActTrace,
+    LinuxSeccompAction::ScmpActTrap,
+];
+
+/// Argument comparison operators `compile` accepts (all of the OCI spec's).
+pub const SUPPORTED_OPERATORS: &[LinuxSeccompOperator] = &[
+    LinuxSeccompOperator::ScmpCmpEq,
+    LinuxSeccompOperator::ScmpCmpGe,
+    LinuxSeccompOperator::ScmpCmpGt,
+    LinuxSeccompOperator::ScmpCmpLe,
+    LinuxSeccompOperator::ScmpCmpLt,
+    LinuxSeccompOperator::ScmpCmpMaskedEq,
+    LinuxSeccompOperator::ScmpCmpNe,
+];
+
+/// Filter flags `install` knows how to pass to the kernel.
+pub const KNOWN_FLAGS: &[LinuxSeccompFilterFlag] = &[
+    LinuxSeccompFilterFlag::SeccompFilterFlagTsync,
+    LinuxSeccompFilterFlag::SeccompFilterFlagLog,
+    LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+];
+
+/// Errno used when a profile asks for SCMP_ACT_ERRNO/TRACE without a value (runc's default).
+const DEFAULT_ERRNO: u32 = libc::EPERM as u32;
+
+/// seccompiler's `sock_filter` is handed to the kernel as `libc::sock_filter`.
+const _: () = assert!(
+    std::mem::size_of::<seccompiler::sock_filter>() == std::mem::size_of::<libc::sock_filter>()
+);
+
+/// The architectures whose syscalls the compiled filters check by number.
+pub fn filtered_archs() -> &'static [Arch] {
+    if cfg!(target_arch = "x86_64") {
+        &[Arch::ScmpArchX86_64]
+    } else if cfg!(target_arch = "aarch64") {
+        &[Arch::ScmpArchAarch64]
+    } else {
+        &[]
+    }
+}
+
+/// The known flags this kernel accepts. Probes like libseccomp: `seccomp(SET_MODE_FILTER,
+/// flag, NULL)` fails with EFAULT once the flag passed validation and EINVAL otherwise.
+pub fn supported_flags() -> Vec<LinuxSeccompFilterFlag> {
+    KNOWN_FLAGS
+        .iter()
+        .copied()
+        .filter(|flag| {
+            // SAFETY: a NULL program is never dereferenced; the kernel rejects it with EFAULT.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    flag_bits(*flag),
+                    std::ptr::null::<libc::sock_fprog>(),
+                )
+            };
+            rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+        })
+        .collect()
+}
+
+fn flag_bits(flag: LinuxSeccompFilterFlag) -> libc::c_ulong {
+    match flag {
+        LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+        LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+        LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+    }
+}
+
+/// A profile compiled to BPF, ready to be installed (possibly after pivot_root, since no
+/// file needs to be read any more).
+#[derive(Debug, Clone)]
+pub struct CompiledSeccomp {
+    /// Programs in install order.
+    programs: Vec<BpfProgram>,
+    /// `SECCOMP_FILTER_FLAG_*` bits passed with every program.
+    flags: libc::c_ulong,
+}
+
+impl CompiledSeccomp {
+    /// Installs the filters on the calling thread (all threads with TSYNC). The kernel
+    /// requires no_new_privs or CAP_SYS_ADMIN; the caller orders that like runc does.
+    pub fn install(&self) -> Result<()> {
+        for (i, program) in self.programs.iter().enumerate() {
+            let len = u16::try_from(program.len())
+                .map_err(|_| anyhow!("seccomp: filter {i} has {} instructions", program.len()))?;
+            let fprog = libc::sock_fprog {
+                len,
+                filter: program.as_ptr() as *mut libc::sock_filter,
+            };
+            // SAFETY: `fprog` points at a live program with the layout the kernel expects
+            // (size checked above); the kernel copies it before returning.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    self.flags,
+                    &fprog as *const libc::sock_fprog,
+                )
+            };
+            if rc > 0 {
+                bail!("seccomp: TSYNC failed: thread {rc} could not be synchronized");
+            }
+            if rc < 0 {
+                let err = std::io::Error::last_os_error();
+                let hint = if err.raw_os_error() == Some(libc::EACCES) {
+                    " (needs no_new_privs or CAP_SYS_ADMIN)"
+                } else {
+                    ""
+                };
+                bail!(
+                    "seccomp: installing filter {i} (flags {:#x}): {err}{hint}",
+                    self.flags
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of BPF programs `install` loads.
+    #[cfg(test)]
+    fn program_count(&self) -> usize {
+        self.programs.len()
+    }
+}
+
+/// What the kernel should do for a call: an action plus its data (errno / trace message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    Errno(u32),
+    KillThread,
+    KillProcess,
+    Trap,
+    Trace(u32),
+    Log,
+}
+
+impl Verdict {
+    fn new(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Self> {
+        let data = errno.unwrap_or(DEFAULT_ERRNO);
+        Ok(match action {
+            LinuxSeccompAction::ScmpActAllow => Verdict::Allow,
+            LinuxSeccompAction::ScmpActErrno => Verdict::Errno(data),
+            LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+                Verdict::KillThread
+            }
+            LinuxSeccompAction::ScmpActKillProcess => Verdict::KillProcess,
+            LinuxSeccompAction::ScmpActTrap => Verdict::Trap,
+            LinuxSeccompAction::ScmpActTrace => Verdict::Trace(data),
+            LinuxSeccompAction::ScmpActLog => Verdict::Log,
+            LinuxSeccompAction::ScmpActNotify => {
+                bail!("seccomp: action {action} is not supported")
+            }
+        })
+    }
+
+    fn action(self) -> SeccompAction {
+        match self {
+            Verdict::Allow => SeccompAction::Allow,
+            Verdict::Errno(e) => SeccompAction::Errno(e),
+            Verdict::KillThread => SeccompAction::KillThread,
+            Verdict::KillProcess => SeccompAction::KillProcess,
+            Verdict::Trap => SeccompAction::Trap,
+            Verdict::Trace(m) => SeccompAction::Trace(m),
+            Verdict::Log => SeccompAction::Log,
+        }
+    }
+}
+
+/// When a syscall matches: always, or when any of the rules (AND of conditions) holds.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Always,
+    AnyOf(Vec<SeccompRule>),
+}
+
+/// Syscall number → matcher, merging entries for the same number with OR.
+#[derive(Debug, Default)]
+struct RuleSet(BTreeMap<i64, Matcher>);
+
+impl RuleSet {
+    fn add(&mut self, nr: i64, matcher: &Matcher) {
+        let merged = match (self.0.remove(&nr), matcher) {
+            (None, m) => m.clone(),
+            (Some(Matcher::Always), _) | (_, Matcher::Always) => Matcher::Always,
+            (Some(Matcher::AnyOf(mut old)), Matcher::AnyOf(new)) => {
+                old.extend(new.iter().cloned());
+                Matcher::AnyOf(old)
+            }
+        };
+        self.0.insert(nr, merged);
+    }
+
+    /// seccompiler's form: an empty rule list means "match on the number alone".
+    fn into_rules(self) -> BTreeMap<i64, Vec<SeccompRule>> {
+        self.0
+            .into_iter()
+            .map(|(nr, m)| match m {
+                Matcher::Always => (nr, Vec::new()),
+                Matcher::AnyOf(rules) => (nr, rules),
+            })
+            .collect()
+    }
+}
+
+/// Compiles `profile` for the native architecture. Errors read "seccomp: ...".
+pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
+    if profile.listener_path().is_some() {
+        bail!("seccomp: listenerPath is not supported (SCMP_ACT_NOTIFY is not implemented)");
+    }
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| anyhow!("seccomp: unsupported architecture: {e}"))?;
+    let default = Verdict::new(profile.default_action(), profile.default_errno_ret())?;
+
+    let mut matched = RuleSet::default();
+    // Non-ALLOW verdicts in order of first appearance in the profile.
+    let mut by_verdict: Vec<(Verdict, RuleSet)> = Vec::new();
+    for (i, entry) in profile.syscalls().iter().flatten().enumerate() {
+        let verdict = Verdict::new(entry.action(), entry.errno_ret())?;
+        if verdict == default {
+            continue;
+        }
+        let args = entry.args().as_deref().unwrap_or_default();
+        let Some(matcher) = matcher_for(args)
+            .with_context(|| format!("seccomp: syscalls[{i}] {:?}", entry.names()))?
+        else {
+            continue; // conditions that can never hold
+        };
+        let numbers: Vec<i64> = entry
+            .names()
+            .iter()
+            .filter_map(|n| syscalls::number(n))
+            .collect();
+        for &nr in &numbers {
+            matched.add(nr, &matcher);
+        }
+        if verdict != Verdict::Allow {
+            let pos = match by_verdict.iter().position(|(v, _)| *v == verdict) {
+                Some(pos) => pos,
+                None => {
+                    by_verdict.push((verdict, RuleSet::default()));
+                    by_verdict.len() - 1
+                }
+            };
+            for &nr in &numbers {
+                by_verdict[pos].1.add(nr, &matcher);
+            }
+        }
+    }
+
+    let seccomp_nr = syscalls::number("seccomp");
+    // The default filter lets `seccomp` through only when a rule allows it unconditionally.
+    let default_blocks_seccomp = !matches!(
+        seccomp_nr.and_then(|nr| matched.0.get(&nr)),
+        Some(Matcher::Always)
+    );
+    // (program, may block the `seccomp` syscall that installs the programs after it)
+    let mut programs: Vec<(BpfProgram, bool)> = Vec::with_capacity(by_verdict.len() + 1);
+    if default != Verdict::Allow {
+        let blocks = default_blocks_seccomp && default != Verdict::Log;
+        let program = build(matched, default.action(), SeccompAction::Allow, arch)?;
+        programs.push((program, blocks));
+    }
+    // Reverse order: the first verdict in the profile is installed last and so is the
+    // one the kernel keeps when two verdicts of equal precedence both match.
+    for (verdict, set) in by_verdict.into_iter().rev() {
+        if set.0.is_empty() {
+            continue; // only names unknown on this architecture
+        }
+        let blocks =
+            verdict != Verdict::Log && seccomp_nr.is_some_and(|nr| set.0.contains_key(&nr));
+        programs.push((
+            build(set, SeccompAction::Allow, verdict.action(), arch)?,
+            blocks,
+        ));
+    }
+    // Each installed program also filters the seccomp(2) calls installing the next ones,
+    // so the (single) program that may deny `seccomp` has to go last.
+    match programs.iter().filter(|(_, blocks)| *blocks).count() {
+        0 => {}
+        1 => programs.sort_by_key(|(_, blocks)| *blocks), // stable: keeps the tie order
+        _ => bail!(
+            "seccomp: the profile denies the seccomp syscall with more than one action; \
+             berth loads one BPF program per action and could not install them all"
+        ),
+    }
+    let mut programs: Vec<BpfProgram> = programs.into_iter().map(|(p, _)| p).collect();
+    if programs.is_empty() {
+        // An allow-everything profile still installs a filter, so the process is in
+        // seccomp mode 2 as with runc (and the flags take effect).
+        programs.push(build(
+            RuleSet::default(),
+            SeccompAction::Allow,
+            SeccompAction::KillProcess,
+            arch,
+        )?);
+    }
+
+    let mut flags = 0;
+    for flag in profile.flags().iter().flatten() {
+        flags |= flag_bits(*flag);
+    }
+    Ok(CompiledSeccomp { programs, flags })
+}
+
+fn build(
+    set: RuleSet,
+    mismatch: SeccompAction,
+    on_match: SeccompAction,
+    arch: TargetArch,
+) -> Result<BpfProgram> {
+    let filter = SeccompFilter::new(set.into_rules(), mismatch, on_match.clone(), arch)
+        .map_err(|e| anyhow!("seccomp: building filter for {on_match:?}: {e}"))?;
+    BpfProgram::try_from(filter).map_err(|e| anyhow!("seccomp: compiling filter: {e}"))
+}
+
+/// The matcher for one profile entry; `None` when its conditions can never hold.
+fn matcher_for(args: &[LinuxSeccompArg]) -> Result<Option<Matcher>> {
+    if args.is_empty() {
+        return Ok(Some(Matcher::Always));
+    }
+    let conditions = args
+        .iter()
+        .map(condition)
+        .collect::<Result<Vec<Option<SeccompCondition>>>>()?;
+    let mut per_index = [0usize; 6];
+    for arg in args {
+        per_index[arg.index()] += 1; // index validated by `condition`
+    }
+    let rules = if per_index.iter().any(|&n| n > 1) {
+        // runc: the same argument compared twice → each condition is its own rule.
+        conditions
+            .into_iter()
+            .flatten()
+            .map(|c| SeccompRule::new(vec![c]))
+            .collect::<Result<Vec<_>, _>>()
+    } else {
+        match conditions.into_iter().collect::<Option<Vec<_>>>() {
+            Some(all) => SeccompRule::new(all).map(|r| vec![r]),
+            None => Ok(Vec::new()),
+        }
+    }
+    .map_err(|e| anyhow!("invalid rule: {e}"))?;
+    Ok((!rules.is_empty()).then_some(Matcher::AnyOf(rules)))
+}
+
+/// One argument comparison; `None` when it can never be true (MASKED_EQ whose expected
+/// value has bits outside the mask, which seccompiler would otherwise mask away).
+fn condition(arg: &LinuxSeccompArg) -> Result<Option<SeccompCondition>> {
+    let index = u8::try_from(arg.index())
+        .ok()
+        .filter(|i| *i <= 5)
+        .ok_or_else(|| anyhow!("argument index {} out of range 0..=5", arg.index()))?;
+    let (op, value) = match arg.op() {
+        LinuxSeccompOperator::ScmpCmpEq => (SeccompCmpOp::Eq, arg.value()),
+        LinuxSeccompOperator::ScmpCmpNe => (SeccompCmpOp::Ne, arg.value()),
+        LinuxSeccompOperator::ScmpCmpLt => (SeccompCmpOp::Lt, arg.value()),
+        LinuxSeccompOperator::ScmpCmpLe => (SeccompCmpOp::Le, arg.value()),
+        LinuxSeccompOperator::ScmpCmpGt => (SeccompCmpOp::Gt, arg.value()),
+        LinuxSeccompOperator::ScmpCmpGe => (SeccompCmpOp::Ge, arg.value()),
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            // OCI/libseccomp: (arg & value) == valueTwo.
+            let (mask, want) = (arg.value(), arg.value_two().unwrap_or(0));
+            if want & !mask != 0 {
+                return Ok(None);
+            }
+            (SeccompCmpOp::MaskedEq(mask), want)
+        }
+    };
+    SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
+        .map(Some)
+        .map_err(|e| anyhow!("invalid condition: {e}"))
+}
+
+/// Converts a Docker/containers-common profile (`names`, `archMap`, `includes`/`excludes`)
+/// into the OCI form, resolving includes/excludes for `caps` and the native arch the way
+/// podman does. Only tests need it: the runtime receives profiles already in OCI form.
+#[cfg(test)]
+pub(crate) mod docker {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Profile {
+        default_action: LinuxSeccompAction,
+        default_errno_ret: Option<u32>,
+        #[serde(default)]
+        arch_map: Vec<ArchMap>,
+        #[serde(default)]
+        architectures: Vec<Arch>,
+        #[serde(default)]
+        flags: Vec<LinuxSeccompFilterFlag>,
+        #[serde(default)]
+        syscalls: Vec<Syscall>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ArchMap {
+        architecture: Arch,
+        #[serde(default)]
+        sub_architectures: Vec<Arch>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Syscall {
+        name: Option<String>,
+        #[serde(default)]
+        names: Vec<String>,
+        action: LinuxSeccompAction,
+        errno_ret: Option<u32>,
+        args: Option<Vec<LinuxSeccompArg>>,
+        #[serde(default)]
+        includes: Filter,
+        #[serde(default)]
+        excludes: Filter,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Filter {
+        #[serde(default)]
+        caps: Vec<String>,
+        #[serde(default)]
+        arches: Vec<String>,
+    }
+
+    /// Go's name for the native arch, as used in `includes.arches`.
+    fn go_arch() -> &'static str {
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+    }
+
+    pub(crate) fn from_docker_profile(json: &str, caps: &[String]) -> Result<LinuxSeccomp> {
+        let p: Profile = serde_json::from_str(json).context("parsing docker seccomp profile")?;
+        let native = filtered_archs().first().copied();
+        let mut archs = p.architectures;
+        for m in p.arch_map.iter().filter(|m| Some(m.architecture) == native) {
+            archs.push(m.architecture);
+            archs.extend(m.sub_architectures.iter().copied());
+        }
+        let arch = go_arch();
+        let has = |c: &String| caps.contains(c);
+        let mut syscalls = Vec::new();
+        for s in p.syscalls {
+            let excluded =
+                s.excludes.arches.iter().any(|a| a == arch) || s.excludes.caps.iter().any(has);
+            let included = (s.includes.arches.is_empty()
+                || s.includes.arches.iter().any(|a| a == arch))
+                && s.includes.caps.iter().all(has);
+            if excluded || !included {
+                continue;
+            }
+            let mut names = s.names;
+            names.extend(s.name);
+            let mut b = oci_spec::runtime::LinuxSyscallBuilder::default()
+                .names(names)
+                .action(s.action);
+            if let Some(e) = s.errno_ret {
+                b = b.errno_ret(e);
+            }
+            if let Some(a) = s.args {
+                b = b.args(a);
+            }
+            syscalls.push(b.build()?);
+        }
+        let mut b = oci_spec::runtime::LinuxSeccompBuilder::default()
+            .default_action(p.default_action)
+            .architectures(archs)
+            .flags(p.flags)
+            .syscalls(syscalls);
+        if let Some(e) = p.default_errno_ret {
+            b = b.default_errno_ret(e);
+        }
+        Ok(b.build()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder};
+
+    /// How a forked child that installed the filter and ran one probe ended.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Outcome {
+        /// The probe's errno (0 = the syscall succeeded).
+        Errno(i32),
+        Signal(i32),
+    }
+
+    /// Forks; the child sets no_new_privs, installs `filter` and runs `probe` (raw
+    /// syscalls only: the parent is multi-threaded), exiting with the errno it saw.
+    fn probe(filter: &CompiledSeccomp, probe: impl FnOnce() -> libc::c_long) -> Outcome {
+        // SAFETY: the child only makes raw syscalls before _exit (install does not
+        // allocate on success; on failure it exits via the 200 code path after the
+        // error value is dropped, which is acceptable in a test).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            unsafe {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    libc::_exit(201);
+                }
+                if filter.install().is_err() {
+                    libc::_exit(200);
+                }
+                let rc = probe();
+                let code = if rc < 0 { *libc::__errno_location() } else { 0 };
+                libc::_exit(code);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(rc, pid);
+        if libc::WIFSIGNALED(status) {
+            Outcome::Signal(libc::WTERMSIG(status))
+        } else {
+            let code = libc::WEXITSTATUS(status);
+            assert!(code < 200, "child could not install the filter ({code})");
+            Outcome::Errno(code)
+        }
+    }
+
+    fn rule(names: &[&str], action: LinuxSeccompAction, errno: Option<u32>) -> LinuxSyscallBuilder {
+        let b = LinuxSyscallBuilder::default()
+            .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .action(action);
+        match errno {
+            Some(e) => b.errno_ret(e),
+            None => b,
+        }
+    }
+
+    fn arg(index: usize, op: LinuxSeccompOperator, value: u64, two: u64) -> LinuxSeccompArg {
+        LinuxSeccompArgBuilder::default()
+            .index(index)
+            .op(op)
+            .value(value)
+            .value_two(two)
+            .build()
+            .unwrap()
+    }
+
+    fn profile(
+        default: LinuxSeccompAction,
+        rules: Vec<oci_spec::runtime::LinuxSyscall>,
+    ) -> LinuxSeccomp {
+        LinuxSeccompBuilder::default()
+            .default_action(default)
+            .syscalls(rules)
+            .build()
+            .unwrap()
+    }
+
+    fn getcwd() -> libc::c_long {
+        let mut buf = [0u8; 256];
+        unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    fn mkdir_bad() -> libc::c_long {
+        // NULL path: EFAULT when the filter lets it through.
+        unsafe { libc::syscall(libc::SYS_mkdir, std::ptr::null::<u8>(), 0o755) }
+    }
+
+    fn personality(p: u64) -> libc::c_long {
+        unsafe { libc::syscall(libc::SYS_personality, p) }
+    }
+
+    #[test]
+    fn errno_rules_on_allow_default() {
+        use LinuxSeccompAction::*;
+        let p = profile(
+            ScmpActAllow,
+            vec![
+                rule(&["getcwd"], ScmpActErrno, None).build().unwrap(),
+                rule(&["mkdir", "no_such_syscall"], ScmpActErrno, Some(42))
+                    .build()
+                    .unwrap(),
+            ],
+        );
+        let f = compile(&p).unwrap();
+        assert_eq!(f.program_count(), 2);
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(libc::EPERM));
+        assert_eq!(probe(&f, mkdir_bad), Outcome::Errno(42));
+        assert_eq!(
+            probe(&f, || unsafe { libc::syscall(libc::SYS_getpid) }),
+            Outcome::Errno(0)
+        );
+    }
+
+    #[test]
+    fn conditions_and_default_errno() {
+        use LinuxSeccompAction::*;
+        use LinuxSeccompOperator::*;
+        let mut p = profile(
+            ScmpActErrno,
+            vec![
+                rule(&["personality"], ScmpActAllow, None)
+                    .args(vec![arg(0, ScmpCmpEq, 0xffff_ffff, 0)])
+                    .build()
+                    .unwrap(),
+                // (arg0 & 0xff) == 0x08 — also allowed.
+                rule(&["personality"], ScmpActAllow, None)
+                    .args(vec![arg(0, ScmpCmpMaskedEq, 0xff, 0x08)])
+                    .build()
+                    .unwrap(),
+                // Never true (expected bits outside the mask): must not allow anything.
+                rule(&["personality"], ScmpActAllow, None)
+                    .args(vec![arg(0, ScmpCmpMaskedEq, 0x0f, 0x100)])
+                    .build()
+                    .unwrap(),
+                rule(&["exit", "exit_group", "getpid"], ScmpActAllow, None)
+                    .build()
+                    .unwrap(),
+            ],
+        );
+        p.set_default_errno_ret(Some(libc::ENOSYS as u32));
+        let f = compile(&p).unwrap();
+        assert_eq!(probe(&f, || personality(0xffff_ffff)), Outcome::Errno(0));
+        assert_eq!(probe(&f, || personality(0x0100_0008)), Outcome::Errno(0));
+        assert_eq!(
+            probe(&f, || personality(0x100)),
+            Outcome::Errno(libc::ENOSYS)
+        );
+        // Upper 32 bits count, as with libseccomp on 64-bit.
+        assert_eq!(
+            probe(&f, || personality(0x1_ffff_ffff)),
+            Outcome::Errno(libc::ENOSYS)
+        );
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(libc::ENOSYS));
+    }
+
+    #[test]
+    fn same_argument_twice_is_or_like_runc() {
+        use LinuxSeccompAction::*;
+        use LinuxSeccompOperator::*;
+        let p = profile(
+            ScmpActAllow,
+            vec![rule(&["personality"], ScmpActErrno, Some(7))
+                .args(vec![arg(0, ScmpCmpEq, 0x10, 0), arg(0, ScmpCmpEq, 0x20, 0)])
+                .build()
+                .unwrap()],
+        );
+        let f = compile(&p).unwrap();
+        assert_eq!(probe(&f, || personality(0x10)), Outcome::Errno(7));
+        assert_eq!(probe(&f, || personality(0x20)), Outcome::Errno(7));
+        assert_eq!(probe(&f, || personality(0xffff_ffff)), Outcome::Errno(0));
+    }
+
+    #[test]
+    fn different_args_are_and() {
+        use LinuxSeccompAction::*;
+        use LinuxSeccompOperator::*;
+        // kill(pid > 0 AND sig == 0) → ERRNO 9; other combinations reach the kernel.
+        let p = profile(
+            ScmpActAllow,
+            vec![rule(&["kill"], ScmpActErrno, Some(9))
+                .args(vec![arg(0, ScmpCmpGt, 0, 0), arg(1, ScmpCmpEq, 0, 0)])
+                .build()
+                .unwrap()],
+        );
+        let f = compile(&p).unwrap();
+        let me = std::process::id() as libc::c_long;
+        assert_eq!(
+            probe(&f, || unsafe { libc::syscall(libc::SYS_kill, me, 0) }),
+            Outcome::Errno(9)
+        );
+        // sig 9999 is invalid → the kernel's own EINVAL proves the call got through.
+        assert_eq!(
+            probe(&f, || unsafe { libc::syscall(libc::SYS_kill, me, 9999) }),
+            Outcome::Errno(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn precedence_between_rules() {
+        use LinuxSeccompAction::*;
+        let p = profile(
+            ScmpActKillProcess,
+            vec![
+                rule(&["getcwd"], ScmpActErrno, Some(11)).build().unwrap(),
+                rule(&["getcwd"], ScmpActErrno, Some(12)).build().unwrap(),
+                rule(&["getcwd", "mkdir", "getpid"], ScmpActAllow, None)
+                    .build()
+                    .unwrap(),
+                rule(&["mkdir"], ScmpActTrap, None).build().unwrap(),
+                rule(&["exit", "exit_group", "prctl"], ScmpActAllow, None)
+                    .build()
+                    .unwrap(),
+            ],
+        );
+        let f = compile(&p).unwrap();
+        // Most severe matching action wins; equal actions: first rule in the profile wins.
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(11));
+        assert_eq!(probe(&f, mkdir_bad), Outcome::Signal(libc::SIGSYS));
+        assert_eq!(
+            probe(&f, || unsafe { libc::syscall(libc::SYS_getpid) }),
+            Outcome::Errno(0)
+        );
+        // Not listed → default action.
+        assert_eq!(
+            probe(&f, || unsafe { libc::syscall(libc::SYS_getppid) }),
+            Outcome::Signal(libc::SIGSYS)
+        );
+    }
+
+    #[test]
+    fn profile_denying_seccomp_itself() {
+        use LinuxSeccompAction::*;
+        use LinuxSeccompOperator::*;
+        // Denying `seccomp` is fine when one program does it: that one is loaded last.
+        let p = profile(
+            ScmpActAllow,
+            vec![
+                rule(&["seccomp"], ScmpActErrno, Some(5)).build().unwrap(),
+                rule(&["getcwd"], ScmpActErrno, Some(6)).build().unwrap(),
+            ],
+        );
+        let f = compile(&p).unwrap();
+        assert_eq!(f.program_count(), 2);
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(6));
+        let seccomp = || unsafe { libc::syscall(libc::SYS_seccomp, 0, 0, 0) };
+        assert_eq!(probe(&f, seccomp), Outcome::Errno(5));
+
+        // Two programs that may deny it cannot all be loaded: refuse at compile time.
+        let p = profile(
+            ScmpActErrno,
+            vec![rule(&["seccomp"], ScmpActErrno, Some(5))
+                .args(vec![arg(0, ScmpCmpEq, 1, 0)])
+                .build()
+                .unwrap()],
+        );
+        let err = compile(&p).unwrap_err().to_string();
+        assert!(err.contains("more than one action"), "{err}");
+    }
+
+    #[test]
+    fn allow_all_still_installs_a_filter() {
+        let p = profile(LinuxSeccompAction::ScmpActAllow, vec![]);
+        let f = compile(&p).unwrap();
+        assert_eq!(f.program_count(), 1);
+        let mode = || {
+            // PR_GET_SECCOMP returns 2 in filter mode.
+            unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) as libc::c_long - 2 }
+        };
+        // -1 (rc - 2 < 0) would map to an errno; 0 means mode 2.
+        assert_eq!(probe(&f, mode), Outcome::Errno(0));
+    }
+
+    #[test]
+    fn rejects_notify_and_bad_index() {
+        use LinuxSeccompAction::*;
+        let p = profile(
+            ScmpActAllow,
+            vec![rule(&["getcwd"], ScmpActNotify, None).build().unwrap()],
+        );
+        let err = compile(&p).unwrap_err().to_string();
+        assert_eq!(err, "seccomp: action SCMP_ACT_NOTIFY is not supported");
+
+        let p = profile(
+            ScmpActAllow,
+            vec![rule(&["getcwd"], ScmpActErrno, None)
+                .args(vec![arg(6, LinuxSeccompOperator::ScmpCmpEq, 0, 0)])
+                .build()
+                .unwrap()],
+        );
+        let err = format!("{:#}", compile(&p).unwrap_err());
+        assert!(err.contains("argument index 6"), "{err}");
+
+        let mut p = profile(ScmpActAllow, vec![]);
+        p.set_listener_path(Some("/run/x.sock".into()));
+        assert!(compile(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("listenerPath"));
+    }
+
+    #[test]
+    fn flags_are_passed_to_the_kernel() {
+        let supported = supported_flags();
+        assert!(supported.contains(&LinuxSeccompFilterFlag::SeccompFilterFlagTsync));
+        let mut p = profile(
+            LinuxSeccompAction::ScmpActAllow,
+            vec![rule(&["getcwd"], LinuxSeccompAction::ScmpActErrno, None)
+                .build()
+                .unwrap()],
+        );
+        p.set_flags(Some(supported));
+        let f = compile(&p).unwrap();
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(libc::EPERM));
+    }
+
+    const CONTAINERS_PROFILE: &str = "/usr/share/containers/seccomp.json";
+
+    fn containers_profile(caps: &[&str]) -> LinuxSeccomp {
+        let json = std::fs::read_to_string(CONTAINERS_PROFILE)
+            .expect("seccomp.json missing: install golang-github-containers-common");
+        let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        docker::from_docker_profile(&json, &caps).unwrap()
+    }
+
+    #[test]
+    fn containers_common_profile() {
+        let p = containers_profile(&["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        let n = p
+            .syscalls()
+            .as_ref()
+            .map_or(0, |s| s.iter().map(|s| s.names().len()).sum());
+        assert!(n > 350, "only {n} names");
+        let f = compile(&p).unwrap();
+
+        // Explicitly denied with errno 1.
+        let vmsplice =
+            || unsafe { libc::syscall(libc::SYS_vmsplice, -1, std::ptr::null::<u8>(), 0, 0) };
+        assert_eq!(probe(&f, vmsplice), Outcome::Errno(libc::EPERM));
+        // Needs CAP_SYS_ADMIN, which this cap set lacks.
+        let setns = || unsafe { libc::syscall(libc::SYS_setns, -1, 0) };
+        assert_eq!(probe(&f, setns), Outcome::Errno(libc::EPERM));
+        // Not in the profile → defaultErrnoRet (ENOSYS).
+        let add_key = || unsafe { libc::syscall(libc::SYS_add_key, 0, 0, 0, 0, 0) };
+        assert_eq!(probe(&f, add_key), Outcome::Errno(libc::ENOSYS));
+        // Allowed: the kernel's own answers come back.
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(0));
+        assert_eq!(probe(&f, mkdir_bad), Outcome::Errno(libc::EFAULT));
+        // personality: only the listed values pass.
+        assert_eq!(probe(&f, || personality(0xffff_ffff)), Outcome::Errno(0));
+        assert_eq!(
+            probe(&f, || personality(0x1234)),
+            Outcome::Errno(libc::ENOSYS)
+        );
+        // socket(AF_NETLINK, *, NETLINK_AUDIT) → EINVAL without CAP_AUDIT_WRITE.
+        let audit =
+            || unsafe { libc::syscall(libc::SYS_socket, libc::AF_NETLINK, libc::SOCK_RAW, 9) };
+        assert_eq!(probe(&f, audit), Outcome::Errno(libc::EINVAL));
+        let unix =
+            || unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        assert_eq!(probe(&f, unix), Outcome::Errno(0));
+    }
+
+    #[test]
+    fn containers_common_profile_with_sys_admin() {
+        let p = containers_profile(&["CAP_SYS_ADMIN", "CAP_AUDIT_WRITE"]);
+        let f = compile(&p).unwrap();
+        // Now reaches the kernel: bad fd.
+        let setns = || unsafe { libc::syscall(libc::SYS_setns, -1, 0) };
+        assert_eq!(probe(&f, setns), Outcome::Errno(libc::EBADF));
+    }
+}
