@@ -1,0 +1,119 @@
+//! Layer creation from an overlayfs upper directory: overlay whiteouts become
+//! OCI whiteouts, entries are sorted, hardlinks deduped, and the tar is hashed
+//! (diff_id) and compressed and hashed again (blob digest) in a single pass.
+use super::tarw::TarWriter;
+use super::Compression;
+use crate::digest::HashingWriter;
+use crate::image::Descriptor;
+use crate::store::Store;
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
+/// A stored layer: its blob descriptor and uncompressed digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    pub descriptor: Descriptor,
+    pub diff_id: String,
+}
+
+/// True when `dir` has no entries (the step changed nothing).
+pub fn is_empty_dir(dir: &Path) -> Result<bool> {
+    Ok(fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .next()
+        .is_none())
+}
+
+/// Writes the layer for `upper` into the store and returns it.
+pub fn write_layer(
+    store: &Store,
+    upper: &Path,
+    compression: Compression,
+    epoch: Option<i64>,
+) -> Result<LayerInfo> {
+    let blob = store.blob_writer()?;
+    let (blob, diff_id) = match compression {
+        Compression::Gzip => {
+            let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+            let (gz, diff_id) = write_tar(upper, gz, epoch)?;
+            (gz.finish().context("finishing gzip stream")?, diff_id)
+        }
+        Compression::Zstd => {
+            let z = zstd::stream::write::Encoder::new(blob, 3).context("starting zstd")?;
+            let (z, diff_id) = write_tar(upper, z, epoch)?;
+            (z.finish().context("finishing zstd stream")?, diff_id)
+        }
+    };
+    let (digest, size) = blob.commit(None)?;
+    Ok(LayerInfo {
+        descriptor: Descriptor {
+            media_type: compression.media_type().into(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        diff_id,
+    })
+}
+
+/// Writes the tar of `upper` into `out`, returning `out` and the tar's digest.
+pub fn write_tar<W: Write>(upper: &Path, out: W, epoch: Option<i64>) -> Result<(W, String)> {
+    let mut tw = TarWriter::new(HashingWriter::new(out), epoch);
+    let mut links = HashMap::new();
+    walk(&mut tw, upper, "", &mut links)?;
+    let (out, diff_id, _) = tw.finish()?.finish();
+    Ok((out, diff_id))
+}
+
+fn walk<W: Write>(
+    tw: &mut TarWriter<W>,
+    dir: &Path,
+    prefix: &str,
+    links: &mut HashMap<(u64, u64), String>,
+) -> Result<()> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("listing {}", dir.display()))?;
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    for name in names {
+        let path = dir.join(&name);
+        let name = name.to_string_lossy();
+        let rel = format!("{prefix}{name}");
+        let m = fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
+        let ft = m.file_type();
+        if ft.is_char_device() && m.rdev() == 0 {
+            tw.append_empty(&format!("{prefix}{WHITEOUT_PREFIX}{name}"), &m)?;
+            continue;
+        }
+        if ft.is_dir() {
+            tw.append_path(&rel, &path, &m)?;
+            let opaque = matches!(xattr::get(&path, OPAQUE_XATTR), Ok(Some(v)) if v == b"y");
+            if opaque {
+                tw.append_empty(&format!("{rel}/{OPAQUE_WHITEOUT}"), &m)?;
+            }
+            walk(tw, &path, &format!("{rel}/"), links)?;
+            continue;
+        }
+        if ft.is_file() && m.nlink() > 1 {
+            let key = (m.dev(), m.ino());
+            if let Some(first) = links.get(&key) {
+                tw.append_hardlink(&rel, first, &m)?;
+                continue;
+            }
+            links.insert(key, rel.clone());
+        }
+        tw.append_path(&rel, &path, &m)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Content-addressed blobs under `blobs/sha256/`.
+use super::Store;
+use crate::digest::{hex_part, sha256_of, HashingWriter};
+use crate::fsutil::sync_dir;
+use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+impl Store {
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.root.join("blobs/sha256").join(hex_part(digest)?))
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.exists())
+    }
+
+    /// Stores `data` and returns its digest.
+    pub fn put_blob(&self, data: &[u8]) -> Result<String> {
+        let digest = sha256_of(data);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(data).context("writing blob")?;
+        w.commit(Some(&digest))?;
+        Ok(digest)
+    }
+
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let p = self.blob_path(digest)?;
+        fs::read(&p).with_context(|| format!("reading blob {digest}"))
+    }
+
+    pub fn read_json<T: DeserializeOwned>(&self, digest: &str) -> Result<T> {
+        let data = self.read_blob(digest)?;
+        serde_json::from_slice(&data).with_context(|| format!("parsing blob {digest}"))
+    }
+
+    /// A writer for a blob of not yet known digest; `commit` moves it into place.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(self.root.join("tmp"))
+            .context("creating a temporary blob")?;
+        let file = tmp.reopen().context("opening temporary blob")?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp,
+            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+}
+
+/// A blob being written. Dropping it without `commit` deletes the temp file.
+pub struct BlobWriter {
+    store: Store,
+    tmp: tempfile::NamedTempFile,
+    inner: HashingWriter<BufWriter<File>>,
+}
+
+impl BlobWriter {
+    /// fsyncs the blob and renames it to its digest. With `expected`, a
+    /// mismatching digest is an error (used for imports and downloads).
+    /// Returns (digest, size).
+    pub fn commit(self, expected: Option<&str>) -> Result<(String, u64)> {
+        let (buf, digest, size) = self.inner.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing blob")?;
+        file.sync_all().context("fsync blob")?;
+        if let Some(want) = expected {
+            if want != digest {
+                bail!("digest mismatch: expected {want}, got {digest}");
+            }
+        }
+        let dest = self.store.blob_path(&digest)?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("moving blob into {}", dest.display()))?;
+        sync_dir(dest.parent().context("blob path has no parent")?)?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,435 @@
+//! The image store: an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/`) plus berth's own side directories:
+//! `snapshots/<diffid-hex>/` (each layer unpacked alone, in overlayfs format, used as a lowerdir),
+//! `cache/<key-hex>.json` (build cache entries) and `tmp/` (work space, wiped on open).
+//!
+//! Crash consistency: blobs and snapshots are created under `tmp/` and renamed
+//! into place; `index.json` is replaced atomically and only after everything it
+//! references exists, so an interrupted build never leaves a dangling reference.
+mod blobs;
+mod refs;
+
+pub use blobs::BlobWriter;
+pub use refs::normalize_ref;
+
+use crate::digest::hex_part;
+use crate::fsutil::{atomic_write, disk_usage, remove_any};
+use crate::image::{Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_INDEX};
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// Default store location.
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+/// A handle on a store directory. Cheap to clone; all state lives on disk.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An image resolved from a name: its manifest descriptor, manifest and config.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub descriptor: Descriptor,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
+}
+
+/// One image in the index with all the names pointing at it.
+#[derive(Debug, Clone)]
+pub struct ImageEntry {
+    pub descriptor: Descriptor,
+    pub tags: Vec<String>,
+}
+
+/// What a build step produced, keyed by the step's cache key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CacheEntry {
+    /// The layer the step produced (compressed blob descriptor).
+    pub layer: Descriptor,
+    /// Uncompressed digest of that layer.
+    pub diff_id: String,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PruneReport {
+    pub removed_blobs: u64,
+    pub reclaimed_bytes: u64,
+    pub removed_snapshots: u64,
+    pub removed_cache_entries: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DiskUsage {
+    pub blobs_bytes: u64,
+    pub blobs_count: u64,
+    pub snapshots_bytes: u64,
+    pub cache_entries: u64,
+    pub images: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root` and clears leftovers of
+    /// interrupted operations from `tmp/`.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        for d in ["blobs/sha256", "snapshots", "cache", "tmp"] {
+            fs::create_dir_all(root.join(d))
+                .with_context(|| format!("creating {}", root.join(d).display()))?;
+        }
+        let store = Self { root };
+        let _lock = store.lock()?;
+        if !store.root.join("oci-layout").exists() {
+            atomic_write(
+                &store.root.join("oci-layout"),
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )?;
+        }
+        if !store.index_path().exists() {
+            store.write_index(&Index {
+                schema_version: 2,
+                media_type: Some(MEDIA_INDEX.into()),
+                manifests: Vec::new(),
+            })?;
+        }
+        store.clean_tmp()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Removes stale work directories. Only entries older than a minute are
+    /// touched, so a concurrent build in another process keeps its files.
+    fn clean_tmp(&self) -> Result<()> {
+        let tmp = self.root.join("tmp");
+        for entry in fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))? {
+            let entry = entry?;
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 60);
+            if old {
+                crate::snapshot::unmount_stale(&entry.path());
+                remove_any(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the store-wide lock that serializes index and cache updates.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        let path = self.root.join("lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking {}", path.display()))
+    }
+
+    /// A fresh private directory under `tmp/` (removed by the caller or on the next open).
+    pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(self.root.join("tmp"))
+            .context("creating a work directory in the store")
+    }
+
+    pub fn index(&self) -> Result<Index> {
+        let path = self.index_path();
+        let data = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn write_index(&self, index: &Index) -> Result<()> {
+        let data = serde_json::to_vec(index).context("serializing index.json")?;
+        atomic_write(&self.index_path(), &data)
+    }
+
+    /// Resolves a tag (`name`, `name:tag`), a manifest digest or a unique digest prefix.
+    pub fn resolve(&self, name: &str) -> Result<ResolvedImage> {
+        let descriptor = self.find_descriptor(name)?;
+        let manifest: Manifest = self.read_json(&descriptor.digest)?;
+        let config: ImageConfig = self.read_json(&manifest.config.digest)?;
+        Ok(ResolvedImage {
+            descriptor,
+            manifest,
+            config,
+        })
+    }
+
+    fn find_descriptor(&self, name: &str) -> Result<Descriptor> {
+        let index = self.index()?;
+        let wanted = normalize_ref(name);
+        if let Some(d) = index
+            .manifests
+            .iter()
+            .find(|d| d.annotations.get(ANNOTATION_REF_NAME) == Some(&wanted))
+        {
+            return Ok(d.clone());
+        }
+        let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+        if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let found: BTreeMap<&str, &Descriptor> = index
+                .manifests
+                .iter()
+                .filter(|d| d.digest["sha256:".len()..].starts_with(prefix))
+                .map(|d| (d.digest.as_str(), d))
+                .collect();
+            match found.len() {
+                1 => {
+                    let (_, d) = found.into_iter().next().context("unreachable")?;
+                    let mut d = d.clone();
+                    d.annotations.clear();
+                    return Ok(d);
+                }
+                n if n > 1 => bail!("image reference {name:?} is ambiguous"),
+                _ => {}
+            }
+        }
+        bail!("image {name:?} not found in store {}", self.root.display())
+    }
+
+    /// All images (one entry per manifest digest) with their tags.
+    pub fn images(&self) -> Result<Vec<ImageEntry>> {
+        let mut by_digest: BTreeMap<String, ImageEntry> = BTreeMap::new();
+        for d in self.index()?.manifests {
+            let entry = by_digest.entry(d.digest.clone()).or_insert_with(|| {
+                let mut plain = d.clone();
+                plain.annotations.clear();
+                ImageEntry {
+                    descriptor: plain,
+                    tags: Vec::new(),
+                }
+            });
+            if let Some(tag) = d.annotations.get(ANNOTATION_REF_NAME) {
+                entry.tags.push(tag.clone());
+            }
+        }
+        Ok(by_digest.into_values().collect())
+    }
+
+    /// Writes config and manifest blobs for an image whose layer blobs are
+    /// already stored, then records it in the index under `tags` (or untagged).
+    pub fn commit_image(
+        &self,
+        config: &ImageConfig,
+        layers: Vec<Descriptor>,
+        tags: &[String],
+    ) -> Result<Descriptor> {
+        for l in &layers {
+            if !self.has_blob(&l.digest) {
+                bail!(
+                    "refusing to commit an image whose layer {} is missing",
+                    l.digest
+                );
+            }
+        }
+        let config_bytes = serde_json::to_vec(config).context("serializing image config")?;
+        let config_digest = self.put_blob(&config_bytes)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(crate::image::MEDIA_MANIFEST.into()),
+            config: Descriptor {
+                media_type: crate::image::MEDIA_CONFIG.into(),
+                digest: config_digest,
+                size: config_bytes.len() as u64,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
+            layers,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).context("serializing manifest")?;
+        let digest = self.put_blob(&manifest_bytes)?;
+        let desc = Descriptor {
+            media_type: crate::image::MEDIA_MANIFEST.into(),
+            digest,
+            size: manifest_bytes.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: Some(crate::image::Platform {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+            }),
+        };
+        self.add_to_index(&desc, tags)?;
+        Ok(desc)
+    }
+
+    /// Adds a manifest (whose blobs exist) to the index, moving each tag to it.
+    /// With no tags, the image is kept untagged (a later prune removes it).
+    pub fn add_to_index(&self, desc: &Descriptor, tags: &[String]) -> Result<()> {
+        let _lock = self.lock()?;
+        let mut index = self.index()?;
+        let names: BTreeSet<String> = tags.iter().map(|t| normalize_ref(t)).collect();
+        for n in &names {
+            refs::validate_ref(n)?;
+        }
+        index
+            .manifests
+            .retain(|d| match d.annotations.get(ANNOTATION_REF_NAME) {
+                Some(n) => !names.contains(n),
+                None => d.digest != desc.digest,
+            });
+        let mut plain = desc.clone();
+        plain.annotations.clear();
+        if names.is_empty() {
+            index.manifests.push(plain);
+        } else {
+            for n in names {
+                let mut d = plain.clone();
+                d.annotations.insert(ANNOTATION_REF_NAME.into(), n);
+                index.manifests.push(d);
+            }
+        }
+        // Drop untagged entries of images that now have a name.
+        let named: BTreeSet<String> = index
+            .manifests
+            .iter()
+            .filter(|d| d.annotations.contains_key(ANNOTATION_REF_NAME))
+            .map(|d| d.digest.clone())
+            .collect();
+        index.manifests.retain(|d| {
+            d.annotations.contains_key(ANNOTATION_REF_NAME) || !named.contains(&d.digest)
+        });
+        self.write_index(&index)
+    }
+
+    /// Points `tag` at the image `source` resolves to.
+    pub fn tag(&self, source: &str, tag: &str) -> Result<()> {
+        let desc = self.find_descriptor(source)?;
+        self.add_to_index(&desc, &[tag.to_string()])
+    }
+
+    /// Removes a tag, or every index entry of a digest. Blobs stay until `prune`.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let desc = self.find_descriptor(name)?;
+        let _lock = self.lock()?;
+        let mut index = self.index()?;
+        let wanted = normalize_ref(name);
+        let before = index.manifests.len();
+        let by_tag = index
+            .manifests
+            .iter()
+            .any(|d| d.annotations.get(ANNOTATION_REF_NAME) == Some(&wanted));
+        if by_tag {
+            index
+                .manifests
+                .retain(|d| d.annotations.get(ANNOTATION_REF_NAME) != Some(&wanted));
+        } else {
+            index.manifests.retain(|d| d.digest != desc.digest);
+        }
+        if index.manifests.len() == before {
+            bail!("image {name:?} not found");
+        }
+        self.write_index(&index)
+    }
+
+    // ---- build cache ----
+
+    fn cache_path(&self, key: &str) -> Result<PathBuf> {
+        Ok(self
+            .root
+            .join("cache")
+            .join(format!("{}.json", hex_part(key)?)))
+    }
+
+    /// The cache entry for `key`, if present and its blob still exists.
+    pub fn cache_get(&self, key: &str) -> Option<CacheEntry> {
+        let data = fs::read(self.cache_path(key).ok()?).ok()?;
+        let entry: CacheEntry = serde_json::from_slice(&data).ok()?;
+        self.has_blob(&entry.layer.digest).then_some(entry)
+    }
+
+    pub fn cache_put(&self, key: &str, entry: &CacheEntry) -> Result<()> {
+        let data = serde_json::to_vec(entry).context("serializing cache entry")?;
+        atomic_write(&self.cache_path(key)?, &data)
+    }
+
+    // ---- snapshots ----
+
+    /// Directory holding the layer with `diff_id` unpacked in overlayfs format.
+    pub fn snapshot_dir(&self, diff_id: &str) -> Result<PathBuf> {
+        Ok(self.root.join("snapshots").join(hex_part(diff_id)?))
+    }
+
+    // ---- garbage collection ----
+
+    /// Digests reachable from the index (manifests, configs, layers).
+    fn reachable(&self) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+        let mut blobs = BTreeSet::new();
+        let mut diff_ids = BTreeSet::new();
+        for d in self.index()?.manifests {
+            blobs.insert(d.digest.clone());
+            let m: Manifest = self.read_json(&d.digest)?;
+            blobs.insert(m.config.digest.clone());
+            let c: ImageConfig = self.read_json(&m.config.digest)?;
+            diff_ids.extend(c.rootfs.diff_ids);
+            blobs.extend(m.layers.into_iter().map(|l| l.digest));
+        }
+        Ok((blobs, diff_ids))
+    }
+
+    /// Drops the build cache and every blob and snapshot no tagged image uses.
+    pub fn prune(&self) -> Result<PruneReport> {
+        let _lock = self.lock()?;
+        let mut report = PruneReport::default();
+        let cache = self.root.join("cache");
+        for e in fs::read_dir(&cache).with_context(|| format!("reading {}", cache.display()))? {
+            remove_any(&e?.path())?;
+            report.removed_cache_entries += 1;
+        }
+        let (blobs, diff_ids) = self.reachable()?;
+        let blob_dir = self.root.join("blobs/sha256");
+        for e in fs::read_dir(&blob_dir)? {
+            let e = e?;
+            let digest = format!("sha256:{}", e.file_name().to_string_lossy());
+            if !blobs.contains(&digest) {
+                report.reclaimed_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                remove_any(&e.path())?;
+                report.removed_blobs += 1;
+            }
+        }
+        let snaps = self.root.join("snapshots");
+        for e in fs::read_dir(&snaps)? {
+            let e = e?;
+            let diff_id = format!("sha256:{}", e.file_name().to_string_lossy());
+            if !diff_ids.contains(&diff_id) {
+                report.reclaimed_bytes += disk_usage(&e.path());
+                remove_any(&e.path())?;
+                report.removed_snapshots += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    pub fn disk_usage(&self) -> Result<DiskUsage> {
+        let mut du = DiskUsage::default();
+        for e in fs::read_dir(self.root.join("blobs/sha256"))? {
+            du.blobs_count += 1;
+            du.blobs_bytes += e?.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        du.snapshots_bytes = disk_usage(&self.root.join("snapshots"));
+        du.cache_entries = fs::read_dir(self.root.join("cache"))?.count() as u64;
+        du.images = self.images()?.len() as u64;
+        Ok(du)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+use super::*;
+use crate::image::{ImageConfig, MEDIA_LAYER_GZIP};
+use std::io::Write;
+
+fn layer(store: &Store, data: &[u8]) -> Descriptor {
+    let digest = store.put_blob(data).unwrap();
+    Descriptor {
+        media_type: MEDIA_LAYER_GZIP.into(),
+        digest,
+        size: data.len() as u64,
+        annotations: BTreeMap::new(),
+        platform: None,
+    }
+}
+
+#[test]
+fn open_creates_an_oci_layout() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let layout: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.path().join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
+    assert_eq!(s.index().unwrap().schema_version, 2);
+    assert!(s.index().unwrap().manifests.is_empty());
+}
+
+#[test]
+fn commit_tag_resolve_remove_prune() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let l = layer(&s, b"layer-bytes");
+    let mut cfg = ImageConfig::default();
+    cfg.rootfs.diff_ids.push(crate::digest::sha256_of(b"diff"));
+    let desc = s
+        .commit_image(&cfg, vec![l.clone()], &["app".into()])
+        .unwrap();
+    let r = s.resolve("app").unwrap();
+    assert_eq!(r.descriptor.digest, desc.digest);
+    assert_eq!(r.config, cfg);
+    assert_eq!(
+        s.resolve(&desc.digest[7..19]).unwrap().descriptor.digest,
+        desc.digest
+    );
+
+    s.tag("app:latest", "app:v2").unwrap();
+    let imgs = s.images().unwrap();
+    assert_eq!(imgs.len(), 1);
+    assert_eq!(imgs[0].tags, vec!["app:latest", "app:v2"]);
+
+    // An orphan blob goes away on prune, reachable ones stay.
+    let orphan = s.put_blob(b"orphan").unwrap();
+    let rep = s.prune().unwrap();
+    assert_eq!(rep.removed_blobs, 1);
+    assert!(!s.has_blob(&orphan));
+    assert!(s.has_blob(&l.digest));
+
+    s.remove("app").unwrap();
+    assert!(s.resolve("app").is_err());
+    assert!(s.resolve("app:v2").is_ok());
+    s.remove("app:v2").unwrap();
+    let rep = s.prune().unwrap();
+    assert_eq!(rep.removed_blobs, 3, "manifest, config and layer");
+    assert!(s.remove("app:v2").is_err());
+}
+
+#[test]
+fn retagging_moves_the_name() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let a = s
+        .commit_image(&ImageConfig::default(), vec![], &["x".into()])
+        .unwrap();
+    let mut cfg = ImageConfig::default();
+    cfg.config.user = "1".into();
+    let b = s.commit_image(&cfg, vec![], &["x".into()]).unwrap();
+    assert_ne!(a.digest, b.digest);
+    assert_eq!(s.resolve("x").unwrap().descriptor.digest, b.digest);
+    assert_eq!(s.index().unwrap().manifests.len(), 1);
+}
+
+#[test]
+fn commit_refuses_missing_layers_and_leaves_index_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let mut l = layer(&s, b"x");
+    l.digest = crate::digest::sha256_of(b"not stored");
+    assert!(s
+        .commit_image(&ImageConfig::default(), vec![l], &["y".into()])
+        .is_err());
+    assert!(s.index().unwrap().manifests.is_empty());
+}
+
+#[test]
+fn blob_writer_checks_expected_digest() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let mut w = s.blob_writer().unwrap();
+    w.write_all(b"abc").unwrap();
+    assert!(w.commit(Some(&crate::digest::sha256_of(b"xyz"))).is_err());
+    assert_eq!(
+        fs::read_dir(d.path().join("blobs/sha256")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn cache_entries_need_their_blob() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let l = layer(&s, b"z");
+    let key = crate::digest::sha256_of(b"key");
+    let e = CacheEntry {
+        layer: l,
+        diff_id: crate::digest::sha256_of(b"d"),
+    };
+    s.cache_put(&key, &e).unwrap();
+    assert_eq!(s.cache_get(&key), Some(e));
+    s.prune().unwrap();
+    assert_eq!(s.cache_get(&key), None);
+}
