@@ -39,8 +39,11 @@
 //! architecture check that kills the process for any other `AUDIT_ARCH`, so 32-bit
 //! (SCMP_ARCH_X86 / SCMP_ARCH_ARM) syscalls are killed even when the profile lists those
 //! architectures (libseccomp would filter them with their own numbering — a known gap).
-//! x32 syscalls (native AUDIT_ARCH, numbers with bit 30 set) match no rule and get
-//! `defaultAction`. The `architectures` list is therefore accepted but not needed.
+//! x32 syscalls share AUDIT_ARCH_X86_64 but carry bit 30 in their number; seccompiler
+//! does not check it, so on x86_64 a small hand-written guard program kills the process
+//! for them (what libseccomp does for an ABI the filter does not cover). Without it an
+//! x32 call would slip past every action program, whose mismatch action is ALLOW.
+//! The `architectures` list is therefore accepted but not needed.
 //!
 //! Not supported, rejected with an error: SCMP_ACT_NOTIFY and `listenerPath`.
 
@@ -186,10 +189,10 @@ impl CompiledSeccomp {
         Ok(())
     }
 
-    /// Number of BPF programs `install` loads.
+    /// Number of BPF programs `install` loads for the profile itself (without the guard).
     #[cfg(test)]
     fn program_count(&self) -> usize {
-        self.programs.len()
+        self.programs.len() - usize::from(abi_guard().is_some())
     }
 }
 
@@ -354,7 +357,11 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
              berth loads one BPF program per action and could not install them all"
         ),
     }
-    let mut programs: Vec<BpfProgram> = programs.into_iter().map(|(p, _)| p).collect();
+    // The guard never blocks `seccomp`, so it can go first.
+    let mut programs: Vec<BpfProgram> = abi_guard()
+        .into_iter()
+        .chain(programs.into_iter().map(|(p, _)| p))
+        .collect();
     if programs.is_empty() {
         // An allow-everything profile still installs a filter, so the process is in
         // seccomp mode 2 as with runc (and the flags take effect).
@@ -371,6 +378,44 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
         flags |= flag_bits(*flag);
     }
     Ok(CompiledSeccomp { programs, flags })
+}
+
+/// Programs installed before the profile's to cover what seccompiler's arch check misses.
+#[cfg(target_arch = "x86_64")]
+fn abi_guard() -> Option<BpfProgram> {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    use seccompiler::sock_filter;
+    // linux/audit.h: EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
+    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    // Offsets in struct seccomp_data { int nr; __u32 arch; ... }.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    Some(vec![
+        stmt(BPF_LD | BPF_W | BPF_ABS, ARCH),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 3), // other arch → ALLOW here
+        stmt(BPF_LD | BPF_W | BPF_ABS, NR),
+        jump(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+    ])
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn abi_guard() -> Option<BpfProgram> {
+    None
 }
 
 fn build(
@@ -811,11 +856,27 @@ mod tests {
         assert!(err.contains("more than one action"), "{err}");
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_syscalls_cannot_bypass_a_denylist() {
+        let p = profile(
+            LinuxSeccompAction::ScmpActAllow,
+            vec![rule(&["getpid"], LinuxSeccompAction::ScmpActErrno, None)
+                .build()
+                .unwrap()],
+        );
+        let f = compile(&p).unwrap();
+        let native = || unsafe { libc::syscall(libc::SYS_getpid) };
+        assert_eq!(probe(&f, native), Outcome::Errno(libc::EPERM));
+        let x32 = || unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+        assert_eq!(probe(&f, x32), Outcome::Signal(libc::SIGSYS));
+    }
+
     #[test]
     fn allow_all_still_installs_a_filter() {
         let p = profile(LinuxSeccompAction::ScmpActAllow, vec![]);
         let f = compile(&p).unwrap();
-        assert_eq!(f.program_count(), 1);
+        assert!(!f.programs.is_empty());
         let mode = || {
             // PR_GET_SECCOMP returns 2 in filter mode.
             unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) as libc::c_long - 2 }
