@@ -612,9 +612,9 @@ mod tests {
     /// Forks; the child sets no_new_privs, installs `filter` and runs `probe` (raw
     /// syscalls only: the parent is multi-threaded), exiting with the errno it saw.
     fn probe(filter: &CompiledSeccomp, probe: impl FnOnce() -> libc::c_long) -> Outcome {
-        // SAFETY: the child only makes raw syscalls before _exit (install does not
-        // allocate on success; on failure it exits via the 200 code path after the
-        // error value is dropped, which is acceptable in a test).
+        // SAFETY: the child of this multi-threaded process only makes raw syscalls
+        // before _exit (install allocates nothing unless it fails, and then the child
+        // exits at once with code 200).
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
@@ -824,6 +824,45 @@ mod tests {
             probe(&f, || unsafe { libc::syscall(libc::SYS_getppid) }),
             Outcome::Signal(libc::SIGSYS)
         );
+    }
+
+    #[test]
+    fn every_supported_action() {
+        use LinuxSeccompAction::*;
+        let p = profile(
+            ScmpActAllow,
+            vec![
+                rule(&["getcwd"], ScmpActLog, None).build().unwrap(),
+                rule(&["getppid"], ScmpActTrace, None).build().unwrap(),
+                rule(&["getuid"], ScmpActKill, None).build().unwrap(),
+                rule(&["getgid"], ScmpActKillThread, None).build().unwrap(),
+                rule(&["geteuid"], ScmpActKillProcess, None)
+                    .build()
+                    .unwrap(),
+                rule(&["getegid"], ScmpActTrap, None).build().unwrap(),
+            ],
+        );
+        let f = compile(&p).unwrap();
+        let call = |nr: libc::c_long| move || unsafe { libc::syscall(nr) };
+        // LOG lets the call through.
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(0));
+        // TRACE without a tracer: the kernel answers ENOSYS.
+        assert_eq!(
+            probe(&f, call(libc::SYS_getppid)),
+            Outcome::Errno(libc::ENOSYS)
+        );
+        for nr in [
+            libc::SYS_getuid,
+            libc::SYS_getgid,
+            libc::SYS_geteuid,
+            libc::SYS_getegid,
+        ] {
+            assert_eq!(
+                probe(&f, call(nr)),
+                Outcome::Signal(libc::SIGSYS),
+                "syscall {nr}"
+            );
+        }
     }
 
     #[test]
