@@ -2,7 +2,7 @@
 //! format (the shape `runc features` prints). Everything listed here comes from the
 //! tables the implementing modules use, so the report cannot claim more than exists.
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::LinuxNamespaceType;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -70,10 +70,10 @@ pub const NAMESPACES: &[LinuxNamespaceType] = &[
 /// Oldest runtime-spec version whose configs the runtime accepts.
 pub const OCI_VERSION_MIN: &str = "1.0.0";
 
-/// The runtime-spec version our `oci-spec` types write (`berth spec`, state JSON) and the
-/// newest one we claim to understand.
+/// The runtime-spec version the `oci-spec` crate implements (its `version()`, "1.0.2" for
+/// oci-spec 0.7): what `berth spec` writes and the newest version we claim to understand.
 pub fn oci_version() -> String {
-    Spec::default().version().clone()
+    oci_spec::runtime::version()
 }
 
 /// Serializes enum values with their spec spelling (e.g. `SCMP_ACT_ALLOW`, `network`).
