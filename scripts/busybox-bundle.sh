@@ -3,7 +3,7 @@
 # symlink per applet, and a config.json from `berth spec`.
 # usage: busybox-bundle.sh BERTH_BINARY DEST_DIR
 set -euo pipefail
-berth=$1
+berth=$(realpath "$1")
 dest=$2
 bb=/bin/busybox
 [ -x "$bb" ] || { echo "busybox-static is not installed ($bb missing)" >&2; exit 1; }

@@ -1,7 +1,103 @@
-#[allow(dead_code)]
-mod seccomp;
-#[allow(dead_code)]
+//! berth: a runc-compatible OCI runtime.
+
+mod bundle;
+mod cli;
+mod console;
+mod create;
+mod exec;
 mod features;
-#[allow(dead_code)]
+mod foreground;
+mod hooks;
+mod init;
+mod lifecycle;
+mod logging;
+mod namespaces;
+mod process;
+mod rootfs;
+mod run;
+mod seccomp;
+mod selfexe;
 mod spec_template;
-fn main() {}
+mod state;
+mod sync;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() {
+    let args = cli::normalize_args(std::env::args().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let format = match cli.log_format.as_str() {
+        "json" => logging::LogFormat::Json,
+        "text" => logging::LogFormat::Text,
+        other => {
+            eprintln!("berth: invalid log format {other:?}: must be text or json");
+            std::process::exit(1);
+        }
+    };
+    logging::init(cli.log.clone(), format, cli.debug);
+    match dispatch(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            logging::error(&format!("{e:#}"));
+            std::process::exit(1);
+        }
+    }
+}
+
+fn print_version() {
+    println!("berth version {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "commit: {}",
+        option_env!("BERTH_COMMIT").unwrap_or("unknown")
+    );
+    println!("spec: {}", state::OCI_VERSION);
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    if cli.version {
+        print_version();
+        return Ok(0);
+    }
+    let Some(command) = &cli.command else {
+        bail!("no command given; see `berth --help`");
+    };
+    if cli.systemd_cgroup {
+        bail!("systemd cgroup driver is not supported (--systemd-cgroup)");
+    }
+    let root = cli.root.as_path();
+    match command {
+        Command::Spec(a) => {
+            let bundle = a.bundle.clone().unwrap_or_else(|| ".".into());
+            spec_template::write_spec(&bundle, cli.rootless())?;
+        }
+        Command::Create(a) => {
+            selfexe::ensure_cloned()?;
+            create::create(&create::CreateOptions {
+                root,
+                args: a,
+                console_fd: None,
+            })?;
+        }
+        Command::Start(a) => lifecycle::start(root, &a.id)?,
+        Command::Run(a) => {
+            selfexe::ensure_cloned()?;
+            return run::run(root, a);
+        }
+        Command::State(a) => lifecycle::print_state(root, &a.id)?,
+        Command::List(a) => lifecycle::list(root, &a.format, a.quiet)?,
+        Command::Kill(a) => lifecycle::kill_container(root, &a.id, a.signal.as_deref(), a.all)?,
+        Command::Delete(a) => lifecycle::delete(root, &a.id, a.force)?,
+        Command::Exec(a) => {
+            selfexe::ensure_cloned()?;
+            return exec::exec(root, a);
+        }
+        Command::Ps(a) => lifecycle::ps(root, &a.id, &a.format, &a.ps_args)?,
+        Command::Features => println!("{}", serde_json::to_string_pretty(&features::features())?),
+    }
+    Ok(0)
+}

@@ -1,0 +1,144 @@
+//! Terminals: the container side makes a pty inside the container's devpts
+//! and hands the master to whoever listens on `--console-socket` (containerd,
+//! conmon, or berth's own foreground `run`/`exec`) via SCM_RIGHTS.
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+pub fn connect(path: &Path) -> Result<UnixStream> {
+    UnixStream::connect(path)
+        .with_context(|| format!("connect to console socket {}", path.display()))
+}
+
+/// Send `fd` over the unix socket `sock`, with `name` as the payload.
+pub fn send_fd(sock: RawFd, fd: RawFd, name: &str) -> Result<()> {
+    let iov = [IoSlice::new(name.as_bytes())];
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)
+        .context("send pty master over console socket")?;
+    Ok(())
+}
+
+/// Receive one fd sent with [`send_fd`].
+pub fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .context("receive pty master")?;
+    for c in msg.cmsgs().context("read control messages")? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this fd for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    bail!("console socket peer sent no file descriptor")
+}
+
+pub struct Pty {
+    pub master: OwnedFd,
+    pub slave_path: String,
+}
+
+/// Allocate a pty through the container's /dev/ptmx (call after pivot_root).
+pub fn open_pty(size: Option<(u16, u16)>) -> Result<Pty> {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .context("open /dev/ptmx in the container")?;
+    grantpt(&master).context("grantpt")?;
+    unlockpt(&master).context("unlockpt")?;
+    let slave_path = ptsname_r(&master).context("ptsname")?;
+    if let Some((rows, cols)) = size {
+        set_size(master.as_raw_fd(), rows, cols)?;
+    }
+    // SAFETY: PtyMaster owns a valid fd; we take ownership of it.
+    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+    Ok(Pty { master, slave_path })
+}
+
+pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("set terminal size");
+    }
+    Ok(())
+}
+
+pub fn get_size(fd: RawFd) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes into the winsize struct we own.
+    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Make the pty slave the process's stdio and controlling terminal.
+/// The caller must already be a session leader (setsid).
+pub fn attach_slave(slave_path: &str) -> Result<()> {
+    let slave = nix::fcntl::open(
+        slave_path,
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("open pty slave {slave_path}"))?;
+    for target in 0..3 {
+        nix::unistd::dup2(slave, target).context("dup pty slave onto stdio")?;
+    }
+    // SAFETY: TIOCSCTTY with arg 0 on our own session.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("set controlling terminal");
+    }
+    if slave > 2 {
+        let _ = nix::unistd::close(slave);
+    }
+    Ok(())
+}
+
+/// Host side of a foreground terminal: raw mode on our stdin while the
+/// container runs, restored on drop.
+pub struct RawMode {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawMode {
+    pub fn enable() -> RawMode {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            cfmakeraw(&mut raw);
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        }
+        RawMode { saved }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                &std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}

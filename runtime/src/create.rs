@@ -1,0 +1,394 @@
+//! `berth create`: the parent side of container creation.
+//!
+//! Order of events (parent ⇄ init over the sync channel):
+//! 1. validate the bundle, claim `<root>/<id>` (mkdir is the duplicate-id check)
+//! 2. create + configure the cgroup, make exec.fifo, compile seccomp
+//! 3. clone init into its new namespaces (via an intermediate process when
+//!    a user or pid namespace must be joined first, or a time ns created)
+//! 4. put init in the cgroup, write its id maps, send `Continue`
+//! 5. init mounts the rootfs, asks for prestart/createRuntime hooks
+//! 6. init runs createContainer hooks, pivots, finishes setup, says `Ready`
+//! 7. save state.json and the pid file. Any failure undoes 1–6.
+
+use crate::bundle::{self, Bundle};
+use crate::cli::CreateArgs;
+use crate::console;
+use crate::hooks;
+use crate::init::{self, InitContext};
+use crate::namespaces::{self, Plan};
+use crate::seccomp;
+use crate::state::{self, ContainerState, Status};
+use crate::sync::{self, Msg};
+use anyhow::{bail, Context, Result};
+use berth_cgroups::Cgroup;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+pub struct CreateOptions<'a> {
+    pub root: &'a Path,
+    pub args: &'a CreateArgs,
+    /// A console socket fd to use instead of connecting to args.console_socket
+    /// (foreground `run` with a terminal).
+    pub console_fd: Option<RawFd>,
+}
+
+pub struct Created {
+    pub state: ContainerState,
+    pub spec: Spec,
+    /// init is our own child (we must reap it) rather than reparented.
+    pub direct_child: bool,
+}
+
+/// Undoes a half-made container unless disarmed.
+struct Rollback {
+    dir: PathBuf,
+    cgroup: Option<Cgroup>,
+    pid: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.destroy() {
+                crate::logging::warn(&format!("cleanup: remove cgroup: {e:#}"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn create(opts: &CreateOptions) -> Result<Created> {
+    let args = opts.args;
+    state::validate_id(&args.id)?;
+    let Bundle {
+        dir: bundle_dir,
+        spec,
+        raw_config,
+        rootfs,
+    } = bundle::load(&args.bundle)?;
+    let plan = Plan::from_spec(&spec)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .context("config.json has no process")?;
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && args.console_socket.is_none() && opts.console_fd.is_none() {
+        bail!("cannot allocate tty if berth will detach without setting console socket");
+    }
+    if !terminal && args.console_socket.is_some() {
+        bail!("cannot use console socket if berth will not detach or allocate tty");
+    }
+
+    std::fs::create_dir_all(opts.root)
+        .with_context(|| format!("create state root {}", opts.root.display()))?;
+    let dir = state::container_dir(opts.root, &args.id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("container with id exists: {}", args.id)
+        }
+        Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+    }
+    let mut rollback = Rollback {
+        dir: dir.clone(),
+        cgroup: None,
+        pid: None,
+        armed: true,
+    };
+    let _lock = state::lock(&dir)?;
+    std::fs::write(dir.join(state::CONFIG_FILE), &raw_config)
+        .context("save config.json in state dir")?;
+
+    let linux = spec
+        .linux()
+        .as_ref()
+        .context("config.json has no linux section")?;
+    let cgroups_path = linux
+        .cgroups_path()
+        .as_ref()
+        .and_then(|p| p.to_str().map(str::to_string));
+    let cgroup = Cgroup::resolve(cgroups_path.as_deref(), &args.id)?;
+    cgroup.create()?;
+    rollback.cgroup = Some(cgroup.clone());
+    if let Some(res) = linux.resources() {
+        cgroup.apply(res)?;
+    }
+
+    let fifo_path = dir.join(state::EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).context("create exec.fifo")?;
+    let fifo = nix::fcntl::open(
+        &fifo_path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("open exec.fifo")?;
+    // SAFETY: fifo is a fresh fd we own.
+    let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
+
+    let compiled = match linux.seccomp() {
+        Some(s) => Some(seccomp::compile(s).context("seccomp")?),
+        None => None,
+    };
+    let console_stream = match (&args.console_socket, terminal, opts.console_fd) {
+        (_, true, Some(_)) => None,
+        (Some(p), true, None) => Some(console::connect(p)?),
+        _ => None,
+    };
+    let console_socket = opts
+        .console_fd
+        .or(console_stream.as_ref().map(|s| s.as_raw_fd()));
+
+    let joins_all = namespaces::open_joins(&plan.join)?;
+    let early = |t| joins_all.iter().find(|(k, _)| *k == t).map(|(_, f)| f);
+    let user_join = early(LinuxNamespaceType::User);
+    let pid_join = early(LinuxNamespaceType::Pid);
+    let late_joins: Vec<(LinuxNamespaceType, File)> = joins_all
+        .iter()
+        .filter(|(t, _)| !matches!(t, LinuxNamespaceType::User | LinuxNamespaceType::Pid))
+        .map(|(t, f)| Ok((*t, f.try_clone()?)))
+        .collect::<std::io::Result<_>>()
+        .context("duplicate namespace fd")?;
+
+    let (parent_chan, child_chan) = sync::pair()?;
+    let ctx = InitContext {
+        id: &args.id,
+        spec: &spec,
+        plan: &plan,
+        rootfs: &rootfs,
+        bundle: &bundle_dir,
+        no_pivot: args.no_pivot,
+        no_new_keyring: args.no_new_keyring,
+        preserve_fds: args.preserve_fds,
+        joins: &late_joins,
+        chan: &child_chan,
+        fifo: fifo.as_raw_fd(),
+        console_socket,
+        seccomp: compiled.as_ref(),
+    };
+    let (pid, direct_child) = spawn_init(&ctx, &parent_chan, &plan, user_join, pid_join, &spec)?;
+    rollback.pid = Some(pid);
+    drop(child_chan);
+    drop(fifo);
+    drop(console_stream);
+
+    cgroup.add_pid(pid)?;
+    if plan.creates(LinuxNamespaceType::User) {
+        write_id_maps(pid, linux.uid_mappings(), linux.gid_mappings())?;
+    }
+    parent_chan.send(&Msg::Continue { host_pid: pid })?;
+    parent_chan.expect(Msg::RunCreateRuntimeHooks)?;
+
+    let mut st = ContainerState {
+        id: args.id.clone(),
+        bundle: bundle_dir.clone(),
+        rootfs: rootfs.clone(),
+        init_pid: pid,
+        init_start_time: 0,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        owner: String::new(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        cgroup: Some(cgroup.clone()),
+        rootless: false,
+    };
+    let hook_state = state::hook_state(&st, Status::Creating, pid);
+    if let Some(h) = spec.hooks() {
+        #[allow(deprecated)]
+        if let Some(pre) = h.prestart() {
+            hooks::run_all(hooks::Kind::Prestart, pre, &hook_state)?;
+        }
+        if let Some(cr) = h.create_runtime() {
+            hooks::run_all(hooks::Kind::CreateRuntime, cr, &hook_state)?;
+        }
+    }
+    parent_chan.send(&Msg::HooksDone)?;
+    parent_chan.expect(Msg::Ready)?;
+
+    st.init_start_time = state::proc_stat(pid)
+        .map(|(_, t)| t)
+        .context("container init exited during create")?;
+    state::save(opts.root, &st)?;
+    if let Some(p) = &args.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    if let Some(p) = &args.pidfd_socket {
+        send_pidfd(p, pid)?;
+    }
+    rollback.armed = false;
+    Ok(Created {
+        state: st,
+        spec,
+        direct_child,
+    })
+}
+
+/// Clone init. Joining a user or pid namespace, or creating a time
+/// namespace, has to happen in the process that clones init (they apply to
+/// children), so that is done by a short-lived intermediate.
+fn spawn_init(
+    ctx: &InitContext,
+    parent_chan: &sync::Channel,
+    plan: &Plan,
+    user_join: Option<&File>,
+    pid_join: Option<&File>,
+    spec: &Spec,
+) -> Result<(i32, bool)> {
+    let flags = plan.clone_flags();
+    let new_time = plan.creates(LinuxNamespaceType::Time);
+    if user_join.is_none() && pid_join.is_none() && !new_time {
+        return match raw_clone(flags)? {
+            0 => init::run(ctx),
+            pid => Ok((pid, true)),
+        };
+    }
+    let (mut rd, mut wr) = std::io::pipe().context("pipe for intermediate")?;
+    // SAFETY: berth is single-threaded here; the child only execs or exits.
+    match unsafe { nix::unistd::fork() }.context("fork intermediate")? {
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let res: Result<i32> = (|| {
+                if let Some(f) = user_join {
+                    namespaces::join(LinuxNamespaceType::User, f)?;
+                }
+                if let Some(f) = pid_join {
+                    namespaces::join(LinuxNamespaceType::Pid, f)?;
+                }
+                if new_time {
+                    nix::sched::unshare(namespaces::clone_flag(LinuxNamespaceType::Time))
+                        .context("create time namespace")?;
+                    write_time_offsets(spec)?;
+                }
+                raw_clone(flags)
+            })();
+            match res {
+                Ok(0) => init::run(ctx),
+                Ok(pid) => {
+                    let _ = wr.write_all(&pid.to_le_bytes());
+                    // SAFETY: leave without running destructors of the parent's state.
+                    unsafe { libc::_exit(0) }
+                }
+                Err(e) => {
+                    let _ = ctx.chan.send(&Msg::Error(format!("{e:#}")));
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            let mut buf = [0u8; 4];
+            let got = rd.read_exact(&mut buf);
+            let _ = nix::sys::wait::waitpid(child, None);
+            if got.is_err() {
+                // The intermediate reported its error on the sync channel.
+                match parent_chan.recv() {
+                    Ok(Some(Msg::Error(e))) => bail!("{e}"),
+                    _ => bail!("intermediate process failed to start container init"),
+                }
+            }
+            Ok((i32::from_le_bytes(buf), false))
+        }
+    }
+}
+
+/// clone(2) with fork semantics (no new stack) plus namespace flags.
+fn raw_clone(flags: CloneFlags) -> Result<i32> {
+    // SAFETY: clone with a NULL stack behaves like fork; the child continues
+    // on a copy-on-write copy of our stack. We are single-threaded here.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags.bits() as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("clone container init ({flags:?})"));
+    }
+    Ok(r as i32)
+}
+
+fn write_time_offsets(spec: &Spec) -> Result<()> {
+    let Some(offsets) = spec.linux().as_ref().and_then(|l| l.time_offsets().clone()) else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (clock, value) in offsets {
+        let (secs, nanos) = value.split_once(' ').unwrap_or((value.as_str(), "0"));
+        text.push_str(&format!("{clock} {secs} {nanos}\n"));
+    }
+    std::fs::write("/proc/self/timens_offsets", text).context("write time namespace offsets")
+}
+
+fn write_id_maps(
+    pid: i32,
+    uids: &Option<Vec<LinuxIdMapping>>,
+    gids: &Option<Vec<LinuxIdMapping>>,
+) -> Result<()> {
+    let render = |maps: &Option<Vec<LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    let (u, g) = (render(uids), render(gids));
+    if !u.is_empty() {
+        std::fs::write(format!("/proc/{pid}/uid_map"), &u)
+            .with_context(|| format!("write uid_map {u:?}"))?;
+    }
+    if !g.is_empty() {
+        std::fs::write(format!("/proc/{pid}/gid_map"), &g)
+            .with_context(|| format!("write gid_map {g:?}"))?;
+    }
+    Ok(())
+}
+
+/// Atomic write (tmp + rename) so a reader never sees a partial pid.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let tmp = abs.with_file_name(format!(
+        ".{}.tmp",
+        abs.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    std::fs::write(&tmp, pid.to_string())
+        .with_context(|| format!("write pid file {}", tmp.display()))?;
+    std::fs::rename(&tmp, &abs).with_context(|| format!("rename pid file to {}", abs.display()))
+}
+
+fn send_pidfd(socket: &Path, pid: i32) -> Result<()> {
+    // SAFETY: pidfd_open(pid, 0) returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("pidfd_open");
+    }
+    // SAFETY: fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let stream = console::connect(socket)?;
+    console::send_fd(stream.as_raw_fd(), fd.as_raw_fd(), "pidfd")
+}

@@ -1,0 +1,296 @@
+//! `berth exec`: start a new process inside a running container, joining
+//! its namespaces and cgroup and applying the same confinement as init.
+
+use crate::cli::ExecArgs;
+use crate::create::write_pid_file;
+use crate::init::prepare_process;
+use crate::namespaces::{self, Plan};
+use crate::state::{self, Status};
+use crate::sync::{self, Msg};
+use crate::{console, foreground, seccomp};
+use anyhow::{bail, Context, Result};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Namespace types in the order they are joined: user first (it decides
+/// what the others may do), mount last but one so paths resolve until then.
+const JOIN_ORDER: [LinuxNamespaceType; 8] = [
+    LinuxNamespaceType::User,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Time,
+    LinuxNamespaceType::Mount,
+];
+
+pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
+    let st = state::load(root, &a.id)?;
+    match state::status(root, &st) {
+        Status::Running | Status::Created => {}
+        Status::Paused if a.ignore_paused => {}
+        Status::Paused => {
+            bail!("cannot exec in a paused container (use --ignore-paused to override)")
+        }
+        Status::Stopped => bail!("cannot exec in a stopped container"),
+        Status::Creating => bail!("cannot exec in a container that is being created"),
+    }
+    let spec = state::load_spec(root, &a.id)?;
+    let process = build_process(&spec, a)?;
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && a.detach && a.console_socket.is_none() {
+        bail!("cannot allocate tty if berth will detach without setting console socket");
+    }
+    if !terminal && a.console_socket.is_some() {
+        bail!("cannot use console socket if berth will not detach or allocate tty");
+    }
+    let plan = Plan::from_spec(&spec)?;
+    let ns_files = open_container_namespaces(st.init_pid, &plan)?;
+    let compiled = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some(seccomp::compile(s).context("seccomp")?),
+        None => None,
+    };
+    let mask = if a.detach {
+        None
+    } else {
+        Some(foreground::block_signals()?)
+    };
+    let console_stream = match &a.console_socket {
+        Some(p) if terminal => Some(console::connect(p)?),
+        _ => None,
+    };
+    let (ours, theirs) = if terminal && console_stream.is_none() {
+        let (x, y) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("socketpair for terminal")?;
+        (Some(x), Some(y))
+    } else {
+        (None, None)
+    };
+    let console_fd: Option<RawFd> = console_stream
+        .as_ref()
+        .map(|s| s.as_raw_fd())
+        .or(theirs.as_ref().map(|s| s.as_raw_fd()));
+
+    let (parent_chan, child_chan) = sync::pair()?;
+    // Joining the pid namespace only affects children: do it here, then fork.
+    if let Some((_, f)) = ns_files.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
+        namespaces::join(LinuxNamespaceType::Pid, f)?;
+    }
+    // SAFETY: single-threaded here; the child execs or _exits.
+    let pid = match unsafe { nix::unistd::fork() }.context("fork exec process")? {
+        nix::unistd::ForkResult::Child => {
+            drop(parent_chan);
+            let err = match child(
+                &child_chan,
+                &ns_files,
+                &process,
+                &plan,
+                compiled.as_ref(),
+                console_fd,
+                a.preserve_fds,
+            ) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = child_chan.send(&Msg::Error(format!("{err:#}")));
+            // SAFETY: leave without running the parent's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child.as_raw(),
+    };
+    drop(child_chan);
+    drop(theirs);
+    drop(console_stream);
+    let abort = |e: anyhow::Error| -> anyhow::Error {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        e
+    };
+    if let Some(cg) = &st.cgroup {
+        cg.add_pid(pid).map_err(abort)?;
+    }
+    parent_chan
+        .send(&Msg::Continue { host_pid: pid })
+        .map_err(abort)?;
+    parent_chan.expect(Msg::Ready).map_err(abort)?;
+    // The channel is close-on-exec: EOF means execve succeeded.
+    match parent_chan.recv() {
+        Ok(None) => {}
+        Ok(Some(Msg::Error(e))) => return Err(abort(anyhow::anyhow!("{e}"))),
+        Ok(Some(m)) => return Err(abort(anyhow::anyhow!("unexpected message {m:?}"))),
+        Err(e) => return Err(abort(e)),
+    }
+    if let Some(p) = &a.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    let Some(mask) = mask else {
+        return Ok(0);
+    };
+    let terminal = match ours {
+        Some(sock) => Some(foreground::proxy_terminal(console::recv_fd(
+            sock.as_raw_fd(),
+        )?)?),
+        None => None,
+    };
+    foreground::supervise(pid, &mask, terminal)
+}
+
+/// The process to run: `--process` JSON, or the container's process with
+/// the command line's overrides (what runc does).
+fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
+    if let Some(path) = &a.process {
+        let data =
+            std::fs::read(path).with_context(|| format!("read process spec {}", path.display()))?;
+        let p: Process = serde_json::from_slice(&data)
+            .with_context(|| format!("invalid process spec {}", path.display()))?;
+        if p.args().as_ref().map_or(true, |v| v.is_empty()) {
+            bail!("process args cannot be empty");
+        }
+        return Ok(p);
+    }
+    if a.command.is_empty() {
+        bail!("exec args cannot be empty");
+    }
+    let mut p = spec
+        .process()
+        .clone()
+        .context("container config has no process")?;
+    p.set_args(Some(a.command.clone()));
+    p.set_terminal(Some(a.tty));
+    let mut env = p.env().clone().unwrap_or_default();
+    env.extend(a.env.iter().cloned());
+    p.set_env(Some(env));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.into());
+    }
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (u.as_str(), None),
+        };
+        let user = p.user_mut();
+        user.set_uid(
+            uid.parse()
+                .with_context(|| format!("invalid --user {u:?}: uid must be numeric"))?,
+        );
+        if let Some(g) = gid {
+            user.set_gid(
+                g.parse()
+                    .with_context(|| format!("invalid --user {u:?}: gid must be numeric"))?,
+            );
+        }
+    }
+    if !a.additional_gids.is_empty() {
+        p.user_mut()
+            .set_additional_gids(Some(a.additional_gids.clone()));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &a.cap {
+            let cap: oci_spec::runtime::Capability = name
+                .trim_start_matches("CAP_")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut s = set.1.clone().unwrap_or_default();
+                s.insert(cap);
+                match set.0 {
+                    0 => caps.set_bounding(Some(s)),
+                    1 => caps.set_effective(Some(s)),
+                    _ => caps.set_permitted(Some(s)),
+                };
+            }
+        }
+        p.set_capabilities(Some(caps));
+    }
+    Ok(p)
+}
+
+/// /proc/<init>/ns/* for every namespace the container has, skipping ones
+/// identical to ours (setns into the same user ns fails with EINVAL).
+fn open_container_namespaces(pid: i32, plan: &Plan) -> Result<Vec<(LinuxNamespaceType, File)>> {
+    let mut out = Vec::new();
+    for t in JOIN_ORDER {
+        if !plan.has(t) {
+            continue;
+        }
+        let name = namespaces::proc_name(t);
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let f = File::open(&theirs).with_context(|| format!("open {theirs}"))?;
+        let same = match (
+            f.metadata(),
+            std::fs::metadata(format!("/proc/self/ns/{name}")),
+        ) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if !same {
+            out.push((t, f));
+        }
+    }
+    Ok(out)
+}
+
+fn child(
+    chan: &sync::Channel,
+    ns_files: &[(LinuxNamespaceType, File)],
+    process: &Process,
+    plan: &Plan,
+    seccomp: Option<&seccomp::CompiledSeccomp>,
+    console_fd: Option<RawFd>,
+    preserve_fds: u32,
+) -> Result<std::convert::Infallible> {
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .context("reset signal mask")?;
+    match chan.recv()? {
+        Some(Msg::Continue { .. }) => {}
+        other => bail!("unexpected message from parent: {other:?}"),
+    }
+    for (t, f) in ns_files {
+        if *t != LinuxNamespaceType::Pid {
+            namespaces::join(*t, f)?;
+        }
+    }
+    nix::unistd::setsid().context("setsid")?;
+    if process.terminal().unwrap_or(false) {
+        let sock = console_fd.context("terminal requested without console socket")?;
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let pty = console::open_pty(size)?;
+        console::send_fd(sock, pty.master.as_raw_fd(), &pty.slave_path)?;
+        drop(pty.master);
+        let _ = nix::unistd::close(sock);
+        console::attach_slave(&pty.slave_path)?;
+    }
+    let prepared = prepare_process(process, seccomp, preserve_fds, plan)?;
+    chan.send(&Msg::Ready)?;
+    prepared.exec()
+}

@@ -1,0 +1,166 @@
+//! OCI hooks: run each with the container state on stdin, its own args and
+//! env, and a timeout; report failures with the hook's output.
+
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::Hook;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which lifecycle point a hook list belongs to (for messages).
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Prestart,
+    CreateRuntime,
+    CreateContainer,
+    StartContainer,
+    Poststart,
+    Poststop,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Prestart => "prestart",
+            Kind::CreateRuntime => "createRuntime",
+            Kind::CreateContainer => "createContainer",
+            Kind::StartContainer => "startContainer",
+            Kind::Poststart => "poststart",
+            Kind::Poststop => "poststop",
+        }
+    }
+}
+
+/// Run `hooks` in order; stop at the first failure.
+pub fn run_all(kind: Kind, hooks: &[Hook], state: &serde_json::Value) -> Result<()> {
+    let input = serde_json::to_vec(state)?;
+    for (i, hook) in hooks.iter().enumerate() {
+        run_one(hook, &input).with_context(|| {
+            format!(
+                "error running {} hook #{i} ({})",
+                kind.name(),
+                hook.path().display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn run_one(hook: &Hook, state: &[u8]) -> Result<()> {
+    let mut cmd = Command::new(hook.path());
+    match hook.args() {
+        Some(args) if !args.is_empty() => {
+            cmd.arg0(&args[0]).args(&args[1..]);
+        }
+        _ => {}
+    }
+    cmd.env_clear();
+    for kv in hook.env().iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("start hook")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook may exit without reading its stdin: EPIPE is not an error.
+        let _ = stdin.write_all(state);
+    }
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let collector = std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    });
+    let deadline = hook
+        .timeout()
+        .filter(|t| *t > 0)
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let status = loop {
+        if let Some(status) = child.try_wait().context("wait for hook")? {
+            break status;
+        }
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("timeout after {} seconds", hook.timeout().unwrap_or(0));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let output = collector.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{status}, output: {}", output.trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::HookBuilder;
+
+    fn hook(script: &str, timeout: Option<i64>) -> Hook {
+        let mut b = HookBuilder::default()
+            .path("/bin/sh")
+            .args(vec!["sh".to_string(), "-c".to_string(), script.to_string()])
+            .env(vec!["FOO=bar".to_string()]);
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn hook_gets_state_and_env() {
+        let dir = std::env::temp_dir().join(format!("berth-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let h = hook(
+            &format!("cat > {0}; echo \" $FOO\" >> {0}", out.display()),
+            None,
+        );
+        run_all(Kind::Poststart, &[h], &serde_json::json!({"id": "x"})).unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, "{\"id\":\"x\"} bar\n");
+    }
+
+    #[test]
+    fn failing_hook_reports_output() {
+        let err = run_all(
+            Kind::Prestart,
+            &[hook("echo boom >&2; exit 3", None)],
+            &serde_json::json!({}),
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("prestart hook #0") && msg.contains("boom"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn hook_timeout_kills() {
+        let start = Instant::now();
+        let err = run_all(
+            Kind::Poststop,
+            &[hook("sleep 10", Some(1))],
+            &serde_json::json!({}),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("timeout"));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

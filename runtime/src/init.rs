@@ -1,0 +1,340 @@
+//! The container's first process, from clone() to execve().
+//!
+//! berth does not re-exec itself for init (unlike runc): the cloned child
+//! already has the parsed spec in memory, which saves an exec and a JSON
+//! parse per container. It talks to its parent over [`sync::Channel`] until
+//! it is fully set up, then blocks on `exec.fifo` until `berth start`.
+
+use crate::console;
+use crate::hooks;
+use crate::namespaces::{self, Plan};
+use crate::process::{self, CapSets};
+use crate::rootfs::{self, RootfsContext};
+use crate::seccomp::CompiledSeccomp;
+use crate::sync::{Channel, Msg};
+use anyhow::{bail, Context, Result};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use std::fs::File;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+/// Everything init needs, borrowed from the parent's memory (init is a
+/// clone() of it).
+pub struct InitContext<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub plan: &'a Plan,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    /// Namespaces to join by path, other than user and pid (joined before clone).
+    pub joins: &'a [(LinuxNamespaceType, File)],
+    pub chan: &'a Channel,
+    /// Read end of exec.fifo (O_NONBLOCK): readable once `start` writes.
+    pub fifo: RawFd,
+    pub console_socket: Option<RawFd>,
+    pub seccomp: Option<&'a CompiledSeccomp>,
+}
+
+/// Run init; never returns. Errors go to the parent while it listens.
+pub fn run(ctx: &InitContext) -> ! {
+    let result = setup(ctx);
+    let err = match result {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let msg = format!("{err:#}");
+    if ctx.chan.send(&Msg::Error(msg.clone())).is_err() {
+        eprintln!("berth init: {msg}");
+    }
+    // SAFETY: leave without running the parent's atexit/destructors.
+    unsafe { libc::_exit(1) }
+}
+
+fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
+    // The parent blocks signals to forward them (run); the container must not inherit that.
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context("reset signal mask")?;
+
+    // Parent: cgroup joined, id maps written; it tells us our host pid.
+    let host_pid = match ctx.chan.recv()? {
+        Some(Msg::Continue { host_pid }) => host_pid,
+        Some(other) => bail!("unexpected message from parent: {other:?}"),
+        None => bail!("parent went away during create"),
+    };
+    let spec = ctx.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .context("config.json has no process")?;
+
+    if ctx.plan.creates(LinuxNamespaceType::User) {
+        become_root_in_userns();
+    }
+    for (t, f) in ctx.joins {
+        namespaces::join(*t, f)?;
+    }
+    if ctx.plan.creates(LinuxNamespaceType::Cgroup) {
+        unshare(CloneFlags::CLONE_NEWCGROUP).context("create cgroup namespace")?;
+    }
+    nix::unistd::setsid().context("setsid")?;
+    if !ctx.no_new_keyring {
+        join_session_keyring(ctx.id);
+    }
+    set_hostnames(ctx)?;
+
+    if !ctx.plan.has(LinuxNamespaceType::Mount) {
+        bail!("config.json must request a mount namespace");
+    }
+    let rctx = RootfsContext {
+        spec,
+        rootfs: ctx.rootfs,
+        bundle: ctx.bundle,
+        no_pivot: ctx.no_pivot,
+        in_user_ns: ctx.plan.has(LinuxNamespaceType::User),
+    };
+    rootfs::prepare(&rctx)?;
+
+    // prestart + createRuntime hooks run in the parent (runtime namespace).
+    ctx.chan.send(&Msg::RunCreateRuntimeHooks)?;
+    ctx.chan.expect(Msg::HooksDone)?;
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let state = hook_state(ctx, host_pid, "creating");
+    if let Some(h) = hooks.create_container() {
+        hooks::run_all(hooks::Kind::CreateContainer, h, &state)?;
+    }
+
+    rootfs::enter(&rctx)?;
+    if process.terminal().unwrap_or(false) {
+        setup_terminal(ctx, process)?;
+    }
+    write_sysctls(spec)?;
+    rootfs::finalize(&rctx)?;
+    if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().clone()) {
+        process::set_personality(&p)?;
+    }
+
+    let prepared = prepare_process(process, ctx.seccomp, ctx.preserve_fds, ctx.plan)?;
+
+    ctx.chan.send(&Msg::Ready)?;
+    wait_for_start(ctx.fifo)?;
+
+    if let Some(h) = hooks.start_container() {
+        hooks::run_all(
+            hooks::Kind::StartContainer,
+            h,
+            &hook_state(ctx, host_pid, "created"),
+        )?;
+    }
+    prepared.exec()
+}
+
+fn hook_state(ctx: &InitContext, pid: i32, status: &str) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "ociVersion": crate::state::OCI_VERSION,
+        "id": ctx.id,
+        "status": status,
+        "pid": pid,
+        "bundle": ctx.bundle,
+    });
+    if let Some(a) = ctx.spec.annotations() {
+        if !a.is_empty() {
+            v["annotations"] = serde_json::json!(a);
+        }
+    }
+    v
+}
+
+/// In a fresh user namespace we hold all capabilities but are "nobody"
+/// until we take uid/gid 0 (if the maps give us one).
+fn become_root_in_userns() {
+    let root_u = nix::unistd::Uid::from_raw(0);
+    let root_g = nix::unistd::Gid::from_raw(0);
+    let _ = nix::unistd::setresgid(root_g, root_g, root_g);
+    let _ = nix::unistd::setresuid(root_u, root_u, root_u);
+}
+
+/// A private session keyring, so containers don't share the host's keys.
+fn join_session_keyring(id: &str) {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    if let Ok(name) = std::ffi::CString::new(format!("_ses.{id}")) {
+        // SAFETY: keyctl(JOIN_SESSION_KEYRING, name); failure (e.g. quota) is tolerated as in runc.
+        unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    }
+}
+
+fn set_hostnames(ctx: &InitContext) -> Result<()> {
+    let has_uts = ctx.plan.has(LinuxNamespaceType::Uts);
+    if let Some(h) = ctx.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !has_uts {
+            bail!("unable to set hostname without a private UTS namespace");
+        }
+        nix::unistd::sethostname(h).with_context(|| format!("set hostname {h:?}"))?;
+    }
+    if let Some(d) = ctx.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        if !has_uts {
+            bail!("unable to set domainname without a private UTS namespace");
+        }
+        // SAFETY: setdomainname reads len bytes from d.
+        if unsafe { libc::setdomainname(d.as_ptr() as *const libc::c_char, d.len()) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("set domainname {d:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn write_sysctls(spec: &Spec) -> Result<()> {
+    let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
+        return Ok(());
+    };
+    let mut keys: Vec<_> = sysctl.keys().collect();
+    keys.sort();
+    for key in keys {
+        if key.contains("..") || key.starts_with('/') {
+            bail!("invalid sysctl key {key:?}");
+        }
+        // sysctl(8) accepts both "net.ipv4.ip_forward" and "net/ipv4/ip_forward".
+        let rel = if key.contains('/') {
+            key.clone()
+        } else {
+            key.replace('.', "/")
+        };
+        let path = Path::new("/proc/sys").join(rel);
+        std::fs::write(&path, &sysctl[key])
+            .with_context(|| format!("write sysctl {key}={}", sysctl[key]))?;
+    }
+    Ok(())
+}
+
+/// Make a pty in the container, give the master to the console socket and
+/// make the slave our stdio, controlling terminal and /dev/console.
+fn setup_terminal(ctx: &InitContext, process: &Process) -> Result<()> {
+    let sock = ctx
+        .console_socket
+        .context("process.terminal is set but no console socket was given")?;
+    let size = process
+        .console_size()
+        .map(|b| (b.height() as u16, b.width() as u16));
+    let pty = console::open_pty(size)?;
+    use std::os::fd::AsRawFd;
+    console::send_fd(sock, pty.master.as_raw_fd(), &pty.slave_path)?;
+    drop(pty.master);
+    let _ = nix::unistd::close(sock);
+    rootfs::bind_console(Path::new(&pty.slave_path))?;
+    console::attach_slave(&pty.slave_path)
+}
+
+/// Block until `berth start` writes to exec.fifo.
+fn wait_for_start(fifo: RawFd) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::BorrowedFd;
+    // SAFETY: fifo stays open for this function's duration.
+    let bfd = unsafe { BorrowedFd::borrow_raw(fifo) };
+    loop {
+        let mut fds = [PollFd::new(bfd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("wait on exec.fifo"),
+            Ok(_) => {}
+        }
+        let mut b = [0u8; 1];
+        match nix::unistd::read(fifo, &mut b) {
+            Ok(1) => break,
+            Ok(_) => bail!("exec.fifo closed without a start signal"),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("read exec.fifo"),
+        }
+    }
+    let _ = nix::unistd::close(fifo);
+    Ok(())
+}
+
+/// A process ready to exec: identity, caps, limits applied; the binary found.
+pub struct Prepared<'a> {
+    path: std::path::PathBuf,
+    args: Vec<String>,
+    env: Vec<String>,
+    late_seccomp: Option<&'a CompiledSeccomp>,
+}
+
+impl Prepared<'_> {
+    pub fn exec(self) -> Result<std::convert::Infallible> {
+        if let Some(f) = &self.late_seccomp {
+            f.install().context("install seccomp filter")?;
+        }
+        process::exec(&self.path, &self.args, &self.env)
+    }
+}
+
+/// Apply everything in `process` that must happen before exec, in runc's
+/// order: limits and priorities while privileged; seccomp before dropping
+/// CAP_SYS_ADMIN unless no_new_privs lets it go last; bounding set, user,
+/// cwd, capabilities, no_new_privs; fds marked close-on-exec.
+pub fn prepare_process<'a>(
+    process: &Process,
+    seccomp: Option<&'a CompiledSeccomp>,
+    preserve_fds: u32,
+    plan: &Plan,
+) -> Result<Prepared<'a>> {
+    if let Some(rl) = process.rlimits() {
+        process::set_rlimits(rl)?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        process::set_oom_score_adj("self", adj)?;
+    }
+    process::set_io_priority(process)?;
+    process::set_scheduler(process)?;
+
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if !nnp {
+        if let Some(f) = seccomp {
+            f.install().context("install seccomp filter")?;
+        }
+    }
+    let caps = CapSets::from_spec(process.capabilities());
+    process::drop_bounding(&caps)?;
+    let user = process.user();
+    let setgroups_allowed = !plan.has(LinuxNamespaceType::User) || setgroups_allowed();
+    process::change_user(
+        user.uid(),
+        user.gid(),
+        user.additional_gids().as_deref().unwrap_or(&[]),
+        setgroups_allowed,
+    )?;
+    let cwd = process.cwd();
+    if !cwd.is_absolute() {
+        bail!("cwd {:?} set in config.json must be an absolute path", cwd);
+    }
+    nix::unistd::chdir(cwd)
+        .with_context(|| format!("chdir to cwd ({:?}) set in config.json failed", cwd))?;
+    process::apply_caps(&caps)?;
+    if nnp {
+        process::set_no_new_privs()?;
+    }
+    // SAFETY: umask only changes our own file-creation mask.
+    unsafe { libc::umask(user.umask().unwrap_or(0o022) as libc::mode_t) };
+
+    let mut env = process.env().clone().unwrap_or_default();
+    process::ensure_home(&mut env, user.uid());
+    let args = process.args().clone().unwrap_or_default();
+    let first = args.first().context("process.args must not be empty")?;
+    let path = process::find_executable(first, &env)?;
+    process::cloexec_from(3 + preserve_fds)?;
+    Ok(Prepared {
+        path,
+        args,
+        env,
+        late_seccomp: if nnp { seccomp } else { None },
+    })
+}
+
+fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() != "deny")
+        .unwrap_or(true)
+}

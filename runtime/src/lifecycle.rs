@@ -1,0 +1,360 @@
+//! `start`, `state`, `list`, `kill`, `delete`, `ps`: commands that act on an
+//! existing container through its state directory.
+
+use crate::hooks;
+use crate::state::{self, ContainerState, Status};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Release a created container's init: write to exec.fifo, then poststart hooks.
+pub fn start(root: &Path, id: &str) -> Result<()> {
+    let st = state::load(root, id)?;
+    let dir = state::container_dir(root, id);
+    let _lock = state::lock(&dir)?;
+    match state::status(root, &st) {
+        Status::Created => {}
+        Status::Stopped => bail!("cannot start a container that has stopped"),
+        Status::Running => bail!("cannot start an already running container"),
+        s => bail!("cannot start a container in the {} state", s.as_str()),
+    }
+    let fifo = dir.join(state::EXEC_FIFO);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags_nonblock()
+        .open(&fifo)
+        .with_context(|| format!("container init is not waiting on {}", fifo.display()))?;
+    use std::io::Write;
+    (&f).write_all(b"0")
+        .context("signal container init to start")?;
+    drop(f);
+    std::fs::remove_file(&fifo).context("remove exec.fifo")?;
+    run_poststart(root, &st);
+    Ok(())
+}
+
+trait NonBlock {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlock for std::fs::OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Without a reader, O_NONBLOCK makes open fail (ENXIO) instead of hanging.
+        self.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+    }
+}
+
+/// Poststart failures are warnings: the runtime-spec says the lifecycle goes on.
+fn run_poststart(root: &Path, st: &ContainerState) {
+    let Ok(spec) = state::load_spec(root, &st.id) else {
+        return;
+    };
+    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+        let hs = state::hook_state(st, Status::Running, st.init_pid);
+        if let Err(e) = hooks::run_all(hooks::Kind::Poststart, &h, &hs) {
+            crate::logging::warn(&format!("{e:#}"));
+        }
+    }
+}
+
+pub fn print_state(root: &Path, id: &str) -> Result<()> {
+    let st = state::load(root, id)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&state::oci_state(root, &st))?
+    );
+    Ok(())
+}
+
+pub fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
+    let mut states = Vec::new();
+    for id in state::list_ids(root)? {
+        if let Ok(st) = state::load(root, &id) {
+            states.push(state::oci_state(root, &st));
+        }
+    }
+    if quiet {
+        for s in &states {
+            println!("{}", s.id);
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => println!("{}", serde_json::to_string(&states)?),
+        "table" => {
+            let rows: Vec<[String; 6]> = states
+                .iter()
+                .map(|s| {
+                    [
+                        s.id.clone(),
+                        s.pid.to_string(),
+                        s.status.clone(),
+                        s.bundle.clone(),
+                        s.created.clone(),
+                        s.owner.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"],
+                    &rows
+                )
+            );
+        }
+        other => bail!("invalid format option {other:?}: must be table or json"),
+    }
+    Ok(())
+}
+
+/// Columns padded like Go's tabwriter(minwidth 12, padding 1) that runc uses.
+fn table(header: &[&str; 6], rows: &[[String; 6]]) -> String {
+    let mut widths = header.map(|h| h.len().max(11) + 1);
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len() + 1);
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Signal names (TERM, SIGTERM, term) or numbers.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).with_context(|| format!("invalid signal {s:?}"));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
+}
+
+pub fn kill_container(root: &Path, id: &str, signal: Option<&str>, all: bool) -> Result<()> {
+    let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
+    let st = state::load(root, id)?;
+    let status = state::status(root, &st);
+    if status == Status::Stopped && !all {
+        bail!("container not running");
+    }
+    if all {
+        let pids = st
+            .cgroup
+            .as_ref()
+            .map(|c| c.pids())
+            .transpose()?
+            .unwrap_or_default();
+        if pids.is_empty() && status == Status::Stopped {
+            bail!("container not running");
+        }
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+        if status == Status::Paused && sig == Signal::SIGKILL {
+            if let Some(cg) = &st.cgroup {
+                cg.thaw()?;
+            }
+        }
+        return Ok(());
+    }
+    match kill(Pid::from_raw(st.init_pid), sig) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ESRCH) => bail!("container not running"),
+        Err(e) => Err(e).context("send signal to container init"),
+    }
+}
+
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    state::validate_id(id)?;
+    let dir = state::container_dir(root, id);
+    let st = match state::load(root, id) {
+        Ok(st) => st,
+        Err(e) => {
+            // A create that died before state.json existed leaves a bare dir.
+            if dir.is_dir() && !dir.join(state::STATE_FILE).exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            if force {
+                return Ok(());
+            }
+            return Err(e);
+        }
+    };
+    let _lock = state::lock(&dir)?;
+    match state::status(root, &st) {
+        Status::Stopped | Status::Created => {}
+        s if force => {
+            let _ = s;
+        }
+        s => bail!(
+            "cannot delete container {id} that is not stopped: {}",
+            s.as_str()
+        ),
+    }
+    destroy(root, &st)
+}
+
+/// Kill everything left, remove the cgroup, run poststop hooks, drop state.
+pub fn destroy(root: &Path, st: &ContainerState) -> Result<()> {
+    let spec = state::load_spec(root, &st.id).ok();
+    if let Some(cg) = &st.cgroup {
+        if cg.exists() {
+            for pid in cg.pids().unwrap_or_default() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if cg.is_frozen().unwrap_or(false) {
+                let _ = cg.thaw();
+            }
+        }
+    }
+    if state::init_alive(st) {
+        let _ = kill(Pid::from_raw(st.init_pid), Signal::SIGKILL);
+    }
+    wait_gone(st, Duration::from_secs(10));
+    if let Some(cg) = &st.cgroup {
+        cg.destroy().context("remove container cgroup")?;
+    }
+    if let Some(h) = spec
+        .as_ref()
+        .and_then(|s| s.hooks().as_ref())
+        .and_then(|h| h.poststop().clone())
+    {
+        let hs = state::hook_state(st, Status::Stopped, 0);
+        if let Err(e) = hooks::run_all(hooks::Kind::Poststop, &h, &hs) {
+            crate::logging::warn(&format!("{e:#}"));
+        }
+    }
+    let dir = state::container_dir(root, &st.id);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))
+}
+
+/// Wait until init and every cgroup member is gone (they may be reaped by
+/// someone else, e.g. the shim, so we poll instead of waitpid).
+fn wait_gone(st: &ContainerState, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        // Reap it ourselves if it is our child (foreground run).
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(st.init_pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        let members = st
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.pids().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| state::proc_stat(*p).is_some_and(|(s, _)| s != 'Z'))
+            .count();
+        if !state::init_alive(st) && members == 0 || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<()> {
+    let st = state::load(root, id)?;
+    let pids = match &st.cgroup {
+        Some(cg) if cg.exists() => cg.pids()?,
+        _ => Vec::new(),
+    };
+    match format {
+        "json" => {
+            println!("{}", serde_json::to_string(&pids)?);
+            Ok(())
+        }
+        "table" => {
+            let args: Vec<String> = if ps_args.is_empty() {
+                vec!["-ef".to_string()]
+            } else {
+                ps_args.to_vec()
+            };
+            let out = std::process::Command::new("ps")
+                .args(&args)
+                .output()
+                .context("run ps")?;
+            if !out.status.success() {
+                bail!(
+                    "ps {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let pid_col = header
+                .split_whitespace()
+                .position(|c| c == "PID")
+                .context("couldn't find PID field in ps output")?;
+            println!("{header}");
+            for line in lines {
+                let pid: Option<i32> = line
+                    .split_whitespace()
+                    .nth(pid_col)
+                    .and_then(|p| p.parse().ok());
+                if pid.is_some_and(|p| pids.contains(&p)) {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        other => bail!("invalid format option {other:?}: must be table or json"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+
+    #[test]
+    fn table_pads_columns() {
+        let t = table(
+            &["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"],
+            &[[
+                "a".into(),
+                "1".into(),
+                "running".into(),
+                "/b".into(),
+                "t".into(),
+                "".into(),
+            ]],
+        );
+        assert!(t.starts_with("ID          PID         STATUS"), "{t:?}");
+    }
+}

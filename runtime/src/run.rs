@@ -1,0 +1,71 @@
+//! `berth run`: create + start, then (unless detached) supervise the
+//! container process and delete the container when it exits.
+
+use crate::cli::RunArgs;
+use crate::create::{self, CreateOptions};
+use crate::{console, foreground, lifecycle};
+use anyhow::{Context, Result};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
+    if !args.no_subreaper {
+        // Orphans in the container (and init, if an intermediate cloned it)
+        // get reparented to us, so we can reap them.
+        // SAFETY: plain prctl flag.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let mask = if args.detach {
+        None
+    } else {
+        Some(foreground::block_signals()?)
+    };
+    // A foreground terminal without a console socket: we are the socket's peer.
+    let (ours, theirs) = if !args.detach && args.console_socket.is_none() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("socketpair for terminal")?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    let create_args = args.create_args();
+    let created = create::create(&CreateOptions {
+        root,
+        args: &create_args,
+        console_fd: theirs.as_ref().map(|s| s.as_raw_fd()),
+    })?;
+    drop(theirs);
+    let id = &created.state.id;
+    if let Err(e) = lifecycle::start(root, id) {
+        let _ = lifecycle::destroy(root, &created.state);
+        return Err(e);
+    }
+    let Some(mask) = mask else {
+        return Ok(0);
+    };
+    let terminal = if created
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+    {
+        let sock = ours.context("terminal requested but no console socket pair")?;
+        Some(foreground::proxy_terminal(console::recv_fd(
+            sock.as_raw_fd(),
+        )?)?)
+    } else {
+        None
+    };
+    let code = foreground::supervise(created.state.init_pid, &mask, terminal)?;
+    if !args.keep {
+        lifecycle::destroy(root, &created.state)?;
+    }
+    Ok(code)
+}
