@@ -281,6 +281,12 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     if profile.listener_path().is_some() {
         bail!("seccomp: listenerPath is not supported (SCMP_ACT_NOTIFY is not implemented)");
     }
+    if filtered_archs().is_empty() {
+        bail!(
+            "seccomp: no syscall table for architecture {}",
+            std::env::consts::ARCH
+        );
+    }
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| anyhow!("seccomp: unsupported architecture: {e}"))?;
     let default = Verdict::new(profile.default_action(), profile.default_errno_ret())?;
