@@ -1,13 +1,26 @@
 //! Dockerfile frontend: parser directives, instructions, variable substitution, .dockerignore.
 //!
-//! * [`ast`]: the syntax tree ([`Dockerfile`], [`Stage`], [`Node`], [`Instruction`]).
+//! * [`parse`] turns Dockerfile text into a [`Dockerfile`] ([`ast`]): parser
+//!   directives, stages, and one [`Node`] per instruction with its line number
+//!   and original text. Nothing is expanded at this point.
 //! * [`lex`]: BuildKit-compatible word expansion ([`expand`], [`Lexer`]).
 //! * [`ParseError`]: every error names the file and line (`Dockerfile:7: ...`).
 
 pub mod ast;
+mod duration;
 mod error;
+mod flags;
+mod heredoc;
 pub mod lex;
+mod lines;
+mod mount;
+mod parser;
+mod words;
 
 pub use ast::*;
 pub use error::ParseError;
 pub use lex::{expand, Lexer};
+pub use parser::parse;
+
+#[cfg(test)]
+mod parser_tests;
