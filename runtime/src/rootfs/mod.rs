@@ -1,0 +1,59 @@
+//! Container root filesystem setup (OCI runtime-spec config.md "mounts",
+//! config-linux.md "rootfsPropagation", "devices", "maskedPaths",
+//! "readonlyPaths", "/dev symbolic links").
+//!
+//! Called from the container init in three steps: [`prepare`] inside the new
+//! mount namespace (before createContainer hooks), [`enter`] (after them),
+//! then [`finalize`] once `/` is the container root (after sysctls and the
+//! console, before the process is executed).
+
+mod cgroup;
+mod devices;
+mod finalize;
+mod mountinfo;
+mod mounts;
+mod options;
+mod paths;
+mod pivot;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+pub use devices::bind_console;
+pub use finalize::finalize;
+// Safe in-root resolution for callers outside this module (hooks, exec cwd).
+#[allow(unused_imports)]
+pub use paths::{open_in_root, resolve_in_root};
+pub use pivot::enter;
+
+/// Everything the rootfs setup needs to know about the container.
+pub struct RootfsContext<'a> {
+    pub spec: &'a oci_spec::runtime::Spec,
+    /// Absolute, canonical host path of the rootfs.
+    pub rootfs: &'a Path,
+    /// Absolute bundle directory; relative bind sources resolve against it.
+    pub bundle: &'a Path,
+    /// --no-pivot: MS_MOVE the rootfs onto / and chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// The container has its own user namespace: mknod is impossible and
+    /// device nodes are bind-mounted from the host.
+    pub in_user_ns: bool,
+}
+
+/// Sets up the mount tree inside the rootfs: propagation, the rootfs bind,
+/// every spec mount in order, then devices and /dev symlinks.
+pub fn prepare(ctx: &RootfsContext) -> Result<()> {
+    pivot::prepare_root(ctx)?;
+    for m in ctx.spec.mounts().iter().flatten() {
+        mounts::mount_entry(ctx, m)?;
+    }
+    if devices::needs_setup_dev(ctx.spec) {
+        devices::create_devices(ctx)?;
+        devices::create_symlinks(ctx)?;
+        devices::setup_ptmx(ctx)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,626 @@
+//! Tests that really mount. Each container test forks a child that unshares
+//! its own mount (and pid, cgroup, ipc) namespaces and forks again so the
+//! grandchild is pid 1 there; mounts die with those namespaces, so the host
+//! is never touched. The grandchild writes a report into the temp dir and
+//! exits (never returning into the test harness); the parent asserts on the
+//! exit status and report, then checks the host for leftovers.
+
+use std::fmt::Display;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::mount::{umount2, MntFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::{major, minor};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::{
+    LinuxDeviceBuilder, LinuxDeviceType, LinuxNamespaceType, Mount, MountBuilder, Spec,
+};
+
+use super::mountinfo::{self, MountInfo};
+use super::paths::{self, Last, Missing};
+use super::{enter, finalize, open_in_root, prepare, resolve_in_root, RootfsContext};
+
+/// A temp dir removed on drop; anything still mounted below it (there
+/// should be nothing: mounts live in the child's namespace) is detached
+/// first so removal can never recurse into a mounted host directory.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "berth-rootfs-{}-{}-{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&p).expect("create temp dir");
+        // canonical: the rootfs handed to the runtime is canonical
+        TempDir(fs::canonicalize(&p).expect("canonicalize temp dir"))
+    }
+
+    fn mounts_below(&self) -> Vec<PathBuf> {
+        mountinfo::read_self()
+            .expect("read host mountinfo")
+            .into_iter()
+            .map(|m| m.mount_point)
+            .filter(|mp| mp.starts_with(&self.0))
+            .collect()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        for mp in self.mounts_below().into_iter().rev() {
+            let _ = umount2(&mp, MntFlags::MNT_DETACH);
+        }
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A busybox rootfs like an image would have: /bin/busybox plus applets.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "opt"] {
+        fs::create_dir_all(rootfs.join(d)).expect("mkdir in rootfs");
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "cat", "ls", "test", "touch", "stat"] {
+        symlink("busybox", rootfs.join("bin").join(applet)).expect("applet symlink");
+    }
+    fs::write(rootfs.join("etc/hostname"), "berth\n").expect("write hostname");
+    rootfs
+}
+
+fn mount(dest: &str, typ: Option<&str>, source: &Path, options: &[&str]) -> Mount {
+    let mut b = MountBuilder::default()
+        .destination(dest)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    if let Some(t) = typ {
+        b = b.typ(t);
+    }
+    b.build().expect("valid mount")
+}
+
+/// Collects check results inside the container and writes them out.
+struct Checks {
+    out: File,
+    failures: usize,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: impl Display) {
+        if !ok {
+            self.failures += 1;
+        }
+        let _ = writeln!(self.out, "{} {}", if ok { "ok  " } else { "FAIL" }, what);
+    }
+}
+
+/// Runs `body` as pid 1 of fresh mount/pid/ipc (and cgroup when asked)
+/// namespaces. Returns the exit code (0 = all checks passed) and report.
+fn run_isolated(
+    report: &Path,
+    cgroupns: bool,
+    body: impl FnOnce(&mut Checks) -> anyhow::Result<()>,
+) -> (i32, String) {
+    let out = File::create(report).expect("create report");
+    // SAFETY: the child only does namespace/mount syscalls and file writes
+    // before leaving through _exit; it never returns into the harness.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let mut flags =
+                    CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
+                if cgroupns {
+                    flags |= CloneFlags::CLONE_NEWCGROUP;
+                }
+                let mut checks = Checks { out, failures: 0 };
+                if let Err(e) = unshare(flags) {
+                    checks.check(false, format!("unshare: {}", e));
+                    return 3;
+                }
+                // SAFETY: as above.
+                match unsafe { fork() } {
+                    Ok(ForkResult::Child) => {
+                        if let Err(e) = body(&mut checks) {
+                            checks.check(false, format!("error: {:#}", e));
+                        }
+                        i32::from(checks.failures > 0)
+                    }
+                    Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+                        Ok(WaitStatus::Exited(_, c)) => c,
+                        other => {
+                            checks.check(false, format!("container init ended with {:?}", other));
+                            4
+                        }
+                    },
+                    Err(e) => {
+                        checks.check(false, format!("fork: {}", e));
+                        5
+                    }
+                }
+            }))
+            .unwrap_or(6);
+            // SAFETY: leave the forked copy of the test process immediately.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let status = waitpid(child, None).expect("waitpid");
+            let code = match status {
+                WaitStatus::Exited(_, c) => c,
+                other => panic!("test child ended with {:?}", other),
+            };
+            (code, fs::read_to_string(report).unwrap_or_default())
+        }
+    }
+}
+
+/// Topmost mount at `mp` in the current namespace.
+fn mount_at<'a>(ms: &'a [MountInfo], mp: &str) -> Option<&'a MountInfo> {
+    ms.iter().rev().find(|m| m.mount_point == Path::new(mp))
+}
+
+fn has_opt(ms: &[MountInfo], mp: &str, opt: &str) -> bool {
+    mount_at(ms, mp).is_some_and(|m| m.has_mount_option(opt) || m.has_super_option(opt))
+}
+
+fn is_char_dev(p: &str, maj: u64, min: u64) -> bool {
+    fs::metadata(p).is_ok_and(|md| {
+        md.file_type().is_char_device() && major(md.rdev()) == maj && minor(md.rdev()) == min
+    })
+}
+
+fn link_is(p: &str, target: &str) -> bool {
+    fs::read_link(p).is_ok_and(|t| t == Path::new(target))
+}
+
+fn host_is_cgroup2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+#[test]
+fn default_spec_container_is_set_up_and_isolated() {
+    let tmp = TempDir::new("full");
+    let bundle = tmp.0.join("bundle");
+    fs::create_dir_all(bundle.join("data")).expect("mkdir data");
+    fs::write(bundle.join("data/marker"), "from-bundle").expect("write marker");
+    fs::write(bundle.join("file.txt"), "bound-file").expect("write file");
+    let rootfs = busybox_rootfs(&tmp.0);
+    // An image-planted symlink pointing at the host's /etc.
+    symlink("/etc", rootfs.join("evil")).expect("evil symlink");
+    fs::write(rootfs.join("opt/seed"), "seed").expect("write seed");
+    fs::create_dir_all(rootfs.join("secret")).expect("mkdir secret");
+    fs::write(rootfs.join("secret/key"), "hidden").expect("write secret");
+    let escape = format!("berth-escape-{}", std::process::id());
+
+    let mut spec = Spec::default();
+    let mounts = spec.mounts_mut().get_or_insert_with(Vec::new);
+    mounts.push(mount(
+        &format!("/evil/{}", escape),
+        Some("bind"),
+        Path::new("data"),
+        &["rbind", "ro", "nosuid"],
+    ));
+    mounts.push(mount(
+        "/etc/bound",
+        None,
+        Path::new("file.txt"),
+        &["bind", "ro"],
+    ));
+    mounts.push(mount(
+        "/opt",
+        Some("tmpfs"),
+        Path::new("tmpfs"),
+        &["tmpcopyup", "size=1m", "mode=750", "nodev"],
+    ));
+    let fuse = LinuxDeviceBuilder::default()
+        .path("/dev/fuse")
+        .typ(LinuxDeviceType::C)
+        .major(10)
+        .minor(229)
+        .file_mode(0o600u32)
+        .uid(1000u32)
+        .gid(1001u32)
+        .build()
+        .expect("device");
+    if let Some(l) = spec.linux_mut().as_mut() {
+        l.set_devices(Some(vec![fuse]));
+        // This kernel may lack some default masked paths (/proc/kcore):
+        // add ones that surely exist, plus a missing one to be ignored.
+        for p in ["/etc/hostname", "/secret", "/does/not/exist"] {
+            l.masked_paths_mut()
+                .get_or_insert_with(Vec::new)
+                .push(p.to_string());
+        }
+        l.readonly_paths_mut()
+            .get_or_insert_with(Vec::new)
+            .push("/proc/uptime".to_string());
+    }
+    let host_kcore = Path::new("/proc/kcore").exists();
+    let cgroup2 = host_is_cgroup2();
+
+    let (code, report) = run_isolated(&tmp.0.join("report"), true, |c| {
+        let ctx = RootfsContext {
+            spec: &spec,
+            rootfs: &rootfs,
+            bundle: &bundle,
+            no_pivot: false,
+            in_user_ns: false,
+        };
+        prepare(&ctx)?;
+        enter(&ctx)?;
+        finalize(&ctx)?;
+        let ms = mountinfo::read_self()?;
+
+        c.check(has_opt(&ms, "/", "ro"), "root.readonly: / is ro");
+        c.check(
+            !Path::new(&bundle).exists(),
+            "host tree is gone after pivot_root",
+        );
+        c.check(
+            mount_at(&ms, "/proc").is_some_and(|m| m.fstype == "proc"),
+            "proc mounted at /proc",
+        );
+        c.check(
+            Path::new("/proc/1").exists() && std::process::id() == 1,
+            "proc of the new pid ns",
+        );
+        c.check(
+            has_opt(&ms, "/proc/sys", "ro"),
+            "readonlyPaths: /proc/sys is ro",
+        );
+        c.check(
+            has_opt(&ms, "/proc/uptime", "ro"),
+            "readonlyPaths: file /proc/uptime is ro",
+        );
+        if host_kcore {
+            c.check(
+                is_char_dev("/proc/kcore", 1, 3),
+                "maskedPaths: /proc/kcore is /dev/null",
+            );
+        }
+        c.check(
+            is_char_dev("/proc/keys", 1, 3),
+            "maskedPaths: file /proc/keys is /dev/null",
+        );
+        c.check(
+            is_char_dev("/etc/hostname", 1, 3),
+            "maskedPaths: rootfs file masked",
+        );
+        c.check(
+            mount_at(&ms, "/secret")
+                .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro"))
+                && fs::read_dir("/secret").is_ok_and(|mut d| d.next().is_none()),
+            "maskedPaths: rootfs dir hidden by an empty ro tmpfs",
+        );
+        c.check(
+            fs::read_to_string("/proc/timer_list").map_or(true, |s| s.is_empty()),
+            "maskedPaths: /proc/timer_list reads empty",
+        );
+        if Path::new("/sys/firmware").exists() {
+            c.check(
+                mount_at(&ms, "/sys/firmware")
+                    .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro")),
+                "maskedPaths: /sys/firmware is a ro tmpfs",
+            );
+        }
+        c.check(
+            has_opt(&ms, "/dev", "size=65536k"),
+            "/dev tmpfs size honoured",
+        );
+        c.check(has_opt(&ms, "/dev", "nosuid"), "/dev tmpfs nosuid");
+        c.check(
+            fs::metadata("/dev/shm").is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o1777),
+            "/dev/shm mode=1777",
+        );
+        c.check(has_opt(&ms, "/dev/shm", "noexec"), "/dev/shm noexec");
+        c.check(
+            mount_at(&ms, "/dev/pts")
+                .is_some_and(|m| m.fstype == "devpts" && m.has_super_option("ptmxmode=666")),
+            "devpts with ptmxmode=0666",
+        );
+        c.check(
+            mount_at(&ms, "/dev/mqueue").is_some_and(|m| m.fstype == "mqueue"),
+            "mqueue mounted",
+        );
+        c.check(
+            mount_at(&ms, "/sys").is_some_and(|m| m.fstype == "sysfs" && m.has_mount_option("ro")),
+            "sysfs ro",
+        );
+        if cgroup2 {
+            c.check(
+                mount_at(&ms, "/sys/fs/cgroup").is_some_and(|m| m.fstype == "cgroup2"),
+                "cgroup2 at /sys/fs/cgroup",
+            );
+        } else {
+            c.check(
+                mount_at(&ms, "/sys/fs/cgroup")
+                    .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro")),
+                "cgroup v1: ro tmpfs at /sys/fs/cgroup",
+            );
+            c.check(
+                mount_at(&ms, "/sys/fs/cgroup/memory").is_some_and(|m| {
+                    m.fstype == "cgroup" && m.has_mount_option("ro") && m.root == Path::new("/")
+                }),
+                "cgroup v1: memory hierarchy rooted at the namespace's cgroup",
+            );
+            c.check(
+                fs::read_to_string("/proc/self/cgroup")
+                    .is_ok_and(|s| s.lines().all(|l| l.ends_with(":/"))),
+                "cgroup namespace root",
+            );
+        }
+        for (dev, maj, min) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("full", 1, 7),
+            ("random", 1, 8),
+            ("urandom", 1, 9),
+            ("tty", 5, 0),
+        ] {
+            let p = format!("/dev/{}", dev);
+            c.check(
+                is_char_dev(&p, maj, min),
+                format!("{} is char {}:{}", p, maj, min),
+            );
+            c.check(
+                fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o666),
+                format!("{} mode 0666", p),
+            );
+        }
+        c.check(
+            is_char_dev("/dev/fuse", 10, 229)
+                && fs::metadata("/dev/fuse").is_ok_and(|m| {
+                    m.mode() & 0o7777 == 0o600 && m.uid() == 1000 && m.gid() == 1001
+                }),
+            "linux.devices: /dev/fuse 10:229 0600 1000:1001",
+        );
+        c.check(link_is("/dev/fd", "/proc/self/fd"), "/dev/fd symlink");
+        c.check(
+            link_is("/dev/stdin", "/proc/self/fd/0"),
+            "/dev/stdin symlink",
+        );
+        c.check(
+            link_is("/dev/stdout", "/proc/self/fd/1"),
+            "/dev/stdout symlink",
+        );
+        c.check(
+            link_is("/dev/stderr", "/proc/self/fd/2"),
+            "/dev/stderr symlink",
+        );
+        c.check(
+            link_is("/dev/core", "/proc/kcore") == host_kcore,
+            "/dev/core only when the host has /proc/kcore",
+        );
+        c.check(link_is("/dev/ptmx", "pts/ptmx"), "/dev/ptmx -> pts/ptmx");
+
+        let esc = format!("/etc/{}", escape);
+        c.check(
+            fs::read_to_string(format!("{}/marker", esc)).is_ok_and(|s| s == "from-bundle"),
+            "symlinked mount target resolved inside the rootfs",
+        );
+        c.check(
+            has_opt(&ms, &esc, "ro") && has_opt(&ms, &esc, "nosuid"),
+            "bind mount ro,nosuid",
+        );
+        c.check(
+            fs::read_to_string("/etc/bound").is_ok_and(|s| s == "bound-file")
+                && has_opt(&ms, "/etc/bound", "ro"),
+            "file bind mount (relative source) ro",
+        );
+        c.check(
+            fs::read_to_string("/opt/seed").is_ok_and(|s| s == "seed"),
+            "tmpcopyup copied the covered contents",
+        );
+        c.check(
+            has_opt(&ms, "/opt", "size=1024k")
+                && has_opt(&ms, "/opt", "mode=750")
+                && has_opt(&ms, "/opt", "nodev"),
+            "tmpfs size/mode/nodev honoured",
+        );
+        c.check(fs::write("/written", "x").is_err(), "root is not writable");
+        let status = Command::new("/bin/busybox")
+            .args([
+                "sh",
+                "-c",
+                "test -c /dev/null && test -L /dev/fd && ls /bin >/dev/null",
+            ])
+            .status();
+        c.check(
+            status.is_ok_and(|s| s.success()),
+            "busybox sh runs in the container",
+        );
+        Ok(())
+    });
+    assert_eq!(code, 0, "container checks failed:\n{}", report);
+    assert!(!report.contains("FAIL"), "{}", report);
+    assert!(
+        !Path::new("/etc").join(&escape).exists(),
+        "mount target escaped the rootfs onto the host"
+    );
+    assert!(
+        rootfs.join("etc").join(&escape).is_dir(),
+        "target created inside the rootfs"
+    );
+    assert!(tmp.mounts_below().is_empty(), "mounts leaked to the host");
+}
+
+#[test]
+fn no_pivot_without_cgroupns_binds_own_cgroups() {
+    let tmp = TempDir::new("nopivot");
+    let bundle = tmp.0.join("bundle");
+    fs::create_dir_all(&bundle).expect("mkdir bundle");
+    let rootfs = busybox_rootfs(&tmp.0);
+    let mut spec = Spec::default();
+    if let Some(root) = spec.root_mut().as_mut() {
+        root.set_readonly(Some(false));
+    }
+    if let Some(l) = spec.linux_mut().as_mut() {
+        l.set_rootfs_propagation(Some("private".to_string()));
+        if let Some(ns) = l.namespaces_mut().as_mut() {
+            ns.retain(|n| n.typ() != LinuxNamespaceType::Cgroup);
+        }
+    }
+    // The memory cgroup path of this process, as the container should see it.
+    let host_memory = fs::read_to_string("/proc/self/cgroup")
+        .expect("read cgroup")
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+    let cgroup2 = host_is_cgroup2();
+
+    let (code, report) = run_isolated(&tmp.0.join("report"), false, |c| {
+        let ctx = RootfsContext {
+            spec: &spec,
+            rootfs: &rootfs,
+            bundle: &bundle,
+            no_pivot: true,
+            in_user_ns: false,
+        };
+        prepare(&ctx)?;
+        enter(&ctx)?;
+        finalize(&ctx)?;
+        let ms = mountinfo::read_self()?;
+        c.check(
+            Path::new("/bin/busybox").exists(),
+            "chrooted into the rootfs",
+        );
+        c.check(fs::write("/written", "x").is_ok(), "root stays writable");
+        c.check(
+            mount_at(&ms, "/").is_some_and(|m| {
+                !m.optional
+                    .iter()
+                    .any(|o| o.starts_with("master:") || o.starts_with("shared:"))
+            }),
+            "rootfsPropagation private applied to /",
+        );
+        if let (false, Some(p)) = (cgroup2, &host_memory) {
+            c.check(
+                mount_at(&ms, "/sys/fs/cgroup/memory")
+                    .is_some_and(|m| m.root == Path::new(p) && m.has_mount_option("ro")),
+                format!("memory cgroup bound from the host at {}", p),
+            );
+        }
+        c.check(is_char_dev("/dev/null", 1, 3), "/dev/null without pivot");
+        Ok(())
+    });
+    assert_eq!(code, 0, "container checks failed:\n{}", report);
+    assert_eq!(
+        fs::read_to_string(rootfs.join("written")).ok().as_deref(),
+        Some("x")
+    );
+    assert!(tmp.mounts_below().is_empty(), "mounts leaked to the host");
+}
+
+#[test]
+fn failed_mount_names_type_target_and_rootfs() {
+    let tmp = TempDir::new("err");
+    let rootfs = busybox_rootfs(&tmp.0);
+    let mut spec = Spec::default();
+    spec.set_mounts(Some(vec![mount(
+        "/x",
+        Some("nosuchfs"),
+        Path::new("none"),
+        &[],
+    )]));
+    let (code, report) = run_isolated(&tmp.0.join("report"), false, |_| {
+        let ctx = RootfsContext {
+            spec: &spec,
+            rootfs: &rootfs,
+            bundle: &tmp.0,
+            no_pivot: false,
+            in_user_ns: false,
+        };
+        prepare(&ctx)
+    });
+    assert_eq!(code, 1, "{}", report);
+    let want = format!(
+        "mount \"nosuchfs\" on \"/x\" (rootfs {}): No such device",
+        rootfs.display()
+    );
+    assert!(
+        report.contains(&want),
+        "report {:?} lacks {:?}",
+        report,
+        want
+    );
+    assert!(tmp.mounts_below().is_empty(), "mounts leaked to the host");
+}
+
+#[test]
+fn proc_submounts_are_refused() {
+    use super::mounts::check_proc_mount;
+    assert!(check_proc_mount(Path::new("/proc"), None, "proc").is_ok());
+    assert!(check_proc_mount(Path::new("/proc/cpuinfo"), None, "bind").is_ok());
+    assert!(check_proc_mount(Path::new("/sys/x"), None, "tmpfs").is_ok());
+    let e = check_proc_mount(Path::new("/proc/sys/kernel"), None, "tmpfs").expect_err("refused");
+    assert!(e.to_string().contains("inside /proc"), "{}", e);
+    let e = check_proc_mount(Path::new("/proc"), None, "tmpfs").expect_err("refused");
+    assert!(e.to_string().contains("not of type proc"), "{}", e);
+    assert!(check_proc_mount(Path::new("/proc"), Some(Path::new("/proc")), "bind").is_ok());
+}
+
+/// root/{etc/passwd, abs -> /etc, rel -> ../../../etc, loop -> loop,
+/// dangling -> /made/here, chain -> rel/passwd}
+fn symlink_maze(root: &Path) {
+    fs::create_dir_all(root.join("etc")).expect("mkdir");
+    fs::write(root.join("etc/passwd"), "inside").expect("write");
+    symlink("/etc", root.join("abs")).expect("symlink");
+    symlink("../../../etc", root.join("rel")).expect("symlink");
+    symlink("loop", root.join("loop")).expect("symlink");
+    symlink("/made/here", root.join("dangling")).expect("symlink");
+    symlink("rel/passwd", root.join("chain")).expect("symlink");
+}
+
+#[test]
+fn resolution_never_leaves_the_root() {
+    let tmp = TempDir::new("paths");
+    let root = tmp.0.clone();
+    symlink_maze(&root);
+    for p in [
+        "/abs/passwd",
+        "rel/passwd",
+        "/chain",
+        "../../abs/../etc/passwd",
+    ] {
+        assert_eq!(
+            resolve_in_root(&root, Path::new(p)).expect("resolve"),
+            root.join("etc/passwd"),
+            "{}",
+            p
+        );
+        for missing in [Missing::Fail, Missing::Lexical] {
+            let r = paths::walk(&root, Path::new(p), missing).expect("walk");
+            assert_eq!(r.rel, PathBuf::from("etc/passwd"), "{}", p);
+        }
+        let fd = open_in_root(&root, Path::new(p)).expect("open");
+        let real = fs::read_link(paths::fd_path(&fd)).expect("readlink fd");
+        assert_eq!(real, root.join("etc/passwd"), "{}", p);
+    }
+    assert_eq!(
+        resolve_in_root(&root, Path::new("/dangling/x")).expect("resolve"),
+        root.join("made/here/x")
+    );
+    assert_eq!(
+        resolve_in_root(&root, Path::new("/")).expect("resolve"),
+        root
+    );
+    assert!(open_in_root(&root, Path::new("/loop")).is_err());
+    assert!(paths::walk(&root, Path::new("/loop"), Missing::Fail).is_err());
+    assert!(open_in_root(&root, Path::new("/abs/shadow")).is_err());
+
+    let fd = paths::create_in_root(&root, Path::new("/dangling/sub"), Last::File).expect("create");
+    assert!(root.join("made/here/sub").is_file());
+    assert!(!Path::new("/made").exists(), "created outside the root");
+    drop(fd);
+    paths::create_in_root(&root, Path::new("/abs/newdir/deeper"), Last::Dir).expect("create dir");
+    assert!(root.join("etc/newdir/deeper").is_dir());
+}
