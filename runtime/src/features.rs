@@ -84,6 +84,12 @@ fn names<T: Serialize>(items: &[T]) -> Vec<Value> {
         .collect()
 }
 
+/// Sorts string values, the order runc prints lists in.
+fn sorted(mut values: Vec<Value>) -> Vec<Value> {
+    values.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    values
+}
+
 /// Capability names known to the `caps` crate, in kernel number order.
 fn capabilities() -> Vec<String> {
     let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
@@ -112,7 +118,7 @@ pub fn features() -> Value {
                 "enabled": true,
                 "actions": names(seccomp::SUPPORTED_ACTIONS),
                 "operators": names(seccomp::SUPPORTED_OPERATORS),
-                "archs": names(seccomp::filtered_archs()),
+                "archs": sorted(names(seccomp::filtered_archs())),
                 "knownFlags": names(seccomp::KNOWN_FLAGS),
                 "supportedFlags": names(&seccomp::supported_flags()),
             },
@@ -206,7 +212,7 @@ mod tests {
         );
         assert!(strings(&sc["actions"]).contains(&"SCMP_ACT_KILL_PROCESS"));
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(strings(&sc["archs"]), ["SCMP_ARCH_X86_64"]);
+            assert_eq!(strings(&sc["archs"]), ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64"]);
         }
         assert_eq!(
             strings(&doc["linux"]["namespaces"]),

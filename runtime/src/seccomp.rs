@@ -21,11 +21,11 @@
 //! * several entries for the same name are OR'ed; the conditions of one entry are AND'ed,
 //!   except that when one entry compares the same argument twice each condition becomes a
 //!   separate rule (OR), exactly like runc (libseccomp cannot AND two conditions on one arg);
-//! * conditions compare all 64 bits, like libseccomp on 64-bit architectures;
+//! * conditions compare all 64 bits (32 for i386), like libseccomp;
 //! * errno defaults to EPERM (`defaultErrnoRet`/`errnoRet` absent); SCMP_ACT_TRACE uses
 //!   the same value as the tracer's message number, as runc does; SCMP_ACT_KILL is
 //!   KILL_THREAD (libseccomp's meaning);
-//! * names unknown to the native architecture are skipped (libseccomp/runc do the same).
+//! * names unknown to an architecture are skipped for it (libseccomp/runc do the same).
 //!
 //! Every installed program also filters the `seccomp(2)` calls that install the programs
 //! after it, so the program that may deny `seccomp` is installed last (ties between equal
@@ -35,15 +35,17 @@
 //! ERRNO rule conditioned on `seccomp`'s arguments) is rejected with a clear error.
 //!
 //! # Architectures
-//! Only the native architecture is filtered. seccompiler prefixes every program with an
-//! architecture check that kills the process for any other `AUDIT_ARCH`, so 32-bit
-//! (SCMP_ARCH_X86 / SCMP_ARCH_ARM) syscalls are killed even when the profile lists those
-//! architectures (libseccomp would filter them with their own numbering — a known gap).
-//! x32 syscalls share AUDIT_ARCH_X86_64 but carry bit 30 in their number; seccompiler
-//! does not check it, so on x86_64 a small hand-written guard program kills the process
-//! for them (what libseccomp does for an ABI the filter does not cover). Without it an
-//! x32 call would slip past every action program, whose mismatch action is ALLOW.
-//! The `architectures` list is therefore accepted but not needed.
+//! The native architecture is always filtered. On x86_64, when the profile lists
+//! SCMP_ARCH_X86 (Docker/containerd/podman defaults do), i386 syscalls (32-bit processes,
+//! `int 0x80`) are filtered too, with the i386 numbering and 32-bit argument comparisons
+//! like libseccomp: seccompiler only emits native programs, so i386 programs are built
+//! with i386 numbers and their arch check is retargeted. A gate program installed first
+//! kills the process for every other ABI — what libseccomp does for an ABI its filter
+//! does not cover: i386 when not listed, and x32 always (x32 shares AUDIT_ARCH_X86_64 but
+//! sets bit 30 in the number, which seccompiler does not check, so x32 calls would slip
+//! past action programs whose mismatch is ALLOW; x32 is disabled on nearly all kernels,
+//! so listing SCMP_ARCH_X32 is accepted but not filtered by number). On aarch64,
+//! seccompiler's own arch check kills 32-bit ARM syscalls (SCMP_ARCH_ARM not filtered).
 //!
 //! Not supported, rejected with an error: SCMP_ACT_NOTIFY and `listenerPath`.
 
@@ -99,10 +101,11 @@ const _: () = assert!(
     std::mem::size_of::<seccompiler::sock_filter>() == std::mem::size_of::<libc::sock_filter>()
 );
 
-/// The architectures whose syscalls the compiled filters check by number.
+/// The architectures whose syscalls the compiled filters check by number, native first
+/// (the others only when the profile lists them).
 pub fn filtered_archs() -> &'static [Arch] {
     if cfg!(target_arch = "x86_64") {
-        &[Arch::ScmpArchX86_64]
+        &[Arch::ScmpArchX86_64, Arch::ScmpArchX86]
     } else if cfg!(target_arch = "aarch64") {
         &[Arch::ScmpArchAarch64]
     } else {
@@ -192,7 +195,7 @@ impl CompiledSeccomp {
     /// Number of BPF programs `install` loads for the profile itself (without the guard).
     #[cfg(test)]
     fn program_count(&self) -> usize {
-        self.programs.len() - usize::from(abi_guard().is_some())
+        self.programs.len() - usize::from(abi_gate(&[]).is_some())
     }
 }
 
@@ -291,83 +294,36 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
         .map_err(|e| anyhow!("seccomp: unsupported architecture: {e}"))?;
     let default = Verdict::new(profile.default_action(), profile.default_errno_ret())?;
 
-    let mut matched = RuleSet::default();
-    // Non-ALLOW verdicts in order of first appearance in the profile.
-    let mut by_verdict: Vec<(Verdict, RuleSet)> = Vec::new();
-    for (i, entry) in profile.syscalls().iter().flatten().enumerate() {
-        let verdict = Verdict::new(entry.action(), entry.errno_ret())?;
-        if verdict == default {
-            continue;
-        }
-        let args = entry.args().as_deref().unwrap_or_default();
-        let Some(matcher) = matcher_for(args)
-            .with_context(|| format!("seccomp: syscalls[{i}] {:?}", entry.names()))?
-        else {
-            continue; // conditions that can never hold
-        };
-        let numbers: Vec<i64> = entry
-            .names()
-            .iter()
-            .filter_map(|n| syscalls::number(n))
-            .collect();
-        for &nr in &numbers {
-            matched.add(nr, &matcher);
-        }
-        if verdict != Verdict::Allow {
-            let pos = match by_verdict.iter().position(|(v, _)| *v == verdict) {
-                Some(pos) => pos,
-                None => {
-                    by_verdict.push((verdict, RuleSet::default()));
-                    by_verdict.len() - 1
-                }
-            };
-            for &nr in &numbers {
-                by_verdict[pos].1.add(nr, &matcher);
-            }
+    let extra = extra_abis(profile);
+    let gate = abi_gate(&extra);
+    // With a gate ruling on arches, each program only judges its own ABI.
+    let gated = gate.is_some();
+    let mut programs: Vec<BpfProgram> = gate.into_iter().collect();
+    for &abi in &extra {
+        // Foreign-ABI programs never see the native seccomp(2) calls that install the
+        // rest, so they can go first, in the order abi_programs chose.
+        for (program, _) in abi_programs(profile, default, abi, arch)? {
+            programs.push(retarget(program, abi)?);
         }
     }
-
-    let seccomp_nr = syscalls::number("seccomp");
-    // The default filter lets `seccomp` through only when a rule allows it unconditionally.
-    let default_blocks_seccomp = !matches!(
-        seccomp_nr.and_then(|nr| matched.0.get(&nr)),
-        Some(Matcher::Always)
-    );
-    // (program, may block the `seccomp` syscall that installs the programs after it)
-    let mut programs: Vec<(BpfProgram, bool)> = Vec::with_capacity(by_verdict.len() + 1);
-    if default != Verdict::Allow {
-        let blocks = default_blocks_seccomp && default != Verdict::Log;
-        let program = build(matched, default.action(), SeccompAction::Allow, arch)?;
-        programs.push((program, blocks));
-    }
-    // Reverse order: the first verdict in the profile is installed last and so is the
-    // one the kernel keeps when two verdicts of equal precedence both match.
-    for (verdict, set) in by_verdict.into_iter().rev() {
-        if set.0.is_empty() {
-            continue; // only names unknown on this architecture
-        }
-        let blocks =
-            verdict != Verdict::Log && seccomp_nr.is_some_and(|nr| set.0.contains_key(&nr));
-        programs.push((
-            build(set, SeccompAction::Allow, verdict.action(), arch)?,
-            blocks,
-        ));
-    }
+    let mut native = abi_programs(profile, default, Abi::Native, arch)?;
     // Each installed program also filters the seccomp(2) calls installing the next ones,
     // so the (single) program that may deny `seccomp` has to go last.
-    match programs.iter().filter(|(_, blocks)| *blocks).count() {
+    match native.iter().filter(|(_, blocks)| *blocks).count() {
         0 => {}
-        1 => programs.sort_by_key(|(_, blocks)| *blocks), // stable: keeps the tie order
+        1 => native.sort_by_key(|(_, blocks)| *blocks), // stable: keeps the tie order
         _ => bail!(
             "seccomp: the profile denies the seccomp syscall with more than one action; \
              berth loads one BPF program per action and could not install them all"
         ),
     }
-    // The guard never blocks `seccomp`, so it can go first.
-    let mut programs: Vec<BpfProgram> = abi_guard()
-        .into_iter()
-        .chain(programs.into_iter().map(|(p, _)| p))
-        .collect();
+    for (program, _) in native {
+        programs.push(if gated {
+            retarget(program, Abi::Native)?
+        } else {
+            program
+        });
+    }
     if programs.is_empty() {
         // An allow-everything profile still installs a filter, so the process is in
         // seccomp mode 2 as with runc (and the flags take effect).
@@ -386,42 +342,191 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     Ok(CompiledSeccomp { programs, flags })
 }
 
-/// Programs installed before the profile's to cover what seccompiler's arch check misses.
-#[cfg(target_arch = "x86_64")]
-fn abi_guard() -> Option<BpfProgram> {
-    use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+/// A syscall ABI the filters check by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abi {
+    /// The architecture berth runs on (x86_64 or aarch64).
+    Native,
+    /// 32-bit x86 processes and `int 0x80` calls on an x86_64 host (SCMP_ARCH_X86).
+    I386,
+}
+
+impl Abi {
+    fn number(self, name: &str) -> Option<i64> {
+        match self {
+            Abi::Native => syscalls::number(name),
+            Abi::I386 => syscalls::i386(name),
+        }
+    }
+
+    /// libseccomp compares 64-bit arguments on 64-bit ABIs and 32 bits on 32-bit ones.
+    fn arg_len(self) -> SeccompCmpArgLen {
+        match self {
+            Abi::Native => SeccompCmpArgLen::Qword,
+            Abi::I386 => SeccompCmpArgLen::Dword,
+        }
+    }
+}
+
+/// ABIs filtered besides the native one: i386 on x86_64 hosts when the profile lists
+/// SCMP_ARCH_X86 (as Docker/containerd/podman default profiles do).
+fn extra_abis(profile: &LinuxSeccomp) -> Vec<Abi> {
+    let lists = |a: Arch| profile.architectures().iter().flatten().any(|x| *x == a);
+    if cfg!(target_arch = "x86_64") && lists(Arch::ScmpArchX86) {
+        vec![Abi::I386]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The profile's programs for one ABI in install order, each with whether it may deny
+/// the native `seccomp` syscall.
+fn abi_programs(
+    profile: &LinuxSeccomp,
+    default: Verdict,
+    abi: Abi,
+    arch: TargetArch,
+) -> Result<Vec<(BpfProgram, bool)>> {
+    let mut matched = RuleSet::default();
+    // Non-ALLOW verdicts in order of first appearance in the profile.
+    let mut by_verdict: Vec<(Verdict, RuleSet)> = Vec::new();
+    for (i, entry) in profile.syscalls().iter().flatten().enumerate() {
+        let verdict = Verdict::new(entry.action(), entry.errno_ret())?;
+        if verdict == default {
+            continue;
+        }
+        let args = entry.args().as_deref().unwrap_or_default();
+        let Some(matcher) = matcher_for(args, abi.arg_len())
+            .with_context(|| format!("seccomp: syscalls[{i}] {:?}", entry.names()))?
+        else {
+            continue; // conditions that can never hold
+        };
+        let numbers: Vec<i64> = entry.names().iter().filter_map(|n| abi.number(n)).collect();
+        for &nr in &numbers {
+            matched.add(nr, &matcher);
+        }
+        if verdict != Verdict::Allow {
+            let pos = match by_verdict.iter().position(|(v, _)| *v == verdict) {
+                Some(pos) => pos,
+                None => {
+                    by_verdict.push((verdict, RuleSet::default()));
+                    by_verdict.len() - 1
+                }
+            };
+            for &nr in &numbers {
+                by_verdict[pos].1.add(nr, &matcher);
+            }
+        }
+    }
+
+    let seccomp_nr = (abi == Abi::Native)
+        .then(|| syscalls::number("seccomp"))
+        .flatten();
+    // (program, may block the `seccomp` syscall that installs the programs after it)
+    let mut programs: Vec<(BpfProgram, bool)> = Vec::with_capacity(by_verdict.len() + 1);
+    if default != Verdict::Allow {
+        // The default program lets `seccomp` through only when a rule allows it
+        // unconditionally.
+        let allowed = matches!(
+            seccomp_nr.and_then(|nr| matched.0.get(&nr)),
+            Some(Matcher::Always)
+        );
+        let blocks = abi == Abi::Native && !allowed && default != Verdict::Log;
+        let program = build(matched, default.action(), SeccompAction::Allow, arch)?;
+        programs.push((program, blocks));
+    }
+    // Reverse order: the first verdict in the profile is installed last and so is the
+    // one the kernel keeps when two verdicts of equal precedence both match.
+    for (verdict, set) in by_verdict.into_iter().rev() {
+        if set.0.is_empty() {
+            continue; // only names unknown on this architecture
+        }
+        let blocks =
+            verdict != Verdict::Log && seccomp_nr.is_some_and(|nr| set.0.contains_key(&nr));
+        programs.push((
+            build(set, SeccompAction::Allow, verdict.action(), arch)?,
+            blocks,
+        ));
+    }
+    Ok(programs)
+}
+
+/// Hand-written classic BPF for what seccompiler cannot express: arch dispatch.
+mod bpf {
+    pub use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
     use seccompiler::sock_filter;
-    // linux/audit.h: EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
-    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-    // Offsets in struct seccomp_data { int nr; __u32 arch; ... }.
-    const NR: u32 = 0;
-    const ARCH: u32 = 4;
-    let stmt = |code: u32, k: u32| sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    Some(vec![
+
+    /// Offsets in `struct seccomp_data { int nr; __u32 arch; ... }`.
+    pub const NR: u32 = 0;
+    pub const ARCH: u32 = 4;
+
+    pub fn stmt(code: u32, k: u32) -> sock_filter {
+        jump(code, k, 0, 0)
+    }
+
+    pub fn jump(code: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
+        sock_filter {
+            // BPF opcodes fit in 16 bits.
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+}
+
+/// The AUDIT_ARCH value (oci-spec's `Arch` discriminants are the libseccomp/audit values).
+fn audit_arch(abi: Abi) -> u32 {
+    match abi {
+        Abi::Native if cfg!(target_arch = "aarch64") => Arch::ScmpArchAarch64 as u32,
+        Abi::Native => Arch::ScmpArchX86_64 as u32,
+        Abi::I386 => Arch::ScmpArchX86 as u32,
+    }
+}
+
+/// seccompiler starts every program with `LD arch; JEQ <native>, 1, 0; RET KILL_PROCESS`.
+/// Behind the gate, a program checks the arch of its ABI and lets other arches through
+/// (the gate rules on those). Refuses if seccompiler's prologue ever changes.
+fn retarget(mut program: BpfProgram, abi: Abi) -> Result<BpfProgram> {
+    use bpf::*;
+    let prologue = [
         stmt(BPF_LD | BPF_W | BPF_ABS, ARCH),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 3), // other arch → ALLOW here
+        jump(BPF_JMP | BPF_JEQ | BPF_K, audit_arch(Abi::Native), 1, 0),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+    ];
+    if program.get(..3) != Some(&prologue[..]) {
+        bail!("seccomp: unexpected seccompiler program prologue; cannot filter {abi:?}");
+    }
+    program[1].k = audit_arch(abi);
+    program[2].k = libc::SECCOMP_RET_ALLOW;
+    Ok(program)
+}
+
+/// Installed first on x86_64: kills the process for x32-ABI syscalls (same AUDIT_ARCH as
+/// x86_64, bit 30 set in the number; seccompiler does not check it, so they would slip
+/// past every action program) and for any arch that is neither native nor in `extra`
+/// — what libseccomp does for an ABI its filter does not cover.
+fn abi_gate(extra: &[Abi]) -> Option<BpfProgram> {
+    use bpf::*;
+    if !cfg!(target_arch = "x86_64") {
+        // seccompiler's own prologue already kills foreign arches.
+        return None;
+    }
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let mut gate = vec![
+        stmt(BPF_LD | BPF_W | BPF_ABS, ARCH),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, audit_arch(Abi::Native), 0, 4),
         stmt(BPF_LD | BPF_W | BPF_ABS, NR),
         jump(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1),
         stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
         stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
-    ])
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn abi_guard() -> Option<BpfProgram> {
-    None
+    ];
+    for &abi in extra {
+        gate.push(jump(BPF_JMP | BPF_JEQ | BPF_K, audit_arch(abi), 0, 1));
+        gate.push(stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW));
+    }
+    gate.push(stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS));
+    Some(gate)
 }
 
 fn build(
@@ -436,13 +541,13 @@ fn build(
 }
 
 /// The matcher for one profile entry; `None` when its conditions can never hold.
-fn matcher_for(args: &[LinuxSeccompArg]) -> Result<Option<Matcher>> {
+fn matcher_for(args: &[LinuxSeccompArg], len: SeccompCmpArgLen) -> Result<Option<Matcher>> {
     if args.is_empty() {
         return Ok(Some(Matcher::Always));
     }
     let conditions = args
         .iter()
-        .map(condition)
+        .map(|a| condition(a, len.clone()))
         .collect::<Result<Vec<Option<SeccompCondition>>>>()?;
     let mut per_index = [0usize; 6];
     for arg in args {
@@ -467,7 +572,7 @@ fn matcher_for(args: &[LinuxSeccompArg]) -> Result<Option<Matcher>> {
 
 /// One argument comparison; `None` when it can never be true (MASKED_EQ whose expected
 /// value has bits outside the mask, which seccompiler would otherwise mask away).
-fn condition(arg: &LinuxSeccompArg) -> Result<Option<SeccompCondition>> {
+fn condition(arg: &LinuxSeccompArg, len: SeccompCmpArgLen) -> Result<Option<SeccompCondition>> {
     let index = u8::try_from(arg.index())
         .ok()
         .filter(|i| *i <= 5)
@@ -488,7 +593,7 @@ fn condition(arg: &LinuxSeccompArg) -> Result<Option<SeccompCondition>> {
             (SeccompCmpOp::MaskedEq(mask), want)
         }
     };
-    SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
+    SeccompCondition::new(index, len, op, value)
         .map(Some)
         .map_err(|e| anyhow!("invalid condition: {e}"))
 }
@@ -899,6 +1004,78 @@ mod tests {
         );
         let err = compile(&p).unwrap_err().to_string();
         assert!(err.contains("more than one action"), "{err}");
+    }
+
+    /// A raw i386 syscall through `int 0x80` (32-bit arguments), reported like
+    /// `libc::syscall`: -1 with errno set on failure.
+    #[cfg(target_arch = "x86_64")]
+    fn int80(nr: u32, arg0: u32) -> libc::c_long {
+        let ret: i32;
+        // SAFETY: int 0x80 runs one i386 syscall; the ones the tests use only take
+        // integers, and the kernel preserves every register but eax.
+        unsafe {
+            // rbx is reserved by LLVM: swap the argument in and out around the call.
+            std::arch::asm!(
+                "xchg {arg:r}, rbx",
+                "int 0x80",
+                "xchg {arg:r}, rbx",
+                arg = inout(reg) u64::from(arg0) => _,
+                inlateout("eax") nr as i32 => ret,
+                options(nostack),
+            );
+            if ret < 0 {
+                *libc::__errno_location() = -ret;
+                return -1;
+            }
+        }
+        libc::c_long::from(ret)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const I386_GETPID: u32 = 20;
+    #[cfg(target_arch = "x86_64")]
+    const I386_GETPPID: u32 = 64;
+    #[cfg(target_arch = "x86_64")]
+    const I386_PERSONALITY: u32 = 136;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn i386_syscalls_use_their_own_numbers_when_listed() {
+        use LinuxSeccompAction::*;
+        let mut p = profile(
+            ScmpActAllow,
+            vec![rule(&["getpid"], ScmpActErrno, Some(13)).build().unwrap()],
+        );
+        // Not listed: any i386 syscall kills the process, as libseccomp's bad-arch action.
+        let f = compile(&p).unwrap();
+        assert_eq!(
+            probe(&f, || int80(I386_GETPPID, 0)),
+            Outcome::Signal(libc::SIGSYS)
+        );
+
+        p.set_architectures(Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86]));
+        let f = compile(&p).unwrap();
+        let native = || unsafe { libc::syscall(libc::SYS_getpid) };
+        assert_eq!(probe(&f, native), Outcome::Errno(13));
+        assert_eq!(probe(&f, || int80(I386_GETPID, 0)), Outcome::Errno(13));
+        // i386 getppid is 64, which is x86_64's semget: must not be confused.
+        assert_eq!(probe(&f, || int80(I386_GETPPID, 0)), Outcome::Errno(0));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn containers_common_profile_filters_i386() {
+        let p = containers_profile(&["CAP_CHOWN"]);
+        let f = compile(&p).unwrap();
+        assert_eq!(probe(&f, || int80(I386_GETPID, 0)), Outcome::Errno(0));
+        assert_eq!(
+            probe(&f, || int80(I386_PERSONALITY, 0xffff_ffff)),
+            Outcome::Errno(0)
+        );
+        assert_eq!(
+            probe(&f, || int80(I386_PERSONALITY, 0x1234)),
+            Outcome::Errno(libc::ENOSYS)
+        );
     }
 
     #[cfg(target_arch = "x86_64")]
