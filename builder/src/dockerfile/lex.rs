@@ -24,6 +24,8 @@ pub struct Lexer {
     /// Leave references to unset variables as written instead of expanding
     /// them to "".
     pub skip_unset: bool,
+    /// Treat quotes as ordinary characters (heredoc bodies).
+    pub skip_quotes: bool,
 }
 
 /// Looks a variable up; `None` means unset.
@@ -36,6 +38,7 @@ impl Lexer {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
         }
     }
 
@@ -135,8 +138,9 @@ impl ShellWord<'_, '_> {
                 self.next();
                 return Ok((result, words.finish()));
             }
+            let quote = (ch == '\'' || ch == '"') && !self.lx.skip_quotes;
             match ch {
-                '\'' | '"' | '$' => {
+                _ if quote || ch == '$' => {
                     let tmp = match ch {
                         '\'' => self.single_quote()?,
                         '"' => self.double_quote()?,
@@ -231,14 +235,14 @@ impl ShellWord<'_, '_> {
             self.next();
             let mut ch = ch;
             if ch == self.lx.escape {
+                if self.lx.raw_escapes {
+                    result.push(ch);
+                }
                 match self.peek() {
                     // An escape right before the end is ignored; the missing
                     // quote is reported on the next iteration.
                     None => continue,
                     Some(c) if c == '"' || c == '$' || c == self.lx.escape => {
-                        if self.lx.raw_escapes {
-                            result.push(ch);
-                        }
                         ch = c;
                         self.next();
                     }
@@ -276,89 +280,104 @@ impl ShellWord<'_, '_> {
             _ => {}
         }
         let name = self.name();
-        let Some(ch) = self.next() else {
+        let Some(mut ch) = self.next() else {
             return Err("syntax error: missing '}'".to_string());
         };
+        let mut chs = ch.to_string();
+        let mut null_is_unset = false;
         match ch {
-            '}' => Ok(match self.lookup(&name) {
-                Some(v) => v,
-                None if self.lx.skip_unset => format!("${{{name}}}"),
-                None => String::new(),
-            }),
-            '?' | '+' | '-' => {
-                let word = self.modifier_word()?;
-                let value = self.lookup(&name);
-                if value.is_none() && self.lx.skip_unset {
-                    return Ok(format!("${{{name}{ch}{word}}}"));
-                }
-                match (ch, value) {
-                    ('+', Some(_)) => Ok(word),
-                    ('+', None) => Ok(String::new()),
-                    ('-', Some(v)) => Ok(v),
-                    ('-', None) => Ok(word),
-                    (_, Some(v)) => Ok(v),
-                    (_, None) => Err(format!(
-                        "{name}: {}",
-                        if word.is_empty() {
-                            "is not allowed to be unset"
-                        } else {
-                            &word
-                        }
-                    )),
-                }
+            '}' => {
+                return Ok(match self.lookup(&name) {
+                    Some(v) => v,
+                    None if self.lx.skip_unset => format!("${{{name}}}"),
+                    None => String::new(),
+                })
             }
+            '/' => return self.replace(&name),
             ':' => {
-                let Some(modifier) = self.next() else {
+                null_is_unset = true;
+                let Some(m) = self.next() else {
                     return Err("syntax error: missing '}'".to_string());
                 };
-                let word = self.modifier_word()?;
-                let value = self.lookup(&name);
-                if value.is_none() && self.lx.skip_unset {
-                    return Ok(format!("${{{name}:{modifier}{word}}}"));
-                }
-                let value_str = value.clone().unwrap_or_default();
-                match modifier {
-                    '+' => Ok(if value_str.is_empty() {
-                        String::new()
-                    } else {
-                        word
-                    }),
-                    '-' => Ok(if value_str.is_empty() {
-                        word
-                    } else {
-                        value_str
-                    }),
-                    '?' => {
-                        if value.is_none() {
-                            let msg = if word.is_empty() {
-                                "is not allowed to be unset"
-                            } else {
-                                &word
-                            };
-                            Err(format!("{name}: {msg}"))
-                        } else if value_str.is_empty() {
-                            let msg = if word.is_empty() {
-                                "is not allowed to be empty"
-                            } else {
-                                &word
-                            };
-                            Err(format!("{name}: {msg}"))
-                        } else {
-                            Ok(value_str)
-                        }
-                    }
-                    m => Err(format!("unsupported modifier ({m}) in substitution")),
-                }
+                ch = m;
+                chs.push(m);
             }
-            other => Err(format!("unsupported modifier ({other}) in substitution")),
+            '+' | '-' | '?' | '#' | '%' => {}
+            _ => return Err(format!("unsupported modifier ({chs}) in substitution")),
         }
+        // Patterns of `#`/`%` keep their escapes so `\*` stays a literal star.
+        let word = self.modifier_word('}', ch == '#' || ch == '%')?;
+        let value = self.lookup(&name);
+        if value.is_none() && self.lx.skip_unset {
+            return Ok(format!("${{{name}{chs}{word}}}"));
+        }
+        let empty = value.is_none() || (null_is_unset && value.as_deref() == Some(""));
+        match ch {
+            '-' => Ok(if empty {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
+            '+' => Ok(if empty { String::new() } else { word }),
+            '?' => match value {
+                None => Err(format!(
+                    "{name}: {}",
+                    if word.is_empty() {
+                        "is not allowed to be unset"
+                    } else {
+                        &word
+                    }
+                )),
+                Some(v) if null_is_unset && v.is_empty() => Err(format!(
+                    "{name}: {}",
+                    if word.is_empty() {
+                        "is not allowed to be empty"
+                    } else {
+                        &word
+                    }
+                )),
+                Some(v) => Ok(v),
+            },
+            '#' | '%' => {
+                let value = value.unwrap_or_default();
+                let (greedy, pat) = match word.strip_prefix(ch) {
+                    Some(p) => (true, p.to_string()),
+                    None => (false, word),
+                };
+                let pat = compile_pattern(&pat)?;
+                Ok(trim_match(&value, &pat, ch == '#', greedy))
+            }
+            _ => Err(format!("unsupported modifier ({chs}) in substitution")),
+        }
+    }
+
+    /// `${name/pattern/replacement}` and `${name//pattern/replacement}`.
+    fn replace(&mut self, name: &str) -> Result<String, String> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.next();
+        }
+        let pattern = match self.process_stop_on(Some('/'), true) {
+            Ok((w, _)) => w,
+            Err(_) if self.peek().is_none() => {
+                return Err("syntax error: missing '/' in ${}".to_string())
+            }
+            Err(e) => return Err(e),
+        };
+        let replacement = self.modifier_word('}', true)?;
+        let value = self.lookup(name);
+        if value.is_none() && self.lx.skip_unset {
+            return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+        }
+        let value = value.unwrap_or_default();
+        let pat = compile_pattern(&pattern)?;
+        Ok(replace_matches(&value, &pat, &replacement, all))
     }
 
     /// The word after a modifier, up to the closing brace; it may itself
     /// contain expansions.
-    fn modifier_word(&mut self) -> Result<String, String> {
-        let raw = self.lx.raw_escapes;
-        match self.process_stop_on(Some('}'), raw) {
+    fn modifier_word(&mut self, stop: char, raw_escapes: bool) -> Result<String, String> {
+        match self.process_stop_on(Some(stop), raw_escapes) {
             Ok((w, _)) => Ok(w),
             Err(e) => {
                 if self.peek().is_none() {
@@ -393,5 +412,322 @@ impl ShellWord<'_, '_> {
             self.next();
         }
         name
+    }
+}
+
+/// One element of a shell pattern (`*`, `?`, literal).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pat {
+    Star,
+    Any,
+    Lit(char),
+}
+
+/// Parses a `${var#pattern}` style pattern: `*`, `?`, and `\` escaping
+/// `*`, `?` or `\`; `\}` and `\/` stand for the plain character.
+fn compile_pattern(p: &str) -> Result<Vec<Pat>, String> {
+    let mut out = Vec::new();
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push(Pat::Star),
+            '?' => out.push(Pat::Any),
+            '\\' => match chars.next() {
+                Some(n @ ('*' | '?' | '\\' | '}' | '/')) => out.push(Pat::Lit(n)),
+                Some(n) => {
+                    return Err(format!(
+                        "invalid pattern ({p}) in substitution: invalid escape '\\{n}'"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "invalid pattern ({p}) in substitution: trailing escape"
+                    ))
+                }
+            },
+            _ => out.push(Pat::Lit(c)),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `pat` matches all of `s`.
+fn matches_all(pat: &[Pat], s: &[char]) -> bool {
+    match pat.split_first() {
+        None => s.is_empty(),
+        Some((Pat::Star, rest)) => (0..=s.len()).any(|i| matches_all(rest, &s[i..])),
+        Some((Pat::Any, rest)) => !s.is_empty() && matches_all(rest, &s[1..]),
+        Some((Pat::Lit(c), rest)) => s.first() == Some(c) && matches_all(rest, &s[1..]),
+    }
+}
+
+/// Removes the shortest (or longest when `greedy`) prefix (`#`) or suffix
+/// (`%`) of `value` that matches `pat`.
+fn trim_match(value: &str, pat: &[Pat], prefix: bool, greedy: bool) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len();
+    let mut lens: Vec<usize> = (0..=n).collect();
+    if greedy {
+        lens.reverse();
+    }
+    for len in lens {
+        let (part, keep) = if prefix {
+            (&chars[..len], &chars[len..])
+        } else {
+            (&chars[n - len..], &chars[..n - len])
+        };
+        if matches_all(pat, part) {
+            return keep.iter().collect();
+        }
+    }
+    value.to_string()
+}
+
+/// Replaces the first (or every) leftmost-longest match of `pat`.
+fn replace_matches(value: &str, pat: &[Pat], replacement: &str, all: bool) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut replaced = false;
+    while i <= chars.len() {
+        let found = if replaced && !all {
+            None
+        } else {
+            (i..=chars.len())
+                .rev()
+                .find(|&end| matches_all(pat, &chars[i..end]))
+        };
+        match found {
+            Some(end) => {
+                out.push_str(replacement);
+                replaced = true;
+                if end == i {
+                    // Empty match: keep the character and move on.
+                    if let Some(&c) = chars.get(i) {
+                        out.push(c);
+                    }
+                    i += 1;
+                } else {
+                    i = end;
+                }
+            }
+            None => {
+                if let Some(&c) = chars.get(i) {
+                    out.push(c);
+                }
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PWD" => Some("/home".into()),
+            "SHELL" => Some("bash".into()),
+            "NULL" => Some(String::new()),
+            "WORDS" => Some("a  b c".into()),
+            "PATHV" => Some("/usr/local/bin/tool.tar.gz".into()),
+            _ => None,
+        }
+    }
+
+    /// Cases from BuildKit's shell lexer test table (`envVarTest`) and the
+    /// Dockerfile reference ("Environment replacement").
+    #[test]
+    fn process_word_table() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("hello", Some("hello")),
+            ("he'll'o", Some("hello")),
+            ("he'llo", None),
+            (r"he\'llo", Some("he'llo")),
+            (r"he\\'llo", None),
+            (r"abc\tdef", Some("abctdef")),
+            (r#""abc\tdef""#, Some(r"abc\tdef")),
+            (r#""abc\\tdef""#, Some(r"abc\tdef")),
+            (r"'abc\tdef'", Some(r"abc\tdef")),
+            (r"hello\", Some("hello")),
+            (r"hello\\", Some(r"hello\")),
+            (r#""hello"#, None),
+            (r#""hello\""#, None),
+            (r#""hel'lo""#, Some("hel'lo")),
+            ("'hello", None),
+            (r"'hello\'", Some(r"hello\")),
+            (r"'hello\there'", Some(r"hello\there")),
+            (r#""''""#, Some("''")),
+            ("$.", Some("$.")),
+            ("he$1x", Some("hex")),
+            ("he$.x", Some("he$.x")),
+            ("he$pwd.", Some("he.")),
+            ("he$PWD", Some("he/home")),
+            (r"he\$PWD", Some("he$PWD")),
+            (r"he\\$PWD", Some(r"he\/home")),
+            (r#""he\$PWD""#, Some("he$PWD")),
+            (r#""he\\$PWD""#, Some(r"he\/home")),
+            (r"\${}", Some("${}")),
+            (r"\${}aaa", Some("${}aaa")),
+            (r"he\${}xx", Some("he${}xx")),
+            ("${}", None),
+            ("he${}xx", None),
+            ("he${hi}xx", Some("hexx")),
+            ("he${PWD}", Some("he/home")),
+            ("he${.}", None),
+            ("he${XXX:-000}xx", Some("he000xx")),
+            ("he${PWD:-000}xx", Some("he/homexx")),
+            ("he${XXX:-$PWD}xx", Some("he/homexx")),
+            ("he${XXX:-${PWD:-yyy}}xx", Some("he/homexx")),
+            ("he${XXX:-${YYY:-yyy}}xx", Some("heyyyxx")),
+            ("he${XXX:YYY}", None),
+            ("he${XXX?}", None),
+            ("he${XXX:?}", None),
+            ("he${PWD?}", Some("he/home")),
+            ("he${PWD:?}", Some("he/home")),
+            ("he${NULL?}", Some("he")),
+            ("he${NULL:?}", None),
+            ("he${XXX:+${PWD}}xx", Some("hexx")),
+            ("he${PWD:+${XXX}}xx", Some("hexx")),
+            ("he${PWD:+${SHELL}}xx", Some("hebashxx")),
+            ("he${XXX:+000}xx", Some("hexx")),
+            ("he${PWD:+000}xx", Some("he000xx")),
+            ("'he${XX}'", Some("he${XX}")),
+            (r#""he${PWD}""#, Some("he/home")),
+            (r#""he'$PWD'""#, Some("he'/home'")),
+            (r#""$PWD""#, Some("/home")),
+            ("'$PWD'", Some("$PWD")),
+            (r"'\$PWD'", Some(r"\$PWD")),
+            (r#"'"hello"'"#, Some(r#""hello""#)),
+            ("he${PWD", None),
+            ("he${PWD:=000}xx", None),
+            ("he${PWD:+${PWD}:}xx", Some("he/home:xx")),
+            (r"he${XXX:-\$PWD:}xx", Some("he$PWD:xx")),
+            (r"he${XXX:-\${PWD}z}xx", Some("he${PWDz}xx")),
+            ("안녕하세요", Some("안녕하세요")),
+            ("안'녕'하세요", Some("안녕하세요")),
+            ("안'녕하세요", None),
+            (r"안녕\'하세요", Some("안녕'하세요")),
+            ("${NULL-x}", Some("")),
+            ("${NULL:-x}", Some("x")),
+            ("${XXX-x}", Some("x")),
+            ("${NULL+x}", Some("x")),
+            ("${NULL:+x}", Some("")),
+            ("${XXX+x}", Some("")),
+            // Pattern operators.
+            ("${PATHV#*/}", Some("usr/local/bin/tool.tar.gz")),
+            ("${PATHV##*/}", Some("tool.tar.gz")),
+            ("${PATHV%.*}", Some("/usr/local/bin/tool.tar")),
+            ("${PATHV%%.*}", Some("/usr/local/bin/tool")),
+            ("${PATHV/local/opt}", Some("/usr/opt/bin/tool.tar.gz")),
+            ("${PATHV//\\//:}", Some(":usr:local:bin:tool.tar.gz")),
+            ("${PATHV#nomatch}", Some("/usr/local/bin/tool.tar.gz")),
+            ("${PWD/?/x}", Some("xhome")),
+            (r"${PWD#\x}", None),
+            ("${PWD/x", None),
+        ];
+        let lx = Lexer::new('\\');
+        for (input, want) in cases {
+            let got = lx.process_word(input, &env);
+            match want {
+                Some(w) => assert_eq!(got.as_deref(), Ok(*w), "input {input:?}"),
+                None => assert!(got.is_err(), "input {input:?} gave {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages() {
+        let lx = Lexer::new('\\');
+        let e = lx.process_word("${XXX:?custom message}", &env).unwrap_err();
+        assert_eq!(
+            e,
+            r#"failed to process "${XXX:?custom message}": XXX: custom message"#
+        );
+        let e = lx.process_word("${XXX?}", &env).unwrap_err();
+        assert!(e.ends_with("XXX: is not allowed to be unset"), "{e}");
+        let e = lx.process_word("${NULL:?}", &env).unwrap_err();
+        assert!(e.ends_with("NULL: is not allowed to be empty"), "{e}");
+        let e = lx.process_word("${PWD", &env).unwrap_err();
+        assert!(e.ends_with("syntax error: missing '}'"), "{e}");
+        let e = lx.process_word("${}", &env).unwrap_err();
+        assert!(e.ends_with("syntax error: bad substitution"), "{e}");
+        let e = lx.process_word("${PWD:=x}", &env).unwrap_err();
+        assert!(
+            e.ends_with("unsupported modifier (:=) in substitution"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn word_splitting() {
+        let lx = Lexer::new('\\');
+        let cases: &[(&str, &[&str])] = &[
+            ("hello world", &["hello", "world"]),
+            ("  spaced   out  ", &["spaced", "out"]),
+            (r#""quoted words" x"#, &["quoted words", "x"]),
+            ("'single q' y", &["single q", "y"]),
+            (r"esc\ aped z", &["esc aped", "z"]),
+            ("$WORDS", &["a", "b", "c"]),
+            (r#""$WORDS""#, &["a  b c"]),
+            ("x$WORDS", &["xa", "b", "c"]),
+            ("${XXX:-80 443}", &["80", "443"]),
+            (r#""""#, &[]),
+            ("", &[]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                lx.process_words(input, &env).unwrap(),
+                *want,
+                "input {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let lx = Lexer::new('`');
+        assert_eq!(
+            lx.process_word(r"C:\path\$PWD", &env).unwrap(),
+            r"C:\path\/home"
+        );
+        assert_eq!(lx.process_word("`$PWD", &env).unwrap(), "$PWD");
+        assert_eq!(lx.process_word(r#""a`"b""#, &env).unwrap(), r#"a"b"#);
+    }
+
+    #[test]
+    fn raw_and_skip_modes() {
+        let mut lx = Lexer::new('\\');
+        lx.skip_unset = true;
+        assert_eq!(
+            lx.process_word("$X ${Y} ${Z:-d} $PWD", &env).unwrap(),
+            "$X ${Y} ${Z:-d} /home"
+        );
+        let mut lx = Lexer::new('\\');
+        lx.raw_quotes = true;
+        assert_eq!(lx.process_word(r#"'a' "b""#, &env).unwrap(), r#"'a' "b""#);
+        let mut lx = Lexer::new('\\');
+        lx.skip_quotes = true;
+        assert_eq!(
+            lx.process_word("echo \"$PWD\" '$SHELL' \\$HOME\n", &env)
+                .unwrap(),
+            "echo \"/home\" 'bash' $HOME\n"
+        );
+    }
+
+    #[test]
+    fn docker_reference_examples() {
+        // ENV FOO=/bar; WORKDIR ${FOO}; ADD . $FOO; COPY \$FOO /quux
+        let foo = |n: &str| (n == "FOO").then(|| "/bar".to_string());
+        assert_eq!(expand("${FOO}", &foo).unwrap(), "/bar");
+        assert_eq!(expand("$FOO", &foo).unwrap(), "/bar");
+        assert_eq!(expand(r"\$FOO", &foo).unwrap(), "$FOO");
+        assert_eq!(expand(r"\${FOO}", &foo).unwrap(), "${FOO}");
+        assert_eq!(expand("${FOO:-word}", &foo).unwrap(), "/bar");
+        assert_eq!(expand("${BAR:-word}", &foo).unwrap(), "word");
+        assert_eq!(expand("${FOO:+word}", &foo).unwrap(), "word");
+        assert_eq!(expand("${BAR:+word}", &foo).unwrap(), "");
     }
 }
