@@ -88,21 +88,35 @@ pub(crate) fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
     let is_bind = typ == "bind" || opts.is_bind();
 
     if opts.flags.contains(MsFlags::MS_REMOUNT) {
-        return remount_existing(ctx, &dest, typ, &opts);
-    }
-    if is_bind {
+        remount_existing(ctx, &dest, typ, &opts)?;
+    } else if is_bind {
         let source = m
             .source()
             .as_deref()
             .ok_or_else(|| anyhow!("bind mount on {:?} has no source", dest))?;
-        return bind(ctx, &dest, source, &opts);
+        bind(ctx, &dest, source, &opts)?;
+    } else {
+        mount_typed(ctx, m, &dest, typ, &opts)?;
     }
+    if opts.has_recursive_attrs() {
+        set_recursive_attrs(ctx.rootfs, &dest, &opts)?;
+    }
+    Ok(())
+}
+
+fn mount_typed(
+    ctx: &RootfsContext,
+    m: &Mount,
+    dest: &Path,
+    typ: &str,
+    opts: &MountOptions,
+) -> Result<()> {
     match typ {
-        "proc" | "sysfs" => kernel_fs(ctx, m, &dest, typ, &opts),
-        "cgroup" => cgroup::mount_cgroup(ctx, &dest, &opts),
-        "tmpfs" => tmpfs(ctx, m, &dest, &opts),
+        "proc" | "sysfs" => kernel_fs(ctx, m, dest, typ, opts),
+        "cgroup" => cgroup::mount_cgroup(ctx, dest, opts),
+        "tmpfs" => tmpfs(ctx, m, dest, opts),
         "" => bail!("mount on {:?}: no type given and not a bind mount", dest),
-        _ => generic(ctx, m, &dest, typ, &opts),
+        _ => generic(ctx, m, dest, typ, opts),
     }
 }
 
@@ -198,6 +212,40 @@ pub(crate) fn remount_bind(rootfs: &Path, dest: &Path, flags: MsFlags) -> Result
         }
         Err(e) => Err(err(e)),
     }
+}
+
+/// Applies recursive options (`rro`, `rnosuid`, ...) to the whole mount tree
+/// at `dest` with mount_setattr(2) (Linux 5.12+).
+fn set_recursive_attrs(rootfs: &Path, dest: &Path, opts: &MountOptions) -> Result<()> {
+    let target = paths::open_in_root(rootfs, dest)?;
+    let attr = libc::mount_attr {
+        attr_set: opts.rec_set,
+        attr_clr: opts.rec_clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (of the size passed) and the empty
+    // NUL-terminated path; the descriptor stays open for the call.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    Errno::result(res).map(drop).map_err(|e| {
+        anyhow!(
+            "set recursive mount attributes (set {:#x}, clear {:#x}) on {:?} (rootfs {}): {}",
+            opts.rec_set,
+            opts.rec_clr,
+            dest,
+            rootfs.display(),
+            e.desc()
+        )
+    })
 }
 
 /// Applies `private`, `rslave`, ... options to the mount at `dest`.

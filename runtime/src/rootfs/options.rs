@@ -14,6 +14,10 @@ pub(crate) struct MountOptions {
     pub data: Vec<String>,
     /// runc extension: copy the target's previous contents into the tmpfs.
     pub tmpcopyup: bool,
+    /// Recursive options (`rro`, `rnosuid`, ...): mount_setattr(2) attributes
+    /// to set and clear on the whole mount tree at the target.
+    pub rec_set: u64,
+    pub rec_clr: u64,
 }
 
 impl Default for MountOptions {
@@ -23,6 +27,8 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             data: Vec::new(),
             tmpcopyup: false,
+            rec_set: 0,
+            rec_clr: 0,
         }
     }
 }
@@ -40,6 +46,10 @@ impl MountOptions {
 
     pub fn is_bind(&self) -> bool {
         self.flags.contains(MsFlags::MS_BIND)
+    }
+
+    pub fn has_recursive_attrs(&self) -> bool {
+        self.rec_set != 0 || self.rec_clr != 0
     }
 }
 
@@ -91,6 +101,8 @@ fn flag_option(opt: &str) -> Option<(MsFlags, MsFlags)> {
         "nolazytime" => (e, MsFlags::MS_LAZYTIME),
         "acl" => (MsFlags::MS_POSIXACL, e),
         "noacl" => (e, MsFlags::MS_POSIXACL),
+        "nosymfollow" => (MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW), e),
+        "symfollow" => (e, MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW)),
         _ => return None,
     })
 }
@@ -105,6 +117,30 @@ fn propagation_option(opt: &str) -> Option<MsFlags> {
         "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
         "unbindable" => MsFlags::MS_UNBINDABLE,
         "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// `(set, clear)` mount_setattr(2) attributes of a recursive option. The
+/// kernel only accepts atime changes that clear the whole atime field.
+fn recursive_option(opt: &str) -> Option<(u64, u64)> {
+    const ATIME: u64 = libc::MOUNT_ATTR__ATIME;
+    Some(match opt {
+        "rro" => (libc::MOUNT_ATTR_RDONLY, 0),
+        "rrw" => (0, libc::MOUNT_ATTR_RDONLY),
+        "rnosuid" => (libc::MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => (0, libc::MOUNT_ATTR_NOSUID),
+        "rnodev" => (libc::MOUNT_ATTR_NODEV, 0),
+        "rdev" => (0, libc::MOUNT_ATTR_NODEV),
+        "rnoexec" => (libc::MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => (0, libc::MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (libc::MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, libc::MOUNT_ATTR_NODIRATIME),
+        "rrelatime" | "ratime" | "rnostrictatime" => (libc::MOUNT_ATTR_RELATIME, ATIME),
+        "rnoatime" => (libc::MOUNT_ATTR_NOATIME, ATIME),
+        "rstrictatime" | "rnorelatime" => (libc::MOUNT_ATTR_STRICTATIME, ATIME),
+        "rnosymfollow" => (libc::MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, libc::MOUNT_ATTR_NOSYMFOLLOW),
         _ => return None,
     })
 }
@@ -124,6 +160,12 @@ pub(crate) fn parse(options: &[String]) -> MountOptions {
             out.flags.insert(set);
         } else if let Some(p) = propagation_option(opt) {
             out.propagation.push(p);
+        } else if let Some((set, clear)) = recursive_option(opt) {
+            if clear & libc::MOUNT_ATTR__ATIME != 0 {
+                out.rec_set &= !libc::MOUNT_ATTR__ATIME;
+            }
+            out.rec_set = (out.rec_set & !clear) | set;
+            out.rec_clr = (out.rec_clr & !set) | clear;
         } else if opt == "tmpcopyup" {
             out.tmpcopyup = true;
         } else if !opt.is_empty() {
@@ -171,6 +213,22 @@ mod tests {
         assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
         assert!(o.is_bind());
         assert_eq!(remount_flags(o.flags), MsFlags::empty());
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attrs() {
+        let o = parse(&opts(&[
+            "rbind", "rro", "rnosuid", "rnoatime", "rrw", "rsuid",
+        ]));
+        assert!(o.has_recursive_attrs());
+        assert_eq!(o.rec_set, libc::MOUNT_ATTR_NOATIME);
+        assert_eq!(
+            o.rec_clr,
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR__ATIME
+        );
+        assert!(o.data.is_empty());
+        let o = parse(&opts(&["rro"]));
+        assert_eq!((o.rec_set, o.rec_clr), (libc::MOUNT_ATTR_RDONLY, 0));
     }
 
     #[test]

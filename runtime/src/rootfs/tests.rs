@@ -7,17 +7,17 @@
 
 use std::fmt::Display;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use nix::mount::{umount2, MntFlags};
+use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::{major, minor};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::{fork, pipe, ForkResult};
 use oci_spec::runtime::{
     LinuxDeviceBuilder, LinuxDeviceType, LinuxNamespaceType, Mount, MountBuilder, Spec,
 };
@@ -104,11 +104,22 @@ impl Checks {
     }
 }
 
-/// Runs `body` as pid 1 of fresh mount/pid/ipc (and cgroup when asked)
-/// namespaces. Returns the exit code (0 = all checks passed) and report.
+/// How the container under test is isolated.
+#[derive(Default)]
+struct Isolation {
+    /// Unshare a cgroup namespace too.
+    cgroupns: bool,
+    /// Run in a new user namespace (identity-mapped). The path gets a
+    /// nosuid,nodev tmpfs first, whose flags are then locked inside.
+    userns_locked_src: Option<PathBuf>,
+}
+
+/// Runs `body` as pid 1 of fresh mount/pid/ipc (and cgroup/user when
+/// asked) namespaces. Returns the exit code (0 = all checks passed) and the
+/// report.
 fn run_isolated(
     report: &Path,
-    cgroupns: bool,
+    iso: Isolation,
     body: impl FnOnce(&mut Checks) -> anyhow::Result<()>,
 ) -> (i32, String) {
     let out = File::create(report).expect("create report");
@@ -117,35 +128,10 @@ fn run_isolated(
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                let mut flags =
-                    CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
-                if cgroupns {
-                    flags |= CloneFlags::CLONE_NEWCGROUP;
-                }
                 let mut checks = Checks { out, failures: 0 };
-                if let Err(e) = unshare(flags) {
-                    checks.check(false, format!("unshare: {}", e));
-                    return 3;
-                }
-                // SAFETY: as above.
-                match unsafe { fork() } {
-                    Ok(ForkResult::Child) => {
-                        if let Err(e) = body(&mut checks) {
-                            checks.check(false, format!("error: {:#}", e));
-                        }
-                        i32::from(checks.failures > 0)
-                    }
-                    Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
-                        Ok(WaitStatus::Exited(_, c)) => c,
-                        other => {
-                            checks.check(false, format!("container init ended with {:?}", other));
-                            4
-                        }
-                    },
-                    Err(e) => {
-                        checks.check(false, format!("fork: {}", e));
-                        5
-                    }
+                match &iso.userns_locked_src {
+                    None => container(&mut checks, iso.cgroupns, body),
+                    Some(src) => via_userns(&mut checks, src, iso.cgroupns, body),
                 }
             }))
             .unwrap_or(6);
@@ -159,6 +145,125 @@ fn run_isolated(
                 other => panic!("test child ended with {:?}", other),
             };
             (code, fs::read_to_string(report).unwrap_or_default())
+        }
+    }
+}
+
+/// Unshares the container namespaces and runs `body` in a child that is
+/// pid 1 of the new pid namespace; returns that child's exit code.
+fn container(
+    checks: &mut Checks,
+    cgroupns: bool,
+    body: impl FnOnce(&mut Checks) -> anyhow::Result<()>,
+) -> i32 {
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
+    if cgroupns {
+        flags |= CloneFlags::CLONE_NEWCGROUP;
+    }
+    if let Err(e) = unshare(flags) {
+        checks.check(false, format!("unshare: {}", e));
+        return 3;
+    }
+    // SAFETY: see run_isolated.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            if let Err(e) = body(checks) {
+                checks.check(false, format!("error: {:#}", e));
+            }
+            i32::from(checks.failures > 0)
+        }
+        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => c,
+            other => {
+                checks.check(false, format!("container init ended with {:?}", other));
+                4
+            }
+        },
+        Err(e) => {
+            checks.check(false, format!("fork: {}", e));
+            5
+        }
+    }
+}
+
+/// Like [`container`] but inside a new user namespace whose id maps are
+/// written from outside (only a process privileged in the parent
+/// namespace may map every id).
+fn via_userns(
+    checks: &mut Checks,
+    locked_src: &Path,
+    cgroupns: bool,
+    body: impl FnOnce(&mut Checks) -> anyhow::Result<()>,
+) -> i32 {
+    let setup = || -> anyhow::Result<(File, File, File, File)> {
+        unshare(CloneFlags::CLONE_NEWNS)?;
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            locked_src,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("size=64k"),
+        )?;
+        fs::write(locked_src.join("inside"), "locked")?;
+        let (r1, w1) = pipe()?;
+        let (r2, w2) = pipe()?;
+        Ok((r1.into(), w1.into(), r2.into(), w2.into()))
+    };
+    let (mut ready_r, mut ready_w, mut go_r, mut go_w) = match setup() {
+        Ok(p) => p,
+        Err(e) => {
+            checks.check(false, format!("userns setup: {:#}", e));
+            return 7;
+        }
+    };
+    let mut byte = [0u8; 1];
+    // SAFETY: see run_isolated.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop((ready_r, go_w));
+            let entered = unshare(CloneFlags::CLONE_NEWUSER)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| Ok(ready_w.write_all(b"u")?))
+                .and_then(|()| Ok(go_r.read_exact(&mut byte)?));
+            if let Err(e) = entered {
+                checks.check(false, format!("enter user namespace: {:#}", e));
+                return 8;
+            }
+            container(checks, cgroupns, body)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((ready_w, go_r));
+            let mapped = ready_r
+                .read_exact(&mut byte)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| {
+                    for map in ["uid_map", "gid_map"] {
+                        fs::write(format!("/proc/{}/{}", child, map), "0 0 4294967295\n")?;
+                    }
+                    Ok(go_w.write_all(b"g")?)
+                });
+            if let Err(e) = mapped {
+                checks.check(false, format!("write id maps: {:#}", e));
+            }
+            drop(go_w);
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, c)) => c,
+                other => {
+                    checks.check(false, format!("userns child ended with {:?}", other));
+                    9
+                }
+            }
+        }
+        Err(e) => {
+            checks.check(false, format!("fork: {}", e));
+            5
         }
     }
 }
@@ -222,6 +327,22 @@ fn default_spec_container_is_set_up_and_isolated() {
         Path::new("tmpfs"),
         &["tmpcopyup", "size=1m", "mode=750", "nodev"],
     ));
+    // Recursive options: a tree of two tmpfs, then a recursive ro view of it
+    // (the source is the rootfs's host path, where the tree is mounted).
+    let outer = rootfs.join("mnt/outer");
+    mounts.push(mount("/mnt/outer", Some("tmpfs"), Path::new("tmpfs"), &[]));
+    mounts.push(mount(
+        "/mnt/outer/inner",
+        Some("tmpfs"),
+        Path::new("tmpfs"),
+        &[],
+    ));
+    mounts.push(mount(
+        "/mnt/view",
+        None,
+        &outer,
+        &["rbind", "rro", "rnosuid"],
+    ));
     let fuse = LinuxDeviceBuilder::default()
         .path("/dev/fuse")
         .typ(LinuxDeviceType::C)
@@ -248,199 +369,218 @@ fn default_spec_container_is_set_up_and_isolated() {
     let host_kcore = Path::new("/proc/kcore").exists();
     let cgroup2 = host_is_cgroup2();
 
-    let (code, report) = run_isolated(&tmp.0.join("report"), true, |c| {
-        let ctx = RootfsContext {
-            spec: &spec,
-            rootfs: &rootfs,
-            bundle: &bundle,
-            no_pivot: false,
-            in_user_ns: false,
-        };
-        prepare(&ctx)?;
-        enter(&ctx)?;
-        finalize(&ctx)?;
-        let ms = mountinfo::read_self()?;
+    let (code, report) = run_isolated(
+        &tmp.0.join("report"),
+        Isolation {
+            cgroupns: true,
+            ..Default::default()
+        },
+        |c| {
+            let ctx = RootfsContext {
+                spec: &spec,
+                rootfs: &rootfs,
+                bundle: &bundle,
+                no_pivot: false,
+                in_user_ns: false,
+            };
+            prepare(&ctx)?;
+            enter(&ctx)?;
+            finalize(&ctx)?;
+            let ms = mountinfo::read_self()?;
 
-        c.check(has_opt(&ms, "/", "ro"), "root.readonly: / is ro");
-        c.check(
-            !Path::new(&bundle).exists(),
-            "host tree is gone after pivot_root",
-        );
-        c.check(
-            mount_at(&ms, "/proc").is_some_and(|m| m.fstype == "proc"),
-            "proc mounted at /proc",
-        );
-        c.check(
-            Path::new("/proc/1").exists() && std::process::id() == 1,
-            "proc of the new pid ns",
-        );
-        c.check(
-            has_opt(&ms, "/proc/sys", "ro"),
-            "readonlyPaths: /proc/sys is ro",
-        );
-        c.check(
-            has_opt(&ms, "/proc/uptime", "ro"),
-            "readonlyPaths: file /proc/uptime is ro",
-        );
-        if host_kcore {
+            c.check(has_opt(&ms, "/", "ro"), "root.readonly: / is ro");
             c.check(
-                is_char_dev("/proc/kcore", 1, 3),
-                "maskedPaths: /proc/kcore is /dev/null",
-            );
-        }
-        c.check(
-            is_char_dev("/proc/keys", 1, 3),
-            "maskedPaths: file /proc/keys is /dev/null",
-        );
-        c.check(
-            is_char_dev("/etc/hostname", 1, 3),
-            "maskedPaths: rootfs file masked",
-        );
-        c.check(
-            mount_at(&ms, "/secret")
-                .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro"))
-                && fs::read_dir("/secret").is_ok_and(|mut d| d.next().is_none()),
-            "maskedPaths: rootfs dir hidden by an empty ro tmpfs",
-        );
-        c.check(
-            fs::read_to_string("/proc/timer_list").map_or(true, |s| s.is_empty()),
-            "maskedPaths: /proc/timer_list reads empty",
-        );
-        if Path::new("/sys/firmware").exists() {
-            c.check(
-                mount_at(&ms, "/sys/firmware")
-                    .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro")),
-                "maskedPaths: /sys/firmware is a ro tmpfs",
-            );
-        }
-        c.check(
-            has_opt(&ms, "/dev", "size=65536k"),
-            "/dev tmpfs size honoured",
-        );
-        c.check(has_opt(&ms, "/dev", "nosuid"), "/dev tmpfs nosuid");
-        c.check(
-            fs::metadata("/dev/shm").is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o1777),
-            "/dev/shm mode=1777",
-        );
-        c.check(has_opt(&ms, "/dev/shm", "noexec"), "/dev/shm noexec");
-        c.check(
-            mount_at(&ms, "/dev/pts")
-                .is_some_and(|m| m.fstype == "devpts" && m.has_super_option("ptmxmode=666")),
-            "devpts with ptmxmode=0666",
-        );
-        c.check(
-            mount_at(&ms, "/dev/mqueue").is_some_and(|m| m.fstype == "mqueue"),
-            "mqueue mounted",
-        );
-        c.check(
-            mount_at(&ms, "/sys").is_some_and(|m| m.fstype == "sysfs" && m.has_mount_option("ro")),
-            "sysfs ro",
-        );
-        if cgroup2 {
-            c.check(
-                mount_at(&ms, "/sys/fs/cgroup").is_some_and(|m| m.fstype == "cgroup2"),
-                "cgroup2 at /sys/fs/cgroup",
-            );
-        } else {
-            c.check(
-                mount_at(&ms, "/sys/fs/cgroup")
-                    .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro")),
-                "cgroup v1: ro tmpfs at /sys/fs/cgroup",
+                !Path::new(&bundle).exists(),
+                "host tree is gone after pivot_root",
             );
             c.check(
-                mount_at(&ms, "/sys/fs/cgroup/memory").is_some_and(|m| {
-                    m.fstype == "cgroup" && m.has_mount_option("ro") && m.root == Path::new("/")
-                }),
-                "cgroup v1: memory hierarchy rooted at the namespace's cgroup",
+                mount_at(&ms, "/proc").is_some_and(|m| m.fstype == "proc"),
+                "proc mounted at /proc",
             );
             c.check(
-                fs::read_to_string("/proc/self/cgroup")
-                    .is_ok_and(|s| s.lines().all(|l| l.ends_with(":/"))),
-                "cgroup namespace root",
-            );
-        }
-        for (dev, maj, min) in [
-            ("null", 1, 3),
-            ("zero", 1, 5),
-            ("full", 1, 7),
-            ("random", 1, 8),
-            ("urandom", 1, 9),
-            ("tty", 5, 0),
-        ] {
-            let p = format!("/dev/{}", dev);
-            c.check(
-                is_char_dev(&p, maj, min),
-                format!("{} is char {}:{}", p, maj, min),
+                Path::new("/proc/1").exists() && std::process::id() == 1,
+                "proc of the new pid ns",
             );
             c.check(
-                fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o666),
-                format!("{} mode 0666", p),
+                has_opt(&ms, "/proc/sys", "ro"),
+                "readonlyPaths: /proc/sys is ro",
             );
-        }
-        c.check(
-            is_char_dev("/dev/fuse", 10, 229)
-                && fs::metadata("/dev/fuse").is_ok_and(|m| {
-                    m.mode() & 0o7777 == 0o600 && m.uid() == 1000 && m.gid() == 1001
-                }),
-            "linux.devices: /dev/fuse 10:229 0600 1000:1001",
-        );
-        c.check(link_is("/dev/fd", "/proc/self/fd"), "/dev/fd symlink");
-        c.check(
-            link_is("/dev/stdin", "/proc/self/fd/0"),
-            "/dev/stdin symlink",
-        );
-        c.check(
-            link_is("/dev/stdout", "/proc/self/fd/1"),
-            "/dev/stdout symlink",
-        );
-        c.check(
-            link_is("/dev/stderr", "/proc/self/fd/2"),
-            "/dev/stderr symlink",
-        );
-        c.check(
-            link_is("/dev/core", "/proc/kcore") == host_kcore,
-            "/dev/core only when the host has /proc/kcore",
-        );
-        c.check(link_is("/dev/ptmx", "pts/ptmx"), "/dev/ptmx -> pts/ptmx");
+            c.check(
+                has_opt(&ms, "/proc/uptime", "ro"),
+                "readonlyPaths: file /proc/uptime is ro",
+            );
+            if host_kcore {
+                c.check(
+                    is_char_dev("/proc/kcore", 1, 3),
+                    "maskedPaths: /proc/kcore is /dev/null",
+                );
+            }
+            c.check(
+                is_char_dev("/proc/keys", 1, 3),
+                "maskedPaths: file /proc/keys is /dev/null",
+            );
+            c.check(
+                is_char_dev("/etc/hostname", 1, 3),
+                "maskedPaths: rootfs file masked",
+            );
+            c.check(
+                mount_at(&ms, "/secret")
+                    .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro"))
+                    && fs::read_dir("/secret").is_ok_and(|mut d| d.next().is_none()),
+                "maskedPaths: rootfs dir hidden by an empty ro tmpfs",
+            );
+            c.check(
+                fs::read_to_string("/proc/timer_list").map_or(true, |s| s.is_empty()),
+                "maskedPaths: /proc/timer_list reads empty",
+            );
+            if Path::new("/sys/firmware").exists() {
+                c.check(
+                    mount_at(&ms, "/sys/firmware")
+                        .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro")),
+                    "maskedPaths: /sys/firmware is a ro tmpfs",
+                );
+            }
+            c.check(
+                has_opt(&ms, "/dev", "size=65536k"),
+                "/dev tmpfs size honoured",
+            );
+            c.check(has_opt(&ms, "/dev", "nosuid"), "/dev tmpfs nosuid");
+            c.check(
+                fs::metadata("/dev/shm").is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o1777),
+                "/dev/shm mode=1777",
+            );
+            c.check(has_opt(&ms, "/dev/shm", "noexec"), "/dev/shm noexec");
+            c.check(
+                mount_at(&ms, "/dev/pts")
+                    .is_some_and(|m| m.fstype == "devpts" && m.has_super_option("ptmxmode=666")),
+                "devpts with ptmxmode=0666",
+            );
+            c.check(
+                mount_at(&ms, "/dev/mqueue").is_some_and(|m| m.fstype == "mqueue"),
+                "mqueue mounted",
+            );
+            c.check(
+                mount_at(&ms, "/sys")
+                    .is_some_and(|m| m.fstype == "sysfs" && m.has_mount_option("ro")),
+                "sysfs ro",
+            );
+            if cgroup2 {
+                c.check(
+                    mount_at(&ms, "/sys/fs/cgroup").is_some_and(|m| m.fstype == "cgroup2"),
+                    "cgroup2 at /sys/fs/cgroup",
+                );
+            } else {
+                c.check(
+                    mount_at(&ms, "/sys/fs/cgroup")
+                        .is_some_and(|m| m.fstype == "tmpfs" && m.has_mount_option("ro")),
+                    "cgroup v1: ro tmpfs at /sys/fs/cgroup",
+                );
+                c.check(
+                    mount_at(&ms, "/sys/fs/cgroup/memory").is_some_and(|m| {
+                        m.fstype == "cgroup" && m.has_mount_option("ro") && m.root == Path::new("/")
+                    }),
+                    "cgroup v1: memory hierarchy rooted at the namespace's cgroup",
+                );
+                c.check(
+                    fs::read_to_string("/proc/self/cgroup")
+                        .is_ok_and(|s| s.lines().all(|l| l.ends_with(":/"))),
+                    "cgroup namespace root",
+                );
+            }
+            for (dev, maj, min) in [
+                ("null", 1, 3),
+                ("zero", 1, 5),
+                ("full", 1, 7),
+                ("random", 1, 8),
+                ("urandom", 1, 9),
+                ("tty", 5, 0),
+            ] {
+                let p = format!("/dev/{}", dev);
+                c.check(
+                    is_char_dev(&p, maj, min),
+                    format!("{} is char {}:{}", p, maj, min),
+                );
+                c.check(
+                    fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o666),
+                    format!("{} mode 0666", p),
+                );
+            }
+            c.check(
+                is_char_dev("/dev/fuse", 10, 229)
+                    && fs::metadata("/dev/fuse").is_ok_and(|m| {
+                        m.mode() & 0o7777 == 0o600 && m.uid() == 1000 && m.gid() == 1001
+                    }),
+                "linux.devices: /dev/fuse 10:229 0600 1000:1001",
+            );
+            c.check(link_is("/dev/fd", "/proc/self/fd"), "/dev/fd symlink");
+            c.check(
+                link_is("/dev/stdin", "/proc/self/fd/0"),
+                "/dev/stdin symlink",
+            );
+            c.check(
+                link_is("/dev/stdout", "/proc/self/fd/1"),
+                "/dev/stdout symlink",
+            );
+            c.check(
+                link_is("/dev/stderr", "/proc/self/fd/2"),
+                "/dev/stderr symlink",
+            );
+            c.check(
+                link_is("/dev/core", "/proc/kcore") == host_kcore,
+                "/dev/core only when the host has /proc/kcore",
+            );
+            c.check(link_is("/dev/ptmx", "pts/ptmx"), "/dev/ptmx -> pts/ptmx");
 
-        let esc = format!("/etc/{}", escape);
-        c.check(
-            fs::read_to_string(format!("{}/marker", esc)).is_ok_and(|s| s == "from-bundle"),
-            "symlinked mount target resolved inside the rootfs",
-        );
-        c.check(
-            has_opt(&ms, &esc, "ro") && has_opt(&ms, &esc, "nosuid"),
-            "bind mount ro,nosuid",
-        );
-        c.check(
-            fs::read_to_string("/etc/bound").is_ok_and(|s| s == "bound-file")
-                && has_opt(&ms, "/etc/bound", "ro"),
-            "file bind mount (relative source) ro",
-        );
-        c.check(
-            fs::read_to_string("/opt/seed").is_ok_and(|s| s == "seed"),
-            "tmpcopyup copied the covered contents",
-        );
-        c.check(
-            has_opt(&ms, "/opt", "size=1024k")
-                && has_opt(&ms, "/opt", "mode=750")
-                && has_opt(&ms, "/opt", "nodev"),
-            "tmpfs size/mode/nodev honoured",
-        );
-        c.check(fs::write("/written", "x").is_err(), "root is not writable");
-        let status = Command::new("/bin/busybox")
-            .args([
-                "sh",
-                "-c",
-                "test -c /dev/null && test -L /dev/fd && ls /bin >/dev/null",
-            ])
-            .status();
-        c.check(
-            status.is_ok_and(|s| s.success()),
-            "busybox sh runs in the container",
-        );
-        Ok(())
-    });
+            let esc = format!("/etc/{}", escape);
+            c.check(
+                fs::read_to_string(format!("{}/marker", esc)).is_ok_and(|s| s == "from-bundle"),
+                "symlinked mount target resolved inside the rootfs",
+            );
+            c.check(
+                has_opt(&ms, &esc, "ro") && has_opt(&ms, &esc, "nosuid"),
+                "bind mount ro,nosuid",
+            );
+            c.check(
+                fs::read_to_string("/etc/bound").is_ok_and(|s| s == "bound-file")
+                    && has_opt(&ms, "/etc/bound", "ro"),
+                "file bind mount (relative source) ro",
+            );
+            c.check(
+                fs::read_to_string("/opt/seed").is_ok_and(|s| s == "seed"),
+                "tmpcopyup copied the covered contents",
+            );
+            c.check(
+                has_opt(&ms, "/opt", "size=1024k")
+                    && has_opt(&ms, "/opt", "mode=750")
+                    && has_opt(&ms, "/opt", "nodev"),
+                "tmpfs size/mode/nodev honoured",
+            );
+            c.check(fs::write("/written", "x").is_err(), "root is not writable");
+            for mp in ["/mnt/view", "/mnt/view/inner"] {
+                c.check(
+                    has_opt(&ms, mp, "ro") && has_opt(&ms, mp, "nosuid"),
+                    format!("rro,rnosuid reach {}", mp),
+                );
+            }
+            c.check(
+                !has_opt(&ms, "/mnt/outer/inner", "ro")
+                    && fs::write("/mnt/outer/inner/f", "x").is_ok(),
+                "recursive options leave the source tree writable",
+            );
+            let status = Command::new("/bin/busybox")
+                .args([
+                    "sh",
+                    "-c",
+                    "test -c /dev/null && test -L /dev/fd && ls /bin >/dev/null",
+                ])
+                .status();
+            c.check(
+                status.is_ok_and(|s| s.success()),
+                "busybox sh runs in the container",
+            );
+            Ok(())
+        },
+    );
     assert_eq!(code, 0, "container checks failed:\n{}", report);
     assert!(!report.contains("FAIL"), "{}", report);
     assert!(
@@ -477,7 +617,7 @@ fn no_pivot_without_cgroupns_binds_own_cgroups() {
         .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
     let cgroup2 = host_is_cgroup2();
 
-    let (code, report) = run_isolated(&tmp.0.join("report"), false, |c| {
+    let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |c| {
         let ctx = RootfsContext {
             spec: &spec,
             rootfs: &rootfs,
@@ -521,6 +661,80 @@ fn no_pivot_without_cgroupns_binds_own_cgroups() {
 }
 
 #[test]
+fn user_namespace_binds_devices_and_sysfs_and_keeps_locked_flags() {
+    let tmp = TempDir::new("userns");
+    let bundle = tmp.0.join("bundle");
+    let locked = tmp.0.join("locked");
+    fs::create_dir_all(&bundle).expect("mkdir bundle");
+    fs::create_dir_all(&locked).expect("mkdir locked");
+    let rootfs = busybox_rootfs(&tmp.0);
+    let mut spec = Spec::default();
+    spec.mounts_mut().get_or_insert_with(Vec::new).push(mount(
+        "/locked",
+        Some("bind"),
+        &locked,
+        &["bind", "ro"],
+    ));
+    if let Some(l) = spec.linux_mut().as_mut() {
+        l.masked_paths_mut()
+            .get_or_insert_with(Vec::new)
+            .push("/etc/hostname".to_string());
+    }
+    let iso = Isolation {
+        cgroupns: true,
+        userns_locked_src: Some(locked.clone()),
+    };
+    let (code, report) = run_isolated(&tmp.0.join("report"), iso, |c| {
+        let ctx = RootfsContext {
+            spec: &spec,
+            rootfs: &rootfs,
+            bundle: &bundle,
+            no_pivot: false,
+            in_user_ns: true,
+        };
+        prepare(&ctx)?;
+        enter(&ctx)?;
+        finalize(&ctx)?;
+        let ms = mountinfo::read_self()?;
+        c.check(
+            fs::read_to_string("/proc/self/uid_map")
+                .is_ok_and(|m| m.split_whitespace().eq(["0", "0", "4294967295"])),
+            "running in the identity-mapped user namespace",
+        );
+        for (dev, maj, min) in [("null", 1, 3), ("zero", 1, 5), ("tty", 5, 0)] {
+            let p = format!("/dev/{}", dev);
+            c.check(
+                is_char_dev(&p, maj, min) && mount_at(&ms, &p).is_some(),
+                format!("{} bind-mounted from the host", p),
+            );
+        }
+        c.check(
+            mount_at(&ms, "/sys").is_some_and(|m| m.fstype == "sysfs" && m.has_mount_option("ro")),
+            "sysfs: recursive bind of /sys, ro",
+        );
+        c.check(
+            has_opt(&ms, "/locked", "ro")
+                && has_opt(&ms, "/locked", "nosuid")
+                && has_opt(&ms, "/locked", "nodev"),
+            "ro bind keeps the source's locked nosuid,nodev",
+        );
+        c.check(
+            fs::read_to_string("/locked/inside").is_ok_and(|s| s == "locked"),
+            "locked source content visible",
+        );
+        c.check(
+            is_char_dev("/etc/hostname", 1, 3),
+            "masked with the bound /dev/null",
+        );
+        c.check(has_opt(&ms, "/", "ro"), "root read-only");
+        c.check(has_opt(&ms, "/proc/sys", "ro"), "/proc/sys read-only");
+        Ok(())
+    });
+    assert_eq!(code, 0, "container checks failed:\n{}", report);
+    assert!(tmp.mounts_below().is_empty(), "mounts leaked to the host");
+}
+
+#[test]
 fn failed_mount_names_type_target_and_rootfs() {
     let tmp = TempDir::new("err");
     let rootfs = busybox_rootfs(&tmp.0);
@@ -531,7 +745,7 @@ fn failed_mount_names_type_target_and_rootfs() {
         Path::new("none"),
         &[],
     )]));
-    let (code, report) = run_isolated(&tmp.0.join("report"), false, |_| {
+    let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |_| {
         let ctx = RootfsContext {
             spec: &spec,
             rootfs: &rootfs,
