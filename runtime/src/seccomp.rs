@@ -192,7 +192,7 @@ impl CompiledSeccomp {
         Ok(())
     }
 
-    /// Number of BPF programs `install` loads for the profile itself (without the guard).
+    /// Number of BPF programs `install` loads for the profile itself (without the gate).
     #[cfg(test)]
     fn program_count(&self) -> usize {
         self.programs.len() - usize::from(abi_gate(&[]).is_some())
@@ -279,7 +279,8 @@ impl RuleSet {
     }
 }
 
-/// Compiles `profile` for the native architecture. Errors read "seccomp: ...".
+/// Compiles `profile` for the native architecture (plus i386 on x86_64 when the profile
+/// lists SCMP_ARCH_X86). Errors read "seccomp: ..." and need no extra context.
 pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     if profile.listener_path().is_some() {
         bail!("seccomp: listenerPath is not supported (SCMP_ACT_NOTIFY is not implemented)");
