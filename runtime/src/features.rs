@@ -8,38 +8,70 @@ use serde_json::{json, Value};
 
 use crate::seccomp;
 
-/// Every mount option name the runtime accepts in `mounts[].options`, sorted.
+/// Every mount option name the runtime accepts in `mounts[].options`, sorted: the flag,
+/// propagation and recursive (`mount_setattr`) options rootfs/options.rs implements, plus
+/// `tmpcopyup` — the same 62 names runc 1.1 reports. Anything else is passed to the
+/// filesystem as data.
 pub const MOUNT_OPTIONS: &[&str] = &[
+    "acl",
     "async",
     "atime",
     "bind",
+    "defaults",
     "dev",
     "diratime",
     "dirsync",
     "exec",
+    "iversion",
+    "lazytime",
+    "loud",
     "mand",
+    "noacl",
     "noatime",
     "nodev",
     "nodiratime",
     "noexec",
+    "noiversion",
+    "nolazytime",
     "nomand",
     "norelatime",
     "nostrictatime",
     "nosuid",
+    "nosymfollow",
     "private",
+    "ratime",
     "rbind",
+    "rdev",
+    "rdiratime",
     "relatime",
     "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
     "ro",
     "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
     "rshared",
     "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
     "runbindable",
     "rw",
     "shared",
+    "silent",
     "slave",
     "strictatime",
     "suid",
+    "symfollow",
     "sync",
     "tmpcopyup",
     "unbindable",
@@ -224,7 +256,15 @@ mod tests {
     #[test]
     fn mount_options_sorted_and_unique() {
         assert!(MOUNT_OPTIONS.windows(2).all(|w| w[0] < w[1]));
-        for opt in ["ro", "rbind", "tmpcopyup", "nosuid", "rslave"] {
+        for opt in [
+            "ro",
+            "rbind",
+            "tmpcopyup",
+            "nosuid",
+            "rslave",
+            "rro",
+            "nosymfollow",
+        ] {
             assert!(MOUNT_OPTIONS.contains(&opt), "{opt}");
         }
     }
