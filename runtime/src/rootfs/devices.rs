@@ -212,12 +212,13 @@ pub(crate) fn setup_ptmx(ctx: &RootfsContext) -> Result<()> {
 pub fn bind_console(pty_slave_path: &Path) -> Result<()> {
     let dest = Path::new("/dev/console");
     let target = paths::create_in_root(Path::new("/"), dest, Last::File)?;
-    sys_mount(
-        Some(pty_slave_path),
-        &fd_path(&target),
-        None,
-        MsFlags::MS_BIND,
-        None,
-    )
-    .map_err(|e| mount_err(&pty_slave_path.to_string_lossy(), dest, Path::new("/"), e))
+    // Without a /proc in the container the descriptor cannot serve as the
+    // target; inside the container root the plain path is equally confined.
+    let via = if Path::new("/proc/self/fd").is_dir() {
+        fd_path(&target)
+    } else {
+        dest.to_path_buf()
+    };
+    sys_mount(Some(pty_slave_path), &via, None, MsFlags::MS_BIND, None)
+        .map_err(|e| mount_err(&pty_slave_path.to_string_lossy(), dest, Path::new("/"), e))
 }

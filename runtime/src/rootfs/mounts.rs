@@ -165,6 +165,14 @@ pub(crate) fn bind(
     } else {
         ctx.bundle.join(source)
     };
+    if let Some(o) = opts.data.iter().find(|o| *o == "idmap" || *o == "ridmap") {
+        bail!(
+            "bind mount {:?} on {:?}: option {:?} (id-mapped mounts) is not supported",
+            source,
+            dest,
+            o
+        );
+    }
     let meta = fs::metadata(&source)
         .with_context(|| format!("bind mount source {:?} for {:?}", source, dest))?;
     check_proc_mount(dest, Some(&source), "bind")?;
@@ -419,14 +427,24 @@ fn generic(
         // Device nodes still have to be created: ro is applied in finalize.
         flags.remove(MsFlags::MS_RDONLY);
     }
-    sys_mount(
+    match sys_mount(
         Some(&source),
         &fd_path(&target),
         Some(typ),
         flags,
         Some(&opts.data_string()),
-    )
-    .map_err(|e| mount_err(typ, dest, ctx.rootfs, e))?;
+    ) {
+        Ok(()) => {}
+        // A user namespace that does not own the IPC namespace cannot mount
+        // mqueue: expose the host's instance instead (as runc).
+        Err(Errno::EPERM) if typ == "mqueue" && ctx.in_user_ns => {
+            drop(target);
+            let mut bind_opts = opts.clone();
+            bind_opts.flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
+            return bind(ctx, dest, Path::new("/dev/mqueue"), &bind_opts);
+        }
+        Err(e) => return Err(mount_err(typ, dest, ctx.rootfs, e)),
+    }
     drop(target);
     apply_propagation(ctx.rootfs, dest, &opts.propagation)
 }

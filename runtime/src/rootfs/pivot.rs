@@ -68,6 +68,55 @@ pub(crate) fn prepare_root(ctx: &RootfsContext) -> Result<()> {
     .map_err(|e| mount_err(&ctx.rootfs.to_string_lossy(), ctx.rootfs, ctx.rootfs, e))
 }
 
+/// After a chroot the host's full proc and sysfs mounts would still be in
+/// our mount namespace, reachable through leaked descriptors and letting
+/// the kernel's "fully visible proc" check pass for new proc mounts. Detach
+/// them (or cover them when they are locked), as runc's msMoveRoot does.
+fn hide_host_kernel_fs(rootfs: &Path) -> Result<()> {
+    let is_host_kfs = |m: &mountinfo::MountInfo| {
+        m.root == Path::new("/")
+            && (m.fstype == "proc" || m.fstype == "sysfs")
+            && !m.mount_point.starts_with(rootfs)
+    };
+    let targets: Vec<_> = mountinfo::read_self()?
+        .into_iter()
+        .filter(|m| is_host_kfs(m))
+        .map(|m| m.mount_point)
+        .collect();
+    for p in targets {
+        let err = |what: &str, e: Errno| {
+            anyhow!("hide host {:?} before chroot: {}: {}", p, what, e.desc())
+        };
+        match sys_mount(None, &p, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None) {
+            Ok(()) => {}
+            // Already gone with a parent we detached.
+            Err(Errno::ENOENT) | Err(Errno::EINVAL) => continue,
+            Err(e) => return Err(err("make rslave", e)),
+        }
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            Err(Errno::EINVAL) | Err(Errno::EPERM) => {
+                // Locked by a user namespace: cover it if it is still there.
+                let still = mountinfo::read_self()?
+                    .iter()
+                    .any(|m| m.mount_point == p && is_host_kfs(m));
+                if still {
+                    sys_mount(
+                        Some(Path::new("tmpfs")),
+                        &p,
+                        Some("tmpfs"),
+                        MsFlags::empty(),
+                        None,
+                    )
+                    .map_err(|e| err("cover with tmpfs", e))?;
+                }
+            }
+            Err(e) => return Err(err("detach", e)),
+        }
+    }
+    Ok(())
+}
+
 fn open_dir(p: &Path) -> Result<OwnedFd> {
     let fd = open(
         p,
@@ -123,6 +172,7 @@ fn pivot(rootfs: &Path) -> Result<()> {
 fn move_root(rootfs: &Path) -> Result<()> {
     let err =
         |what: &str, e: Errno| anyhow!("move root to {}: {}: {}", rootfs.display(), what, e.desc());
+    hide_host_kernel_fs(rootfs)?;
     chdir(rootfs).map_err(|e| err("chdir rootfs", e))?;
     sys_mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)
         .map_err(|e| err("MS_MOVE onto /", e))?;

@@ -8,6 +8,7 @@
 use std::fmt::Display;
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -626,12 +627,24 @@ fn no_pivot_without_cgroupns_binds_own_cgroups() {
             in_user_ns: false,
         };
         prepare(&ctx)?;
+        // A handle on the host root, to look behind the chroot afterwards.
+        let host_root = File::open("/")?;
         enter(&ctx)?;
         finalize(&ctx)?;
         let ms = mountinfo::read_self()?;
         c.check(
             Path::new("/bin/busybox").exists(),
             "chrooted into the rootfs",
+        );
+        let behind =
+            |p: &str| PathBuf::from(format!("/proc/self/fd/{}/{}", host_root.as_raw_fd(), p));
+        c.check(
+            behind("etc").is_dir(),
+            "host root still reachable through the fd",
+        );
+        c.check(
+            !behind("proc/self").exists() && !behind("sys/kernel").exists(),
+            "host proc and sysfs detached before chroot",
         );
         c.check(fs::write("/written", "x").is_ok(), "root stays writable");
         c.check(
