@@ -748,6 +748,38 @@ fn user_namespace_binds_devices_and_sysfs_and_keeps_locked_flags() {
 }
 
 #[test]
+fn without_dev_mount_devices_go_to_rootfs_dev_and_missing_paths_are_skipped() {
+    let tmp = TempDir::new("nodev");
+    let rootfs = busybox_rootfs(&tmp.0);
+    let mut spec = Spec::default();
+    spec.set_mounts(Some(Vec::new()));
+    let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |c| {
+        let ctx = RootfsContext {
+            spec: &spec,
+            rootfs: &rootfs,
+            bundle: &tmp.0,
+            no_pivot: false,
+            in_user_ns: false,
+        };
+        prepare(&ctx)?;
+        enter(&ctx)?;
+        // No /proc: every default masked/readonly path is missing.
+        finalize(&ctx)?;
+        c.check(is_char_dev("/dev/null", 1, 3), "/dev/null created");
+        c.check(
+            fs::symlink_metadata("/dev/ptmx").is_err(),
+            "no /dev/ptmx without devpts",
+        );
+        c.check(link_is("/dev/fd", "/proc/self/fd"), "/dev/fd symlink");
+        Ok(())
+    });
+    assert_eq!(code, 0, "container checks failed:\n{}", report);
+    let md = fs::metadata(rootfs.join("dev/null")).expect("rootfs/dev/null");
+    assert!(md.file_type().is_char_device() && md.rdev() == nix::sys::stat::makedev(1, 3));
+    assert!(tmp.mounts_below().is_empty(), "mounts leaked to the host");
+}
+
+#[test]
 fn failed_mount_names_type_target_and_rootfs() {
     let tmp = TempDir::new("err");
     let rootfs = busybox_rootfs(&tmp.0);
@@ -793,6 +825,19 @@ fn proc_submounts_are_refused() {
     let e = check_proc_mount(Path::new("/proc"), None, "tmpfs").expect_err("refused");
     assert!(e.to_string().contains("not of type proc"), "{}", e);
     assert!(check_proc_mount(Path::new("/proc"), Some(Path::new("/proc")), "bind").is_ok());
+}
+
+#[test]
+fn clean_is_lexical_and_absolute() {
+    assert_eq!(
+        paths::clean(Path::new("a/../../b//c/./")),
+        PathBuf::from("/b/c")
+    );
+    assert_eq!(paths::clean(Path::new("/../..")), PathBuf::from("/"));
+    assert_eq!(
+        paths::clean(Path::new("/dev/pts/")),
+        PathBuf::from("/dev/pts")
+    );
 }
 
 /// root/{etc/passwd, abs -> /etc, rel -> ../../../etc, loop -> loop,
