@@ -815,6 +815,38 @@ fn failed_mount_names_type_target_and_rootfs() {
 }
 
 #[test]
+fn proc_is_never_mounted_through_a_symlink() {
+    let tmp = TempDir::new("procsym");
+    let rootfs = busybox_rootfs(&tmp.0);
+    fs::remove_dir(rootfs.join("proc")).expect("rmdir proc");
+    symlink("/etc", rootfs.join("proc")).expect("proc symlink");
+    let mut spec = Spec::default();
+    spec.set_mounts(Some(vec![mount(
+        "/proc",
+        Some("proc"),
+        Path::new("proc"),
+        &[],
+    )]));
+    let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |_| {
+        let ctx = RootfsContext {
+            spec: &spec,
+            rootfs: &rootfs,
+            bundle: &tmp.0,
+            no_pivot: false,
+            in_user_ns: false,
+        };
+        prepare(&ctx)
+    });
+    assert_eq!(code, 1, "{}", report);
+    assert!(
+        report.contains("must be mounted on an ordinary directory"),
+        "{}",
+        report
+    );
+    assert!(tmp.mounts_below().is_empty(), "mounts leaked to the host");
+}
+
+#[test]
 fn proc_submounts_are_refused() {
     use super::mounts::check_proc_mount;
     assert!(check_proc_mount(Path::new("/proc"), None, "proc").is_ok());
