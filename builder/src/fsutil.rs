@@ -75,3 +75,75 @@ mod tests {
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }
 }
+
+/// Resolves `path` (interpreted inside `root`, absolute or relative to it)
+/// following symlinks as if `root` were `/`: `..` and absolute link targets
+/// can never leave `root`. Components that don't exist are appended as they are.
+pub fn resolve_in_root(root: &Path, path: &str) -> Result<std::path::PathBuf> {
+    use std::path::Component;
+    let mut hops = 0;
+    let mut resolved = std::path::PathBuf::new(); // relative to root, no symlinks
+    let mut pending: Vec<std::ffi::OsString> = Path::new(path)
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    while let Some(comp) = pending.pop() {
+        if comp == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = root.join(&resolved).join(&comp);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    anyhow::bail!("too many levels of symbolic links resolving {path}");
+                }
+                let target = fs::read_link(&candidate)
+                    .with_context(|| format!("reading link {}", candidate.display()))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push(n.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => resolved.push(&comp),
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_stay_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("usr/lib")).unwrap();
+        symlink("usr/lib", r.join("lib")).unwrap();
+        symlink("/etc", r.join("abs")).unwrap();
+        symlink("../../../..", r.join("up")).unwrap();
+        assert_eq!(resolve_in_root(r, "/lib/x").unwrap(), r.join("usr/lib/x"));
+        assert_eq!(
+            resolve_in_root(r, "abs/passwd").unwrap(),
+            r.join("etc/passwd")
+        );
+        assert_eq!(resolve_in_root(r, "/up/tmp").unwrap(), r.join("tmp"));
+        assert_eq!(resolve_in_root(r, "../../x").unwrap(), r.join("x"));
+        symlink("loop", r.join("loop")).unwrap();
+        assert!(resolve_in_root(r, "/loop").is_err());
+    }
+}

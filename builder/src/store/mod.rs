@@ -49,9 +49,18 @@ pub struct ImageEntry {
 /// What a build step produced, keyed by the step's cache key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CacheEntry {
-    /// The layer the step produced (compressed blob descriptor).
-    pub layer: Descriptor,
-    /// Uncompressed digest of that layer.
+    /// The layer the step produced; `None` when it changed nothing.
+    pub layer: Option<CachedLayer>,
+    /// When the step ran (RFC 3339): reused in history so that a fully
+    /// cached rebuild yields the very same image digest.
+    #[serde(default)]
+    pub created: String,
+}
+
+/// A layer blob and its uncompressed digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CachedLayer {
+    pub descriptor: Descriptor,
     pub diff_id: String,
 }
 
@@ -353,12 +362,36 @@ impl Store {
     pub fn cache_get(&self, key: &str) -> Option<CacheEntry> {
         let data = fs::read(self.cache_path(key).ok()?).ok()?;
         let entry: CacheEntry = serde_json::from_slice(&data).ok()?;
-        self.has_blob(&entry.layer.digest).then_some(entry)
+        match &entry.layer {
+            Some(l) if !self.has_blob(&l.descriptor.digest) => None,
+            _ => Some(entry),
+        }
     }
 
     pub fn cache_put(&self, key: &str, entry: &CacheEntry) -> Result<()> {
         let data = serde_json::to_vec(entry).context("serializing cache entry")?;
         atomic_write(&self.cache_path(key)?, &data)
+    }
+
+    /// Notes kept about the last execution of a step (what its inputs were),
+    /// used to explain cache misses. Keyed like cache entries.
+    pub fn memo_get(&self, key: &str) -> Option<BTreeMap<String, String>> {
+        let path = self
+            .root
+            .join("cache")
+            .join(format!("{}.memo", hex_part(key).ok()?));
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    pub fn memo_put(&self, key: &str, memo: &BTreeMap<String, String>) -> Result<()> {
+        let path = self
+            .root
+            .join("cache")
+            .join(format!("{}.memo", hex_part(key)?));
+        atomic_write(
+            &path,
+            &serde_json::to_vec(memo).context("serializing memo")?,
+        )
     }
 
     // ---- snapshots ----

@@ -110,8 +110,11 @@ fn cache_entries_need_their_blob() {
     let l = layer(&s, b"z");
     let key = crate::digest::sha256_of(b"key");
     let e = CacheEntry {
-        layer: l,
-        diff_id: crate::digest::sha256_of(b"d"),
+        layer: Some(CachedLayer {
+            descriptor: l,
+            diff_id: crate::digest::sha256_of(b"d"),
+        }),
+        created: "2024-01-01T00:00:00Z".into(),
     };
     s.cache_put(&key, &e).unwrap();
     assert_eq!(s.cache_get(&key), Some(e));

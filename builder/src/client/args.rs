@@ -1,0 +1,94 @@
+//! Command-line syntax of `berth-build`.
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth-build",
+    version,
+    about = "Build and manage OCI images with berth"
+)]
+pub struct Cli {
+    /// Image store directory (embedded mode).
+    #[arg(long, global = true, default_value = crate::store::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// berth-buildd address (unix:///path); without it the engine runs in-process.
+    #[arg(long, global = true)]
+    pub addr: Option<String>,
+    /// OCI runtime for RUN steps (default: berth next to this binary or on PATH).
+    #[arg(long, global = true)]
+    pub runtime: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
+    /// List images.
+    Images,
+    /// Show an image's manifest and config.
+    Inspect { image: String },
+    /// Add a name to an image.
+    Tag { source: String, target: String },
+    /// Remove image names (blobs go on `prune`).
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show an image's history.
+    History { image: String },
+    /// Write an image archive.
+    Save {
+        image: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// docker (docker-archive) or oci.
+        #[arg(long, default_value = "docker")]
+        format: String,
+    },
+    /// Import an OCI or docker archive.
+    Load {
+        #[arg(short, long)]
+        input: PathBuf,
+    },
+    /// Show disk usage of the store.
+    Df,
+    /// Remove build cache and everything no image uses.
+    Prune,
+    /// Write an OCI runtime bundle (rootfs + config.json) for an image.
+    Bundle { image: String, dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Dockerfile path (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Name for the image (repeatable).
+    #[arg(short = 't', long = "tag")]
+    pub tag: Vec<String>,
+    #[arg(long = "build-arg")]
+    pub build_arg: Vec<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// auto, plain or tty.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// type=oci|docker|local,dest=PATH (repeatable).
+    #[arg(short = 'o', long = "output")]
+    pub output: Vec<String>,
+    /// gzip or zstd.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// id=ID,src=PATH for RUN --mount=type=secret.
+    #[arg(long)]
+    pub secret: Vec<String>,
+    /// Default network of RUN steps: none or host.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    pub context: PathBuf,
+}

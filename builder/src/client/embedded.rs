@@ -1,0 +1,110 @@
+//! The in-process backend: engine and store in this process.
+use super::{Backend, ImageRow};
+use crate::engine::{build, BuildOptions};
+use crate::exec::run::Runtime;
+use crate::export::{self, Format};
+use crate::image::History;
+use crate::progress::Progress;
+use crate::store::{DiskUsage, PruneReport, Store};
+use anyhow::{Context, Result};
+use std::path::Path;
+
+pub struct Embedded {
+    pub store: Store,
+    pub runtime: Option<std::path::PathBuf>,
+}
+
+impl Embedded {
+    pub fn new(root: &Path, runtime: Option<&Path>) -> Result<Self> {
+        Ok(Self {
+            store: Store::open(root)?,
+            runtime: runtime.map(Path::to_path_buf),
+        })
+    }
+
+    fn tags_of(&self, digest: &str) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .images()?
+            .into_iter()
+            .find(|i| i.descriptor.digest == digest)
+            .map(|i| i.tags)
+            .unwrap_or_default())
+    }
+}
+
+impl Backend for Embedded {
+    fn build(&self, opts: &BuildOptions, progress: &dyn Progress) -> Result<String> {
+        let mut opts = opts.clone();
+        opts.runtime = Runtime::locate(self.runtime.as_deref(), self.store.root().join("runtime"))?;
+        Ok(build(&self.store, &opts, progress)?.descriptor.digest)
+    }
+
+    fn images(&self) -> Result<Vec<ImageRow>> {
+        let mut rows = Vec::new();
+        for i in self.store.images()? {
+            let img = self.store.resolve(&i.descriptor.digest)?;
+            let size =
+                img.manifest.layers.iter().map(|l| l.size).sum::<u64>() + img.manifest.config.size;
+            rows.push(ImageRow {
+                tags: i.tags,
+                digest: i.descriptor.digest,
+                size,
+                created: img.config.created.unwrap_or_default(),
+            });
+        }
+        Ok(rows)
+    }
+
+    fn inspect(&self, name: &str) -> Result<(String, String, String)> {
+        let img = self.store.resolve(name)?;
+        Ok((
+            img.descriptor.digest.clone(),
+            String::from_utf8(self.store.read_blob(&img.descriptor.digest)?)
+                .context("manifest is not UTF-8")?,
+            String::from_utf8(self.store.read_blob(&img.manifest.config.digest)?)
+                .context("config is not UTF-8")?,
+        ))
+    }
+
+    fn tag(&self, src: &str, dst: &str) -> Result<()> {
+        self.store.tag(src, dst)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.store.remove(name)
+    }
+
+    fn history(&self, name: &str) -> Result<Vec<History>> {
+        Ok(self.store.resolve(name)?.config.history)
+    }
+
+    fn save(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
+        let img = self.store.resolve(name)?;
+        let tags = self.tags_of(&img.descriptor.digest)?;
+        export::export(&self.store, &img, &tags, format, dest)
+    }
+
+    fn load(&self, src: &Path) -> Result<Vec<(String, String)>> {
+        let f = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+        export::import(&self.store, std::io::BufReader::new(f))
+    }
+
+    fn disk_usage(&self) -> Result<DiskUsage> {
+        self.store.disk_usage()
+    }
+
+    fn prune(&self) -> Result<PruneReport> {
+        self.store.prune()
+    }
+
+    fn bundle(&self, name: &str, dir: &Path) -> Result<()> {
+        crate::bundle::write_bundle(&self.store, name, dir)
+    }
+
+    fn export_dir(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
+        let img = self.store.resolve(name)?;
+        let tags = self.tags_of(&img.descriptor.digest)?;
+        export::export(&self.store, &img, &tags, format, dest)
+    }
+}

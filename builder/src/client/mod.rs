@@ -1,0 +1,255 @@
+//! `berth-build`: the command-line client. Each command runs against a
+//! [`Backend`]: the engine in-process (default) or `berth-buildd` over gRPC
+//! (`--addr unix:///path`).
+mod args;
+mod embedded;
+mod remote;
+
+pub use args::{Cli, Command};
+
+use crate::engine::BuildOptions;
+use crate::export::Format;
+use crate::image::History;
+use crate::progress::Progress;
+use crate::store::{DiskUsage, PruneReport};
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+
+/// One image as listed by `images`.
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    pub tags: Vec<String>,
+    pub digest: String,
+    pub size: u64,
+    pub created: String,
+}
+
+/// What the commands need from the engine and store.
+pub trait Backend {
+    fn build(&self, opts: &BuildOptions, progress: &dyn Progress) -> Result<String>;
+    fn images(&self) -> Result<Vec<ImageRow>>;
+    /// (manifest digest, manifest JSON, config JSON)
+    fn inspect(&self, name: &str) -> Result<(String, String, String)>;
+    fn tag(&self, src: &str, dst: &str) -> Result<()>;
+    fn remove(&self, name: &str) -> Result<()>;
+    fn history(&self, name: &str) -> Result<Vec<History>>;
+    /// Writes an oci or docker archive of `name` to `dest` (a file).
+    fn save(&self, name: &str, format: Format, dest: &Path) -> Result<()>;
+    fn load(&self, src: &Path) -> Result<Vec<(String, String)>>;
+    fn disk_usage(&self) -> Result<DiskUsage>;
+    fn prune(&self) -> Result<PruneReport>;
+    /// Writes an OCI bundle of `name` into `dir`.
+    fn bundle(&self, name: &str, dir: &Path) -> Result<()>;
+    /// Exports to a directory (oci layout or local filesystem).
+    fn export_dir(&self, name: &str, format: Format, dest: &Path) -> Result<()>;
+}
+
+/// Entry point of the `berth-build` binary.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth-build: {e:#}");
+            1
+        }
+    }
+}
+
+fn backend(cli: &Cli) -> Result<Box<dyn Backend>> {
+    match &cli.addr {
+        Some(addr) => Ok(Box::new(remote::Remote::connect(addr)?)),
+        None => Ok(Box::new(embedded::Embedded::new(
+            &cli.root,
+            cli.runtime.as_deref(),
+        )?)),
+    }
+}
+
+/// Parses `-o type=oci,dest=PATH`.
+pub fn parse_output(spec: &str) -> Result<(Format, PathBuf)> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.parse::<Format>()?),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => anyhow::bail!("bad output spec {spec:?}: want type=oci|docker|local,dest=PATH"),
+        }
+    }
+    Ok((
+        kind.context("output spec needs type=")?,
+        dest.context("output spec needs dest=")?,
+    ))
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", units[i])
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let be = backend(&cli)?;
+    match cli.command {
+        Command::Build(b) => {
+            let outputs: Vec<(Format, PathBuf)> = b
+                .output
+                .iter()
+                .map(|o| parse_output(o))
+                .collect::<Result<_>>()?;
+            let mut opts = BuildOptions::new(
+                b.context.clone(),
+                crate::exec::run::Runtime {
+                    binary: PathBuf::new(),
+                    state_root: PathBuf::new(),
+                },
+            );
+            opts.dockerfile = b.file.clone();
+            opts.tags = b.tag.clone();
+            for a in &b.build_arg {
+                let (k, v) = a
+                    .split_once('=')
+                    .with_context(|| format!("--build-arg {a:?}: want KEY=VALUE"))?;
+                opts.build_args.insert(k.to_string(), v.to_string());
+            }
+            for s in &b.secret {
+                let mut id = None;
+                let mut src = None;
+                for part in s.split(',') {
+                    match part.split_once('=') {
+                        Some(("id", v)) => id = Some(v.to_string()),
+                        Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                        _ => anyhow::bail!("bad --secret {s:?}: want id=ID,src=PATH"),
+                    }
+                }
+                opts.secrets.insert(
+                    id.context("--secret needs id=")?,
+                    src.context("--secret needs src=")?,
+                );
+            }
+            opts.target = b.target.clone();
+            opts.no_cache = b.no_cache;
+            opts.compression = b.compression.parse()?;
+            opts.network_host = match b.network.as_str() {
+                "host" => true,
+                "none" | "default" => false,
+                o => anyhow::bail!("unknown --network {o:?} (none or host)"),
+            };
+            let ui = crate::ui::renderer(b.progress.parse()?);
+            let digest = be.build(&opts, ui.as_ref())?;
+            for (format, dest) in outputs {
+                match format {
+                    Format::Docker => be.save(&digest, format, &dest)?,
+                    Format::Oci if dest.extension().is_some_and(|e| e == "tar") => {
+                        be.save(&digest, format, &dest)?
+                    }
+                    _ => be.export_dir(&digest, format, &dest)?,
+                }
+            }
+            println!("{digest}");
+        }
+        Command::Images => {
+            println!(
+                "{:<40} {:<20} {:<10} CREATED",
+                "REPOSITORY:TAG", "DIGEST", "SIZE"
+            );
+            for img in be.images()? {
+                let short = img
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect::<String>();
+                let tags = if img.tags.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    img.tags.clone()
+                };
+                for t in tags {
+                    println!(
+                        "{t:<40} {short:<20} {:<10} {}",
+                        human(img.size),
+                        img.created
+                    );
+                }
+            }
+        }
+        Command::Inspect { image } => {
+            let (digest, manifest, config) = be.inspect(&image)?;
+            let out = serde_json::json!({
+                "Digest": digest,
+                "Manifest": serde_json::from_str::<serde_json::Value>(&manifest)?,
+                "Config": serde_json::from_str::<serde_json::Value>(&config)?,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Tag { source, target } => be.tag(&source, &target)?,
+        Command::Rmi { images } => {
+            for i in images {
+                be.remove(&i)?;
+                println!("Untagged: {i}");
+            }
+        }
+        Command::History { image } => {
+            println!("{:<32} {:<6} CREATED BY", "CREATED", "LAYER");
+            for h in be.history(&image)?.iter().rev() {
+                println!(
+                    "{:<32} {:<6} {}",
+                    h.created.clone().unwrap_or_default(),
+                    if h.empty_layer { "no" } else { "yes" },
+                    h.created_by.clone().unwrap_or_default()
+                );
+            }
+        }
+        Command::Save {
+            image,
+            output,
+            format,
+        } => be.save(&image, format.parse()?, &output)?,
+        Command::Load { input } => {
+            for (name, digest) in be.load(&input)? {
+                println!(
+                    "Loaded image: {} ({digest})",
+                    if name.is_empty() { "<none>" } else { &name }
+                );
+            }
+        }
+        Command::Df => {
+            let du = be.disk_usage()?;
+            println!("images:        {}", du.images);
+            println!(
+                "blobs:         {} ({})",
+                du.blobs_count,
+                human(du.blobs_bytes)
+            );
+            println!("snapshots:     {}", human(du.snapshots_bytes));
+            println!("cache entries: {}", du.cache_entries);
+        }
+        Command::Prune => {
+            let r = be.prune()?;
+            println!(
+                "removed {} blobs, {} snapshots, {} cache entries; reclaimed {}",
+                r.removed_blobs,
+                r.removed_snapshots,
+                r.removed_cache_entries,
+                human(r.reclaimed_bytes)
+            );
+        }
+        Command::Bundle { image, dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            be.bundle(&image, &dir)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The build engine: runs the stages of a parsed Dockerfile (independent
+//! stages in parallel threads), produces layers through overlay snapshots,
+//! reuses content-addressed cache entries and commits the image to the store.
+mod fetch;
+mod history;
+mod stage;
+
+use crate::dockerfile::{self, Dockerfile, Instruction, Lexer};
+use crate::exec::glob::Excludes;
+use crate::exec::run::Runtime;
+use crate::image::{Descriptor, ImageConfig};
+use crate::layer::Compression;
+use crate::progress::{Event, EventKind, Progress};
+use crate::store::{CachedLayer, Store};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Build context directory.
+    pub context: PathBuf,
+    /// Dockerfile path; `None` means `<context>/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub compression: Compression,
+    pub runtime: Runtime,
+    /// Network of RUN steps without `--network`: host when true, else none.
+    pub network_host: bool,
+    /// `--secret id=...,src=...` files.
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// SOURCE_DATE_EPOCH: clamps file mtimes in layers and sets `created`.
+    pub epoch: Option<i64>,
+}
+
+impl BuildOptions {
+    pub fn new(context: PathBuf, runtime: Runtime) -> Self {
+        Self {
+            context,
+            dockerfile: None,
+            tags: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            no_cache: false,
+            compression: Compression::Gzip,
+            runtime,
+            network_host: false,
+            secrets: BTreeMap::new(),
+            epoch: crate::layer::tarw::source_date_epoch(),
+        }
+    }
+}
+
+/// The committed image.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub descriptor: Descriptor,
+    pub config: ImageConfig,
+}
+
+/// The final state of a stage, consumed by dependent stages.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub config: ImageConfig,
+    pub layers: Vec<CachedLayer>,
+    /// Cache key of the stage's last filesystem state.
+    pub key: String,
+}
+
+/// Shared, read-only facts of one build.
+pub(crate) struct BuildCtx<'a> {
+    pub store: &'a Store,
+    pub opts: &'a BuildOptions,
+    pub progress: &'a dyn Progress,
+    pub dockerfile: Dockerfile,
+    pub dockerfile_path: PathBuf,
+    pub ignore: Excludes,
+    pub global_args: BTreeMap<String, Option<String>>,
+    /// Stage index → expanded base reference.
+    pub bases: Vec<String>,
+    pub slots: Vec<Slot>,
+    pub step_base: Vec<u32>,
+    pub platform: String,
+}
+
+/// A stage's result, filled once by its thread and awaited by dependents.
+#[derive(Default)]
+pub(crate) struct Slot {
+    value: Mutex<Option<Result<Arc<StageResult>, String>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn set(&self, v: Result<Arc<StageResult>, String>) {
+        if let Ok(mut g) = self.value.lock() {
+            *g = Some(v);
+        }
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<Arc<StageResult>> {
+        let mut g = self
+            .value
+            .lock()
+            .map_err(|_| anyhow!("stage lock poisoned"))?;
+        loop {
+            if let Some(v) = g.as_ref() {
+                return v
+                    .clone()
+                    .map_err(|e| anyhow!("dependency stage failed: {e}"));
+            }
+            g = self
+                .ready
+                .wait(g)
+                .map_err(|_| anyhow!("stage lock poisoned"))?;
+        }
+    }
+}
+
+impl BuildCtx<'_> {
+    pub fn emit(
+        &self,
+        kind: EventKind,
+        stage: &str,
+        step: u32,
+        instruction: &str,
+        message: String,
+    ) {
+        let mut e = Event::new(kind);
+        e.stage = stage.to_string();
+        e.step = step;
+        e.instruction = instruction.to_string();
+        e.message = message;
+        self.progress.event(e);
+    }
+
+    /// Finds a stage by name (case-insensitive) or index among those before `before`.
+    pub fn stage_ref(&self, name: &str, before: usize) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        self.dockerfile.stages[..before]
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+            .map(|s| s.index)
+            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+    }
+
+    pub fn wait_stage(&self, index: usize) -> Result<Arc<StageResult>> {
+        self.slots[index].wait()
+    }
+
+    pub fn lexer(&self) -> Lexer {
+        Lexer::new(self.dockerfile.directives.escape)
+    }
+}
+
+/// Builds the image described by `opts` and commits it to `store`.
+pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildOutput> {
+    let started = std::time::Instant::now();
+    let result = build_inner(store, opts, progress, started);
+    if let Err(e) = &result {
+        let mut ev = Event::new(EventKind::Error);
+        ev.message = format!("{e:#}");
+        progress.event(ev);
+    }
+    result
+}
+
+fn build_inner(
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    started: std::time::Instant,
+) -> Result<BuildOutput> {
+    let context = opts
+        .context
+        .canonicalize()
+        .with_context(|| format!("build context {}", opts.context.display()))?;
+    let dockerfile_path = opts
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    let text = std::fs::read_to_string(&dockerfile_path)
+        .with_context(|| format!("reading {}", dockerfile_path.display()))?;
+    let name = dockerfile_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let df = dockerfile::parse(&text).map_err(|e| anyhow!("{}", e.with_file(name)))?;
+    if df.stages.is_empty() {
+        bail!("the Dockerfile has no FROM instruction");
+    }
+    let ignore = read_dockerignore(&context)?;
+    let lexer = Lexer::new(df.directives.escape);
+
+    // Global ARGs: visible in FROM lines; build args override defaults.
+    let mut global_args: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for a in predefined_args() {
+        global_args.insert(a.0.to_string(), Some(a.1));
+    }
+    for node in &df.global_args {
+        if let Instruction::Arg(decls) = &node.instruction {
+            for d in decls {
+                let lookup = |k: &str| global_args.get(k).cloned().flatten();
+                let default = match &d.default {
+                    Some(v) => Some(
+                        lexer
+                            .process_word(v, &lookup)
+                            .map_err(|e| anyhow!("line {}: {e}", node.line))?,
+                    ),
+                    None => None,
+                };
+                let value = opts.build_args.get(&d.name).cloned().or(default);
+                global_args.insert(d.name.clone(), value);
+            }
+        }
+    }
+    let mut bases = Vec::new();
+    for s in &df.stages {
+        let lookup = |k: &str| global_args.get(k).cloned().flatten();
+        bases.push(
+            lexer
+                .process_word(&s.base, &lookup)
+                .map_err(|e| anyhow!("line {}: {e}", s.line))?,
+        );
+    }
+
+    let target = match &opts.target {
+        Some(t) => {
+            let lower = t.to_ascii_lowercase();
+            df.stages
+                .iter()
+                .find(|s| s.name.as_deref() == Some(lower.as_str()))
+                .map(|s| s.index)
+                .with_context(|| format!("target stage {t:?} could not be found"))?
+        }
+        None => df.stages.len() - 1,
+    };
+    let needed = needed_stages(&df, &bases, &global_args, &lexer, target);
+    let mut step_base = vec![0u32; df.stages.len()];
+    let mut n = 0u32;
+    for s in &df.stages {
+        if needed.contains(&s.index) {
+            step_base[s.index] = n;
+            n += 1 + s.instructions.len() as u32;
+        }
+    }
+    let ctx = BuildCtx {
+        store,
+        opts,
+        progress,
+        slots: (0..df.stages.len()).map(|_| Slot::default()).collect(),
+        dockerfile: df,
+        dockerfile_path,
+        ignore,
+        global_args,
+        bases,
+        step_base,
+        platform: format!("linux/{}", crate::image::host_arch()),
+    };
+    let ctx = &ctx;
+    let context_dir = context;
+    std::thread::scope(|scope| {
+        for &i in &needed {
+            let context_dir = context_dir.clone();
+            scope.spawn(move || {
+                let r = stage::run_stage(ctx, i, &context_dir)
+                    .map(Arc::new)
+                    .map_err(|e| format!("{e:#}"));
+                ctx.slots[i].set(r);
+            });
+        }
+    });
+    let result = ctx.wait_stage(target).map_err(|e| {
+        // Unwrap the "dependency failed" wording for the target itself.
+        anyhow!(
+            "{}",
+            e.to_string()
+                .trim_start_matches("dependency stage failed: ")
+        )
+    })?;
+    let mut config = result.config.clone();
+    if config.created.is_none() {
+        config.created = Some(history::timestamp(opts.epoch));
+    }
+    let layers: Vec<Descriptor> = result.layers.iter().map(|l| l.descriptor.clone()).collect();
+    let descriptor = store.commit_image(&config, layers, &opts.tags)?;
+    let mut done = Event::new(EventKind::Done);
+    done.image_digest = descriptor.digest.clone();
+    done.seconds = started.elapsed().as_secs_f64();
+    progress.event(done);
+    Ok(BuildOutput { descriptor, config })
+}
+
+/// TARGETPLATFORM & co, which BuildKit predefines for `ARG` declarations.
+fn predefined_args() -> Vec<(&'static str, String)> {
+    let arch = crate::image::host_arch();
+    let platform = format!("linux/{arch}");
+    vec![
+        ("TARGETPLATFORM", platform.clone()),
+        ("TARGETOS", "linux".into()),
+        ("TARGETARCH", arch.into()),
+        ("TARGETVARIANT", String::new()),
+        ("BUILDPLATFORM", platform),
+        ("BUILDOS", "linux".into()),
+        ("BUILDARCH", arch.into()),
+        ("BUILDVARIANT", String::new()),
+    ]
+}
+
+/// Stages the target depends on (FROM stage, COPY --from, RUN --mount from=), target included.
+fn needed_stages(
+    df: &Dockerfile,
+    bases: &[String],
+    global_args: &BTreeMap<String, Option<String>>,
+    lexer: &Lexer,
+    target: usize,
+) -> BTreeSet<usize> {
+    let find = |name: &str, before: usize| {
+        let lower = name.to_ascii_lowercase();
+        df.stages[..before]
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+            .map(|s| s.index)
+            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+    };
+    let lookup = |k: &str| global_args.get(k).cloned().flatten();
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        let mut refs: Vec<String> = vec![bases[i].clone()];
+        for node in &df.stages[i].instructions {
+            match &node.instruction {
+                Instruction::Copy(c) => refs.extend(c.from.clone()),
+                Instruction::Run(r) => refs.extend(r.mounts.iter().filter_map(|m| m.from.clone())),
+                _ => {}
+            }
+        }
+        for r in refs {
+            let r = lexer.process_word(&r, &lookup).unwrap_or(r);
+            if let Some(dep) = find(&r, i) {
+                todo.push(dep);
+            }
+        }
+    }
+    needed
+}
+
+fn read_dockerignore(context: &std::path::Path) -> Result<Excludes> {
+    let path = context.join(".dockerignore");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Excludes::new(&text.lines().collect::<Vec<_>>())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Excludes::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}

@@ -1,0 +1,1219 @@
+//! Executes one stage: FROM, then each instruction in order, tracking the
+//! image config, layers and the chain of cache keys.
+use super::fetch::{download, is_url};
+use super::history::{entry, go_list, json_list};
+use super::{BuildCtx, StageResult};
+use crate::digest::KeyHasher;
+use crate::dockerfile::{
+    self, CommandForm, FileSpec, Healthcheck, Instruction, Mount, MountType, NetworkMode, Node,
+    Source,
+};
+use crate::exec::copy::{
+    copy_tree, destination_for, hash_selected, make_parents, select, write_file, CopyOptions,
+    Selected,
+};
+use crate::exec::glob::{Excludes, Filter};
+use crate::exec::run::{MountSource, RunMount, RunRequest};
+use crate::exec::user::resolve_user;
+use crate::fsutil::resolve_in_root;
+use crate::image::{Healthcheck as ImgHealth, ImageConfig};
+use crate::layer::{self, UnpackMode};
+use crate::progress::EventKind;
+use crate::snapshot::{adopt_upper, ensure_layer, OverlayMount};
+use crate::store::{CacheEntry, CachedLayer};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+pub(super) struct StageExec<'c, 'a> {
+    ctx: &'c BuildCtx<'a>,
+    index: usize,
+    name: String,
+    context: PathBuf,
+    config: ImageConfig,
+    layers: Vec<CachedLayer>,
+    key: String,
+    /// ARGs declared in this stage (None = declared without value).
+    args: BTreeMap<String, Option<String>>,
+    cmd_set: bool,
+    /// Some earlier step of this stage ran instead of coming from the cache.
+    dirty: bool,
+    /// `created` of the last filesystem step (history timestamps).
+    last_created: Option<String>,
+    step: u32,
+}
+
+/// Builds stage `index` (waiting for the stages it depends on).
+pub(super) fn run_stage(ctx: &BuildCtx<'_>, index: usize, context: &Path) -> Result<StageResult> {
+    let stage = &ctx.dockerfile.stages[index];
+    let name = stage
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{index}"));
+    let mut ex = StageExec {
+        ctx,
+        index,
+        name,
+        context: context.to_path_buf(),
+        config: ImageConfig::default(),
+        layers: Vec::new(),
+        key: String::new(),
+        args: BTreeMap::new(),
+        cmd_set: false,
+        dirty: false,
+        last_created: None,
+        step: ctx.step_base[index],
+    };
+    ex.from(&stage.original)?;
+    let mut nodes: Vec<Node> = stage.instructions.clone();
+    // ONBUILD triggers of the base run first, as if written right after FROM.
+    let triggers = std::mem::take(&mut ex.config.config.on_build);
+    let mut trigger_nodes = Vec::new();
+    for t in &triggers {
+        let df = dockerfile::parse(&format!("FROM scratch\n{t}\n"))
+            .map_err(|e| anyhow!("ONBUILD trigger {t:?}: {e}"))?;
+        if let Some(s) = df.stages.into_iter().next() {
+            trigger_nodes.extend(s.instructions);
+        }
+    }
+    nodes.splice(0..0, trigger_nodes);
+    for node in &nodes {
+        ex.step += 1;
+        let started = Instant::now();
+        ex.ctx.emit(
+            EventKind::Started,
+            &ex.name,
+            ex.step,
+            &node.original,
+            String::new(),
+        );
+        ex.instruction(node)
+            .with_context(|| format!("line {}: {}", node.line, node.original))?;
+        let _ = started;
+    }
+    let mut config = ex.config;
+    config.created = ex.last_created;
+    Ok(StageResult {
+        config,
+        layers: ex.layers,
+        key: ex.key,
+    })
+}
+
+impl StageExec<'_, '_> {
+    fn lookup_map(&self) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        for kv in &self.config.config.env {
+            if let Some((k, v)) = kv.split_once('=') {
+                m.insert(k.to_string(), v.to_string());
+            }
+        }
+        m
+    }
+
+    fn expand(&self, word: &str) -> Result<String> {
+        let m = self.lookup_map();
+        let lookup = |k: &str| m.get(k).cloned();
+        self.ctx
+            .lexer()
+            .process_word(word, &lookup)
+            .map_err(|e| anyhow!(e))
+    }
+
+    fn expand_words(&self, word: &str) -> Result<Vec<String>> {
+        let m = self.lookup_map();
+        let lookup = |k: &str| m.get(k).cloned();
+        self.ctx
+            .lexer()
+            .process_words(word, &lookup)
+            .map_err(|e| anyhow!(e))
+    }
+
+    /// Adds a history entry. Metadata steps take the time of the last
+    /// filesystem step (or the base), so unchanged Dockerfiles rebuild to
+    /// identical images.
+    fn history(&mut self, created_by: String, empty_layer: bool) {
+        let mut h = entry(created_by, empty_layer, self.ctx.opts.epoch);
+        h.created = self.last_created.clone().or(h.created);
+        self.config.history.push(h);
+    }
+
+    fn metadata_done(&mut self, created_by: String) {
+        self.history(created_by, true);
+        self.ctx.emit(
+            EventKind::Completed,
+            &self.name,
+            self.step,
+            "",
+            String::new(),
+        );
+    }
+
+    // ---- FROM ----
+
+    fn from(&mut self, original: &str) -> Result<()> {
+        self.step += 1;
+        self.ctx.emit(
+            EventKind::Started,
+            &self.name,
+            self.step,
+            original,
+            String::new(),
+        );
+        let base = self.ctx.bases[self.index].clone();
+        let platform = self.ctx.platform.clone();
+        if base == "scratch" {
+            self.key = KeyHasher::new("scratch").str(&platform).clone().finish();
+        } else if let Some(dep) = self.ctx.stage_ref(&base, self.index) {
+            let r = self.ctx.wait_stage(dep)?;
+            self.config = r.config.clone();
+            self.layers = r.layers.clone();
+            self.key = r.key.clone();
+            self.last_created = r.config.history.last().and_then(|h| h.created.clone());
+        } else {
+            let img = self.ctx.store.resolve(&base).with_context(|| {
+                format!("base image {base:?} is not in the store (berth builds offline: build or load it first)")
+            })?;
+            let diff_ids = &img.config.rootfs.diff_ids;
+            if diff_ids.len() != img.manifest.layers.len() {
+                bail!(
+                    "image {base}: {} layers but {} diff_ids",
+                    img.manifest.layers.len(),
+                    diff_ids.len()
+                );
+            }
+            self.layers = img
+                .manifest
+                .layers
+                .iter()
+                .zip(diff_ids)
+                .map(|(d, id)| CachedLayer {
+                    descriptor: d.clone(),
+                    diff_id: id.clone(),
+                })
+                .collect();
+            self.key = KeyHasher::new("image")
+                .str(&img.descriptor.digest)
+                .str(&platform)
+                .clone()
+                .finish();
+            self.last_created = img.config.created.clone();
+            self.config = img.config;
+            self.ctx.emit(
+                EventKind::Info,
+                &self.name,
+                self.step,
+                "",
+                format!("base {base} is {}", "resolved in store"),
+            );
+        }
+        // A stage never inherits the base's creation time or triggers' origin.
+        self.config.created = None;
+        self.ctx.emit(
+            EventKind::Completed,
+            &self.name,
+            self.step,
+            "",
+            String::new(),
+        );
+        Ok(())
+    }
+
+    // ---- instructions ----
+
+    fn instruction(&mut self, node: &Node) -> Result<()> {
+        match &node.instruction {
+            Instruction::Env(kvs) => {
+                let mut set = Vec::new();
+                for kv in kvs {
+                    // All values see the environment from before the instruction.
+                    set.push((self.expand(&kv.key)?, self.expand(&kv.value)?));
+                }
+                let mut parts = Vec::new();
+                for (k, v) in set {
+                    self.config.config.env_set(&k, &v);
+                    parts.push(format!("{k}={v}"));
+                }
+                self.metadata_done(format!("ENV {}", parts.join(" ")));
+            }
+            Instruction::Arg(decls) => {
+                let mut parts = Vec::new();
+                for d in decls {
+                    let default = match &d.default {
+                        Some(v) => Some(self.expand(v)?),
+                        None => self.ctx.global_args.get(&d.name).cloned().flatten(),
+                    };
+                    let value = self.ctx.opts.build_args.get(&d.name).cloned().or(default);
+                    parts.push(match &value {
+                        Some(v) => format!("{}={v}", d.name),
+                        None => d.name.clone(),
+                    });
+                    self.args.insert(d.name.clone(), value);
+                }
+                self.metadata_done(format!("ARG {}", parts.join(" ")));
+            }
+            Instruction::Label(kvs) => {
+                let mut parts = Vec::new();
+                for kv in kvs {
+                    let (k, v) = (self.expand(&kv.key)?, self.expand(&kv.value)?);
+                    parts.push(format!("{k}={v}"));
+                    self.config.config.labels.insert(k, v);
+                }
+                self.metadata_done(format!("LABEL {}", parts.join(" ")));
+            }
+            Instruction::Expose(ports) => {
+                let mut added = Vec::new();
+                for p in ports {
+                    for p in self.expand_words(p)? {
+                        let p = if p.contains('/') {
+                            p.to_ascii_lowercase()
+                        } else {
+                            format!("{p}/tcp")
+                        };
+                        added.push(p.clone());
+                        self.config
+                            .config
+                            .exposed_ports
+                            .insert(p, serde_json::json!({}));
+                    }
+                }
+                let shown: Vec<String> = added.iter().map(|p| format!("{p}:{{}}")).collect();
+                self.metadata_done(format!("EXPOSE map[{}]", shown.join(" ")));
+            }
+            Instruction::Volume(vols) => {
+                let mut added = Vec::new();
+                for v in vols {
+                    let v = self.expand(v)?;
+                    if v.trim().is_empty() {
+                        bail!("VOLUME specified can not be an empty string");
+                    }
+                    self.config
+                        .config
+                        .volumes
+                        .insert(v.clone(), serde_json::json!({}));
+                    added.push(v);
+                }
+                self.metadata_done(format!("VOLUME {}", go_list(&added)));
+            }
+            Instruction::User(u) => {
+                let u = self.expand(u)?;
+                self.config.config.user = u.clone();
+                self.metadata_done(format!("USER {u}"));
+            }
+            Instruction::Workdir(w) => self.workdir(w, &node.original)?,
+            Instruction::Entrypoint(form) => {
+                let v = self.command_vec(form);
+                self.config.config.entrypoint = Some(v.clone());
+                if !self.cmd_set {
+                    // An ENTRYPOINT resets the CMD inherited from the base.
+                    self.config.config.cmd = None;
+                }
+                self.metadata_done(format!("ENTRYPOINT {}", json_list(&v)));
+            }
+            Instruction::Cmd(form) => {
+                let v = self.command_vec(form);
+                self.config.config.cmd = Some(v.clone());
+                self.cmd_set = true;
+                self.metadata_done(format!("CMD {}", json_list(&v)));
+            }
+            Instruction::Shell(v) => {
+                self.config.config.shell = v.clone();
+                self.metadata_done(format!("SHELL {}", json_list(v)));
+            }
+            Instruction::StopSignal(s) => {
+                let s = self.expand(s)?;
+                self.config.config.stop_signal = s.clone();
+                self.metadata_done(format!("STOPSIGNAL {s}"));
+            }
+            Instruction::Healthcheck(h) => {
+                let hc = match h {
+                    Healthcheck::None => ImgHealth {
+                        test: vec!["NONE".into()],
+                        ..Default::default()
+                    },
+                    Healthcheck::Check(c) => ImgHealth {
+                        test: c.test(),
+                        interval: c.interval.map(|d| d.as_nanos() as i64).unwrap_or(0),
+                        timeout: c.timeout.map(|d| d.as_nanos() as i64).unwrap_or(0),
+                        start_period: c.start_period.map(|d| d.as_nanos() as i64).unwrap_or(0),
+                        start_interval: c.start_interval.map(|d| d.as_nanos() as i64).unwrap_or(0),
+                        retries: c.retries.map(i64::from).unwrap_or(0),
+                    },
+                };
+                let shown = format!(
+                    "HEALTHCHECK &{{{} {} {} {} {} {}}}",
+                    go_list(&hc.test),
+                    go_duration(hc.interval),
+                    go_duration(hc.timeout),
+                    go_duration(hc.start_period),
+                    go_duration(hc.start_interval),
+                    hc.retries
+                );
+                self.config.config.healthcheck = Some(hc);
+                self.metadata_done(shown);
+            }
+            Instruction::OnBuild(o) => {
+                self.config.config.on_build.push(o.expression.clone());
+                self.metadata_done(format!("ONBUILD {}", o.expression));
+            }
+            Instruction::Maintainer(m) => {
+                self.config.author = Some(self.expand(m)?);
+                self.metadata_done(format!("MAINTAINER {m}"));
+            }
+            Instruction::Run(r) => self.run(r, &node.original)?,
+            Instruction::Copy(c) => self.copy(&c.files, c.from.as_deref(), None, &node.original)?,
+            Instruction::Add(a) => {
+                self.copy(&a.files, None, Some(a.checksum.as_deref()), &node.original)?
+            }
+        }
+        Ok(())
+    }
+
+    fn shell(&self) -> Vec<String> {
+        if self.config.config.shell.is_empty() {
+            DEFAULT_SHELL.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.config.config.shell.clone()
+        }
+    }
+
+    fn command_vec(&self, form: &CommandForm) -> Vec<String> {
+        match form {
+            CommandForm::Exec(v) => v.clone(),
+            CommandForm::Shell(s) => {
+                let mut v = self.shell();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn workdir_abs(&self, path: &str) -> String {
+        let base = if self.config.config.working_dir.is_empty() {
+            "/"
+        } else {
+            &self.config.config.working_dir
+        };
+        let joined = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("{base}/{path}")
+        };
+        clean_abs(&joined)
+    }
+
+    fn workdir(&mut self, raw: &str, original: &str) -> Result<()> {
+        let dir = self.workdir_abs(&self.expand(raw)?);
+        self.config.config.working_dir = dir.clone();
+        let user = self.config.config.user.clone();
+        let mut key = KeyHasher::new("workdir");
+        key.str(&dir).str(&user);
+        let mut memo = BTreeMap::new();
+        memo.insert("path".to_string(), dir.clone());
+        let created_by = format!("WORKDIR {dir}");
+        self.fs_step(key, memo, false, created_by, original, |_, merged| {
+            let target = resolve_in_root(merged, &dir)?;
+            if !target.is_dir() {
+                make_parents(merged, &target.join("x"), None)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs a filesystem-changing step through the cache.
+    #[allow(clippy::too_many_arguments)]
+    fn fs_step(
+        &mut self,
+        mut key: KeyHasher,
+        memo: BTreeMap<String, String>,
+        link: bool,
+        created_by: String,
+        original: &str,
+        op: impl FnOnce(&mut Self, &Path) -> Result<()>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        key.str(&self.ctx.platform);
+        if !link {
+            key.str(&self.key);
+        }
+        let key = key.finish();
+        let memo_key = KeyHasher::new("memo")
+            .str(&self.ctx.dockerfile_path.to_string_lossy())
+            .str(&self.context.to_string_lossy())
+            .str(&self.index.to_string())
+            .str(&self.step.to_string())
+            .clone()
+            .finish();
+        let store = self.ctx.store;
+        if !self.ctx.opts.no_cache {
+            if let Some(hit) = store.cache_get(&key) {
+                self.apply_entry(&hit, created_by);
+                self.key = key;
+                self.ctx
+                    .emit(EventKind::Cached, &self.name, self.step, "", String::new());
+                return Ok(());
+            }
+        }
+        let reason = self.miss_reason(&memo_key, &memo, original);
+        let mut mount =
+            OverlayMount::new(store, &if link { Vec::new() } else { self.lower_dirs()? })?;
+        op(self, &mount.merged)?;
+        mount.unmount()?;
+        let created = super::history::timestamp(self.ctx.opts.epoch);
+        let entry = if crate::layer::diff::is_empty_dir(&mount.upper)? {
+            CacheEntry {
+                layer: None,
+                created,
+            }
+        } else {
+            let info = layer::write_layer(
+                store,
+                &mount.upper,
+                self.ctx.opts.compression,
+                self.ctx.opts.epoch,
+            )?;
+            adopt_upper(store, &mount.upper, &info.diff_id)?;
+            CacheEntry {
+                layer: Some(CachedLayer {
+                    descriptor: info.descriptor,
+                    diff_id: info.diff_id,
+                }),
+                created,
+            }
+        };
+        store.cache_put(&key, &entry)?;
+        let mut full_memo = memo;
+        full_memo.insert("#parent".into(), self.key.clone());
+        full_memo.insert("#instruction".into(), original.to_string());
+        store.memo_put(&memo_key, &full_memo)?;
+        self.apply_entry(&entry, created_by);
+        self.key = key;
+        self.dirty = true;
+        let mut e = crate::progress::Event::new(EventKind::Completed);
+        e.stage = self.name.clone();
+        e.step = self.step;
+        e.message = reason;
+        e.seconds = started.elapsed().as_secs_f64();
+        self.ctx.progress.event(e);
+        Ok(())
+    }
+
+    /// Explains why a step is not in the cache by comparing its inputs with
+    /// what the same step had last time.
+    fn miss_reason(
+        &self,
+        memo_key: &str,
+        memo: &BTreeMap<String, String>,
+        original: &str,
+    ) -> String {
+        let kw = original
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        if self.ctx.opts.no_cache {
+            return format!("cache miss: {kw}: --no-cache");
+        }
+        if self.dirty {
+            return format!("cache miss: {kw}: parent step changed");
+        }
+        let Some(old) = self.ctx.store.memo_get(memo_key) else {
+            return format!("cache miss: {original}: no cache entry");
+        };
+        if old.get("#instruction").map(String::as_str) != Some(original) {
+            return format!("cache miss: {original}: instruction changed");
+        }
+        if old.get("#parent") != Some(&self.key) {
+            return format!("cache miss: {kw}: parent step changed");
+        }
+        for (k, v) in memo {
+            match old.get(k) {
+                Some(o) if o == v => {}
+                Some(_) => {
+                    return match k.strip_prefix("file:") {
+                        Some(f) => format!("cache miss: {original}: content of {f} changed"),
+                        None => format!("cache miss: {original}: {k} changed"),
+                    }
+                }
+                None => {
+                    return match k.strip_prefix("file:") {
+                        Some(f) => format!("cache miss: {original}: {f} was added"),
+                        None => format!("cache miss: {original}: {k} changed"),
+                    }
+                }
+            }
+        }
+        if let Some(k) = old
+            .keys()
+            .find(|k| !k.starts_with('#') && !memo.contains_key(*k))
+        {
+            return match k.strip_prefix("file:") {
+                Some(f) => format!("cache miss: {original}: {f} was removed"),
+                None => format!("cache miss: {original}: {k} changed"),
+            };
+        }
+        format!("cache miss: {original}: no cache entry")
+    }
+
+    fn apply_entry(&mut self, e: &CacheEntry, created_by: String) {
+        if !e.created.is_empty() {
+            self.last_created = Some(e.created.clone());
+        }
+        match &e.layer {
+            Some(l) => {
+                self.config.rootfs.diff_ids.push(l.diff_id.clone());
+                self.layers.push(l.clone());
+                self.history(created_by, false);
+            }
+            None => self.history(created_by, true),
+        }
+    }
+
+    /// Snapshot directories of the current layers, bottom first.
+    fn lower_dirs(&self) -> Result<Vec<PathBuf>> {
+        lower_dirs_of(self.ctx, &self.layers)
+    }
+
+    // ---- RUN ----
+
+    fn run(&mut self, r: &dockerfile::Run, original: &str) -> Result<()> {
+        if r.security == Some(dockerfile::SecurityMode::Insecure) {
+            bail!("RUN --security=insecure is not allowed by berth");
+        }
+        let args = match &r.command {
+            CommandForm::Exec(v) => v.clone(),
+            CommandForm::Shell(s) => {
+                let mut v = self.shell();
+                v.push(shell_script(s, &r.heredocs));
+                v
+            }
+        };
+        let mut env = self.config.config.env.clone();
+        let mut arg_pairs = Vec::new();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                arg_pairs.push(format!("{k}={v}"));
+                if self.config.config.env_get(k).is_none() {
+                    env.push(format!("{k}={v}"));
+                }
+            }
+        }
+        let network_host = match r.network {
+            Some(NetworkMode::Host) => true,
+            Some(NetworkMode::None) => false,
+            _ => self.ctx.opts.network_host,
+        };
+        let mut mounts = Vec::new();
+        for m in &r.mounts {
+            mounts.push(self.expand_mount(m)?);
+        }
+        let user = self.config.config.user.clone();
+        let cwd = if self.config.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            self.config.config.working_dir.clone()
+        };
+        let mounts_desc = format!("{mounts:?}");
+        let mut key = KeyHasher::new("run");
+        for a in &args {
+            key.str(a);
+        }
+        key.str("env");
+        for e in &env {
+            key.str(e);
+        }
+        key.str(&user)
+            .str(&cwd)
+            .str(&mounts_desc)
+            .str(if network_host { "host" } else { "none" });
+        for m in &mounts {
+            // A bind mount from another stage depends on that stage's content.
+            if let Some(from) = &m.from {
+                key.str(&self.mount_source_key(from)?);
+            }
+        }
+        let mut memo = BTreeMap::new();
+        memo.insert("command".to_string(), json_list(&args));
+        memo.insert("environment".to_string(), env.join("\n"));
+        memo.insert("user".to_string(), user.clone());
+        memo.insert("workdir".to_string(), cwd.clone());
+        memo.insert("mounts".to_string(), mounts_desc);
+        memo.insert("network".to_string(), network_host.to_string());
+        let prefix = if arg_pairs.is_empty() {
+            String::new()
+        } else {
+            format!("|{} {} ", arg_pairs.len(), arg_pairs.join(" "))
+        };
+        let created_by = format!("RUN {prefix}{} # buildkit", args.join(" "));
+        self.fs_step(key, memo, false, created_by, original, move |ex, merged| {
+            let resolved = resolve_user(merged, &user)?;
+            if ex.config.config.env_get("HOME").is_none() {
+                env.push(format!("HOME={}", resolved.home));
+            }
+            let cwd_host = resolve_in_root(merged, &cwd)?;
+            if !cwd_host.exists() {
+                make_parents(merged, &cwd_host.join("x"), None)?;
+            }
+            let work = ex.ctx.store.temp_dir("run-")?;
+            let mut keep: Vec<OverlayMount> = Vec::new();
+            let mut run_mounts = Vec::new();
+            for m in &mounts {
+                run_mounts.push(ex.prepare_mount(m, work.path(), &mut keep, &mut env)?);
+            }
+            let run_mounts: Vec<RunMount> = run_mounts.into_iter().flatten().collect();
+            let req = RunRequest {
+                args: args.clone(),
+                env: env.clone(),
+                user: resolved,
+                cwd: cwd.clone(),
+                network_host,
+                mounts: run_mounts,
+            };
+            let bundle = work.path().join("bundle");
+            std::fs::create_dir(&bundle).context("creating bundle dir")?;
+            let (name, step, progress) = (ex.name.clone(), ex.step, ex.ctx.progress);
+            let mut on_line = |line: &str| {
+                let mut e = crate::progress::Event::new(EventKind::Log);
+                e.stage = name.clone();
+                e.step = step;
+                e.message = line.to_string();
+                progress.event(e);
+            };
+            ex.ctx
+                .opts
+                .runtime
+                .run(merged, &bundle, &req, &mut on_line)?;
+            drop(keep);
+            Ok(())
+        })
+    }
+
+    fn expand_mount(&self, m: &Mount) -> Result<Mount> {
+        let mut m = m.clone();
+        for f in [&mut m.target, &mut m.source, &mut m.from, &mut m.id] {
+            if let Some(v) = f.as_mut() {
+                *v = self.expand(v)?;
+            }
+        }
+        Ok(m)
+    }
+
+    fn mount_source_key(&self, from: &str) -> Result<String> {
+        if let Some(dep) = self.ctx.stage_ref(from, self.index) {
+            return Ok(self.ctx.wait_stage(dep)?.key.clone());
+        }
+        Ok(self.ctx.store.resolve(from)?.descriptor.digest)
+    }
+
+    /// Layers of a `from=` source (stage or store image).
+    fn layers_of_source(&self, from: &str) -> Result<Vec<CachedLayer>> {
+        if let Some(dep) = self.ctx.stage_ref(from, self.index) {
+            return Ok(self.ctx.wait_stage(dep)?.layers.clone());
+        }
+        let img =
+            self.ctx.store.resolve(from).with_context(|| {
+                format!("{from:?} is neither a stage nor an image in the store")
+            })?;
+        Ok(img
+            .manifest
+            .layers
+            .iter()
+            .zip(&img.config.rootfs.diff_ids)
+            .map(|(d, id)| CachedLayer {
+                descriptor: d.clone(),
+                diff_id: id.clone(),
+            })
+            .collect())
+    }
+
+    fn prepare_mount(
+        &self,
+        m: &Mount,
+        work: &Path,
+        keep: &mut Vec<OverlayMount>,
+        env: &mut Vec<String>,
+    ) -> Result<Option<RunMount>> {
+        let target = m.target.clone().map(|t| self.workdir_abs(&t));
+        match m.kind {
+            MountType::Bind => {
+                let target = target.context("bind mount needs a target")?;
+                let root = match &m.from {
+                    Some(from) => {
+                        let lowers = lower_dirs_of(self.ctx, &self.layers_of_source(from)?)?;
+                        let ov = OverlayMount::new(self.ctx.store, &lowers)?;
+                        let p = ov.merged.clone();
+                        keep.push(ov);
+                        p
+                    }
+                    None => self.context.clone(),
+                };
+                let src = resolve_in_root(&root, m.source.as_deref().unwrap_or("/"))?;
+                if !src.exists() {
+                    bail!(
+                        "bind mount source {:?} not found",
+                        m.source.as_deref().unwrap_or("/")
+                    );
+                }
+                Ok(Some(RunMount {
+                    target,
+                    source: MountSource::Bind {
+                        src,
+                        readonly: m.readonly,
+                    },
+                }))
+            }
+            MountType::Cache => {
+                let target = target.context("cache mount needs a target")?;
+                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let dir = self
+                    .ctx
+                    .store
+                    .root()
+                    .join("cache-mounts")
+                    .join(&KeyHasher::new("cache-mount").str(&id).clone().finish()[7..]);
+                if !dir.exists() {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    std::os::unix::fs::chown(
+                        &dir,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    )?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        &dir,
+                        std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
+                    )?;
+                }
+                Ok(Some(RunMount {
+                    target,
+                    source: MountSource::Bind {
+                        src: dir,
+                        readonly: m.readonly,
+                    },
+                }))
+            }
+            MountType::Tmpfs => {
+                let target = target.context("tmpfs mount needs a target")?;
+                Ok(Some(RunMount {
+                    target,
+                    source: MountSource::Tmpfs { size: m.size },
+                }))
+            }
+            MountType::Secret => {
+                let id = m.id.clone().or_else(|| {
+                    m.target
+                        .as_ref()
+                        .and_then(|t| t.rsplit('/').next().map(String::from))
+                });
+                let id = id.context("secret mount needs an id or a target")?;
+                let Some(src) = self.ctx.opts.secrets.get(&id) else {
+                    if m.required {
+                        bail!("secret {id} is required but was not provided (--secret id={id},src=PATH)");
+                    }
+                    return Ok(None);
+                };
+                if let Some(var) = &m.env {
+                    let value = std::fs::read_to_string(src)
+                        .with_context(|| format!("reading secret {id}"))?;
+                    env.push(format!("{var}={}", value.trim_end_matches('\n')));
+                    if m.target.is_none() {
+                        return Ok(None);
+                    }
+                }
+                // Copy the secret so its mode/owner can be set without touching the source.
+                let copy = work.join(format!(
+                    "secret-{}",
+                    &KeyHasher::new("s").str(&id).clone().finish()[7..19]
+                ));
+                std::fs::copy(src, &copy).with_context(|| format!("reading secret {id}"))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    &copy,
+                    std::fs::Permissions::from_mode(m.mode.unwrap_or(0o400)),
+                )?;
+                std::os::unix::fs::chown(
+                    &copy,
+                    Some(m.uid.unwrap_or(0)),
+                    Some(m.gid.unwrap_or(0)),
+                )?;
+                let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                Ok(Some(RunMount {
+                    target,
+                    source: MountSource::Bind {
+                        src: copy,
+                        readonly: true,
+                    },
+                }))
+            }
+            MountType::Ssh => {
+                if m.required {
+                    bail!("RUN --mount=type=ssh is not supported by berth");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    // ---- COPY / ADD ----
+
+    fn copy(
+        &mut self,
+        spec: &FileSpec,
+        from: Option<&str>,
+        add: Option<Option<&str>>,
+        original: &str,
+    ) -> Result<()> {
+        let is_add = add.is_some();
+        let checksum = add.flatten().map(|c| self.expand(c)).transpose()?;
+        let kw = if is_add { "ADD" } else { "COPY" };
+        let from = from.map(|f| self.expand(f)).transpose()?;
+        let raw_dest = self.expand(&spec.dest)?;
+        let dest = {
+            let abs = self.workdir_abs(&raw_dest);
+            if (raw_dest.ends_with('/') || raw_dest.ends_with("/.") || raw_dest == ".")
+                && abs != "/"
+            {
+                format!("{abs}/")
+            } else {
+                abs
+            }
+        };
+        let chown = spec.chown.as_deref().map(|c| self.expand(c)).transpose()?;
+        let chmod = spec.chmod_bits().map_err(|e| anyhow!(e))?;
+        let excludes: Vec<String> = spec
+            .excludes
+            .iter()
+            .map(|e| self.expand(e))
+            .collect::<Result<_>>()?;
+
+        // Where path sources come from.
+        let mut src_mount: Option<OverlayMount> = None;
+        let (src_root, ignore) = match &from {
+            Some(f) => {
+                let lowers = lower_dirs_of(self.ctx, &self.layers_of_source(f)?)?;
+                let ov = OverlayMount::new(self.ctx.store, &lowers)?;
+                let root = ov.merged.clone();
+                src_mount = Some(ov);
+                (root, Excludes::default())
+            }
+            None => (self.context.clone(), self.ctx.ignore.clone()),
+        };
+        let work = self.ctx.store.temp_dir("copy-")?;
+        let mut items: Vec<(Item, Filter)> = Vec::new();
+        let mut wildcard = false;
+        for (i, s) in spec.sources.iter().enumerate() {
+            match s {
+                Source::Heredoc(h) => {
+                    let content = if h.expand {
+                        self.expand_heredoc(&h.content)
+                    } else {
+                        h.content.clone()
+                    };
+                    items.push((
+                        Item::Data {
+                            name: h.name.clone(),
+                            data: content.into_bytes(),
+                            mode: 0o644,
+                        },
+                        Filter::default(),
+                    ));
+                }
+                Source::Path(p) => {
+                    let p = self.expand(p)?;
+                    if is_url(&p) {
+                        if !is_add {
+                            bail!("source can't be a URL for COPY");
+                        }
+                        let dir = work.path().join(format!("dl{i}"));
+                        std::fs::create_dir(&dir)?;
+                        let d = download(&p, &dir, checksum.as_deref())?;
+                        let data = std::fs::read(&d.path)?;
+                        items.push((
+                            Item::Data {
+                                name: d.file_name,
+                                data,
+                                mode: 0o600,
+                            },
+                            Filter::default(),
+                        ));
+                        continue;
+                    }
+                    if p.starts_with("git@") || p.ends_with(".git") {
+                        bail!("ADD of git repositories is not supported by berth");
+                    }
+                    wildcard |= crate::exec::glob::has_meta(&p);
+                    for sel in select(&src_root, &p)? {
+                        let filter = Filter {
+                            ignore: ignore.clone(),
+                            exclude: Excludes::new(&excludes),
+                            base: sel.rel.clone(),
+                        };
+                        if filter.ignore.excluded(&sel.rel) && !sel.rel.is_empty() {
+                            continue;
+                        }
+                        items.push((Item::Path(sel), filter));
+                    }
+                }
+            }
+        }
+        if items.is_empty() {
+            bail!("{kw}: no source files were specified");
+        }
+        let multi = spec.sources.len() > 1 || wildcard;
+        if multi && !dest.ends_with('/') && items.len() > 1 {
+            bail!("When using {kw} with more than one source file, the destination must be a directory and end with a /");
+        }
+        let mut key = KeyHasher::new(if is_add { "add" } else { "copy" });
+        let mut memo = BTreeMap::new();
+        for (item, filter) in &items {
+            match item {
+                Item::Data { name, data, mode } => {
+                    let h = crate::digest::sha256_of(data);
+                    key.str(name).str(&h).str(&mode.to_string());
+                    memo.insert(format!("file:{name}"), h);
+                }
+                Item::Path(sel) => {
+                    let mut files = Vec::new();
+                    let h = hash_selected(sel, filter, &mut files)?;
+                    key.str(&sel.rel).str(&h).str(&sel.is_dir.to_string());
+                    if files.len() <= 20_000 {
+                        for (f, fh) in files {
+                            memo.insert(format!("file:{f}"), fh);
+                        }
+                    }
+                }
+            }
+        }
+        key.str(&dest)
+            .str(chown.as_deref().unwrap_or(""))
+            .str(&format!("{chmod:?}"));
+        key.str(&format!("{excludes:?}"))
+            .str(&from.clone().unwrap_or_default())
+            .str(&spec.link.to_string());
+        memo.insert("destination".into(), dest.clone());
+        memo.insert("chown".into(), chown.clone().unwrap_or_default());
+        memo.insert("chmod".into(), format!("{chmod:?}"));
+        let shown: Vec<String> = spec
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::Path(p) => self.expand(p).unwrap_or_else(|_| p.clone()),
+                Source::Heredoc(h) => format!("<<{}", h.name),
+            })
+            .collect();
+        let created_by = format!("{kw} {} {raw_dest} # buildkit", shown.join(" "));
+        let from_stage = from.is_some();
+        let into_dir = items.len() > 1;
+        self.fs_step(
+            key,
+            memo,
+            spec.link,
+            created_by,
+            original,
+            move |_, merged| {
+                let owner = match &chown {
+                    Some(c) => {
+                        let u = resolve_user(merged, c)?;
+                        Some((u.uid, u.gid))
+                    }
+                    None if from_stage => None,
+                    None => Some((0, 0)),
+                };
+                for (item, filter) in &items {
+                    match item {
+                        Item::Data { name, data, mode } => {
+                            let sel = Selected {
+                                path: PathBuf::new(),
+                                rel: name.clone(),
+                                name: name.clone(),
+                                is_dir: false,
+                            };
+                            let dst = destination_for(merged, &dest, &sel, into_dir)?;
+                            write_file(
+                                merged,
+                                &dst,
+                                data,
+                                chmod.unwrap_or(*mode),
+                                owner.unwrap_or((0, 0)),
+                            )?;
+                        }
+                        Item::Path(sel) => {
+                            if is_add && !sel.is_dir {
+                                if let Some(reader) = archive_reader(&sel.path)? {
+                                    let dir = resolve_in_root(merged, &dest)?;
+                                    make_parents(merged, &dir.join("x"), None)?;
+                                    layer::unpack(reader, &dir, UnpackMode::Apply)
+                                        .with_context(|| format!("extracting {}", sel.rel))?;
+                                    continue;
+                                }
+                            }
+                            let dst = destination_for(merged, &dest, sel, into_dir)?;
+                            let opts = CopyOptions {
+                                owner,
+                                chmod,
+                                filter: filter.clone(),
+                            };
+                            copy_tree(merged, sel, &dst, &opts)?;
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        drop(src_mount);
+        Ok(())
+    }
+
+    /// `$VAR` / `${VAR}` expansion of heredoc bodies (quotes are content).
+    fn expand_heredoc(&self, text: &str) -> String {
+        let m = self.lookup_map();
+        let mut out = String::new();
+        let chars: Vec<char> = text.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i] == '$' && i + 1 < chars.len() {
+                let (name, next) = if chars[i + 1] == '{' {
+                    match chars[i + 2..].iter().position(|&c| c == '}') {
+                        Some(end) => (
+                            chars[i + 2..i + 2 + end].iter().collect::<String>(),
+                            i + 3 + end,
+                        ),
+                        None => (String::new(), i),
+                    }
+                } else {
+                    let n: String = chars[i + 1..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                        .collect();
+                    let len = n.len();
+                    (n, i + 1 + len)
+                };
+                if !name.is_empty() {
+                    out.push_str(m.get(&name).map(String::as_str).unwrap_or(""));
+                    i = next;
+                    continue;
+                }
+            }
+            out.push(chars[i]);
+            i += 1;
+        }
+        out
+    }
+}
+
+enum Item {
+    Path(Selected),
+    Data {
+        name: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
+}
+
+/// Snapshot dirs for `layers`, unpacking any that aren't yet.
+pub(super) fn lower_dirs_of(ctx: &BuildCtx<'_>, layers: &[CachedLayer]) -> Result<Vec<PathBuf>> {
+    layers
+        .iter()
+        .map(|l| ensure_layer(ctx.store, &l.descriptor.digest, &l.diff_id))
+        .collect()
+}
+
+/// The shell script for a shell-form RUN: a command that is only a heredoc
+/// runs the heredoc's body; otherwise heredoc bodies follow the command
+/// line, as a shell expects them.
+fn shell_script(cmd: &str, heredocs: &[dockerfile::Heredoc]) -> String {
+    if heredocs.is_empty() {
+        return cmd.to_string();
+    }
+    let trimmed = cmd.trim();
+    if heredocs.len() == 1 && trimmed.starts_with("<<") && !trimmed.contains(char::is_whitespace) {
+        return heredocs[0].content.clone();
+    }
+    let mut s = cmd.to_string();
+    s.push('\n');
+    for h in heredocs {
+        s.push_str(&h.content);
+        s.push_str(&h.name);
+        s.push('\n');
+    }
+    s
+}
+
+/// A reader for `path` if it is a (possibly gzip/zstd compressed) tar archive.
+fn archive_reader(path: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(512);
+    let mut r = layer::open_decompressed(path)?;
+    r.by_ref().take(512).read_to_end(&mut head).ok();
+    if head.len() >= 262 && &head[257..262] == b"ustar" {
+        return Ok(Some(layer::open_decompressed(path)?));
+    }
+    Ok(None)
+}
+
+/// Lexically cleans an absolute path (`/a/./b/../c/` → `/a/c`).
+fn clean_abs(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Go's `time.Duration` String() for whole units, as BuildKit prints HEALTHCHECK.
+fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let secs = ns / 1_000_000_000;
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{s}s"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(clean_abs("/a/./b/../c/"), "/a/c");
+        assert_eq!(clean_abs("/../x"), "/x");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(0), "0s");
+        let h = dockerfile::Heredoc {
+            name: "EOF".into(),
+            content: "echo hi\n".into(),
+            expand: true,
+            chomp: false,
+            fd: None,
+        };
+        assert_eq!(shell_script("<<EOF", std::slice::from_ref(&h)), "echo hi\n");
+        assert_eq!(
+            shell_script("cat <<EOF > /x", &[h]),
+            "cat <<EOF > /x\necho hi\nEOF\n"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! Executing build steps: user resolution, RUN containers, file copies.
+pub mod copy;
+pub mod glob;
+pub mod run;
+pub mod user;

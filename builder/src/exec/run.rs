@@ -1,0 +1,362 @@
+//! Runs one RUN step in an OCI container through a runc-compatible runtime:
+//! writes a bundle (config.json) whose root is the step's overlay mount and
+//! calls `<runtime> --root R run --bundle B <id>`, streaming output lines.
+use super::user::ResolvedUser;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+/// Capabilities Docker and BuildKit give RUN steps (wider than runc's spec default).
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Where an extra RUN mount comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MountSource {
+    Bind { src: PathBuf, readonly: bool },
+    Tmpfs { size: Option<u64> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMount {
+    pub target: String,
+    pub source: MountSource,
+}
+
+/// Everything the container process needs.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub user: ResolvedUser,
+    pub cwd: String,
+    pub network_host: bool,
+    pub mounts: Vec<RunMount>,
+}
+
+/// A runc-compatible runtime binary and the state directory it uses.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub binary: PathBuf,
+    pub state_root: PathBuf,
+}
+
+impl Runtime {
+    /// Picks the runtime: `explicit`, else `$BERTH_BUILD_RUNTIME`, else `berth`
+    /// next to the current executable, else `berth` on PATH, else runc.
+    pub fn locate(explicit: Option<&Path>, state_root: PathBuf) -> Result<Self> {
+        let binary = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os("BERTH_BUILD_RUNTIME") {
+                Some(p) => PathBuf::from(p),
+                None => find_default().context("no OCI runtime found: pass --runtime PATH")?,
+            },
+        };
+        Ok(Self { binary, state_root })
+    }
+
+    /// Runs `req` with `rootfs` as root filesystem; `bundle` is an empty work
+    /// directory. Output lines go to `on_line`.
+    pub fn run(
+        &self,
+        rootfs: &Path,
+        bundle: &Path,
+        req: &RunRequest,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        let config = build_config(rootfs, req);
+        let stubs = missing_mount_points(rootfs, &config);
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&config)?,
+        )
+        .context("writing RUN bundle config.json")?;
+        std::fs::create_dir_all(&self.state_root)
+            .with_context(|| format!("creating {}", self.state_root.display()))?;
+        let id = format!(
+            "berth-build-{}",
+            bundle
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        )
+        .replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "-",
+        );
+        let _cleanup = DeleteGuard {
+            rt: self,
+            id: id.clone(),
+        };
+        let mut child = Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state_root)
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting OCI runtime {}", self.binary.display()))?;
+        let (tx, rx) = mpsc::channel::<String>();
+        let mut readers = Vec::new();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).split(b'\n').map_while(|l| l.ok()) {
+                    if tx
+                        .send(String::from_utf8_lossy(&line).into_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        for line in rx {
+            on_line(&line);
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().context("waiting for the OCI runtime")?;
+        remove_stubs(rootfs, &stubs);
+        if !status.success() {
+            bail!(
+                "process {:?} did not complete successfully: exit code: {}",
+                req.args.join(" "),
+                status.code().unwrap_or(-1)
+            );
+        }
+        Ok(())
+    }
+}
+
+struct DeleteGuard<'a> {
+    rt: &'a Runtime,
+    id: String,
+}
+
+impl Drop for DeleteGuard<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.rt.binary)
+            .arg("--root")
+            .arg(&self.rt.state_root)
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn find_default() -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok()?.parent()?.join("berth");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["berth", "runc"] {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// The OCI runtime config for a RUN step: runc's defaults plus Docker's
+/// capabilities, the step's process, extra mounts and network mode.
+pub fn build_config(rootfs: &Path, req: &RunRequest) -> Value {
+    let mut spec = serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap_or(json!({}));
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    spec["ociVersion"] = json!("1.0.2");
+    spec["hostname"] = json!("buildkitsandbox");
+    spec["root"] = json!({ "path": rootfs, "readonly": false });
+    spec["process"] = json!({
+        "terminal": false,
+        "user": {
+            "uid": req.user.uid,
+            "gid": req.user.gid,
+            "additionalGids": req.user.additional_gids,
+        },
+        "args": req.args,
+        "env": req.env,
+        "cwd": req.cwd,
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps,
+        },
+        "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+        "noNewPrivileges": false,
+    });
+    let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    for m in &req.mounts {
+        mounts.push(match &m.source {
+            MountSource::Bind { src, readonly } => {
+                let mut opts = vec!["rbind"];
+                if *readonly {
+                    opts.push("ro");
+                }
+                json!({ "destination": m.target, "type": "bind", "source": src, "options": opts })
+            }
+            MountSource::Tmpfs { size } => {
+                let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
+                if let Some(s) = size {
+                    opts.push(format!("size={s}"));
+                }
+                json!({ "destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": opts })
+            }
+        });
+    }
+    spec["mounts"] = Value::Array(mounts);
+    if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+        // The cgroup namespace needs a cgroup v2 unified mount to be useful;
+        // on hybrid hosts runc handles it, but keep RUN steps close to BuildKit.
+        ns.retain(|n| n["type"] != "cgroup" && !(req.network_host && n["type"] == "network"));
+    }
+    spec
+}
+
+/// Mount destinations that don't exist in the rootfs yet: the runtime will
+/// create them, and they must not end up in the layer. Returns the topmost
+/// missing ancestor of each.
+fn missing_mount_points(rootfs: &Path, config: &Value) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for m in config["mounts"].as_array().into_iter().flatten() {
+        let Some(dest) = m["destination"].as_str() else {
+            continue;
+        };
+        let mut cur = rootfs.to_path_buf();
+        for comp in Path::new(dest).components().skip(1) {
+            cur.push(comp);
+            if std::fs::symlink_metadata(&cur).is_err() {
+                if !out.contains(&cur) {
+                    out.push(cur.clone());
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Removes mount stubs the runtime created, if they still hold nothing but stubs.
+fn remove_stubs(rootfs: &Path, stubs: &[PathBuf]) {
+    fn only_stubs(p: &Path) -> bool {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .map(|rd| rd.flatten().all(|e| only_stubs(&e.path())))
+                .unwrap_or(false),
+            Ok(m) => m.is_file() && m.len() == 0,
+            Err(_) => true,
+        }
+    }
+    for s in stubs {
+        if s.starts_with(rootfs) && only_stubs(s) {
+            let _ = crate::fsutil::remove_any(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_process_mounts_and_network_mode() {
+        let req = RunRequest {
+            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["A=1".into()],
+            user: ResolvedUser {
+                uid: 5,
+                gid: 6,
+                additional_gids: vec![7],
+                home: "/".into(),
+            },
+            cwd: "/w".into(),
+            network_host: false,
+            mounts: vec![RunMount {
+                target: "/cache".into(),
+                source: MountSource::Tmpfs { size: None },
+            }],
+        };
+        let c = build_config(Path::new("/r"), &req);
+        assert_eq!(c["process"]["args"][2], "true");
+        assert_eq!(c["process"]["user"]["uid"], 5);
+        assert_eq!(c["root"]["path"], "/r");
+        let ns: Vec<_> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].clone())
+            .collect();
+        assert!(ns.contains(&json!("network")));
+        assert!(c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/cache"));
+        let host = build_config(
+            Path::new("/r"),
+            &RunRequest {
+                network_host: true,
+                ..req
+            },
+        );
+        assert!(!host["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn mount_stubs_are_found_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("proc")).unwrap();
+        let cfg = json!({"mounts": [
+            {"destination": "/proc"}, {"destination": "/dev/pts"}, {"destination": "/run/secrets/x"}
+        ]});
+        let stubs = missing_mount_points(d.path(), &cfg);
+        assert_eq!(stubs, vec![d.path().join("dev"), d.path().join("run")]);
+        std::fs::create_dir_all(d.path().join("dev/pts")).unwrap();
+        std::fs::create_dir_all(d.path().join("run/secrets")).unwrap();
+        std::fs::write(d.path().join("run/secrets/x"), b"").unwrap();
+        std::fs::write(d.path().join("run/real"), b"data").unwrap();
+        remove_stubs(d.path(), &stubs);
+        assert!(!d.path().join("dev").exists());
+        assert!(d.path().join("run/real").exists(), "real content is kept");
+    }
+}

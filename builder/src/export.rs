@@ -1,0 +1,360 @@
+//! Image outputs: OCI layout (directory or tar), docker-archive tar, local
+//! directory (the flattened filesystem), and import of OCI/docker archives.
+use crate::digest::hex_part;
+use crate::fsutil::atomic_write;
+use crate::image::{Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_INDEX};
+use crate::layer::{open_decompressed, unpack, UnpackMode};
+use crate::store::{normalize_ref, ResolvedImage, Store};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Output formats of `-o type=...` and `save --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Oci,
+    Docker,
+    Local,
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "oci" => Ok(Self::Oci),
+            "docker" => Ok(Self::Docker),
+            "local" => Ok(Self::Local),
+            o => bail!("unknown output type {o:?} (want oci, docker or local)"),
+        }
+    }
+}
+
+/// Writes `img` (known under `tags`) to `dest` in `format`. For oci, a `dest`
+/// ending in `.tar` gets a tar archive, anything else a directory.
+pub fn export(
+    store: &Store,
+    img: &ResolvedImage,
+    tags: &[String],
+    format: Format,
+    dest: &Path,
+) -> Result<()> {
+    match format {
+        Format::Oci if dest.extension().is_some_and(|e| e == "tar") => {
+            let f = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+            write_oci_tar(store, img, tags, f)?;
+            Ok(())
+        }
+        Format::Oci => write_oci_dir(store, img, tags, dest),
+        Format::Docker => {
+            let f = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+            write_docker_tar(store, img, tags, f)?;
+            Ok(())
+        }
+        Format::Local => write_local(store, img, dest),
+    }
+}
+
+fn index_for(img: &ResolvedImage, tags: &[String]) -> Index {
+    let mut manifests = Vec::new();
+    let mut d = img.descriptor.clone();
+    d.annotations.clear();
+    if tags.is_empty() {
+        manifests.push(d.clone());
+    }
+    for t in tags {
+        let mut d = d.clone();
+        d.annotations
+            .insert(ANNOTATION_REF_NAME.into(), normalize_ref(t));
+        manifests.push(d);
+    }
+    Index {
+        schema_version: 2,
+        media_type: Some(MEDIA_INDEX.into()),
+        manifests,
+    }
+}
+
+fn blob_list(img: &ResolvedImage) -> Vec<String> {
+    let mut v = vec![
+        img.descriptor.digest.clone(),
+        img.manifest.config.digest.clone(),
+    ];
+    v.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
+    v
+}
+
+/// An OCI image layout directory (merged into an existing one).
+pub fn write_oci_dir(
+    store: &Store,
+    img: &ResolvedImage,
+    tags: &[String],
+    dest: &Path,
+) -> Result<()> {
+    let blobs = dest.join("blobs/sha256");
+    fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    for d in blob_list(img) {
+        let to = blobs.join(hex_part(&d)?);
+        if !to.exists() {
+            let tmp = blobs.join(format!(".{}.tmp", hex_part(&d)?));
+            fs::copy(store.blob_path(&d)?, &tmp).with_context(|| format!("copying blob {d}"))?;
+            fs::rename(&tmp, &to)?;
+        }
+    }
+    atomic_write(
+        &dest.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    let mut index = match fs::read(dest.join("index.json")) {
+        Ok(data) => serde_json::from_slice::<Index>(&data).unwrap_or_default(),
+        Err(_) => Index::default(),
+    };
+    let new = index_for(img, tags);
+    let names: Vec<Option<&String>> = new
+        .manifests
+        .iter()
+        .map(|d| d.annotations.get(ANNOTATION_REF_NAME))
+        .collect();
+    index
+        .manifests
+        .retain(|d| !names.contains(&d.annotations.get(ANNOTATION_REF_NAME)));
+    index.manifests.extend(new.manifests);
+    index.schema_version = 2;
+    index.media_type = Some(MEDIA_INDEX.into());
+    atomic_write(&dest.join("index.json"), &serde_json::to_vec(&index)?)
+}
+
+fn append_bytes<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) -> Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, data)
+        .with_context(|| format!("writing {name}"))
+}
+
+fn append_file<W: Write>(b: &mut tar::Builder<W>, name: &str, path: &Path) -> Result<()> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(len);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, &mut f)
+        .with_context(|| format!("writing {name}"))
+}
+
+pub fn write_oci_tar<W: Write>(
+    store: &Store,
+    img: &ResolvedImage,
+    tags: &[String],
+    w: W,
+) -> Result<W> {
+    let mut b = tar::Builder::new(w);
+    append_bytes(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    for d in blob_list(img) {
+        append_file(
+            &mut b,
+            &format!("blobs/sha256/{}", hex_part(&d)?),
+            &store.blob_path(&d)?,
+        )?;
+    }
+    append_bytes(
+        &mut b,
+        "index.json",
+        &serde_json::to_vec(&index_for(img, tags))?,
+    )?;
+    b.into_inner().context("finishing archive")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DockerManifestEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// docker-archive: `manifest.json` + `repositories` + config + uncompressed
+/// layer tars named by their diff_id (what `docker load`/`podman load` read).
+pub fn write_docker_tar<W: Write>(
+    store: &Store,
+    img: &ResolvedImage,
+    tags: &[String],
+    w: W,
+) -> Result<W> {
+    let mut b = tar::Builder::new(w);
+    let cfg_hex = hex_part(&img.manifest.config.digest)?.to_string();
+    append_file(
+        &mut b,
+        &format!("blobs/sha256/{cfg_hex}"),
+        &store.blob_path(&img.manifest.config.digest)?,
+    )?;
+    let mut layers = Vec::new();
+    for (l, diff_id) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids) {
+        let name = format!("blobs/sha256/{}", hex_part(diff_id)?);
+        if !layers.contains(&name) {
+            // Decompress to a temp file: tar headers need the size up front.
+            let mut tmp = tempfile::tempfile_in(store.root().join("tmp")).context("temp file")?;
+            let n = std::io::copy(
+                &mut open_decompressed(&store.blob_path(&l.digest)?)?,
+                &mut tmp,
+            )?;
+            std::io::Seek::rewind(&mut tmp)?;
+            let mut h = tar::Header::new_ustar();
+            h.set_size(n);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, &name, &mut tmp)
+                .with_context(|| format!("writing {name}"))?;
+        }
+        layers.push(name);
+    }
+    let repo_tags: Vec<String> = tags.iter().map(|t| normalize_ref(t)).collect();
+    let manifest = vec![DockerManifestEntry {
+        config: format!("blobs/sha256/{cfg_hex}"),
+        repo_tags: Some(repo_tags.clone()),
+        layers: layers.clone(),
+    }];
+    append_bytes(&mut b, "manifest.json", &serde_json::to_vec(&manifest)?)?;
+    let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let top = img
+        .config
+        .rootfs
+        .diff_ids
+        .last()
+        .map(|d| hex_part(d).map(String::from))
+        .transpose()?;
+    for t in &repo_tags {
+        if let (Some((repo, tag)), Some(top)) = (t.rsplit_once(':'), &top) {
+            repos
+                .entry(repo.to_string())
+                .or_default()
+                .insert(tag.to_string(), top.clone());
+        }
+    }
+    append_bytes(&mut b, "repositories", &serde_json::to_vec(&repos)?)?;
+    b.into_inner().context("finishing archive")
+}
+
+/// The image's filesystem, all layers applied, into `dest`.
+pub fn write_local(store: &Store, img: &ResolvedImage, dest: &Path) -> Result<()> {
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    for l in &img.manifest.layers {
+        unpack(
+            open_decompressed(&store.blob_path(&l.digest)?)?,
+            dest,
+            UnpackMode::Apply,
+        )
+        .with_context(|| format!("unpacking layer {}", l.digest))?;
+    }
+    Ok(())
+}
+
+/// Imports an OCI-layout or docker-archive tar; returns (name, manifest digest) pairs.
+pub fn import(store: &Store, archive: impl Read) -> Result<Vec<(String, String)>> {
+    let dir = store.temp_dir("import-")?;
+    unpack(archive, dir.path(), UnpackMode::Apply).context("unpacking archive")?;
+    if dir.path().join("index.json").exists() {
+        import_oci(store, dir.path())
+    } else if dir.path().join("manifest.json").exists() {
+        import_docker(store, dir.path())
+    } else {
+        bail!("archive is neither an OCI layout nor a docker archive")
+    }
+}
+
+fn put_file_blob(store: &Store, path: &Path, expected: Option<&str>) -> Result<(String, u64)> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut w = store.blob_writer()?;
+    std::io::copy(&mut f, &mut w).with_context(|| format!("reading {}", path.display()))?;
+    w.commit(expected)
+}
+
+fn import_oci(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
+    let index: Index =
+        serde_json::from_slice(&fs::read(dir.join("index.json"))?).context("parsing index.json")?;
+    let mut out = Vec::new();
+    for d in &index.manifests {
+        let blob = |digest: &str| -> Result<std::path::PathBuf> {
+            Ok(dir.join("blobs/sha256").join(hex_part(digest)?))
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&fs::read(blob(&d.digest)?)?).context("parsing manifest")?;
+        for l in &manifest.layers {
+            put_file_blob(store, &blob(&l.digest)?, Some(&l.digest))?;
+        }
+        put_file_blob(
+            store,
+            &blob(&manifest.config.digest)?,
+            Some(&manifest.config.digest),
+        )?;
+        put_file_blob(store, &blob(&d.digest)?, Some(&d.digest))?;
+        let tags: Vec<String> = d
+            .annotations
+            .get(ANNOTATION_REF_NAME)
+            .cloned()
+            .into_iter()
+            .collect();
+        store.add_to_index(d, &tags)?;
+        out.push((tags.first().cloned().unwrap_or_default(), d.digest.clone()));
+    }
+    Ok(out)
+}
+
+fn import_docker(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json"))?)
+            .context("parsing manifest.json")?;
+    let mut out = Vec::new();
+    for e in entries {
+        let safe = |p: &str| -> Result<std::path::PathBuf> {
+            let clean = crate::layer::unpack::clean_name(p.as_bytes())?;
+            Ok(dir.join(clean))
+        };
+        let cfg_bytes = fs::read(safe(&e.config)?).context("reading image config")?;
+        let config: ImageConfig =
+            serde_json::from_slice(&cfg_bytes).context("parsing image config")?;
+        let mut layers = Vec::new();
+        for (i, l) in e.layers.iter().enumerate() {
+            // Layers may be compressed or not; keep the bytes, label by content.
+            let path = safe(l)?;
+            let mut head = [0u8; 4];
+            let n = File::open(&path)?.read(&mut head)?;
+            let media = if n >= 2 && head[..2] == [0x1f, 0x8b] {
+                crate::image::MEDIA_LAYER_GZIP
+            } else if n == 4 && head == [0x28, 0xb5, 0x2f, 0xfd] {
+                crate::image::MEDIA_LAYER_ZSTD
+            } else {
+                crate::image::MEDIA_LAYER_TAR
+            };
+            let (digest, size) = put_file_blob(store, &path, None)?;
+            if media == crate::image::MEDIA_LAYER_TAR
+                && config.rootfs.diff_ids.get(i) != Some(&digest)
+            {
+                bail!(
+                    "layer {l} does not match diff_id {:?}",
+                    config.rootfs.diff_ids.get(i)
+                );
+            }
+            layers.push(Descriptor {
+                media_type: media.into(),
+                digest,
+                size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            });
+        }
+        let tags = e.repo_tags.unwrap_or_default();
+        let desc = store.commit_image(&config, layers, &tags)?;
+        out.push((tags.first().cloned().unwrap_or_default(), desc.digest));
+    }
+    Ok(out)
+}
