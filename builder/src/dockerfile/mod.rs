@@ -4,6 +4,9 @@
 //!   directives, stages, and one [`Node`] per instruction with its line number
 //!   and original text. Nothing is expanded at this point.
 //! * [`lex`]: BuildKit-compatible word expansion ([`expand`], [`Lexer`]).
+//! * [`resolve`] applies ARG scoping, build args and platform args, expands
+//!   every word BuildKit expands, and returns a [`BuildPlan`]: the stages
+//!   needed for `--target` in dependency order with their dependency graph.
 //! * [`ParseError`]: every error names the file and line (`Dockerfile:7: ...`).
 
 pub mod ast;
@@ -15,12 +18,21 @@ pub mod lex;
 mod lines;
 mod mount;
 mod parser;
+mod platform;
+mod resolve;
 mod words;
 
 pub use ast::*;
 pub use error::ParseError;
 pub use lex::{expand, Lexer};
 pub use parser::parse;
+pub use platform::Platform;
+pub use resolve::{
+    resolve, Base, BaseEnvError, BaseEnvFn, BuildPlan, ResolveOptions, ResolvedNode, ResolvedStage,
+    PREDEFINED_ARGS,
+};
 
 #[cfg(test)]
 mod parser_tests;
+#[cfg(test)]
+mod resolve_tests;
