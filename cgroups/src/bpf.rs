@@ -112,12 +112,18 @@ pub(crate) fn program(rules: &[Rule]) -> Vec<Insn> {
         block.push(insn(ALU64_MOV_K, 0, 0, 0, i32::from(r.allow)));
         block.push(insn(JMP_EXIT, 0, 0, 0, 0));
         let n = block.len();
+        let unconditional = n == 2;
         for (i, ins) in block.iter_mut().enumerate() {
             if ins.off == i16::MIN {
                 ins.off = (n - i - 1) as i16;
             }
         }
         p.extend(block);
+        // A rule matching every access decides everything: code after it would be
+        // unreachable, which the verifier rejects.
+        if unconditional {
+            return p;
+        }
     }
     p.push(insn(ALU64_MOV_K, 0, 0, 0, 0));
     p.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -330,8 +336,8 @@ mod tests {
         // [jne type, mov r0=r3, and, jne r0, jne major, mov, exit]
         assert_eq!(p[6], insn(JMP_JNE_K, 2, 0, 6, DEV_BLOCK));
         assert_eq!(p[8], insn(ALU32_AND_K, 0, 0, 0, ACC_MKNOD | ACC_WRITE));
-        // Deny-all rule: unconditional r0 = 0.
+        // Deny-all rule: unconditional r0 = 0, and nothing after it.
         assert_eq!(p[13], insn(ALU64_MOV_K, 0, 0, 0, 0));
-        assert_eq!(p.len(), 6 + 7 + 2 + 2);
+        assert_eq!(p.len(), 6 + 7 + 2);
     }
 }

@@ -1,0 +1,246 @@
+//! Real cgroup tests on a hybrid host (v1 controllers + cgroup2 at /sys/fs/cgroup/unified).
+//! They need root; on hosts with another layout they are skipped with a message.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use berth_cgroups::{detect_mode, Cgroup, CgroupMode};
+use common::{proc_state, read_line, read_trim, release, resources, Guard};
+
+fn hybrid_root() -> bool {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    match detect_mode() {
+        Ok(CgroupMode::Hybrid) => true,
+        other => {
+            eprintln!("skipped: host cgroup layout is {other:?}, not hybrid");
+            false
+        }
+    }
+}
+
+fn v1(g: &Guard, ctrl: &str, file: &str) -> String {
+    read_trim(&g.cg.v1_dir(ctrl).expect("v1 controller dir").join(file))
+}
+
+#[test]
+fn lifecycle_pids_freeze_destroy() {
+    if !hybrid_root() {
+        return;
+    }
+    let mut g = Guard::new("life");
+    let dirs = g.cg.dirs();
+    assert!(dirs.len() >= 2, "v1 dirs plus unified: {dirs:?}");
+    for d in &dirs {
+        assert!(d.is_dir(), "{} created", d.display());
+    }
+    assert!(g.cg.exists());
+    let unified =
+        g.cg.unified_dir()
+            .expect("hybrid has a unified dir")
+            .to_path_buf();
+    assert!(unified.starts_with("/sys/fs/cgroup/unified"));
+
+    let pid = g.spawn_sleeper();
+    g.cg.add_pid(pid).unwrap();
+    assert_eq!(g.cg.pids().unwrap(), vec![pid]);
+    // The process joined every hierarchy, the unified one included.
+    for d in &dirs {
+        let procs = read_trim(&d.join("cgroup.procs"));
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{pid} in {}",
+            d.display()
+        );
+    }
+
+    // The runtime stores the cgroup in state.json and reloads it later.
+    let json = serde_json::to_string(&g.cg).unwrap();
+    let back: Cgroup = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, g.cg);
+
+    assert!(!g.cg.is_frozen().unwrap());
+    back.freeze().unwrap();
+    assert!(g.cg.is_frozen().unwrap());
+    assert_eq!(v1(&g, "freezer", "freezer.state"), "FROZEN");
+    // A frozen task sleeps in the refrigerator: not runnable.
+    let st = proc_state(pid).expect("child alive");
+    assert_ne!(st, 'R', "frozen child must not be running");
+    back.thaw().unwrap();
+    assert!(!g.cg.is_frozen().unwrap());
+    assert_eq!(v1(&g, "freezer", "freezer.state"), "THAWED");
+
+    for c in &mut g.children {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    g.cg.destroy().unwrap();
+    assert!(!g.cg.exists());
+    for d in &dirs {
+        assert!(!d.exists(), "{} removed", d.display());
+    }
+    // Idempotent.
+    g.cg.destroy().unwrap();
+}
+
+#[test]
+fn limits_update_and_stats() {
+    if !hybrid_root() {
+        return;
+    }
+    let mut g = Guard::new("limits");
+    let res = resources(
+        r#"{
+        "memory": {"limit": 67108864, "reservation": 33554432, "swappiness": 10},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
+        "pids": {"limit": 20},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
+        ]
+    }"#,
+    );
+    g.cg.apply(&res).unwrap();
+    assert_eq!(v1(&g, "memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(v1(&g, "memory", "memory.soft_limit_in_bytes"), "33554432");
+    assert_eq!(v1(&g, "memory", "memory.swappiness"), "10");
+    assert_eq!(v1(&g, "cpu", "cpu.shares"), "512");
+    assert_eq!(v1(&g, "cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(v1(&g, "cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(v1(&g, "cpuset", "cpuset.cpus"), "0");
+    assert_eq!(v1(&g, "pids", "pids.max"), "20");
+    assert_eq!(v1(&g, "devices", "devices.list"), "c 1:3 rwm");
+    // hugetlb is only in the unified hierarchy on this host.
+    let unified = g.cg.unified_dir().unwrap().to_path_buf();
+    assert_eq!(read_trim(&unified.join("hugetlb.2MB.max")), "4194304");
+
+    // A shell that keeps ~4 MB in a variable so the cgroup is charged for it.
+    let pid = g.spawn_sh(
+        "read x; v=$(head -c 4000000 /dev/zero | tr '\\0' a); echo ready; exec sleep 1000",
+    );
+    g.cg.add_pid(pid as i32).unwrap();
+    release(&mut g.children[0]);
+    assert_eq!(read_line(&mut g.children[0]), "ready");
+
+    g.cg.update(&resources(
+        r#"{"memory": {"limit": 134217728}, "pids": {"limit": 30}, "cpu": {"quota": 20000}}"#,
+    ))
+    .unwrap();
+    assert_eq!(v1(&g, "memory", "memory.limit_in_bytes"), "134217728");
+    assert_eq!(v1(&g, "pids", "pids.max"), "30");
+    assert_eq!(v1(&g, "cpu", "cpu.cfs_quota_us"), "20000");
+    assert_eq!(v1(&g, "cpu", "cpu.shares"), "512", "untouched by update");
+
+    let s = g.cg.stats().unwrap();
+    assert!(
+        s.memory.usage.usage > 0,
+        "memory usage {:?}",
+        s.memory.usage
+    );
+    assert_eq!(s.memory.usage.limit, 134217728);
+    assert!(!s.memory.raw.is_empty());
+    assert!(s.pids.current >= 1, "pids {:?}", s.pids);
+    assert_eq!(s.pids.limit, 30);
+    assert!(s.cpu.usage.total > 0, "cpu {:?}", s.cpu.usage);
+    assert!(s.hugetlb.contains_key("2MB"));
+    let v = serde_json::to_value(&s).unwrap();
+    assert!(v["memory"]["usage"]["usage"].as_u64().unwrap() > 0);
+    assert!(v["cpu"]["usage"]["percpu"].is_array());
+}
+
+#[test]
+fn unavailable_controllers_are_named() {
+    if !hybrid_root() {
+        return;
+    }
+    let g = Guard::new("unavail");
+    // net_cls is neither mounted as v1 nor in the unified hierarchy here.
+    if g.cg.v1_dir("net_cls").is_none() {
+        let e =
+            g.cg.apply(&resources(r#"{"network": {"classID": 42}}"#))
+                .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("cgroup controller \"net_cls\" is not available"),
+            "{e:#}"
+        );
+    }
+    let e =
+        g.cg.apply(&resources(r#"{"unified": {"memory.max": "100"}}"#))
+            .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("\"memory\" is not available"),
+        "{e:#}"
+    );
+    // Errors carry file and value.
+    let e =
+        g.cg.apply(&resources(r#"{"cpu": {"cpus": "999"}}"#))
+            .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("write \"999\" to /sys/fs/cgroup/cpuset/") && msg.contains("cpuset.cpus"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn pids_limit_makes_fork_fail() {
+    if !hybrid_root() {
+        return;
+    }
+    let mut g = Guard::new("pids");
+    g.cg.apply(&resources(r#"{"pids": {"limit": 5}}"#)).unwrap();
+    // The inner shell exits when a fork fails; its sleeps keep nothing of ours open.
+    let pid = g.spawn_sh(
+        "read x; sh -c 'for i in 1 2 3 4 5 6 7 8; do sleep 1000 </dev/null >/dev/null 2>&1 & done' 2>/dev/null; echo started; exec sleep 1000",
+    );
+    g.cg.add_pid(pid as i32).unwrap();
+    release(&mut g.children[0]);
+    assert_eq!(read_line(&mut g.children[0]), "started");
+    // Outer sh + inner sh + 3 sleeps hit the limit; the inner sh then gave up and exited.
+    let pids = g.cg.pids().unwrap();
+    assert_eq!(pids.len(), 4, "outer sh + 3 sleeps remain: {pids:?}");
+    let events = v1(&g, "pids", "pids.events");
+    let failed: u64 = events
+        .strip_prefix("max ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(failed >= 1, "a fork was refused by the limit: {events}");
+    assert_eq!(g.cg.stats().unwrap().pids.current, 4);
+}
+
+#[test]
+fn oom_kill_is_counted_and_watched() {
+    if !hybrid_root() {
+        return;
+    }
+    let mut g = Guard::new("oom");
+    let swap = Path::new(g.cg.v1_dir("memory").unwrap()).join("memory.memsw.limit_in_bytes");
+    let json = if swap.exists() {
+        r#"{"memory": {"limit": 16777216, "swap": 16777216}}"#
+    } else {
+        r#"{"memory": {"limit": 16777216}}"#
+    };
+    g.cg.apply(&resources(json)).unwrap();
+    assert_eq!(g.cg.oom_kill_count().unwrap(), 0);
+    let mut watcher = g.cg.oom_watcher().unwrap();
+    assert!(!watcher.wait(Some(Duration::from_millis(50))).unwrap());
+
+    // dd touches its whole 64 MiB buffer.
+    let pid = g.spawn_sh("read x; exec dd if=/dev/zero of=/dev/null bs=64M count=1");
+    g.cg.add_pid(pid as i32).unwrap();
+    release(&mut g.children[0]);
+    let status = g.children[0].wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "killed by the OOM killer: {status:?}"
+    );
+    assert!(watcher.wait(Some(Duration::from_secs(5))).unwrap());
+    assert!(g.cg.oom_kill_count().unwrap() >= 1);
+}
