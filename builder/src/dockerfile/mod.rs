@@ -7,6 +7,7 @@
 //! * [`resolve`] applies ARG scoping, build args and platform args, expands
 //!   every word BuildKit expands, and returns a [`BuildPlan`]: the stages
 //!   needed for `--target` in dependency order with their dependency graph.
+//! * [`ignore`]: `.dockerignore` ([`IgnoreMatcher`], [`find_ignore_file`]).
 //! * [`ParseError`]: every error names the file and line (`Dockerfile:7: ...`).
 
 pub mod ast;
@@ -14,6 +15,7 @@ mod duration;
 mod error;
 mod flags;
 mod heredoc;
+pub mod ignore;
 pub mod lex;
 mod lines;
 mod mount;
@@ -24,6 +26,7 @@ mod words;
 
 pub use ast::*;
 pub use error::ParseError;
+pub use ignore::{find_ignore_file, read_patterns, IgnoreMatcher};
 pub use lex::{expand, Lexer};
 pub use parser::parse;
 pub use platform::Platform;
