@@ -30,7 +30,11 @@ pub fn busybox_fixture() -> PathBuf {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A temporary directory removed (recursively) on drop.
@@ -63,7 +67,10 @@ impl Bundle {
     pub fn busybox() -> Result<Bundle> {
         let fixture = busybox_fixture();
         if !fixture.join("rootfs/bin/busybox").exists() {
-            bail!("busybox fixture missing at {} (run `make fixtures`)", fixture.display());
+            bail!(
+                "busybox fixture missing at {} (run `make fixtures`)",
+                fixture.display()
+            );
         }
         let dir = TempDir::new("berth-bundle")?;
         let status = Command::new("cp")
@@ -90,7 +97,8 @@ impl Bundle {
     }
 
     pub fn args(&mut self, args: &[&str]) -> &mut Self {
-        self.config["process"]["args"] = args.iter().map(|s| Value::String(s.to_string())).collect();
+        self.config["process"]["args"] =
+            args.iter().map(|s| Value::String(s.to_string())).collect();
         self
     }
 
@@ -99,7 +107,10 @@ impl Bundle {
     }
 
     pub fn write(&self) -> Result<()> {
-        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.config)?)?;
+        std::fs::write(
+            self.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config)?,
+        )?;
         Ok(())
     }
 }
@@ -121,14 +132,47 @@ impl Runtime {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(berth_bin());
         c.arg("--root").arg(self.root.path());
-        c.arg("--log").arg(&self.log).arg("--log-format").arg("json");
+        c.arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json");
         c.args(args);
         c.stdin(Stdio::null());
         c
     }
 
+    /// Run berth and collect its output. `create` and detached commands
+    /// leave a container process holding berth's stdio (as with runc), so
+    /// for them stdio goes to files instead of pipes that would never close.
     pub fn output(&self, args: &[&str]) -> Result<Output> {
-        self.cmd(args).output().with_context(|| format!("run berth {args:?}"))
+        let detaches =
+            args.first() == Some(&"create") || args.contains(&"-d") || args.contains(&"--detach");
+        if !detaches {
+            return self
+                .cmd(args)
+                .output()
+                .with_context(|| format!("run berth {args:?}"));
+        }
+        let n = unique("stdio");
+        let (out_path, err_path) = (
+            self.root.path().join(format!("{n}.out")),
+            self.root.path().join(format!("{n}.err")),
+        );
+        let status = self
+            .cmd(args)
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(std::fs::File::create(&err_path)?)
+            .status()
+            .with_context(|| format!("run berth {args:?}"))?;
+        let stdout = std::fs::read(&out_path)?;
+        let stderr = std::fs::read(&err_path)?;
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// Run and insist on success; returns stdout.
@@ -154,7 +198,10 @@ impl Runtime {
     }
 
     pub fn status(&self, id: &str) -> Result<String> {
-        Ok(self.state(id)?["status"].as_str().unwrap_or_default().to_string())
+        Ok(self.state(id)?["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// Foreground `run` with the bundle; returns (exit code, stdout, stderr).
@@ -170,7 +217,12 @@ impl Runtime {
 
     pub fn create(&self, id: &str, bundle: &Bundle) -> Result<()> {
         bundle.write()?;
-        self.ok(&["create", "--bundle", &bundle.path().display().to_string(), id])?;
+        self.ok(&[
+            "create",
+            "--bundle",
+            &bundle.path().display().to_string(),
+            id,
+        ])?;
         Ok(())
     }
 
@@ -189,6 +241,7 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         if let Ok(entries) = std::fs::read_dir(self.root.path()) {
+            // Files are stdio captures; directories are containers.
             for e in entries.flatten() {
                 if e.path().is_dir() {
                     let id = e.file_name().to_string_lossy().into_owned();

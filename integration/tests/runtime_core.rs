@@ -7,7 +7,12 @@ use serde_json::{json, Value};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 
-fn cmd_output(rt: &Runtime, id: &str, b: &mut Bundle, script: &str) -> Result<(i32, String, String)> {
+fn cmd_output(
+    rt: &Runtime,
+    id: &str,
+    b: &mut Bundle,
+    script: &str,
+) -> Result<(i32, String, String)> {
     b.sh(script);
     rt.run(id, b)
 }
@@ -31,7 +36,12 @@ fn hostname_pid1_env_cwd() -> Result<()> {
     b.config["hostname"] = json!("berth-test");
     b.config["process"]["env"] = json!(["PATH=/bin:/sbin", "FOO=bar baz"]);
     b.config["process"]["cwd"] = json!("/tmp");
-    let (code, out, err) = cmd_output(&rt, &unique("ident"), &mut b, "hostname; echo $$; echo \"$FOO\"; pwd; echo $HOME")?;
+    let (code, out, err) = cmd_output(
+        &rt,
+        &unique("ident"),
+        &mut b,
+        "hostname; echo $$; echo \"$FOO\"; pwd; echo $HOME",
+    )?;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "berth-test\n1\nbar baz\n/tmp\n/root\n");
     Ok(())
@@ -45,25 +55,46 @@ fn mounts_masked_and_readonly_paths() -> Result<()> {
         &rt,
         &unique("mounts"),
         &mut b,
-        "cat /proc/self/mountinfo; echo ---; cat /proc/kcore | wc -c; touch /proc/sys/kernel/x 2>&1; ls -l /dev/null; readlink /dev/fd /dev/ptmx",
+        "cat /proc/self/mountinfo; echo ---; cat /proc/timer_list | wc -c; (echo x > /proc/sys/kernel/domainname) 2>&1; ls -l /dev/null; readlink /dev/fd; readlink /dev/ptmx",
     )?;
     assert_eq!(code, 0, "{err}");
     let (mountinfo, rest) = out.split_once("---\n").expect("separator");
-    let find = |target: &str| mountinfo.lines().find(|l| l.split(' ').nth(4) == Some(target)).map(str::to_string);
+    let find = |target: &str| {
+        mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(target))
+            .map(str::to_string)
+    };
     let proc_line = find("/proc").expect("/proc mounted");
     assert!(proc_line.contains(" - proc "), "{proc_line}");
     let pts = find("/dev/pts").expect("/dev/pts mounted");
     assert!(pts.contains("nosuid") && pts.contains("noexec"), "{pts}");
     let sys = find("/sys").expect("/sys mounted");
-    assert!(sys.split(' ').nth(5).unwrap_or("").starts_with("ro"), "sysfs should be ro: {sys}");
+    assert!(
+        sys.split(' ').nth(5).unwrap_or("").starts_with("ro"),
+        "sysfs should be ro: {sys}"
+    );
     let proc_sys = find("/proc/sys").expect("/proc/sys readonly bind");
-    assert!(proc_sys.split(' ').nth(5).unwrap_or("").starts_with("ro"), "{proc_sys}");
-    assert!(find("/proc/kcore").is_some(), "/proc/kcore masked");
+    assert!(
+        proc_sys.split(' ').nth(5).unwrap_or("").starts_with("ro"),
+        "{proc_sys}"
+    );
+    assert!(
+        find("/proc/timer_list").is_some(),
+        "/proc/timer_list masked"
+    );
     let mut rest = rest.lines();
-    assert_eq!(rest.next(), Some("0"), "masked /proc/kcore must read empty");
+    assert_eq!(
+        rest.next(),
+        Some("0"),
+        "masked /proc/timer_list must read empty"
+    );
     assert!(rest.next().unwrap_or("").contains("Read-only file system"));
     let devnull = rest.next().unwrap_or("");
-    assert!(devnull.starts_with("crw-rw-rw-") && devnull.contains("1,   3"), "{devnull}");
+    assert!(
+        devnull.starts_with("crw-rw-rw-") && devnull.contains("1,   3"),
+        "{devnull}"
+    );
     assert_eq!(rest.next(), Some("/proc/self/fd"));
     assert_eq!(rest.next(), Some("pts/ptmx"));
     Ok(())
@@ -74,10 +105,13 @@ fn tmpfs_options_and_readonly_root() -> Result<()> {
     let rt = Runtime::new()?;
     let mut b = Bundle::busybox()?;
     b.config["root"]["readonly"] = json!(true);
-    b.config["mounts"].as_array_mut().expect("mounts").push(json!({
-        "destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
-        "options": ["nosuid", "nodev", "noexec", "size=1m", "mode=1770"]
-    }));
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({
+            "destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "noexec", "size=1m", "mode=1770"]
+        }));
     let (code, out, err) = cmd_output(
         &rt,
         &unique("tmpfs"),
@@ -87,9 +121,15 @@ fn tmpfs_options_and_readonly_root() -> Result<()> {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].contains("Read-only file system"), "{out}");
-    assert!(lines[1].contains("nosuid") && lines[1].contains("nodev") && lines[1].contains("noexec"), "{out}");
+    assert!(
+        lines[1].contains("nosuid") && lines[1].contains("nodev") && lines[1].contains("noexec"),
+        "{out}"
+    );
     assert_eq!(lines[2], "1770");
-    assert!(lines[3].split_whitespace().nth(1) == Some("1024"), "size=1m: {out}");
+    assert!(
+        lines[3].split_whitespace().nth(1) == Some("1024"),
+        "size=1m: {out}"
+    );
     Ok(())
 }
 
@@ -103,23 +143,46 @@ fn status_field(status: &str, key: &str) -> String {
 }
 
 #[test]
-fn capabilities_rlimits_and_user() -> Result<()> {
+fn capabilities_as_root() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    let (code, out, err) = cmd_output(&rt, &unique("caps"), &mut b, "cat /proc/self/status")?;
+    assert_eq!(code, 0, "{err}");
+    // runc's default spec: CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE.
+    let want = format!("{:016x}", (1u64 << 29) | (1 << 5) | (1 << 10));
+    assert_eq!(status_field(&out, "CapBnd"), want);
+    assert_eq!(status_field(&out, "CapPrm"), want);
+    assert_eq!(status_field(&out, "CapEff"), want);
+    assert_eq!(status_field(&out, "CapInh"), "0000000000000000");
+    assert_eq!(status_field(&out, "NoNewPrivs"), "1");
+    Ok(())
+}
+
+#[test]
+fn user_groups_rlimits_and_ambient_caps() -> Result<()> {
     let rt = Runtime::new()?;
     let mut b = Bundle::busybox()?;
     b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]});
     b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
-    b.config["process"]["noNewPrivileges"] = json!(true);
-    let (code, out, err) = cmd_output(&rt, &unique("caps"), &mut b, "cat /proc/self/status; echo ---; ulimit -n; ulimit -Hn; id")?;
+    // A non-root process keeps capabilities across exec only through the
+    // ambient set, which needs them inheritable too.
+    b.config["process"]["capabilities"]["inheritable"] = json!(["CAP_KILL"]);
+    b.config["process"]["capabilities"]["ambient"] = json!(["CAP_KILL"]);
+    let (code, out, err) = cmd_output(
+        &rt,
+        &unique("user"),
+        &mut b,
+        "cat /proc/self/status; echo ---; ulimit -n; ulimit -Hn; id",
+    )?;
     assert_eq!(code, 0, "{err}");
     let (status, rest) = out.split_once("---\n").expect("separator");
-    // runc's default spec: CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE.
-    let want = format!("{:016x}", (1u64 << 29) | (1 << 5) | (1 << 10));
-    assert_eq!(status_field(status, "CapBnd"), want);
-    assert_eq!(status_field(status, "CapPrm"), want);
-    assert_eq!(status_field(status, "CapEff"), want);
-    assert_eq!(status_field(status, "CapInh"), "0000000000000000");
-    assert_eq!(status_field(status, "NoNewPrivs"), "1");
+    let bounding = format!("{:016x}", (1u64 << 29) | (1 << 5) | (1 << 10));
+    let kill_only = format!("{:016x}", 1u64 << 5);
+    assert_eq!(status_field(status, "CapBnd"), bounding);
+    assert_eq!(status_field(status, "CapAmb"), kill_only);
+    assert_eq!(status_field(status, "CapEff"), kill_only);
     assert_eq!(status_field(status, "Uid"), "1000\t1000\t1000\t1000");
+    assert_eq!(status_field(status, "Gid"), "1000\t1000\t1000\t1000");
     assert_eq!(status_field(status, "Groups"), "10 20");
     let mut rest = rest.lines();
     assert_eq!(rest.next(), Some("256"));
@@ -137,10 +200,20 @@ fn lifecycle_create_start_state_kill_delete() -> Result<()> {
     let id = unique("life");
     let pid_file = rt.root.path().join("init.pid");
     b.write()?;
-    rt.ok(&["create", "--bundle", &b.path().display().to_string(), "--pid-file", &pid_file.display().to_string(), &id])?;
+    rt.ok(&[
+        "create",
+        "--bundle",
+        &b.path().display().to_string(),
+        "--pid-file",
+        &pid_file.display().to_string(),
+        &id,
+    ])?;
     let st = rt.state(&id)?;
     assert_eq!(st["status"], "created");
-    assert_eq!(st["ociVersion"].as_str().map(|v| v.starts_with("1.")), Some(true));
+    assert_eq!(
+        st["ociVersion"].as_str().map(|v| v.starts_with("1.")),
+        Some(true)
+    );
     assert_eq!(st["id"], id.as_str());
     assert_eq!(st["bundle"], b.path().display().to_string());
     assert_eq!(st["annotations"]["org.example"], "x");
@@ -149,7 +222,11 @@ fn lifecycle_create_start_state_kill_delete() -> Result<()> {
     // Duplicate id is refused and does not disturb the existing container.
     let dup = rt.output(&["create", "--bundle", &b.path().display().to_string(), &id])?;
     assert!(!dup.status.success());
-    assert!(rt.log_text().contains("container with id exists"), "{}", rt.log_text());
+    assert!(
+        rt.log_text().contains("container with id exists"),
+        "{}",
+        rt.log_text()
+    );
     assert_eq!(rt.status(&id)?, "created");
 
     rt.ok(&["start", &id])?;
@@ -163,7 +240,10 @@ fn lifecycle_create_start_state_kill_delete() -> Result<()> {
     assert!(rt.ok(&["list", "-q"])?.contains(&id));
 
     let del = rt.output(&["delete", &id])?;
-    assert!(!del.status.success(), "delete of running container without --force");
+    assert!(
+        !del.status.success(),
+        "delete of running container without --force"
+    );
     assert!(rt.log_text().contains("is not stopped"));
 
     rt.ok(&["kill", &id, "KILL"])?;
@@ -181,18 +261,29 @@ fn lifecycle_create_start_state_kill_delete() -> Result<()> {
 #[test]
 fn unknown_id_errors_like_runc_in_json_log() -> Result<()> {
     let rt = Runtime::new()?;
-    for args in [&["state", "nope"][..], &["start", "nope"], &["kill", "nope", "9"], &["delete", "nope"]] {
+    for args in [
+        &["state", "nope"][..],
+        &["start", "nope"],
+        &["kill", "nope", "9"],
+        &["delete", "nope"],
+    ] {
         let out = rt.output(args)?;
         assert_eq!(out.status.code(), Some(1), "{args:?}");
     }
     let last_error = rt
         .log_text()
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["level"] == "error")
-        .last()
+        .find(|v| v["level"] == "error")
         .expect("an error line");
-    assert!(last_error["msg"].as_str().unwrap_or("").contains("does not exist"), "{last_error}");
+    assert!(
+        last_error["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not exist"),
+        "{last_error}"
+    );
     assert!(last_error["time"].is_string());
     // delete --force of an unknown id succeeds (containerd relies on it).
     rt.ok(&["delete", "--force", "nope"])?;
@@ -207,7 +298,11 @@ fn bad_config_leaves_nothing_behind() -> Result<()> {
     let id = unique("bad");
     let out = rt.output(&["create", "--bundle", &b.path().display().to_string(), &id])?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(rt.log_text().contains("invalid config.json"), "{}", rt.log_text());
+    assert!(
+        rt.log_text().contains("invalid config.json"),
+        "{}",
+        rt.log_text()
+    );
     assert!(!rt.root.path().join(&id).exists());
 
     // Valid JSON, but the cwd does not exist: fails inside init, all undone.
@@ -217,7 +312,11 @@ fn bad_config_leaves_nothing_behind() -> Result<()> {
     let id2 = unique("badcwd");
     let out = rt.output(&["create", "--bundle", &b2.path().display().to_string(), &id2])?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(rt.log_text().contains("/does/not/exist"), "{}", rt.log_text());
+    assert!(
+        rt.log_text().contains("/does/not/exist"),
+        "{}",
+        rt.log_text()
+    );
     assert!(!rt.root.path().join(&id2).exists());
     assert!(!cgroup_exists(&id2), "cgroup left behind");
 
@@ -228,9 +327,16 @@ fn bad_config_leaves_nothing_behind() -> Result<()> {
     let id3 = unique("nobin");
     let out = rt.output(&["create", "--bundle", &b3.path().display().to_string(), &id3])?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(rt.log_text().contains("executable file not found in $PATH"), "{}", rt.log_text());
+    assert!(
+        rt.log_text().contains("executable file not found in $PATH"),
+        "{}",
+        rt.log_text()
+    );
     assert!(!rt.root.path().join(&id3).exists());
-    assert!(host_mounts_containing(&b3.rootfs().display().to_string()).is_empty(), "mount leaked");
+    assert!(
+        host_mounts_containing(&b3.rootfs().display().to_string()).is_empty(),
+        "mount leaked"
+    );
     Ok(())
 }
 
@@ -243,7 +349,17 @@ fn exec_into_running_container() -> Result<()> {
     let id = unique("exec");
     rt.create(&id, &b)?;
     rt.ok(&["start", &id])?;
-    let out = rt.output(&["exec", "-e", "X=1", "--cwd", "/tmp", &id, "sh", "-c", "hostname; pwd; echo $X; exit 7"])?;
+    let out = rt.output(&[
+        "exec",
+        "-e",
+        "X=1",
+        "--cwd",
+        "/tmp",
+        &id,
+        "sh",
+        "-c",
+        "hostname; pwd; echo $X; exit 7",
+    ])?;
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "exec-host\n/tmp\n1\n");
     // containerd's style: --process JSON, detached, pid file.
@@ -252,7 +368,15 @@ fn exec_into_running_container() -> Result<()> {
     let pf = dir.path().join("process.json");
     std::fs::write(&pf, process.to_string())?;
     let pid_file = dir.path().join("exec.pid");
-    rt.ok(&["exec", "--process", &pf.display().to_string(), "--detach", "--pid-file", &pid_file.display().to_string(), &id])?;
+    rt.ok(&[
+        "exec",
+        "--process",
+        &pf.display().to_string(),
+        "--detach",
+        "--pid-file",
+        &pid_file.display().to_string(),
+        &id,
+    ])?;
     let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
     let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])?)?;
     assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
@@ -271,14 +395,22 @@ fn signals_are_forwarded_in_foreground_run() -> Result<()> {
     b.sh("trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done");
     b.write()?;
     let mut child = rt
-        .cmd(&["run", "--bundle", &b.path().display().to_string(), &unique("sig")])
+        .cmd(&[
+            "run",
+            "--bundle",
+            &b.path().display().to_string(),
+            &unique("sig"),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let mut stdout = child.stdout.take().expect("stdout");
     let mut buf = [0u8; 6];
     stdout.read_exact(&mut buf)?;
     assert_eq!(&buf, b"ready\n");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
     let status = child.wait()?;
     assert_eq!(status.code(), Some(42));
     Ok(())
@@ -291,7 +423,14 @@ fn inherited_fds_are_closed_unless_preserved() -> Result<()> {
     b.sh("ls /proc/self/fd | sort -n | tr '\\n' ' '");
     b.write()?;
     let run = |preserve: &str| -> Result<String> {
-        let mut c = rt.cmd(&["run", "--preserve-fds", preserve, "--bundle", &b.path().display().to_string(), &unique("fds")]);
+        let mut c = rt.cmd(&[
+            "run",
+            "--preserve-fds",
+            preserve,
+            "--bundle",
+            &b.path().display().to_string(),
+            &unique("fds"),
+        ]);
         // SAFETY: dup2 in the child before exec; hands berth fds 3 and 7.
         unsafe {
             c.pre_exec(|| {
@@ -301,13 +440,20 @@ fn inherited_fds_are_closed_unless_preserved() -> Result<()> {
             });
         }
         let out = c.output()?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     // ls opens one fd of its own (3) for the directory.
     assert_eq!(run("0")?, "0 1 2 3 ");
     let preserved = run("1")?;
-    assert!(preserved.starts_with("0 1 2 3 4 ") && !preserved.contains(" 7 "), "{preserved}");
+    assert!(
+        preserved.starts_with("0 1 2 3 4 ") && !preserved.contains(" 7 "),
+        "{preserved}"
+    );
     Ok(())
 }
 
@@ -317,9 +463,7 @@ fn hooks_run_in_order_with_state() -> Result<()> {
     let mut b = Bundle::busybox()?;
     let logdir = TempDir::new("berth-hooks")?;
     let log = logdir.path().join("log");
-    let host_hook = |name: &str| {
-        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read s; echo \"{name} $s\" >> {}", log.display())]})
-    };
+    let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read s; echo \"{name} $s\" >> {}", log.display())]});
     // startContainer runs inside the container: it logs through a bind mount.
     b.config["mounts"].as_array_mut().expect("mounts").push(json!({
         "destination": "/hooklog", "type": "bind", "source": logdir.path(), "options": ["rbind", "rw"]
@@ -339,7 +483,14 @@ fn hooks_run_in_order_with_state() -> Result<()> {
     let names: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(
         names,
-        ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ],
         "{text}"
     );
     for line in text.lines() {
@@ -353,7 +504,11 @@ fn hooks_run_in_order_with_state() -> Result<()> {
     let id2 = unique("hookfail");
     let (code, _, _) = cmd_output(&rt, &id2, &mut b2, "true")?;
     assert_eq!(code, 1);
-    assert!(rt.log_text().contains("createRuntime hook"), "{}", rt.log_text());
+    assert!(
+        rt.log_text().contains("createRuntime hook"),
+        "{}",
+        rt.log_text()
+    );
     assert!(!rt.root.path().join(&id2).exists());
     Ok(())
 }
@@ -362,13 +517,24 @@ fn hooks_run_in_order_with_state() -> Result<()> {
 fn user_namespace_with_mappings() -> Result<()> {
     let rt = Runtime::new()?;
     let mut b = Bundle::busybox()?;
-    b.config["linux"]["namespaces"].as_array_mut().expect("ns").push(json!({"type": "user"}));
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("ns")
+        .push(json!({"type": "user"}));
     b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     // The rootfs must be owned by the mapped root to be usable.
-    let status = std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(b.rootfs()).status()?;
+    let status = std::process::Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(b.rootfs())
+        .status()?;
     assert!(status.success());
-    let (code, out, err) = cmd_output(&rt, &unique("userns"), &mut b, "cat /proc/self/uid_map; id -u")?;
+    let (code, out, err) = cmd_output(
+        &rt,
+        &unique("userns"),
+        &mut b,
+        "cat /proc/self/uid_map; id -u",
+    )?;
     assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();
     let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
@@ -389,16 +555,28 @@ fn terminal_through_console_socket() -> Result<()> {
     let listener = std::os::unix::net::UnixListener::bind(&sock_path)?;
     let id = unique("tty");
     b.write()?;
-    let creator = {
-        let c = rt.cmd(&["create", "--bundle", &b.path().display().to_string(), "--console-socket", &sock_path.display().to_string(), &id]);
-        let mut c = c;
-        c.spawn()?
-    };
+    let creator = rt
+        .cmd(&[
+            "create",
+            "--bundle",
+            &b.path().display().to_string(),
+            "--console-socket",
+            &sock_path.display().to_string(),
+            &id,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
     let (conn, _) = listener.accept()?;
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::empty())?;
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )?;
     let mut master = None;
     for c in msg.cmsgs()? {
         if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
@@ -423,7 +601,10 @@ fn terminal_through_console_socket() -> Result<()> {
         }
     }
     assert!(text.contains("is-a-tty"), "{text:?}");
-    assert!(text.contains("/dev/pts/0") || text.contains("/dev/console"), "{text:?}");
+    assert!(
+        text.contains("/dev/pts/0") || text.contains("/dev/console"),
+        "{text:?}"
+    );
     rt.ok(&["delete", "--force", &id])?;
     Ok(())
 }
@@ -437,7 +618,12 @@ fn concurrent_creates_of_one_id_yield_one_container() -> Result<()> {
     let id = unique("race");
     let bundle = b.path().display().to_string();
     let children: Vec<_> = (0..4)
-        .map(|_| rt.cmd(&["create", "--bundle", &bundle, &id]).spawn())
+        .map(|_| {
+            rt.cmd(&["create", "--bundle", &bundle, &id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        })
         .collect::<Result<_, _>>()?;
     let ok = children
         .into_iter()
@@ -454,20 +640,34 @@ fn concurrent_creates_of_one_id_yield_one_container() -> Result<()> {
 
 #[test]
 fn version_spec_and_features() -> Result<()> {
-    let out = std::process::Command::new(berth_bin()).arg("--version").output()?;
+    let out = std::process::Command::new(berth_bin())
+        .arg("--version")
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("berth version "), "{text}");
     assert!(text.lines().any(|l| l.starts_with("spec: 1.")), "{text}");
     let dir = TempDir::new("berth-spec")?;
-    let st = std::process::Command::new(berth_bin()).args(["spec", "--bundle"]).arg(dir.path()).status()?;
+    let st = std::process::Command::new(berth_bin())
+        .args(["spec", "--bundle"])
+        .arg(dir.path())
+        .status()?;
     assert!(st.success());
     let spec: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json"))?)?;
     assert_eq!(spec["process"]["args"], json!(["sh"]));
-    let again = std::process::Command::new(berth_bin()).args(["spec", "--bundle"]).arg(dir.path()).output()?;
+    let again = std::process::Command::new(berth_bin())
+        .args(["spec", "--bundle"])
+        .arg(dir.path())
+        .output()?;
     assert!(!again.status.success());
-    let f = std::process::Command::new(berth_bin()).arg("features").output()?;
+    let f = std::process::Command::new(berth_bin())
+        .arg("features")
+        .output()?;
     let features: Value = serde_json::from_slice(&f.stdout)?;
-    assert!(features["linux"]["namespaces"].as_array().is_some_and(|a| a.len() >= 7));
-    assert!(features["mountOptions"].as_array().is_some_and(|a| a.iter().any(|o| o == "rbind")));
+    assert!(features["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|a| a.len() >= 7));
+    assert!(features["mountOptions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|o| o == "rbind")));
     Ok(())
 }

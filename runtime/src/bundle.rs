@@ -62,7 +62,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
         .process()
         .as_ref()
         .context("invalid config.json: process is missing")?;
-    if process.args().as_ref().map_or(true, |a| a.is_empty()) {
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         bail!("invalid config.json: process.args must not be empty");
     }
     if !process.cwd().is_absolute() {

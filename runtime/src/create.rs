@@ -12,13 +12,13 @@
 
 use crate::bundle::{self, Bundle};
 use crate::cli::CreateArgs;
-use crate::console;
 use crate::hooks;
 use crate::init::{self, InitContext};
 use crate::namespaces::{self, Plan};
 use crate::seccomp;
 use crate::state::{self, ContainerState, Status};
 use crate::sync::{self, Msg};
+use crate::{console, device_rules};
 use anyhow::{bail, Context, Result};
 use berth_cgroups::Cgroup;
 use nix::sched::CloneFlags;
@@ -42,8 +42,6 @@ pub struct CreateOptions<'a> {
 pub struct Created {
     pub state: ContainerState,
     pub spec: Spec,
-    /// init is our own child (we must reap it) rather than reparented.
-    pub direct_child: bool,
 }
 
 /// Undoes a half-made container unless disarmed.
@@ -125,9 +123,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let cgroup = Cgroup::resolve(cgroups_path.as_deref(), &args.id)?;
     cgroup.create()?;
     rollback.cgroup = Some(cgroup.clone());
-    if let Some(res) = linux.resources() {
-        cgroup.apply(res)?;
-    }
+    cgroup.apply(&device_rules::effective_resources(&spec))?;
 
     let fifo_path = dir.join(state::EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).context("create exec.fifo")?;
@@ -141,7 +137,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
 
     let compiled = match linux.seccomp() {
-        Some(s) => Some(seccomp::compile(s).context("seccomp")?),
+        Some(s) => Some(seccomp::compile(s)?),
         None => None,
     };
     let console_stream = match (&args.console_socket, terminal, opts.console_fd) {
@@ -180,7 +176,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         console_socket,
         seccomp: compiled.as_ref(),
     };
-    let (pid, direct_child) = spawn_init(&ctx, &parent_chan, &plan, user_join, pid_join, &spec)?;
+    let pid = spawn_init(&ctx, &parent_chan, &plan, user_join, pid_join, &spec)?;
     rollback.pid = Some(pid);
     drop(child_chan);
     drop(fifo);
@@ -234,11 +230,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         send_pidfd(p, pid)?;
     }
     rollback.armed = false;
-    Ok(Created {
-        state: st,
-        spec,
-        direct_child,
-    })
+    crate::logging::debug(&format!("created container {} (init pid {pid})", st.id));
+    Ok(Created { state: st, spec })
 }
 
 /// Clone init. Joining a user or pid namespace, or creating a time
@@ -251,13 +244,13 @@ fn spawn_init(
     user_join: Option<&File>,
     pid_join: Option<&File>,
     spec: &Spec,
-) -> Result<(i32, bool)> {
+) -> Result<i32> {
     let flags = plan.clone_flags();
     let new_time = plan.creates(LinuxNamespaceType::Time);
     if user_join.is_none() && pid_join.is_none() && !new_time {
         return match raw_clone(flags)? {
             0 => init::run(ctx),
-            pid => Ok((pid, true)),
+            pid => Ok(pid),
         };
     }
     let (mut rd, mut wr) = std::io::pipe().context("pipe for intermediate")?;
@@ -304,7 +297,7 @@ fn spawn_init(
                     _ => bail!("intermediate process failed to start container init"),
                 }
             }
-            Ok((i32::from_le_bytes(buf), false))
+            Ok(i32::from_le_bytes(buf))
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     let plan = Plan::from_spec(&spec)?;
     let ns_files = open_container_namespaces(st.init_pid, &plan)?;
     let compiled = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(seccomp::compile(s).context("seccomp")?),
+        Some(s) => Some(seccomp::compile(s)?),
         None => None,
     };
     let mask = if a.detach {
@@ -156,7 +156,7 @@ fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
             std::fs::read(path).with_context(|| format!("read process spec {}", path.display()))?;
         let p: Process = serde_json::from_slice(&data)
             .with_context(|| format!("invalid process spec {}", path.display()))?;
-        if p.args().as_ref().map_or(true, |v| v.is_empty()) {
+        if p.args().as_ref().is_none_or(|v| v.is_empty()) {
             bail!("process args cannot be empty");
         }
         return Ok(p);

@@ -250,7 +250,8 @@ fn wait_for_start(fifo: RawFd) -> Result<()> {
             Err(e) => return Err(e).context("read exec.fifo"),
         }
     }
-    let _ = nix::unistd::close(fifo);
+    // The fd stays open (close-on-exec): `berth start` waits for it to
+    // close, which tells it the process was exec'd (for poststart hooks).
     Ok(())
 }
 

@@ -20,7 +20,6 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Debug,
-    Info,
     Warn,
     Error,
 }
@@ -29,7 +28,6 @@ impl Level {
     fn as_str(self) -> &'static str {
         match self {
             Level::Debug => "debug",
-            Level::Info => "info",
             Level::Warn => "warning",
             Level::Error => "error",
         }

@@ -4,6 +4,7 @@ mod bundle;
 mod cli;
 mod console;
 mod create;
+mod device_rules;
 mod exec;
 mod features;
 mod foreground;

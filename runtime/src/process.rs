@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn unknown_caps_are_ignored() {
-        let names = vec!["CAP_CHOWN".to_string(), "CAP_NOT_A_CAP".to_string()];
+        let names = ["CAP_CHOWN".to_string(), "CAP_NOT_A_CAP".to_string()];
         let set = parse_caps(names.iter());
         assert_eq!(set.len(), 1);
         assert!(set.contains(&Capability::CAP_CHOWN));

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+#[cfg(test)]
 use serde_json::Value;
 
 use crate::features::oci_version;
@@ -287,6 +288,8 @@ fn template(rootless: bool) -> Template {
 }
 
 /// The template as JSON (what `berth spec` writes).
+/// The default spec as JSON (tests compare it with `runc spec`).
+#[cfg(test)]
 pub fn default_spec(rootless: bool) -> Result<Value> {
     serde_json::to_value(template(rootless)).context("serializing the spec template")
 }

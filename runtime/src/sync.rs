@@ -72,8 +72,4 @@ impl Channel {
             None => bail!("container init exited unexpectedly (wanted {want:?})"),
         }
     }
-
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
-    }
 }
