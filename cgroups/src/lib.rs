@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 pub use mountinfo::{detect_mode, CgroupMode};
@@ -173,6 +176,36 @@ impl Cgroup {
             Some(d) => Ok(Loc::V2(d.clone())),
             None => Err(self.unavailable("freezer")),
         }
+    }
+
+    /// Sends `signal` to every process in the cgroup (`kill --all`, `delete --force`).
+    /// On v2 SIGKILL uses cgroup.kill when the kernel has it (atomic, no race with fork).
+    /// Otherwise, like runc, the cgroup is frozen while pids are listed and signalled so no
+    /// new process escapes; a container that was paused before stays paused, except for
+    /// SIGKILL, which is only delivered to thawed tasks on v1.
+    pub fn signal_all(&self, signal: Signal) -> Result<()> {
+        if signal == Signal::SIGKILL && self.mode == CgroupMode::V2 {
+            if let Some(kill) = self.unified.as_ref().map(|d| d.join("cgroup.kill")) {
+                if kill.exists() {
+                    return fsutil::write(&kill, "1");
+                }
+            }
+        }
+        let was_frozen = self.is_frozen().unwrap_or(false);
+        let froze = !was_frozen && self.freeze().is_ok();
+        let res = self.pids().and_then(|pids| {
+            for pid in pids {
+                match kill(Pid::from_raw(pid), signal) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(e) => bail!("send {signal} to {pid}: {}", e.desc()),
+                }
+            }
+            Ok(())
+        });
+        if froze || (was_frozen && signal == Signal::SIGKILL) {
+            self.thaw()?;
+        }
+        res
     }
 
     /// Resource usage in the shape of runc's `events --stats` "data" object.

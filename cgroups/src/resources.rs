@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use oci_spec::runtime::{
-    LinuxBlockIo, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNetwork, LinuxResources,
-    LinuxThrottleDevice,
+    LinuxBlockIo, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNetwork, LinuxRdma,
+    LinuxResources, LinuxThrottleDevice,
 };
 
 use crate::fsutil::{self, write};
@@ -36,6 +36,9 @@ pub(crate) fn apply(cg: &Cgroup, res: &LinuxResources) -> Result<()> {
     }
     if let Some(d) = res.devices() {
         devices::apply(cg, d)?;
+    }
+    if let Some(r) = res.rdma() {
+        rdma(cg, r)?;
     }
     if let Some(u) = res.unified() {
         unified(cg, u)?;
@@ -563,6 +566,31 @@ fn network(cg: &Cgroup, n: &LinuxNetwork) -> Result<()> {
                 &format!("{} {}", p.name(), p.priority()),
             )?;
         }
+    }
+    Ok(())
+}
+
+/// rdma.max has the same line format in v1 and v2: "<device> hca_handle=N hca_object=M".
+fn rdma(cg: &Cgroup, limits: &HashMap<String, LinuxRdma>) -> Result<()> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let dir = match cg.locate("rdma")? {
+        Loc::V1(d) | Loc::V2(d) => d,
+    };
+    let mut devices: Vec<&String> = limits.keys().collect();
+    devices.sort();
+    for dev in devices {
+        let l = &limits[dev];
+        let num = |v: Option<u32>| v.map_or("max".to_string(), |n| n.to_string());
+        write(
+            &dir.join("rdma.max"),
+            &format!(
+                "{dev} hca_handle={} hca_object={}",
+                num(l.hca_handles()),
+                num(l.hca_objects())
+            ),
+        )?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use berth_cgroups::{detect_mode, Cgroup, CgroupMode};
 use common::{proc_state, read_line, read_trim, release, resources, Guard};
+use nix::sys::signal::Signal;
 
 fn hybrid_root() -> bool {
     if !common::is_root() {
@@ -177,6 +178,17 @@ fn unavailable_controllers_are_named() {
         format!("{e:#}").contains("\"memory\" is not available"),
         "{e:#}"
     );
+    if g.cg.v1_dir("rdma").is_none() {
+        let e =
+            g.cg.apply(&resources(
+                r#"{"rdma": {"mlx5_0": {"hcaHandles": 3, "hcaObjects": 100}}}"#,
+            ))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("cgroup controller \"rdma\" is not available"),
+            "{e:#}"
+        );
+    }
     // Errors carry file and value.
     let e =
         g.cg.apply(&resources(r#"{"cpu": {"cpus": "999"}}"#))
@@ -243,4 +255,76 @@ fn oom_kill_is_counted_and_watched() {
     );
     assert!(watcher.wait(Some(Duration::from_secs(5))).unwrap());
     assert!(g.cg.oom_kill_count().unwrap() >= 1);
+}
+
+#[test]
+fn signal_all_reaches_every_process_and_keeps_pause_state() {
+    if !hybrid_root() {
+        return;
+    }
+    let mut g = Guard::new("signal");
+    let pid = g.spawn_sh("read x; sleep 1000 & sleep 1000 & echo started; wait");
+    g.cg.add_pid(pid as i32).unwrap();
+    release(&mut g.children[0]);
+    assert_eq!(read_line(&mut g.children[0]), "started");
+    assert_eq!(g.cg.pids().unwrap().len(), 3);
+
+    // SIGSTOP on a paused container leaves it paused.
+    g.cg.freeze().unwrap();
+    g.cg.signal_all(Signal::SIGSTOP).unwrap();
+    assert!(g.cg.is_frozen().unwrap());
+    g.cg.thaw().unwrap();
+    // The pending SIGSTOP is delivered once thawed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for p in g.cg.pids().unwrap() {
+        while proc_state(p) != Some('T') {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {p} not stopped: {:?}",
+                proc_state(p)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    g.cg.signal_all(Signal::SIGKILL).unwrap();
+    let status = g.children[0].wait().unwrap();
+    assert_eq!(status.signal(), Some(9));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !g.cg.pids().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes survived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn default_path_is_relative_to_own_cgroup() {
+    if !hybrid_root() {
+        return;
+    }
+    let id = common::unique_path("default");
+    let id = id.trim_start_matches('/');
+    let cg = Cgroup::resolve(None, id).unwrap();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own_mem = own
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .expect("memory line in /proc/self/cgroup");
+    let want = Path::new("/sys/fs/cgroup/memory")
+        .join(own_mem.trim_start_matches('/'))
+        .join(id);
+    assert_eq!(cg.v1_dir("memory"), Some(want.as_path()));
+    assert_eq!(cg.path(), id);
+    cg.create().unwrap();
+    let guard = Guard {
+        cg: cg.clone(),
+        children: Vec::new(),
+    };
+    assert!(want.is_dir());
+    drop(guard);
+    assert!(!want.exists());
+    assert!(!cg.exists());
 }

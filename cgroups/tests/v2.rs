@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 
 use berth_cgroups::{detect_mode, Cgroup, CgroupMode};
 use common::{read_line, read_trim, release, resources, Guard};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::Signal;
 
 const CHILD_ENV: &str = "BERTH_CGROUPS_V2_CHILD";
 
@@ -188,9 +189,12 @@ fn v2_child() {
         ("null-ok".to_string(), "urandom-ok".to_string())
     );
 
+    // SIGKILL through cgroup.kill takes every process, the sleeper included.
+    g.cg.signal_all(Signal::SIGKILL).unwrap();
+    let status = g.children[0].wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "sleeper killed: {status:?}");
     for c in &mut g.children {
-        let _ = c.kill();
-        let _ = c.wait();
+        c.wait().unwrap();
     }
     g.cg.destroy().unwrap();
     assert!(!dir.exists());
