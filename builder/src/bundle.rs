@@ -15,7 +15,13 @@ pub fn write_bundle(store: &Store, image: &str, dir: &Path) -> Result<()> {
         bail!("{} already exists", rootfs.display());
     }
     write_local(store, &img, &rootfs)?;
-    let c = &img.config.config;
+    write_config(&img.config, image, dir)
+}
+
+/// Writes `dir/config.json` for `config`, resolving the user in `dir/rootfs`.
+pub fn write_config(config: &crate::image::ImageConfig, image: &str, dir: &Path) -> Result<()> {
+    let rootfs = dir.join("rootfs");
+    let c = &config.config;
     let mut args: Vec<String> = c.entrypoint.clone().unwrap_or_default();
     args.extend(c.cmd.clone().unwrap_or_default());
     if args.is_empty() {

@@ -130,6 +130,8 @@ fn append_bytes<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) -> R
     let mut h = tar::Header::new_ustar();
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_mtime(0);
     h.set_entry_type(tar::EntryType::Regular);
     b.append_data(&mut h, name, data)
@@ -142,6 +144,8 @@ fn append_file<W: Write>(b: &mut tar::Builder<W>, name: &str, path: &Path) -> Re
     let mut h = tar::Header::new_ustar();
     h.set_size(len);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_mtime(0);
     h.set_entry_type(tar::EntryType::Regular);
     b.append_data(&mut h, name, &mut f)
@@ -210,6 +214,8 @@ pub fn write_docker_tar<W: Write>(
             let mut h = tar::Header::new_ustar();
             h.set_size(n);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
             h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
             b.append_data(&mut h, &name, &mut tmp)

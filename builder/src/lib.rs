@@ -2,6 +2,7 @@
 pub mod digest;
 pub mod bundle;
 pub mod client;
+pub mod daemon;
 pub mod engine;
 pub mod dockerfile;
 pub mod exec;

@@ -118,8 +118,9 @@ pub fn unpack(r: impl Read, root: &Path, mode: UnpackMode) -> Result<UnpackStats
         written.insert(rel.clone());
         let h = entry.header().clone();
         let perm = h.mode().context("entry mode")? & 0o7777;
-        let uid = h.uid().context("entry uid")? as u32;
-        let gid = h.gid().context("entry gid")? as u32;
+        // Some archivers leave ids blank; that means root.
+        let uid = h.uid().unwrap_or(0) as u32;
+        let gid = h.gid().unwrap_or(0) as u32;
         let mtime = h.mtime().unwrap_or(0) as i64;
         let kind = h.entry_type();
         let existing = fs::symlink_metadata(&dest).ok();

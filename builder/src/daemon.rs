@@ -1,0 +1,409 @@
+//! berth-buildd's gRPC service: the engine and store behind the
+//! `berth.builder.v1.Builder` API, served on a unix socket.
+use crate::engine::{build, BuildOptions};
+use crate::exec::run::Runtime;
+use crate::export::{self, Format};
+use crate::progress::{Event, EventKind, Progress};
+use crate::store::Store;
+use berth_proto::v1::builder_server::{Builder, BuilderServer};
+use berth_proto::v1::{self as pb, build_event, build_request};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+const CHUNK: usize = 1 << 20;
+
+pub struct Service {
+    store: Store,
+    runtime: Runtime,
+}
+
+impl Service {
+    pub fn new(store: Store, runtime: Runtime) -> Self {
+        Self { store, runtime }
+    }
+}
+
+fn internal(e: anyhow::Error) -> Status {
+    Status::internal(format!("{e:#}"))
+}
+
+fn not_found_or_internal(e: anyhow::Error) -> Status {
+    let msg = format!("{e:#}");
+    if msg.contains("not found") {
+        Status::not_found(msg)
+    } else {
+        Status::internal(msg)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(not_found_or_internal)
+}
+
+/// Sends build events to the client stream.
+struct ChannelProgress(mpsc::Sender<Result<pb::BuildEvent, Status>>);
+
+impl Progress for ChannelProgress {
+    fn event(&self, e: Event) {
+        let kind = match e.kind {
+            EventKind::Started => build_event::Kind::StepStarted,
+            EventKind::Cached => build_event::Kind::StepCached,
+            EventKind::Completed => build_event::Kind::StepCompleted,
+            EventKind::Log => build_event::Kind::Log,
+            EventKind::Info => build_event::Kind::Info,
+            EventKind::Error => build_event::Kind::Error,
+            EventKind::Done => build_event::Kind::Done,
+        };
+        let _ = self.0.blocking_send(Ok(pb::BuildEvent {
+            kind: kind as i32,
+            stage: e.stage,
+            step: e.step,
+            instruction: e.instruction,
+            message: e.message,
+            image_digest: e.image_digest,
+            seconds: e.seconds,
+        }));
+    }
+}
+
+/// A `Write` that turns bytes into `Chunk` messages on a channel.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<pb::Chunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let data = std::mem::take(&mut self.buf);
+            self.tx.blocking_send(Ok(pb::Chunk { data })).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Builder for Service {
+    type BuildStream = ReceiverStream<Result<pb::BuildEvent, Status>>;
+    type ExportStream = ReceiverStream<Result<pb::Chunk, Status>>;
+
+    async fn build(
+        &self,
+        req: Request<Streaming<pb::BuildRequest>>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
+        let mut stream = req.into_inner();
+        let Some(first) = stream.message().await? else {
+            return Err(Status::invalid_argument("empty build request"));
+        };
+        let Some(build_request::Msg::Options(o)) = first.msg else {
+            return Err(Status::invalid_argument(
+                "the first build message must carry the options",
+            ));
+        };
+        let work = self.store.temp_dir("ctx-").map_err(internal)?;
+        let tar_path = work.path().join("context.tar");
+        let mut file =
+            std::fs::File::create(&tar_path).map_err(|e| Status::internal(e.to_string()))?;
+        while let Some(m) = stream.message().await? {
+            if let Some(build_request::Msg::ContextChunk(data)) = m.msg {
+                file.write_all(&data)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
+        }
+        drop(file);
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.store.clone();
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            let progress = ChannelProgress(tx.clone());
+            if let Err(e) = run_build(&store, runtime, o, work.path(), &tar_path, &progress) {
+                let mut ev = Event::new(EventKind::Error);
+                ev.message = format!("{e:#}");
+                progress.event(ev);
+            }
+            drop(work);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_images(
+        &self,
+        _: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let store = self.store.clone();
+        let images = blocking(move || {
+            let mut out = Vec::new();
+            for i in store.images()? {
+                let img = store.resolve(&i.descriptor.digest)?;
+                out.push(pb::ImageSummary {
+                    tags: i.tags,
+                    digest: i.descriptor.digest,
+                    size: img.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+                        + img.manifest.config.size,
+                    created: img.config.created.unwrap_or_default(),
+                });
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(Response::new(pb::ListImagesResponse { images }))
+    }
+
+    async fn inspect_image(
+        &self,
+        req: Request<pb::ImageRef>,
+    ) -> Result<Response<pb::InspectImageResponse>, Status> {
+        let store = self.store.clone();
+        let name = req.into_inner().name;
+        let r = blocking(move || {
+            let img = store.resolve(&name)?;
+            Ok(pb::InspectImageResponse {
+                manifest_digest: img.descriptor.digest.clone(),
+                manifest_json: String::from_utf8_lossy(&store.read_blob(&img.descriptor.digest)?)
+                    .into_owned(),
+                config_json: String::from_utf8_lossy(
+                    &store.read_blob(&img.manifest.config.digest)?,
+                )
+                .into_owned(),
+            })
+        })
+        .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn tag_image(
+        &self,
+        req: Request<pb::TagImageRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let store = self.store.clone();
+        let r = req.into_inner();
+        blocking(move || store.tag(&r.source, &r.tag)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<pb::ImageRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let store = self.store.clone();
+        let name = req.into_inner().name;
+        blocking(move || store.remove(&name)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::ImageRef>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let store = self.store.clone();
+        let name = req.into_inner().name;
+        let entries = blocking(move || Ok(store.resolve(&name)?.config.history)).await?;
+        Ok(Response::new(pb::HistoryResponse {
+            entries: entries
+                .into_iter()
+                .map(|h| pb::HistoryEntry {
+                    created: h.created.unwrap_or_default(),
+                    created_by: h.created_by.unwrap_or_default(),
+                    comment: h.comment.unwrap_or_default(),
+                    empty_layer: h.empty_layer,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn export(
+        &self,
+        req: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let r = req.into_inner();
+        let format: Format = r
+            .format
+            .parse()
+            .map_err(|e: anyhow::Error| Status::invalid_argument(e.to_string()))?;
+        let store = self.store.clone();
+        let img = {
+            let store = store.clone();
+            let name = r.image.clone();
+            blocking(move || store.resolve(&name)).await?
+        };
+        let (tx, rx) = mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            let res = (|| -> anyhow::Result<()> {
+                let tags: Vec<String> = store
+                    .images()?
+                    .into_iter()
+                    .find(|i| i.descriptor.digest == img.descriptor.digest)
+                    .map(|i| i.tags)
+                    .unwrap_or_default();
+                match format {
+                    Format::Oci => {
+                        export::write_oci_tar(&store, &img, &tags, &mut w)?;
+                    }
+                    Format::Docker => {
+                        export::write_docker_tar(&store, &img, &tags, &mut w)?;
+                    }
+                    Format::Local => {
+                        let dir = store.temp_dir("local-")?;
+                        export::write_local(&store, &img, dir.path())?;
+                        let mut b = tar::Builder::new(&mut w);
+                        b.follow_symlinks(false);
+                        b.append_dir_all(".", dir.path())?;
+                        b.into_inner()?;
+                    }
+                }
+                w.flush()?;
+                Ok(())
+            })();
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(Status::internal(format!("{e:#}"))));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn import(
+        &self,
+        req: Request<Streaming<pb::Chunk>>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        let mut stream = req.into_inner();
+        let tmp = self.store.temp_dir("upload-").map_err(internal)?;
+        let path = tmp.path().join("archive.tar");
+        let mut f = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
+        while let Some(c) = stream.message().await? {
+            f.write_all(&c.data)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        drop(f);
+        let store = self.store.clone();
+        let loaded = blocking(move || {
+            let f = std::fs::File::open(&path)?;
+            let r = export::import(&store, std::io::BufReader::new(f));
+            drop(tmp);
+            r
+        })
+        .await?;
+        Ok(Response::new(pb::ImportResponse {
+            tags: loaded.iter().map(|(t, _)| t.clone()).collect(),
+            digests: loaded.into_iter().map(|(_, d)| d).collect(),
+        }))
+    }
+
+    async fn disk_usage(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::DiskUsageResponse>, Status> {
+        let store = self.store.clone();
+        let du = blocking(move || store.disk_usage()).await?;
+        Ok(Response::new(pb::DiskUsageResponse {
+            blobs_bytes: du.blobs_bytes,
+            blobs_count: du.blobs_count,
+            snapshots_bytes: du.snapshots_bytes,
+            cache_entries: du.cache_entries,
+            images: du.images,
+        }))
+    }
+
+    async fn prune(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneResponse>, Status> {
+        let store = self.store.clone();
+        let r = blocking(move || store.prune()).await?;
+        Ok(Response::new(pb::PruneResponse {
+            removed_blobs: r.removed_blobs,
+            reclaimed_bytes: r.reclaimed_bytes,
+            removed_snapshots: r.removed_snapshots,
+        }))
+    }
+}
+
+fn run_build(
+    store: &Store,
+    runtime: Runtime,
+    o: pb::BuildOptions,
+    work: &Path,
+    tar_path: &Path,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let context = work.join("context");
+    std::fs::create_dir(&context)?;
+    let f = std::fs::File::open(tar_path)?;
+    crate::layer::unpack(
+        std::io::BufReader::new(f),
+        &context,
+        crate::layer::UnpackMode::Apply,
+    )
+    .context("unpacking the build context")?;
+    let mut opts = BuildOptions::new(context.clone(), runtime);
+    if !o.dockerfile_content.is_empty() {
+        let p = work.join("Dockerfile");
+        std::fs::write(&p, &o.dockerfile_content)?;
+        opts.dockerfile = Some(p);
+    } else if !o.dockerfile.is_empty() {
+        opts.dockerfile = Some(crate::fsutil::resolve_in_root(&context, &o.dockerfile)?);
+    }
+    opts.tags = o.tags;
+    opts.build_args = o.build_args.into_iter().collect();
+    opts.target = (!o.target.is_empty()).then_some(o.target);
+    opts.no_cache = o.no_cache;
+    opts.compression = o.compression.parse()?;
+    opts.network_host = o.network == "host";
+    let secrets_dir = work.join("secrets");
+    std::fs::create_dir(&secrets_dir)?;
+    for (i, (id, data)) in o.secrets.into_iter().enumerate() {
+        let p = secrets_dir.join(i.to_string());
+        std::fs::write(&p, data)?;
+        opts.secrets.insert(id, p);
+    }
+    build(store, &opts, progress)?;
+    Ok(())
+}
+
+/// Serves the API on `socket` until SIGINT/SIGTERM.
+pub async fn serve(store: Store, runtime: Runtime, socket: PathBuf) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("binding {}", socket.display()))?;
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    eprintln!("berth-buildd: listening on {}", socket.display());
+    tonic::transport::Server::builder()
+        .add_service(
+            BuilderServer::new(Service::new(store, runtime)).max_decoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("serving gRPC")?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
