@@ -130,6 +130,9 @@ pub(crate) fn parse_mountinfo(content: &str) -> Hierarchies {
                     .super_opts
                     .split(',')
                     .filter(|o| is_controller_opt(o))
+                    // Of the named (controller-less) hierarchies only systemd's is joined,
+                    // as runc does.
+                    .filter(|o| !o.starts_with("name=") || *o == "name=systemd")
                     .map(str::to_string)
                     .collect();
                 let dup = controllers

@@ -86,6 +86,8 @@ impl OomWatcher {
 
     /// Waits up to `timeout` (None = forever) for an OOM kill; true if one happened since the
     /// last call (or since creation). False on timeout or when the cgroup went away.
+    /// On v1 the kernel signals "the cgroup hit OOM", just before the killer runs (this is
+    /// what containerd reports as /tasks/oom on v1 too); on v2 it is the oom_kill counter.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {

@@ -328,3 +328,52 @@ fn default_path_is_relative_to_own_cgroup() {
     assert!(!want.exists());
     assert!(!cg.exists());
 }
+
+/// "MAJ:MIN" of a real disk (not loop/zram), for throttle tests.
+fn real_disk() -> Option<(u64, u64)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("loop") || name.starts_with("zram") || name.starts_with("ram") {
+            continue;
+        }
+        let dev = std::fs::read_to_string(e.path().join("dev")).ok()?;
+        let (maj, min) = dev.trim().split_once(':')?;
+        found.push((maj.parse().ok()?, min.parse().ok()?));
+    }
+    found.sort();
+    found.into_iter().next()
+}
+
+#[test]
+fn blkio_throttle() {
+    if !hybrid_root() {
+        return;
+    }
+    let Some((major, minor)) = real_disk() else {
+        eprintln!("skipped: no real block device");
+        return;
+    };
+    let g = Guard::new("blkio");
+    g.cg.apply(&resources(&format!(
+        r#"{{"blockIO": {{
+            "throttleReadBpsDevice": [{{"major": {major}, "minor": {minor}, "rate": 1048576}}],
+            "throttleWriteIopsDevice": [{{"major": {major}, "minor": {minor}, "rate": 100}}]
+        }}}}"#
+    )))
+    .unwrap();
+    assert_eq!(
+        v1(&g, "blkio", "blkio.throttle.read_bps_device"),
+        format!("{major}:{minor} 1048576")
+    );
+    assert_eq!(
+        v1(&g, "blkio", "blkio.throttle.write_iops_device"),
+        format!("{major}:{minor} 100")
+    );
+    // Rate 0 lifts the limit.
+    g.cg.update(&resources(&format!(
+        r#"{{"blockIO": {{"throttleReadBpsDevice": [{{"major": {major}, "minor": {minor}, "rate": 0}}]}}}}"#
+    )))
+    .unwrap();
+    assert_eq!(v1(&g, "blkio", "blkio.throttle.read_bps_device"), "");
+}
