@@ -95,20 +95,32 @@ impl Cgroup {
     }
 
     /// Creates the cgroup in every hierarchy. On v2 the controllers available at each ancestor
-    /// are enabled in its cgroup.subtree_control so the leaf gets them.
+    /// are enabled in its cgroup.subtree_control so the leaf gets them. On failure the
+    /// directories this call created are removed again (pre-existing ones are left alone).
     pub fn create(&self) -> Result<()> {
+        let fresh: Vec<PathBuf> = self.dirs().into_iter().filter(|d| !d.exists()).collect();
+        let res = self.create_dirs();
+        if res.is_err() {
+            for d in fresh.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+        res
+    }
+
+    fn create_dirs(&self) -> Result<()> {
+        let mkdir = |dir: &Path| {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow!("create cgroup {}: {}", dir.display(), fsutil::describe(&e)))
+        };
         for (ctrl, dir) in &self.v1 {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow!("create cgroup {}: {}", dir.display(), fsutil::describe(&e))
-            })?;
+            mkdir(dir)?;
             if ctrl == "cpuset" {
                 init_cpuset(dir)?;
             }
         }
         if let (Some(dir), Some(mount)) = (&self.unified, &self.unified_mount) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow!("create cgroup {}: {}", dir.display(), fsutil::describe(&e))
-            })?;
+            mkdir(dir)?;
             enable_controllers(mount, dir);
         }
         Ok(())

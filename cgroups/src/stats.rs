@@ -438,13 +438,19 @@ fn blkio_entries(path: &Path) -> Result<Vec<BlkioEntry>> {
 }
 
 fn blkio_v1(dir: &Path, b: &mut BlkioStats) -> Result<()> {
-    // Same preference as runc: CFQ files, then BFQ, then the throttle layer.
+    // Same preference as runc: CFQ files, then BFQ, then the throttle layer, which counts
+    // I/O whatever the scheduler. A scheduler whose files only hold "Total 0" (it is not the
+    // active one) is skipped.
     for prefix in ["blkio", "blkio.bfq", "blkio.throttle"] {
         let f = dir.join(format!("{prefix}.io_service_bytes_recursive"));
         if !f.exists() {
             continue;
         }
-        b.io_service_bytes_recursive = blkio_entries(&f)?;
+        let bytes = blkio_entries(&f)?;
+        if bytes.is_empty() && prefix != "blkio.throttle" {
+            continue;
+        }
+        b.io_service_bytes_recursive = bytes;
         b.io_serviced_recursive =
             blkio_entries(&dir.join(format!("{prefix}.io_serviced_recursive")))?;
         if prefix == "blkio" {
@@ -521,6 +527,29 @@ mod tests {
         assert!(v["cpu"]["usage"].get("total").is_none());
         assert!(v["network_interfaces"].is_null());
         assert!(v["hugetlb"].is_object());
+    }
+
+    #[test]
+    fn blkio_lines() {
+        let dir = std::env::temp_dir().join(format!("berth-cg-blkio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("x");
+        std::fs::write(&f, "8:0 Read 4096\n8:0 Write 0\n8:16 1234\nTotal 4096\n").unwrap();
+        let e = blkio_entries(&f);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = e.unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!(
+            e[0],
+            BlkioEntry {
+                major: 8,
+                minor: 0,
+                op: "Read".into(),
+                value: 4096
+            }
+        );
+        assert_eq!(e[2].op, "");
+        assert_eq!(e[2].value, 1234);
     }
 
     #[test]
