@@ -28,11 +28,11 @@ pub use ast::*;
 pub use error::ParseError;
 pub use ignore::{find_ignore_file, read_patterns, IgnoreMatcher};
 pub use lex::{expand, Lexer};
-pub use parser::parse;
+pub use parser::{parse, parse_onbuild_trigger};
 pub use platform::Platform;
 pub use resolve::{
-    resolve, Base, BaseEnvError, BaseEnvFn, BuildPlan, ResolveOptions, ResolvedNode, ResolvedStage,
-    PREDEFINED_ARGS,
+    resolve, resolve_with_base_images, Base, BaseEnvError, BaseEnvFn, BaseImage, BaseImageFn,
+    BuildPlan, ResolveOptions, ResolvedNode, ResolvedStage, PREDEFINED_ARGS,
 };
 
 #[cfg(test)]

@@ -242,33 +242,16 @@ fn parse_line(
         }
         "healthcheck" => return parse_healthcheck(rest, flags).map(Parsed::Instruction),
         "onbuild" => {
+            // ONBUILD itself has no flags; `rest` starts at the trigger keyword.
             flags.finish()?;
-            // Flags belong to the trigger: re-read from the raw arguments.
-            let expr = args.trim();
+            let expr = rest.trim();
             if expr.is_empty() {
                 return Err("ONBUILD requires at least one argument".to_string());
             }
-            let trigger_kw = expr
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_uppercase();
-            match trigger_kw.as_str() {
-                "ONBUILD" => {
-                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string())
-                }
-                "FROM" | "MAINTAINER" => {
-                    return Err(format!("{trigger_kw} isn't allowed as an ONBUILD trigger"))
-                }
-                _ => {}
-            }
-            match parse_line(expr, escape, None)? {
-                Parsed::Instruction(trigger) => Instruction::OnBuild(OnBuild {
-                    expression: expr.to_string(),
-                    trigger: Box::new(trigger),
-                }),
-                _ => return Err(format!("{trigger_kw} isn't allowed as an ONBUILD trigger")),
-            }
+            Instruction::OnBuild(OnBuild {
+                expression: expr.to_string(),
+                trigger: Box::new(parse_trigger(expr, escape)?),
+            })
         }
         _ => {
             flags.finish()?;
@@ -276,6 +259,33 @@ fn parse_line(
         }
     };
     Ok(Parsed::Instruction(instruction))
+}
+
+/// Parses an ONBUILD trigger expression (`RUN make`, `COPY . /src`).
+/// ONBUILD, FROM and MAINTAINER are not allowed as triggers.
+fn parse_trigger(expr: &str, escape: char) -> Result<Instruction, String> {
+    let kw = expr
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    match kw.as_str() {
+        "" => return Err("ONBUILD requires at least one argument".to_string()),
+        "ONBUILD" => return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()),
+        "FROM" | "MAINTAINER" => return Err(format!("{kw} isn't allowed as an ONBUILD trigger")),
+        _ => {}
+    }
+    match parse_line(expr, escape, None)? {
+        Parsed::Instruction(trigger) => Ok(trigger),
+        _ => Err(format!("{kw} isn't allowed as an ONBUILD trigger")),
+    }
+}
+
+/// Parses one trigger from a base image's `OnBuild` config list (escape
+/// character `\`, as BuildKit parses them on their own).
+pub fn parse_onbuild_trigger(expr: &str) -> Result<Instruction, ParseError> {
+    parse_trigger(expr.trim(), '\\')
+        .map_err(|e| ParseError::new(0, format!("invalid ONBUILD trigger {expr:?}: {e}")))
 }
 
 /// Instructions without flags or heredocs.

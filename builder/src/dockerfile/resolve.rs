@@ -21,6 +21,7 @@ use super::ast::*;
 use super::error::ParseError;
 use super::lex::Lexer;
 use super::mount;
+use super::parser::parse_onbuild_trigger;
 use super::platform::Platform;
 
 /// Build args usable in RUN without an `ARG` declaration (and never reported
@@ -112,6 +113,9 @@ pub struct ResolvedStage {
     /// ENV in effect at the end of the stage (base image env + ENV lines),
     /// in image-config order.
     pub env: Vec<(String, String)>,
+    /// The stage's own ONBUILD expressions: the image config's `OnBuild`
+    /// (inherited triggers were consumed by running them).
+    pub onbuild: Vec<String>,
 }
 
 /// An instruction with every BuildKit-expanded word expanded and unquoted:
@@ -129,6 +133,9 @@ pub struct ResolvedNode {
     /// value, plus predefined proxy args given with `--build-arg`), sorted.
     /// RUN sees them as environment variables unless ENV sets the same name.
     pub build_args: Vec<(String, String)>,
+    /// True for an ONBUILD trigger inherited from the base (its `line` is the
+    /// FROM line and `original` the trigger expression).
+    pub trigger: bool,
 }
 
 /// Error type of the base-image environment lookup.
@@ -138,7 +145,20 @@ pub type BaseEnvError = Box<dyn std::error::Error + Send + Sync>;
 /// optional `--platform`.
 pub type BaseEnvFn<'a> = dyn FnMut(&str, Option<&str>) -> Result<Vec<String>, BaseEnvError> + 'a;
 
-/// Expands and plans a parsed Dockerfile.
+/// What planning needs from a base image's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImage {
+    /// `Env` (`KEY=VALUE` strings).
+    pub env: Vec<String>,
+    /// `OnBuild` trigger expressions; they run first in the stage.
+    pub onbuild: Vec<String>,
+}
+
+/// Returns the config facts of an image reference for an optional `--platform`.
+pub type BaseImageFn<'a> = dyn FnMut(&str, Option<&str>) -> Result<BaseImage, BaseEnvError> + 'a;
+
+/// Expands and plans a parsed Dockerfile, ignoring ONBUILD triggers of base
+/// images (see [`resolve_with_base_images`]).
 ///
 /// `base_env` returns the `Env` (`KEY=VALUE` strings) of an image's config; it
 /// is called once for each base image of a needed stage, with the expanded
@@ -148,6 +168,23 @@ pub fn resolve(
     df: &Dockerfile,
     opts: &ResolveOptions,
     base_env: &mut BaseEnvFn<'_>,
+) -> Result<BuildPlan, ParseError> {
+    resolve_with_base_images(df, opts, &mut |r, p| {
+        Ok(BaseImage {
+            env: base_env(r, p)?,
+            onbuild: Vec::new(),
+        })
+    })
+}
+
+/// Like [`resolve`], and also runs `OnBuild` triggers: those of a base
+/// image (from `base_image`) and those declared by a base *stage* are
+/// inserted, parsed and expanded, at the start of the stage
+/// ([`ResolvedNode::trigger`] is set on them).
+pub fn resolve_with_base_images(
+    df: &Dockerfile,
+    opts: &ResolveOptions,
+    base_image: &mut BaseImageFn<'_>,
 ) -> Result<BuildPlan, ParseError> {
     let lexer = Lexer::new(df.directives.escape);
     let meta = global_scope(df, opts, &lexer)?;
@@ -180,10 +217,10 @@ pub fn resolve(
     // for and errors in unneeded stages don't fail the build (as in BuildKit).
     let mut lenient: Vec<ResolvedStage> = Vec::with_capacity(df.stages.len());
     for stage in &df.stages {
-        let inherited = inherited_env(
+        let inherited = inherited(
             &bases[stage.index],
             &lenient,
-            &mut |_, _| Ok(Vec::new()),
+            &mut |_, _| Ok(BaseImage::default()),
             stage,
         )?;
         lenient.push(ctx.stage(stage, inherited, false)?);
@@ -196,12 +233,15 @@ pub fn resolve(
     // name an earlier stage, so its env is ready).
     let mut done: Vec<ResolvedStage> = Vec::new();
     for stage in df.stages.iter().filter(|s| needed.contains(&s.index)) {
-        let inherited = inherited_env(&bases[stage.index], &done, base_env, stage)?;
+        let inherited = inherited(&bases[stage.index], &done, base_image, stage)?;
         let resolved = ctx.stage(stage, inherited, true)?;
         if let Some(d) = resolved.deps.iter().find(|d| !needed.contains(d)) {
             return Err(ParseError::new(
                 stage.line,
-                format!("stage {} depends on stage {d} only through a base image variable; name the stage explicitly", stage.index),
+                format!(
+                    "stage {} depends on stage {d} only through its base image (an ONBUILD trigger or an image variable); this is not supported",
+                    stage.index
+                ),
             ));
         }
         done.push(resolved);
@@ -298,33 +338,48 @@ fn resolve_base(
     Ok((base, platform))
 }
 
-/// ENV a stage starts with: its base stage's final env, or the base image's.
-fn inherited_env(
+/// ENV and ONBUILD triggers a stage starts with: from its base stage, or
+/// from the base image's config.
+fn inherited(
     base: &(Base, Option<String>),
     done: &[ResolvedStage],
-    base_env: &mut BaseEnvFn<'_>,
+    base_image: &mut BaseImageFn<'_>,
     stage: &Stage,
-) -> Result<Vec<(String, String)>, ParseError> {
+) -> Result<Inherited, ParseError> {
     match &base.0 {
-        Base::Scratch => Ok(Vec::new()),
+        Base::Scratch => Ok(Inherited::default()),
         Base::Stage(i) => Ok(done
             .iter()
             .find(|s| s.index == *i)
-            .map(|s| s.env.clone())
+            .map(|s| Inherited {
+                env: s.env.clone(),
+                triggers: s.onbuild.clone(),
+            })
             .unwrap_or_default()),
         Base::Image(r) => {
-            let env = base_env(r, base.1.as_deref()).map_err(|e| {
+            let img = base_image(r, base.1.as_deref()).map_err(|e| {
                 ParseError::new(stage.line, format!("failed to get the config of {r}: {e}"))
             })?;
-            Ok(env
+            let env = img
+                .env
                 .into_iter()
                 .map(|kv| match kv.split_once('=') {
                     Some((k, v)) => (k.to_string(), v.to_string()),
                     None => (kv, String::new()),
                 })
-                .collect())
+                .collect();
+            Ok(Inherited {
+                env,
+                triggers: img.onbuild,
+            })
         }
     }
+}
+
+#[derive(Default)]
+struct Inherited {
+    env: Vec<(String, String)>,
+    triggers: Vec<String>,
 }
 
 struct Ctx<'a> {
@@ -369,12 +424,12 @@ impl Ctx<'_> {
     fn stage(
         &self,
         stage: &Stage,
-        env: Vec<(String, String)>,
+        inherited: Inherited,
         strict: bool,
     ) -> Result<ResolvedStage, ParseError> {
         let (base, platform) = self.bases[stage.index].clone();
         let mut scope = Scope {
-            env,
+            env: inherited.env,
             args: BTreeMap::new(),
         };
         let mut deps = BTreeSet::new();
@@ -382,8 +437,26 @@ impl Ctx<'_> {
         if let Base::Stage(i) = base {
             deps.insert(i);
         }
-        let mut instructions = Vec::with_capacity(stage.instructions.len());
-        for node in &stage.instructions {
+        // Triggers of the base run first, as if written right after FROM.
+        let mut nodes: Vec<(Node, bool)> = Vec::new();
+        for expr in &inherited.triggers {
+            match parse_onbuild_trigger(expr) {
+                Ok(instruction) => nodes.push((
+                    Node {
+                        line: stage.line,
+                        original: expr.trim().to_string(),
+                        instruction,
+                    },
+                    true,
+                )),
+                Err(e) if strict => return Err(ParseError::new(stage.line, e.message)),
+                Err(_) => {}
+            }
+        }
+        nodes.extend(stage.instructions.iter().map(|n| (n.clone(), false)));
+        let mut instructions = Vec::with_capacity(nodes.len());
+        let mut onbuild = Vec::new();
+        for (node, trigger) in nodes {
             let expanded = self
                 .instruction(&node.instruction, &mut scope)
                 .and_then(|ins| {
@@ -400,11 +473,15 @@ impl Ctx<'_> {
                 Err(e) if strict => return Err(ParseError::new(node.line, e)),
                 Err(_) => continue,
             };
+            if let Instruction::OnBuild(o) = &instruction {
+                onbuild.push(o.expression.clone());
+            }
             instructions.push(ResolvedNode {
                 line: node.line,
-                original: node.original.clone(),
+                original: node.original,
                 instruction,
                 build_args: self.build_args_in_effect(&scope),
+                trigger,
             });
         }
         Ok(ResolvedStage {
@@ -418,6 +495,7 @@ impl Ctx<'_> {
             images: images.into_iter().collect(),
             instructions,
             env: scope.env,
+            onbuild,
         })
     }
 

@@ -461,3 +461,86 @@ fn onbuild_and_commands_untouched() {
         vec!["CMD-SHELL".to_string(), "test $A".to_string()]
     );
 }
+
+#[test]
+fn onbuild_triggers_of_base_stage_run_first() {
+    let src = "FROM alpine AS dep\nFROM alpine AS parent\nONBUILD COPY --from=dep /x /x\nONBUILD RUN echo hi\nFROM parent\nRUN final\n";
+    let p = plan(src, &[]);
+    assert_eq!(
+        p.stages.iter().map(|s| s.index).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    let parent = p.stage(1).unwrap();
+    assert_eq!(
+        parent.onbuild,
+        vec![
+            "COPY --from=dep /x /x".to_string(),
+            "RUN echo hi".to_string()
+        ]
+    );
+    let child = p.stage(2).unwrap();
+    assert_eq!(
+        child.deps,
+        vec![0, 1],
+        "the trigger's COPY --from adds a dependency"
+    );
+    assert!(child.onbuild.is_empty(), "triggers are consumed");
+    let flags: Vec<_> = child
+        .instructions
+        .iter()
+        .map(|n| (n.line, n.original.as_str(), n.trigger))
+        .collect();
+    assert_eq!(
+        flags,
+        vec![
+            (5, "COPY --from=dep /x /x", true),
+            (5, "RUN echo hi", true),
+            (6, "RUN final", false)
+        ]
+    );
+}
+
+#[test]
+fn onbuild_triggers_of_base_image() {
+    let df = parse("FROM onbuild-image\nARG X=1\nRUN y\n").unwrap();
+    let p = resolve_with_base_images(&df, &opts(&[], None), &mut |_, _| {
+        Ok(BaseImage {
+            env: vec!["APP=/app".to_string()],
+            onbuild: vec!["ADD . $APP/src".to_string(), "RUN make".to_string()],
+        })
+    })
+    .unwrap();
+    let st = p.stage(0).unwrap();
+    let Instruction::Add(a) = &st.instructions[0].instruction else {
+        panic!()
+    };
+    assert_eq!(a.files.dest, "/app/src");
+    assert!(
+        st.instructions[0].trigger && st.instructions[1].trigger && !st.instructions[2].trigger
+    );
+    assert_eq!(st.instructions.len(), 4);
+
+    let e = resolve_with_base_images(&df, &opts(&[], None), &mut |_, _| {
+        Ok(BaseImage {
+            env: vec![],
+            onbuild: vec!["FROM evil".to_string()],
+        })
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("Dockerfile:1: invalid ONBUILD trigger \"FROM evil\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn parse_trigger_helper() {
+    assert!(matches!(
+        parse_onbuild_trigger("RUN make"),
+        Ok(Instruction::Run(_))
+    ));
+    assert!(parse_onbuild_trigger("ONBUILD RUN x").is_err());
+    assert!(parse_onbuild_trigger("MAINTAINER me").is_err());
+    assert!(parse_onbuild_trigger("").is_err());
+}
