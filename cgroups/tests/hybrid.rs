@@ -377,3 +377,75 @@ fn blkio_throttle() {
     .unwrap();
     assert_eq!(v1(&g, "blkio", "blkio.throttle.read_bps_device"), "");
 }
+
+#[test]
+fn v1_device_rules_are_enforced() {
+    if !hybrid_root() {
+        return;
+    }
+    let mut g = Guard::new("devices");
+    g.cg.apply(&resources(
+        r#"{"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}
+        ]}"#,
+    ))
+    .unwrap();
+    assert_eq!(v1(&g, "devices", "devices.list"), "c 1:3 rw");
+    let pid = g.spawn_sh(
+        "read x; \
+         if echo x >/dev/null; then echo null-ok; else echo null-denied; fi; \
+         if head -c1 /dev/urandom >/dev/null 2>&1; then echo urandom-ok; else echo urandom-denied; fi",
+    );
+    g.cg.add_pid(pid as i32).unwrap();
+    release(&mut g.children[0]);
+    assert_eq!(read_line(&mut g.children[0]), "null-ok");
+    assert_eq!(read_line(&mut g.children[0]), "urandom-denied");
+}
+
+#[test]
+fn memory_and_swap_are_written_in_a_valid_order() {
+    if !hybrid_root() {
+        return;
+    }
+    let g = Guard::new("swap");
+    if !g
+        .cg
+        .v1_dir("memory")
+        .unwrap()
+        .join("memory.memsw.limit_in_bytes")
+        .exists()
+    {
+        eprintln!("skipped: no swap accounting");
+        return;
+    }
+    let set = |limit: i64, swap: i64| {
+        g.cg.update(&resources(&format!(
+            r#"{{"memory": {{"limit": {limit}, "swap": {swap}}}}}"#
+        )))
+        .unwrap();
+        assert_eq!(v1(&g, "memory", "memory.limit_in_bytes"), limit.to_string());
+        assert_eq!(
+            v1(&g, "memory", "memory.memsw.limit_in_bytes"),
+            swap.to_string()
+        );
+    };
+    // Growing needs memsw raised first, shrinking needs memory lowered first.
+    set(64 << 20, 128 << 20);
+    set(256 << 20, 512 << 20);
+    set(32 << 20, 32 << 20);
+    // Unlimited memory without swap given means unlimited swap too.
+    g.cg.update(&resources(r#"{"memory": {"limit": -1}}"#))
+        .unwrap();
+    let unlimited = v1(&g, "memory", "memory.memsw.limit_in_bytes");
+    assert_eq!(v1(&g, "memory", "memory.limit_in_bytes"), unlimited);
+    assert!(unlimited.parse::<u64>().unwrap() > 1 << 60);
+    // A limit below memsw that the kernel rejects names file and value.
+    let e =
+        g.cg.update(&resources(
+            r#"{"memory": {"limit": 1073741824, "swap": 536870912}}"#,
+        ))
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("write \"") && msg.contains("memory."), "{msg}");
+}
