@@ -175,7 +175,12 @@ fn parse_line(
             let chmod = flags.string("chmod")?;
             let link = flags.boolean("link")?;
             let excludes = flags.strings("exclude")?;
-            let parents = flags.boolean("parents")?;
+            // `--parents` is a COPY-only flag in BuildKit.
+            let parents = if kw == "copy" {
+                flags.boolean("parents")?
+            } else {
+                false
+            };
             let (checksum, keep_git_dir) = if kw == "add" {
                 (flags.string("checksum")?, flags.boolean("keep-git-dir")?)
             } else {
@@ -361,8 +366,57 @@ fn simple_instruction(
         "workdir" => Instruction::Workdir(exactly_one()?),
         "stopsignal" => Instruction::StopSignal(exactly_one()?),
         "maintainer" => Instruction::Maintainer(exactly_one()?),
-        _ => return Err(format!("unknown instruction: {upper}")),
+        _ => return Err(unknown_instruction(upper)),
     })
+}
+
+const KEYWORDS: [&str; 18] = [
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// `unknown instruction: RUNN (did you mean RUN?)`, the hint only for a
+/// close keyword (edit distance at most 2).
+fn unknown_instruction(word: &str) -> String {
+    let best = KEYWORDS
+        .iter()
+        .map(|k| (edit_distance(word, k), *k))
+        .min()
+        .filter(|(d, _)| *d <= 2 && *d < word.len());
+    match best {
+        Some((_, k)) => format!("unknown instruction: {word} (did you mean {k}?)"),
+        None => format!("unknown instruction: {word}"),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 fn parse_from(rest: &str, platform: Option<String>) -> Result<Parsed, String> {
@@ -380,7 +434,6 @@ fn parse_from(rest: &str, platform: Option<String>) -> Result<Parsed, String> {
             }
             Some(n)
         }
-        3 => return Err("Second argument should be AS".to_string()),
         _ => return Err("FROM requires either one or three arguments".to_string()),
     };
     Ok(Parsed::From {

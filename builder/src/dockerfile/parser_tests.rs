@@ -419,7 +419,11 @@ fn errors_name_the_line() {
         ),
         (
             "FROM a FOR b\n",
-            "Dockerfile:1: Second argument should be AS",
+            "Dockerfile:1: FROM requires either one or three arguments",
+        ),
+        (
+            "FROM x\nADD --parents a b\n",
+            "Dockerfile:2: unknown flag: --parents",
         ),
         (
             "FROM a AS 1st\n",
@@ -571,13 +575,29 @@ fn errors_name_the_line() {
 }
 
 #[test]
+fn unknown_instruction_hint() {
+    assert_eq!(
+        err("FROM x\nRUNN a\n"),
+        "Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)"
+    );
+    assert_eq!(
+        err("FROM x\nworkdri /a\n"),
+        "Dockerfile:2: unknown instruction: WORKDRI (did you mean WORKDIR?)"
+    );
+    assert_eq!(
+        err("FROM x\nFOOBAR a\n"),
+        "Dockerfile:2: unknown instruction: FOOBAR"
+    );
+}
+
+#[test]
 fn error_file_name_can_be_changed() {
-    let e = parse("FROM x\nBAD\n")
+    let e = parse("FROM x\nBOGUS\n")
         .unwrap_err()
         .with_file("build/app.Dockerfile");
     assert_eq!(
         e.to_string(),
-        "build/app.Dockerfile:2: unknown instruction: BAD"
+        "build/app.Dockerfile:2: unknown instruction: BOGUS"
     );
     assert_eq!(e.line, 2);
 }
