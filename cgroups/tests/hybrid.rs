@@ -76,11 +76,22 @@ fn lifecycle_pids_freeze_destroy() {
     assert!(!g.cg.is_frozen().unwrap());
     assert_eq!(v1(&g, "freezer", "freezer.state"), "THAWED");
 
+    // A process in a sub-cgroup (e.g. made by systemd inside the container) is listed too,
+    // and destroy removes sub-cgroups first.
+    let sub = g.cg.v1_dir("freezer").unwrap().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let pid2 = g.spawn_sleeper();
+    std::fs::write(sub.join("cgroup.procs"), pid2.to_string()).unwrap();
+    let mut want = vec![pid, pid2];
+    want.sort();
+    assert_eq!(g.cg.pids().unwrap(), want);
+
     for c in &mut g.children {
         c.kill().unwrap();
         c.wait().unwrap();
     }
     g.cg.destroy().unwrap();
+    assert!(!sub.exists());
     assert!(!g.cg.exists());
     for d in &dirs {
         assert!(!d.exists(), "{} removed", d.display());
