@@ -212,32 +212,66 @@ impl Pattern {
 /// Matches `toks` against all of `s`. With `partial`, running out of input
 /// while tokens remain also counts (the rest of the path is still unknown).
 fn match_tokens(toks: &[Tok], s: &[char], partial: bool) -> bool {
-    let Some((tok, rest)) = toks.split_first() else {
-        return s.is_empty();
+    let mut m = Matcher {
+        toks,
+        s,
+        partial,
+        // Failed (token, char) states: keeps `*a*a*a...` patterns linear-ish.
+        failed: vec![false; (toks.len() + 1) * (s.len() + 1)],
     };
-    if s.is_empty() && partial {
-        return true;
+    m.at(0, 0)
+}
+
+struct Matcher<'a> {
+    toks: &'a [Tok],
+    s: &'a [char],
+    partial: bool,
+    failed: Vec<bool>,
+}
+
+impl Matcher<'_> {
+    fn at(&mut self, ti: usize, si: usize) -> bool {
+        let slot = ti * (self.s.len() + 1) + si;
+        if self.failed[slot] {
+            return false;
+        }
+        let ok = self.step(ti, si);
+        if !ok {
+            self.failed[slot] = true;
+        }
+        ok
     }
-    match tok {
-        Tok::Lit(c) => s.first() == Some(c) && match_tokens(rest, &s[1..], partial),
-        Tok::Any => s.first().is_some_and(|c| *c != '/') && match_tokens(rest, &s[1..], partial),
-        Tok::Class { negated, items } => {
-            s.first().is_some_and(|c| {
-                let inside = items.iter().any(|(lo, hi)| lo <= c && c <= hi);
-                inside != *negated
-            }) && match_tokens(rest, &s[1..], partial)
+
+    fn step(&mut self, ti: usize, si: usize) -> bool {
+        let Some(tok) = self.toks.get(ti) else {
+            return si == self.s.len();
+        };
+        let cur = self.s.get(si).copied();
+        if cur.is_none() && self.partial {
+            return true;
         }
-        Tok::Star => {
-            let run = s.iter().take_while(|c| **c != '/').count();
-            (0..=run).any(|n| match_tokens(rest, &s[n..], partial))
-        }
-        Tok::AnyRest => true,
-        Tok::AnyDirs => {
-            match_tokens(rest, s, partial)
-                || s.iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c == '/')
-                    .any(|(i, _)| match_tokens(rest, &s[i + 1..], partial))
+        match tok {
+            Tok::Lit(c) => cur == Some(*c) && self.at(ti + 1, si + 1),
+            Tok::Any => cur.is_some_and(|c| c != '/') && self.at(ti + 1, si + 1),
+            Tok::Class { negated, items } => {
+                cur.is_some_and(|c| {
+                    let inside = items.iter().any(|(lo, hi)| *lo <= c && c <= *hi);
+                    inside != *negated
+                }) && self.at(ti + 1, si + 1)
+            }
+            Tok::Star => {
+                let run = self.s[si..].iter().take_while(|c| **c != '/').count();
+                (0..=run).any(|n| self.at(ti + 1, si + n))
+            }
+            Tok::AnyRest => true,
+            Tok::AnyDirs => {
+                if self.at(ti + 1, si) {
+                    return true;
+                }
+                let slashes: Vec<usize> =
+                    (si..self.s.len()).filter(|&i| self.s[i] == '/').collect();
+                slashes.into_iter().any(|i| self.at(ti + 1, i + 1))
+            }
         }
     }
 }
@@ -470,6 +504,17 @@ mod tests {
         let m = IgnoreMatcher::new(["*", "!./keep/"]).unwrap();
         assert!(!m.is_excluded("keep/x", false));
         assert!(IgnoreMatcher::new(["[z-a]"]).is_err());
+    }
+
+    #[test]
+    fn pathological_patterns_stay_fast() {
+        let m = IgnoreMatcher::new(["*a*a*a*a*a*a*a*a*a*a*b", "**/**/**/**/**/**/x"]).unwrap();
+        let long = "a".repeat(200);
+        let start = std::time::Instant::now();
+        assert!(!m.is_excluded(&long, false));
+        let deep = vec!["d"; 60].join("/");
+        assert!(!m.is_excluded(&deep, false));
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

@@ -451,14 +451,33 @@ fn compile_pattern(p: &str) -> Result<Vec<Pat>, String> {
     Ok(out)
 }
 
-/// Whether `pat` matches all of `s`.
+/// Whether `pat` matches all of `s` (`*` and `?` match any character,
+/// `/` included, as in BuildKit's regexp translation). Dynamic programming
+/// over prefixes, so it stays O(pattern × value).
 fn matches_all(pat: &[Pat], s: &[char]) -> bool {
-    match pat.split_first() {
-        None => s.is_empty(),
-        Some((Pat::Star, rest)) => (0..=s.len()).any(|i| matches_all(rest, &s[i..])),
-        Some((Pat::Any, rest)) => !s.is_empty() && matches_all(rest, &s[1..]),
-        Some((Pat::Lit(c), rest)) => s.first() == Some(c) && matches_all(rest, &s[1..]),
+    // reach[j]: the pattern so far matches s[..j].
+    let mut reach = vec![false; s.len() + 1];
+    reach[0] = true;
+    for p in pat {
+        let mut next = vec![false; s.len() + 1];
+        match p {
+            Pat::Star => {
+                let mut any = false;
+                for j in 0..=s.len() {
+                    any |= reach[j];
+                    next[j] = any;
+                }
+            }
+            Pat::Any => next[1..].copy_from_slice(&reach[..s.len()]),
+            Pat::Lit(c) => {
+                for j in 1..=s.len() {
+                    next[j] = reach[j - 1] && s[j - 1] == *c;
+                }
+            }
+        }
+        reach = next;
     }
+    reach[s.len()]
 }
 
 /// Removes the shortest (or longest when `greedy`) prefix (`#`) or suffix

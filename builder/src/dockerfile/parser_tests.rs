@@ -601,3 +601,87 @@ fn error_file_name_can_be_changed() {
     );
     assert_eq!(e.line, 2);
 }
+
+/// Random Dockerfile-like input must produce Ok or Err, never a panic.
+#[test]
+fn no_panics_on_garbage() {
+    const PIECES: &[&str] = &[
+        "FROM ",
+        "RUN ",
+        "COPY ",
+        "ADD ",
+        "ENV ",
+        "ARG ",
+        "LABEL ",
+        "EXPOSE ",
+        "ONBUILD ",
+        "HEALTHCHECK ",
+        "CMD ",
+        "SHELL ",
+        "VOLUME ",
+        "USER ",
+        "WORKDIR ",
+        "AS ",
+        "x",
+        "é",
+        "日",
+        " ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\\",
+        "`",
+        "\\\n",
+        "\"",
+        "'",
+        "$",
+        "${",
+        "}",
+        ":-",
+        ":?",
+        "#",
+        "<<",
+        "<<-",
+        "EOF",
+        "\nEOF\n",
+        "[",
+        "]",
+        "\"a\",",
+        "=",
+        "--",
+        "--mount=",
+        "type=cache,target=/x",
+        "--from=",
+        "0",
+        "-",
+        "/",
+        "*",
+        "!",
+        ",",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let opts = ResolveOptions::host();
+    for _ in 0..3000 {
+        let len = (next() % 40) as usize;
+        let src: String = (0..len)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        if let Ok(df) = parse(&src) {
+            let _ = resolve(&df, &opts, &mut |_, _| Ok(vec!["A=1".to_string()]));
+        }
+        let _ = IgnoreMatcher::from_dockerignore(&src).map(|m| m.is_excluded("a/b/c", false));
+        let _ = Lexer::new('\\').process_words(&src, &|_| Some("v w".to_string()));
+    }
+    let empty = Dockerfile {
+        directives: Directives::default(),
+        global_args: vec![],
+        stages: vec![],
+    };
+    assert!(resolve(&empty, &opts, &mut |_, _| Ok(vec![])).is_err());
+}

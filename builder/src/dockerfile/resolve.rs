@@ -192,8 +192,11 @@ pub fn resolve_with_base_images(
     for stage in &df.stages {
         bases.push(resolve_base(df, stage, &meta, &lexer)?);
     }
+    let Some(last) = df.stages.len().checked_sub(1) else {
+        return Err(ParseError::new(0, "dockerfile contains no stages to build"));
+    };
     let target = match &opts.target {
-        None => df.stages.len() - 1,
+        None => last,
         Some(t) => {
             let t = t.to_ascii_lowercase();
             df.stages
