@@ -259,6 +259,10 @@ fn parse_line(
             })
         }
         _ => {
+            // Report a misspelt keyword before complaining about its flags.
+            if !KEYWORDS.contains(&upper.as_str()) {
+                return Err(unknown_instruction(&upper));
+            }
             flags.finish()?;
             simple_instruction(&kw, &upper, rest, escape)?
         }

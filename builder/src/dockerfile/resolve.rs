@@ -278,19 +278,20 @@ fn global_scope(
     df: &Dockerfile,
     opts: &ResolveOptions,
     lexer: &Lexer,
-) -> Result<BTreeMap<String, String>, ParseError> {
-    let mut meta: BTreeMap<String, String> = opts
+) -> Result<BTreeMap<String, Option<String>>, ParseError> {
+    let mut meta: BTreeMap<String, Option<String>> = opts
         .target_platform
         .args("TARGET")
         .into_iter()
         .chain(opts.build_platform.args("BUILD"))
+        .map(|(k, v)| (k, Some(v)))
         .collect();
     for node in &df.global_args {
         let Instruction::Arg(decls) = &node.instruction else {
             continue;
         };
         for decl in decls {
-            let lookup = |k: &str| meta.get(k).cloned();
+            let lookup = |k: &str| meta.get(k).cloned().flatten();
             let name = lexer
                 .process_word(&decl.name, &lookup)
                 .map_err(|e| ParseError::new(node.line, e))?;
@@ -299,10 +300,14 @@ fn global_scope(
                 (None, Some(d)) => lexer
                     .process_word(d, &lookup)
                     .map_err(|e| ParseError::new(node.line, e))?,
-                // Declared without a value: visible as "" like BuildKit.
-                (None, None) => String::new(),
+                // Declared without a value: keeps an automatic value
+                // (`ARG TARGETPLATFORM`), otherwise declared but unset.
+                (None, None) => {
+                    meta.entry(name).or_insert(None);
+                    continue;
+                }
             };
-            meta.insert(name, value);
+            meta.insert(name, Some(value));
         }
     }
     Ok(meta)
@@ -311,10 +316,10 @@ fn global_scope(
 fn resolve_base(
     df: &Dockerfile,
     stage: &Stage,
-    meta: &BTreeMap<String, String>,
+    meta: &BTreeMap<String, Option<String>>,
     lexer: &Lexer,
 ) -> Result<(Base, Option<String>), ParseError> {
-    let lookup = |k: &str| meta.get(k).cloned();
+    let lookup = |k: &str| meta.get(k).cloned().flatten();
     let err = |e: String| ParseError::new(stage.line, e);
     let name = lexer.process_word(&stage.base, &lookup).map_err(err)?;
     if name.is_empty() {
@@ -389,7 +394,7 @@ struct Ctx<'a> {
     df: &'a Dockerfile,
     opts: &'a ResolveOptions,
     lexer: Lexer,
-    meta: &'a BTreeMap<String, String>,
+    meta: &'a BTreeMap<String, Option<String>>,
     bases: &'a [(Base, Option<String>)],
 }
 
@@ -567,7 +572,7 @@ impl Ctx<'_> {
                     } else if let Some(def) = &d.default {
                         Some(self.word(def, scope)?)
                     } else {
-                        self.meta.get(&name).cloned()
+                        self.meta.get(&name).cloned().flatten()
                     };
                     if let Some(v) = &value {
                         scope.args.insert(name.clone(), v.clone());

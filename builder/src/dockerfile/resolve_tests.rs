@@ -544,3 +544,27 @@ fn parse_trigger_helper() {
     assert!(parse_onbuild_trigger("MAINTAINER me").is_err());
     assert!(parse_onbuild_trigger("").is_err());
 }
+
+#[test]
+fn redeclared_automatic_and_valueless_global_args() {
+    // `ARG TARGETPLATFORM` before FROM keeps the automatic value.
+    let p = plan(
+        "ARG TARGETPLATFORM\nFROM --platform=$TARGETPLATFORM alpine\n",
+        &[],
+    );
+    assert_eq!(p.stage(0).unwrap().platform.as_deref(), Some("linux/arm64"));
+    // A global ARG without value stays unset inside the stage.
+    let p = plan("ARG X\nFROM alpine\nARG X\nWORKDIR /${X-unset}\n", &[]);
+    assert_eq!(
+        target_instructions(&p)[1],
+        Instruction::Workdir("/unset".into())
+    );
+    let p = plan(
+        "ARG X\nFROM alpine\nARG X\nWORKDIR /${X-unset}\n",
+        &[("X", "given")],
+    );
+    assert_eq!(
+        target_instructions(&p)[1],
+        Instruction::Workdir("/given".into())
+    );
+}
