@@ -78,6 +78,14 @@ pub enum Command {
     Ps(PsArgs),
     /// Show the runtime's enabled features (JSON).
     Features,
+    /// Suspend every process in the container (cgroup freezer).
+    Pause(IdArg),
+    /// Resume every process of a paused container.
+    Resume(IdArg),
+    /// Change the resource limits of a running container.
+    Update(UpdateArgs),
+    /// Print resource usage and OOM events of a container as JSON lines.
+    Events(EventsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -258,6 +266,79 @@ pub struct PsArgs {
     pub ps_args: Vec<String>,
 }
 
+/// `update`: runc's flags. Values stay strings so update.rs can parse them
+/// with runc's syntax (memory sizes like `100M`, `-1` for unlimited).
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    /// LinuxResources JSON file, or `-` for stdin; all other flags are then ignored.
+    #[arg(short = 'r', long, allow_hyphen_values = true)]
+    pub resources: Option<String>,
+    /// Per cgroup weight, 10 to 1000.
+    #[arg(long = "blkio-weight", allow_hyphen_values = true)]
+    pub blkio_weight: Option<String>,
+    /// CPU CFS period (usecs).
+    #[arg(long = "cpu-period", allow_hyphen_values = true)]
+    pub cpu_period: Option<String>,
+    /// CPU CFS quota (usecs) per period; -1 for unlimited.
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    pub cpu_quota: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(
+        long = "cpu-share",
+        visible_alias = "cpu-shares",
+        allow_hyphen_values = true
+    )]
+    pub cpu_share: Option<String>,
+    /// CPU realtime period (usecs).
+    #[arg(long = "cpu-rt-period", allow_hyphen_values = true)]
+    pub cpu_rt_period: Option<String>,
+    /// CPU realtime runtime (usecs) per period.
+    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<String>,
+    /// CPUs to use (e.g. 0-1).
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use.
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit (bytes, or with a k/m/g/t/p suffix); -1 for unlimited.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory reservation (soft limit).
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Total memory + swap; -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Ignored (kernel memory limits are deprecated), as in runc.
+    #[arg(long = "kernel-memory", allow_hyphen_values = true, hide = true)]
+    pub kernel_memory: Option<String>,
+    /// Ignored (kernel memory limits are deprecated), as in runc.
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true, hide = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Maximum number of pids; -1 for unlimited.
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// Intel RDT/CAT L3 cache schema (not supported).
+    #[arg(long = "l3-cache-schema")]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT/MBA memory bandwidth schema (not supported).
+    #[arg(long = "mem-bw-schema")]
+    pub mem_bw_schema: Option<String>,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Stats collection interval (Go duration: 5s, 500ms, 1m30s).
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
+    /// Print the container's stats once, then exit.
+    #[arg(long)]
+    pub stats: bool,
+    pub id: String,
+}
+
 /// Long flags that take a value: needed to know where positionals begin.
 const VALUE_FLAGS: &[&str] = &[
     "log",
@@ -279,6 +360,25 @@ const VALUE_FLAGS: &[&str] = &[
     "apparmor",
     "cap",
     "cgroup",
+    "resources",
+    "blkio-weight",
+    "cpu-period",
+    "cpu-quota",
+    "cpu-share",
+    "cpu-shares",
+    "cpu-rt-period",
+    "cpu-rt-runtime",
+    "cpuset-cpus",
+    "cpuset-mems",
+    "memory",
+    "memory-reservation",
+    "memory-swap",
+    "kernel-memory",
+    "kernel-memory-tcp",
+    "pids-limit",
+    "l3-cache-schema",
+    "mem-bw-schema",
+    "interval",
 ];
 
 /// Boolean long flags; Go lets these be written `-flag=true|false`.
@@ -296,12 +396,13 @@ const BOOL_FLAGS: &[&str] = &[
     "tty",
     "no-new-privs",
     "ignore-paused",
+    "stats",
     "version",
     "help",
 ];
 
 /// Short flags that take a value.
-const SHORT_VALUE_FLAGS: &[&str] = &["b", "f", "e", "u", "g", "p", "c"];
+const SHORT_VALUE_FLAGS: &[&str] = &["b", "f", "e", "u", "g", "p", "c", "r"];
 
 /// Rewrite Go-style arguments into the GNU style clap parses:
 /// `-no-subreaper` → `--no-subreaper`, `-log=x` → `--log=x`,

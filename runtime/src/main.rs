@@ -5,6 +5,7 @@ mod cli;
 mod console;
 mod create;
 mod device_rules;
+mod events;
 mod exec;
 mod features;
 mod foreground;
@@ -13,6 +14,7 @@ mod init;
 mod lifecycle;
 mod logging;
 mod namespaces;
+mod pause;
 mod process;
 mod rootfs;
 mod run;
@@ -21,6 +23,7 @@ mod selfexe;
 mod spec_template;
 mod state;
 mod sync;
+mod update;
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -99,6 +102,10 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Ps(a) => lifecycle::ps(root, &a.id, &a.format, &a.ps_args)?,
         Command::Features => println!("{}", serde_json::to_string_pretty(&features::features())?),
+        Command::Pause(a) => pause::pause(root, &a.id)?,
+        Command::Resume(a) => pause::resume(root, &a.id)?,
+        Command::Update(a) => update::update(root, a)?,
+        Command::Events(a) => events::events(root, &a.id, &a.interval, a.stats)?,
     }
     Ok(0)
 }
