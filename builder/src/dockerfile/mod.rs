@@ -1,14 +1,43 @@
 //! Dockerfile frontend: parser directives, instructions, variable substitution, .dockerignore.
 //!
+//! Behaviour follows BuildKit's Dockerfile frontend (parser, instructions,
+//! shell lexer, dockerfile2llb scoping) and moby's `.dockerignore` matcher.
+//!
 //! * [`parse`] turns Dockerfile text into a [`Dockerfile`] ([`ast`]): parser
-//!   directives, stages, and one [`Node`] per instruction with its line number
-//!   and original text. Nothing is expanded at this point.
-//! * [`lex`]: BuildKit-compatible word expansion ([`expand`], [`Lexer`]).
-//! * [`resolve`] applies ARG scoping, build args and platform args, expands
-//!   every word BuildKit expands, and returns a [`BuildPlan`]: the stages
-//!   needed for `--target` in dependency order with their dependency graph.
+//!   directives (`# escape=`, `# syntax=`, `# check=`), global ARGs, stages,
+//!   and one [`Node`] per instruction with its 1-based line and original text
+//!   (continuations joined, comments dropped, heredoc bodies attached to the
+//!   instruction). Nothing is expanded at this point.
+//! * [`resolve`] / [`resolve_with_base_images`] apply ARG scoping, build args
+//!   and the automatic platform args, expand every word BuildKit expands
+//!   (ENV, LABEL, ARG, EXPOSE, VOLUME, USER, WORKDIR, STOPSIGNAL, COPY/ADD
+//!   paths and flags, RUN mount paths; never RUN/CMD/ENTRYPOINT/SHELL/
+//!   HEALTHCHECK), and return a [`BuildPlan`]: the stages needed for
+//!   `--target`, dependencies first, each with its dependency list so
+//!   independent stages can be built in parallel.
+//! * [`lex`]: BuildKit's word expansion on its own ([`expand`], [`Lexer`]).
 //! * [`ignore`]: `.dockerignore` ([`IgnoreMatcher`], [`find_ignore_file`]).
-//! * [`ParseError`]: every error names the file and line (`Dockerfile:7: ...`).
+//! * [`ParseError`]: every error names the file and line (`Dockerfile:7: ...`);
+//!   use [`ParseError::with_file`] to show the real Dockerfile name.
+//!
+//! ```
+//! use berth_builder::dockerfile::{self, Base, Instruction, ResolveOptions};
+//!
+//! let df = dockerfile::parse(
+//!     "ARG TAG=3.19\nFROM alpine:$TAG AS build\nENV DIR=/src\nWORKDIR $DIR\nFROM scratch\nCOPY --from=build /src /\n",
+//! )
+//! .unwrap();
+//! let plan = dockerfile::resolve(&df, &ResolveOptions::host(), &mut |_image, _platform| Ok(vec![]))
+//!     .unwrap();
+//! let build = plan.stage(0).unwrap();
+//! assert_eq!(build.base, Base::Image("alpine:3.19".into()));
+//! assert_eq!(build.instructions[1].instruction, Instruction::Workdir("/src".into()));
+//! assert_eq!(plan.stage(1).unwrap().deps, vec![0]);
+//!
+//! let ignore = dockerfile::IgnoreMatcher::from_dockerignore("target\n*.log\n!keep.log\n").unwrap();
+//! assert!(ignore.can_skip_dir("target"));
+//! assert!(!ignore.is_excluded("keep.log", false));
+//! ```
 
 pub mod ast;
 mod duration;

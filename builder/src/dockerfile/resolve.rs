@@ -122,8 +122,14 @@ pub struct ResolvedStage {
 /// ENV/LABEL keys and values, ARG names/defaults, EXPOSE (split into words
 /// and normalised to one `port/proto` entry per port), VOLUME, USER, WORKDIR,
 /// STOPSIGNAL, COPY/ADD paths and flags (heredoc bodies unless the delimiter
-/// was quoted), RUN mount paths/ids/from. RUN, CMD, ENTRYPOINT, SHELL,
-/// HEALTHCHECK, MAINTAINER and ONBUILD are left as written.
+/// was quoted), RUN mount paths/ids/from (mount defaults filled in: cache
+/// id, secret id/target, ssh id). RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK,
+/// MAINTAINER and ONBUILD are left as written.
+///
+/// In a resolved `ARG`, [`ArgDecl::default`] holds the value in effect (build
+/// arg, else default, else the global value), `None` when unset. COPY/ADD
+/// `--chmod` is validated as octal; `--from` names are classified into
+/// [`ResolvedStage::deps`] / [`ResolvedStage::images`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedNode {
     pub line: usize,
