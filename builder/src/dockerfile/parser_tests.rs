@@ -685,3 +685,57 @@ fn no_panics_on_garbage() {
     };
     assert!(resolve(&empty, &opts, &mut |_, _| Ok(vec![])).is_err());
 }
+
+/// Tabs as separators and tab-indented continuation lines keep their inner
+/// whitespace exactly like BuildKit's parser (legacy `ENV k v` included).
+#[test]
+fn tab_separated_instructions() {
+    let src = "# comment\n#\n\nFROM\tubuntu:14.04\nLABEL\tmaintainer\tJane Doe <jane@example.com> (@jane)\nRUN\tapt-get install -yq \\\n\tcurl \\\n\tgit \\\n\t--no-install-recommends\nENV\tPLATFORMS\t\\\n\tlinux/386 linux/arm \\\n\tdarwin/amd64\nENV\tGOARM\t5\nRUN\t/bin/echo -e '[default]\\naccess_key=$KEY' > /.s3cfg\nVOLUME\t/var/lib/docker\nENTRYPOINT\t[\"hack/dind\"]\nCOPY\t.\t/go/src/app\n";
+    let st = only_stage(src);
+    assert_eq!(st.base, "ubuntu:14.04");
+    assert_eq!(st.line, 4);
+    let ins: Vec<_> = st
+        .instructions
+        .iter()
+        .map(|n| n.instruction.clone())
+        .collect();
+    let kv = |k: &str, v: &str| {
+        vec![KeyValue {
+            key: k.into(),
+            value: v.into(),
+        }]
+    };
+    assert_eq!(
+        ins[0],
+        Instruction::Label(kv("maintainer", "Jane Doe <jane@example.com> (@jane)"))
+    );
+    assert_eq!(
+        ins[1],
+        one_run_shell("apt-get install -yq \tcurl \tgit \t--no-install-recommends")
+    );
+    assert_eq!(
+        ins[2],
+        Instruction::Env(kv("PLATFORMS", "linux/386 linux/arm \tdarwin/amd64"))
+    );
+    assert_eq!(ins[3], Instruction::Env(kv("GOARM", "5")));
+    assert_eq!(
+        ins[4],
+        one_run_shell("/bin/echo -e '[default]\\naccess_key=$KEY' > /.s3cfg")
+    );
+    assert_eq!(ins[5], Instruction::Volume(s(&["/var/lib/docker"])));
+    assert_eq!(
+        ins[6],
+        Instruction::Entrypoint(CommandForm::Exec(s(&["hack/dind"])))
+    );
+    let Instruction::Copy(c) = &ins[7] else {
+        panic!()
+    };
+    assert_eq!(
+        (c.files.sources.clone(), c.files.dest.as_str()),
+        (vec![Source::Path(".".into())], "/go/src/app")
+    );
+    assert_eq!(
+        st.instructions.iter().map(|n| n.line).collect::<Vec<_>>(),
+        vec![5, 6, 10, 13, 14, 15, 16, 17]
+    );
+}
