@@ -48,7 +48,7 @@ pub struct OverlayMount {
     pub upper: PathBuf,
     mounted: bool,
     // Holds upper/work/merged; dropped after the unmount.
-    dir: tempfile::TempDir,
+    dir: crate::store::WorkDir,
 }
 
 impl OverlayMount {

@@ -969,7 +969,7 @@ fn same_result_as_buildah() {
     let diff: Vec<String> = keys
         .into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
-        .filter(|k| !(a.get(*k).is_none() && buildah_stubs.contains(&k.as_str())))
+        .filter(|k| a.contains_key(*k) || !buildah_stubs.contains(&k.as_str()))
         .map(|k| format!("{k}: ours={:?} buildah={:?}", a.get(k), b.get(k)))
         .collect();
     assert!(diff.is_empty(), "file trees differ:\n{}", diff.join("\n"));
@@ -1059,4 +1059,79 @@ fn daemon_serves_builds_over_grpc() {
     assert!(df.contains("images:"), "{df}");
     let (pr, _) = remote(&["prune"]);
     assert!(pr.contains("removed"), "{pr}");
+}
+
+#[test]
+fn killed_build_leaves_the_store_consistent() {
+    let env = Env::new();
+    let ctx = simple_ctx(&env);
+    env.build(&ctx, &["-t", "before"]);
+    let index_before = env.index();
+    /// Kills the orphaned RUN container the killed builder leaves behind.
+    struct Reap(PathBuf);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let state = self.0.join("runtime");
+            let o = Command::new(runtime())
+                .arg("--root")
+                .arg(&state)
+                .args(["list", "-q"])
+                .output();
+            for id in o
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = Command::new(runtime())
+                    .arg("--root")
+                    .arg(&state)
+                    .args(["delete", "--force", id])
+                    .output();
+            }
+        }
+    }
+    let _reap = Reap(env.store());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD busybox.tar /\nRUN echo started > /dev/stderr; sleep 20\n",
+    )
+    .unwrap();
+    let mut child = Command::new(builder_bin("berth-build"))
+        .arg("--root")
+        .arg(env.store())
+        .arg("--runtime")
+        .arg(runtime())
+        .args(["build", "--progress", "plain", "-t", "after"])
+        .arg(&ctx)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the RUN container is up, then kill the builder outright.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("started"))),
+        "RUN never started"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        env.index(),
+        index_before,
+        "index.json must only change when an image is complete"
+    );
+    // The next command cleans the dead build's work dirs and mounts, and builds fine.
+    std::fs::write(ctx.join("Dockerfile"), SIMPLE).unwrap();
+    let (_, log) = env.build(&ctx, &["-t", "before"]);
+    assert_eq!(steps_with(&log, "CACHED"), 4, "{log}");
+    let store = env.store().canonicalize().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leaked: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(store.to_str().unwrap()))
+        .collect();
+    // The killed RUN container may still hold its rootfs; everything else is gone.
+    assert!(leaked.len() <= 1, "mounts left under the store: {leaked:?}");
+    let (images, _) = env.ok(&["images"]);
+    assert!(!images.contains("after"), "{images}");
 }

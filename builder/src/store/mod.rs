@@ -22,6 +22,32 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+/// A work directory in the store's `tmp/`, with the lock that marks it alive.
+pub struct WorkDir {
+    dir: Option<tempfile::TempDir>,
+    lock: Option<Flock<File>>,
+    lock_path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(Path::new("/nonexistent"))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        // Directory first, then the lock: a cleaner never sees a free lock
+        // next to a directory that is still in use.
+        drop(self.dir.take());
+        let _ = fs::remove_file(&self.lock_path);
+        drop(self.lock.take());
+    }
+}
+
 /// Default store location.
 pub const DEFAULT_ROOT: &str = "/var/lib/berth";
 
@@ -117,21 +143,42 @@ impl Store {
         self.root.join("index.json")
     }
 
-    /// Removes stale work directories. Only entries older than a minute are
-    /// touched, so a concurrent build in another process keeps its files.
+    /// Removes work directories of dead processes: each live work dir has a
+    /// sibling `<name>.lock` held with flock by its owner, so a lock we can
+    /// take means the owner is gone (crashed or killed). Stray files without
+    /// a lock (temporary blobs) are removed once they are a minute old.
     fn clean_tmp(&self) -> Result<()> {
         let tmp = self.root.join("tmp");
         for entry in fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))? {
-            let entry = entry?;
-            let old = entry
-                .metadata()
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(dir_name) = name.strip_suffix(".lock") {
+                let Ok(f) = File::options().write(true).open(&path) else {
+                    continue;
+                };
+                if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                    let dir = tmp.join(dir_name);
+                    crate::snapshot::unmount_stale(&dir);
+                    remove_any(&dir)?;
+                    remove_any(&path)?;
+                    drop(lock);
+                }
+                continue;
+            }
+            if path.is_dir() && tmp.join(format!("{name}.lock")).exists() {
+                continue;
+            }
+            let old = fs::symlink_metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age.as_secs() > 60);
             if old {
-                crate::snapshot::unmount_stale(&entry.path());
-                remove_any(&entry.path())?;
+                crate::snapshot::unmount_stale(&path);
+                remove_any(&path)?;
             }
         }
         Ok(())
@@ -151,12 +198,30 @@ impl Store {
             .with_context(|| format!("locking {}", path.display()))
     }
 
-    /// A fresh private directory under `tmp/` (removed by the caller or on the next open).
-    pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir> {
-        tempfile::Builder::new()
+    /// A fresh private directory under `tmp/`, removed on drop, or by the
+    /// next `Store::open` if this process dies first.
+    pub fn temp_dir(&self, prefix: &str) -> Result<WorkDir> {
+        let dir = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(self.root.join("tmp"))
-            .context("creating a work directory in the store")
+            .context("creating a work directory in the store")?;
+        let name = dir
+            .path()
+            .file_name()
+            .context("work dir without a name")?
+            .to_string_lossy()
+            .into_owned();
+        let lock_path = self.root.join("tmp").join(format!("{name}.lock"));
+        let f = File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        let lock = Flock::lock(f, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        Ok(WorkDir {
+            dir: Some(dir),
+            lock: Some(lock),
+            lock_path,
+        })
     }
 
     pub fn index(&self) -> Result<Index> {

@@ -121,3 +121,22 @@ fn cache_entries_need_their_blob() {
     s.prune().unwrap();
     assert_eq!(s.cache_get(&key), None);
 }
+
+#[test]
+fn work_dirs_of_dead_owners_are_cleaned_on_open() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let live = s.temp_dir("live-").unwrap();
+    fs::write(live.path().join("f"), b"x").unwrap();
+    // A dead owner's dir: a lock file nobody holds.
+    let dead = d.path().join("tmp/dead-123");
+    fs::create_dir(&dead).unwrap();
+    fs::write(d.path().join("tmp/dead-123.lock"), b"").unwrap();
+    let _again = Store::open(d.path()).unwrap();
+    assert!(live.path().join("f").exists(), "a live work dir is kept");
+    assert!(!dead.exists(), "a dead owner's work dir is removed");
+    let live_path = live.path().to_path_buf();
+    drop(live);
+    assert!(!live_path.exists());
+    assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+}
