@@ -303,7 +303,8 @@ fn compile(p: &str) -> Result<Vec<Tok>, String> {
                     toks.push(Tok::Lit(n));
                     i += 1;
                 }
-                None => toks.push(Tok::Lit('\\')),
+                // Go's filepath.Match refuses a trailing escape.
+                None => return Err(format!("syntax error in pattern {p:?}")),
             },
             '[' => {
                 let (tok, next) =
@@ -319,39 +320,43 @@ fn compile(p: &str) -> Result<Vec<Tok>, String> {
 }
 
 /// Parses a character class starting after `[`; returns it and the index
-/// after `]`.
+/// after `]`. Syntax as Go's `filepath.Match`: `-` and `]` must be escaped
+/// where a character is expected, ranges must not be reversed.
 fn class(chars: &[char], mut i: usize) -> Option<(Tok, usize)> {
     let negated = chars.get(i) == Some(&'^');
     if negated {
         i += 1;
     }
-    let mut items = Vec::new();
-    loop {
-        let mut c = *chars.get(i)?;
-        i += 1;
-        if c == ']' && !items.is_empty() {
-            return Some((Tok::Class { negated, items }, i));
-        }
-        if c == ']' {
+    // One possibly escaped class character (Go's getEsc).
+    let esc = |i: &mut usize| -> Option<char> {
+        let mut c = *chars.get(*i)?;
+        if c == '-' || c == ']' {
             return None;
         }
         if c == '\\' {
-            c = *chars.get(i)?;
-            i += 1;
+            *i += 1;
+            c = *chars.get(*i)?;
         }
-        let mut hi = c;
-        if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|n| *n != ']') {
-            hi = chars[i + 1];
-            i += 2;
-            if hi == '\\' {
-                hi = *chars.get(i)?;
-                i += 1;
-            }
-            if hi < c {
+        *i += 1;
+        // A class must be closed later on.
+        chars.get(*i)?;
+        Some(c)
+    };
+    let mut items = Vec::new();
+    loop {
+        if chars.get(i) == Some(&']') && !items.is_empty() {
+            return Some((Tok::Class { negated, items }, i + 1));
+        }
+        let lo = esc(&mut i)?;
+        let mut hi = lo;
+        if chars.get(i) == Some(&'-') {
+            i += 1;
+            hi = esc(&mut i)?;
+            if hi < lo {
                 return None;
             }
         }
-        items.push((c, hi));
+        items.push((lo, hi));
     }
 }
 
@@ -504,6 +509,146 @@ mod tests {
         let m = IgnoreMatcher::new(["*", "!./keep/"]).unwrap();
         assert!(!m.is_excluded("keep/x", false));
         assert!(IgnoreMatcher::new(["[z-a]"]).is_err());
+    }
+
+    /// Vectors from moby/patternmatcher's tests (MatchesOrParentMatches
+    /// semantics) and Go's filepath.Match tests.
+    #[test]
+    fn patternmatcher_vectors() {
+        let single: &[(&str, &str, bool)] = &[
+            ("**", "file", true),
+            ("**", "file/", true),
+            ("**/", "file", true),
+            ("**/", "file/", true),
+            ("**", "dir/file", true),
+            ("**/", "dir/file", true),
+            ("**/**", "dir/file", true),
+            ("dir/**", "dir/file", true),
+            ("dir/**", "dir/dir2/file/", true),
+            ("**/dir", "dir", true),
+            ("**/dir", "dir/file", true),
+            ("**/dir2/*", "dir/dir2/file", true),
+            ("**/dir2/*", "dir/dir2/file/", true),
+            ("**/dir2/**", "dir/dir2/dir3/file", true),
+            ("**file", "file", true),
+            ("**file", "dir/dir/file", true),
+            ("**/file", "dir/dir/file", true),
+            ("**/file*", "dir/dir/file.txt", true),
+            ("**/file*txt", "dir/dir/file.txt", true),
+            ("**/file*.txt*", "dir/dir/file.txt", true),
+            ("**/**/*.txt", "dir/dir/file.txt", true),
+            ("**/**/*.txt2", "dir/dir/file.txt", false),
+            ("**/*.txt", "file.txt", true),
+            ("**/**/*.txt", "file.txt", true),
+            ("a**/*.txt", "a/file.txt", true),
+            ("a**/*.txt", "a/dir/dir/file.txt", true),
+            ("a/*.txt", "a/dir/file.txt", false),
+            ("a/*.txt", "a/file.txt", true),
+            ("a/*.txt**", "a/file.txt", true),
+            ("a[b-d]e", "ae", false),
+            ("a[b-d]e", "ace", true),
+            ("a[b-d]e", "aae", false),
+            ("a[^b-d]e", "aze", true),
+            (".*", ".foo", true),
+            (".*", "foo", false),
+            ("abc.def", "abcdef", false),
+            ("abc.def", "abc.def", true),
+            ("abc?def", "abcZdef", true),
+            ("abc?def", "abcdef", false),
+            ("**/foo/bar", "foo/bar", true),
+            ("**/foo/bar", "dir/dir2/foo/bar", true),
+            ("abc/**", "abc", false),
+            ("abc/**", "abc/def/ghi", true),
+            ("**/.foo", ".foo", true),
+            ("**/.foo", "bar.foo", false),
+            ("a(b)c/def", "a(b)c/def", true),
+            ("a(b)c/def", "a(b)c/xyz", false),
+            ("a.|)$(}+{bc", "a.|)$(}+{bc", true),
+            (
+                "dist/*.whl",
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                true,
+            ),
+            ("a\\\\", "a\\", true),
+            ("a\\*b", "a*b", true),
+            // Go filepath.Match vectors.
+            ("abc", "abc", true),
+            ("*", "abc", true),
+            ("*c", "abc", true),
+            ("a*", "a", true),
+            ("a*", "ab/c", true),
+            ("a*/b", "abc/b", true),
+            ("a*/b", "a/c/b", false),
+            ("a*b*c*d*e*/f", "axbxcxdxe/f", true),
+            ("a*b*c*d*e*/f", "axbxcxdxexxx/f", true),
+            ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", false),
+            ("a*b*c*d*e*/f", "axbxcxdxexxx/fff", false),
+            ("a*b?c*x", "abxbbxdbxebxczzx", true),
+            ("a*b?c*x", "abxbbxdbxebxczzy", false),
+            ("ab[c]", "abc", true),
+            ("ab[b-d]", "abc", true),
+            ("ab[e-g]", "abc", false),
+            ("ab[^c]", "abc", false),
+            ("ab[^e-g]", "abc", true),
+            ("a\\*b", "ab", false),
+            ("a?b", "a☺b", true),
+            ("a[^a]b", "a☺b", true),
+            ("a???b", "a☺b", false),
+            ("[a-ζ]*", "α", true),
+            ("*[a-ζ]", "A", false),
+            ("a?b", "a/b", false),
+            ("a*b", "a/b", false),
+            ("[\\]a]", "]", true),
+            ("[\\-]", "-", true),
+            ("[x\\-]", "x", true),
+            ("[x\\-]", "-", true),
+            ("[x\\-]", "z", false),
+            ("[\\-x]", "-", true),
+            ("[\\-x]", "a", false),
+            ("*x", "xxx", true),
+        ];
+        for (pattern, path, want) in single {
+            let m = IgnoreMatcher::new([pattern]).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            assert_eq!(
+                m.is_excluded(path, false),
+                *want,
+                "pattern {pattern:?} path {path:?}"
+            );
+        }
+        for bad in [
+            "[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a[", "[",
+        ] {
+            assert!(
+                IgnoreMatcher::new([bad]).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        let multi: &[(&[&str], &str, bool)] = &[
+            (&["**", "!util/docker/web"], "util/docker/web/foo", false),
+            (
+                &["**", "!util/docker/web", "util/docker/web/foo"],
+                "util/docker/web/foo",
+                true,
+            ),
+            (
+                &["**", "!dist/*.whl"],
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                false,
+            ),
+            (&["docs", "!docs/README.md"], "docs/README.md", false),
+            (&["docs/", "!docs/README.md"], "docs/README.md", false),
+            (&["docs/*", "!docs/README.md"], "docs/README.md", false),
+            (&["!fileutils.go", "*.go"], "fileutils.go", true),
+            (&["*.go", "!fileutils.go"], "fileutils.go", false),
+        ];
+        for (patterns, path, want) in multi {
+            let m = IgnoreMatcher::new(patterns.iter()).unwrap();
+            assert_eq!(
+                m.is_excluded(path, false),
+                *want,
+                "patterns {patterns:?} path {path:?}"
+            );
+        }
     }
 
     #[test]
