@@ -176,6 +176,8 @@ fn simple_ctx(env: &Env) -> PathBuf {
     std::fs::create_dir_all(ctx.join("src/lib")).unwrap();
     std::fs::write(ctx.join("src/main.c"), "int main(void) { return 0; }\n").unwrap();
     std::fs::write(ctx.join("src/lib/util.c"), "int util;\n").unwrap();
+    std::fs::write(ctx.join("src/scratch.tmp"), "ignored\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "# editor files\n**/*.tmp\n").unwrap();
     ctx
 }
 
@@ -679,6 +681,10 @@ fn outputs_load_in_real_clients() {
         "hello from RUN\n"
     );
     assert!(unpacked.join("rootfs/app/src/lib/util.c").exists());
+    assert!(
+        !unpacked.join("rootfs/app/src/scratch.tmp").exists(),
+        ".dockerignore was not applied"
+    );
 
     // zstd layers on request (umoci can't read them; skopeo can).
     let ociz = env.path().join("oci-zstd");

@@ -6,7 +6,6 @@ mod history;
 mod stage;
 
 use crate::dockerfile::{self, Dockerfile, Instruction, Lexer};
-use crate::exec::glob::Excludes;
 use crate::exec::run::Runtime;
 use crate::image::{Descriptor, ImageConfig};
 use crate::layer::Compression;
@@ -79,7 +78,7 @@ pub(crate) struct BuildCtx<'a> {
     pub progress: &'a dyn Progress,
     pub dockerfile: Dockerfile,
     pub dockerfile_path: PathBuf,
-    pub ignore: Excludes,
+    pub ignore: crate::dockerfile::IgnoreMatcher,
     pub global_args: BTreeMap<String, Option<String>>,
     /// Stage index → expanded base reference.
     pub bases: Vec<String>,
@@ -194,7 +193,7 @@ fn build_inner(
     if df.stages.is_empty() {
         bail!("the Dockerfile has no FROM instruction");
     }
-    let ignore = read_dockerignore(&context)?;
+    let ignore = read_dockerignore(&context, &dockerfile_path)?;
     let lexer = Lexer::new(df.directives.escape);
 
     // Global ARGs: visible in FROM lines; build args override defaults.
@@ -353,11 +352,17 @@ fn needed_stages(
     needed
 }
 
-fn read_dockerignore(context: &std::path::Path) -> Result<Excludes> {
-    let path = context.join(".dockerignore");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Excludes::new(&text.lines().collect::<Vec<_>>())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Excludes::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+/// The context's ignore file: `<Dockerfile>.dockerignore` next to the
+/// Dockerfile, else `.dockerignore` at the context root.
+fn read_dockerignore(
+    context: &std::path::Path,
+    dockerfile: &std::path::Path,
+) -> Result<crate::dockerfile::IgnoreMatcher> {
+    let Some(path) = dockerfile::find_ignore_file(context, dockerfile) else {
+        return Ok(crate::dockerfile::IgnoreMatcher::default());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    crate::dockerfile::IgnoreMatcher::from_dockerignore(&text)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
 }

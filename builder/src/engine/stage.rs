@@ -903,7 +903,7 @@ impl StageExec<'_, '_> {
                 let ov = OverlayMount::new(self.ctx.store, &lowers)?;
                 let root = ov.merged.clone();
                 src_mount = Some(ov);
-                (root, Excludes::default())
+                (root, crate::dockerfile::IgnoreMatcher::default())
             }
             None => (self.context.clone(), self.ctx.ignore.clone()),
         };
@@ -957,7 +957,7 @@ impl StageExec<'_, '_> {
                             exclude: Excludes::new(&excludes),
                             base: sel.rel.clone(),
                         };
-                        if filter.ignore.excluded(&sel.rel) && !sel.rel.is_empty() {
+                        if !sel.rel.is_empty() && filter.ignore.is_excluded(&sel.rel, sel.is_dir) {
                             continue;
                         }
                         items.push((Item::Path(sel), filter));

@@ -145,7 +145,8 @@ mod tests {
 /// selected source.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    pub ignore: Excludes,
+    /// `.dockerignore` of the context (moby semantics, from the frontend).
+    pub ignore: crate::dockerfile::IgnoreMatcher,
     pub exclude: Excludes,
     /// Root-relative path of the selected source.
     pub base: String,
@@ -153,7 +154,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn skip(&self, root_rel: &str) -> bool {
-        if self.ignore.excluded(root_rel) {
+        if self.ignore.is_excluded(root_rel, false) {
             return true;
         }
         if self.exclude.is_empty() {
