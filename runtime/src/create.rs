@@ -11,6 +11,7 @@
 //! 7. save state.json and the pid file. Any failure undoes 1–6.
 
 use crate::bundle::{self, Bundle};
+use crate::cgroup_join::{self, Placement};
 use crate::cli::CreateArgs;
 use crate::hooks;
 use crate::init::{self, InitContext};
@@ -21,7 +22,6 @@ use crate::sync::{self, Msg};
 use crate::{console, device_rules};
 use anyhow::{bail, Context, Result};
 use berth_cgroups::Cgroup;
-use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
@@ -161,6 +161,18 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .context("duplicate namespace fd")?;
 
     let (parent_chan, child_chan) = sync::pair()?;
+    // Init joins its cgroups itself, cheaply (see cgroup_join), unless it
+    // is in a new user namespace (no rights on the host's cgroup files) or
+    // is cloned by an intermediate process.
+    let self_placing = !plan.creates(LinuxNamespaceType::User)
+        && user_join.is_none()
+        && pid_join.is_none()
+        && !plan.creates(LinuxNamespaceType::Time);
+    let placement = if self_placing {
+        Some(Placement::new(&cgroup)?)
+    } else {
+        None
+    };
     let ctx = InitContext {
         id: &args.id,
         spec: &spec,
@@ -175,14 +187,25 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         fifo: fifo.as_raw_fd(),
         console_socket,
         seccomp: compiled.as_ref(),
+        placement: placement.as_ref(),
     };
-    let pid = spawn_init(&ctx, &parent_chan, &plan, user_join, pid_join, &spec)?;
+    let (pid, placed) = spawn_init(&ctx, &parent_chan, &plan, user_join, pid_join, &spec)?;
     rollback.pid = Some(pid);
     drop(child_chan);
     drop(fifo);
     drop(console_stream);
 
-    cgroup.add_pid(pid)?;
+    match placed {
+        Placed::Fully => {}
+        Placed::ExceptUnified => {
+            if let Some(dir) = cgroup.unified_dir() {
+                let procs = dir.join("cgroup.procs");
+                std::fs::write(&procs, pid.to_string())
+                    .with_context(|| format!("write {pid} to {}", procs.display()))?;
+            }
+        }
+        Placed::NotAtAll => cgroup.add_pid(pid)?,
+    }
     if plan.creates(LinuxNamespaceType::User) {
         write_id_maps(pid, linux.uid_mappings(), linux.gid_mappings())?;
     }
@@ -234,6 +257,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     Ok(Created { state: st, spec })
 }
 
+/// How much of the cgroup placement init did by itself.
+enum Placed {
+    Fully,
+    ExceptUnified,
+    NotAtAll,
+}
+
 /// Clone init. Joining a user or pid namespace, or creating a time
 /// namespace, has to happen in the process that clones init (they apply to
 /// children), so that is done by a short-lived intermediate.
@@ -244,13 +274,15 @@ fn spawn_init(
     user_join: Option<&File>,
     pid_join: Option<&File>,
     spec: &Spec,
-) -> Result<i32> {
+) -> Result<(i32, Placed)> {
     let flags = plan.clone_flags();
     let new_time = plan.creates(LinuxNamespaceType::Time);
     if user_join.is_none() && pid_join.is_none() && !new_time {
-        return match raw_clone(flags)? {
-            0 => init::run(ctx),
-            pid => Ok(pid),
+        return match cgroup_join::clone_placed(flags, ctx.placement)? {
+            None => init::run(ctx),
+            Some(child) if ctx.placement.is_none() => Ok((child.pid, Placed::NotAtAll)),
+            Some(child) if child.needs_unified => Ok((child.pid, Placed::ExceptUnified)),
+            Some(child) => Ok((child.pid, Placed::Fully)),
         };
     }
     let (mut rd, mut wr) = std::io::pipe().context("pipe for intermediate")?;
@@ -258,7 +290,7 @@ fn spawn_init(
     match unsafe { nix::unistd::fork() }.context("fork intermediate")? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let res: Result<i32> = (|| {
+            let res: Result<Option<cgroup_join::Child>> = (|| {
                 if let Some(f) = user_join {
                     namespaces::join(LinuxNamespaceType::User, f)?;
                 }
@@ -270,12 +302,12 @@ fn spawn_init(
                         .context("create time namespace")?;
                     write_time_offsets(spec)?;
                 }
-                raw_clone(flags)
+                cgroup_join::clone_placed(flags, None)
             })();
             match res {
-                Ok(0) => init::run(ctx),
-                Ok(pid) => {
-                    let _ = wr.write_all(&pid.to_le_bytes());
+                Ok(None) => init::run(ctx),
+                Ok(Some(child)) => {
+                    let _ = wr.write_all(&child.pid.to_le_bytes());
                     // SAFETY: leave without running destructors of the parent's state.
                     unsafe { libc::_exit(0) }
                 }
@@ -297,30 +329,9 @@ fn spawn_init(
                     _ => bail!("intermediate process failed to start container init"),
                 }
             }
-            Ok(i32::from_le_bytes(buf))
+            Ok((i32::from_le_bytes(buf), Placed::NotAtAll))
         }
     }
-}
-
-/// clone(2) with fork semantics (no new stack) plus namespace flags.
-fn raw_clone(flags: CloneFlags) -> Result<i32> {
-    // SAFETY: clone with a NULL stack behaves like fork; the child continues
-    // on a copy-on-write copy of our stack. We are single-threaded here.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags.bits() as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("clone container init ({flags:?})"));
-    }
-    Ok(r as i32)
 }
 
 fn write_time_offsets(spec: &Spec) -> Result<()> {

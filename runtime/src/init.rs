@@ -38,6 +38,8 @@ pub struct InitContext<'a> {
     pub fifo: RawFd,
     pub console_socket: Option<RawFd>,
     pub seccomp: Option<&'a CompiledSeccomp>,
+    /// Set when init must join its v1 cgroups itself (see cgroup_join).
+    pub placement: Option<&'a crate::cgroup_join::Placement>,
 }
 
 /// Run init; never returns. Errors go to the parent while it listens.
@@ -59,6 +61,9 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     // The parent blocks signals to forward them (run); the container must not inherit that.
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("reset signal mask")?;
+    if let Some(p) = ctx.placement {
+        crate::cgroup_join::join_v1_self(p)?;
+    }
 
     // Parent: cgroup joined, id maps written; it tells us our host pid.
     let host_pid = match ctx.chan.recv()? {

@@ -29,10 +29,36 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     use std::io::Write;
     (&f).write_all(b"0")
         .context("signal container init to start")?;
-    drop(f);
     std::fs::remove_file(&fifo).context("remove exec.fifo")?;
+    wait_for_exec(&f);
+    // A startContainer hook failure makes init exit with the error on the
+    // container's stderr; it is indistinguishable here from a process that
+    // exited quickly, so start itself still succeeds (as with runc).
+    drop(f);
     run_poststart(root, &st);
     Ok(())
+}
+
+/// Init keeps its end of exec.fifo open until execve closes it (O_CLOEXEC);
+/// our write end reports POLLERR once no reader is left. Only then has the
+/// user process started, which poststart hooks must come after.
+fn wait_for_exec(fifo: &std::fs::File) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_)
+                if !fds[0]
+                    .revents()
+                    .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)) =>
+            {
+                continue
+            }
+            _ => return,
+        }
+    }
 }
 
 trait NonBlock {

@@ -1,6 +1,7 @@
 //! berth: a runc-compatible OCI runtime.
 
 mod bundle;
+mod cgroup_join;
 mod cli;
 mod console;
 mod create;

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runtime benchmark: berth vs runc vs an unshare+chroot floor, side by side.
+#   bench/runtime.sh BERTH_BINARY
+# Measures /bin/true in the busybox bundle (runc's default spec: pid, net,
+# ipc, uts, mount, cgroup namespaces; masked paths; caps; cgroup with device
+# rules) three ways:
+#   run      one `run` invocation: create + start + wait + delete
+#   steps    `create`, `start`, `delete --force` as separate invocations
+#   floor    unshare -pfnimuC --mount-proc + chroot (no runtime at all)
+# and prints medians and ratios.
+set -euo pipefail
+berth=$(realpath "$1")
+runc=$(command -v runc)
+here=$(cd "$(dirname "$0")/.." && pwd)
+runs=${BENCH_RUNS:-200}
+work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+cleanup() {
+  "$berth" --root "$work/berth-root" delete --force bench >/dev/null 2>&1 || true
+  "$runc" --root "$work/runc-root" delete --force bench >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+[ -d "$here/fixtures/busybox/rootfs" ] || bash "$here/scripts/busybox-bundle.sh" "$berth" "$here/fixtures/busybox" >/dev/null
+cp -a "$here/fixtures/busybox" "$work/bundle"
+python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]
+json.dump(c, open(p, "w"), indent=1)
+PY
+rootfs="$work/bundle/rootfs"
+B="$berth --root $work/berth-root"
+R="$runc --root $work/runc-root"
+cd "$work/bundle"
+
+hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/run.json" \
+  -n "berth run" "$B run bench" \
+  -n "runc run" "$R run bench" \
+  -n "floor (unshare+chroot)" "unshare -pfnimuC --mount-proc=$rootfs/proc chroot $rootfs /bin/true" >/dev/null
+
+hyperfine --warmup 5 --runs "$((runs / 2))" --export-json "$work/steps.json" \
+  -n "berth create/start/delete" "$B create bench && $B start bench && $B delete --force bench" \
+  -n "runc create/start/delete" "$R create bench && $R start bench && $R delete --force bench" >/dev/null
+
+python3 - "$work/run.json" "$work/steps.json" <<'PY'
+import json, sys
+def load(p):
+    return {r["command"]: r for r in json.load(open(p))["results"]}
+run, steps = load(sys.argv[1]), load(sys.argv[2])
+ms = lambda r: r["median"] * 1000
+print(f"{'benchmark':34} {'median ms':>10} {'mean ms':>9} {'stddev':>7}")
+for d in (run, steps):
+    for name, r in d.items():
+        print(f"{name:34} {ms(r):10.2f} {r['mean']*1000:9.2f} {r['stddev']*1000:7.2f}")
+b, rc, fl = ms(run["berth run"]), ms(run["runc run"]), ms(run["floor (unshare+chroot)"])
+bs, rs = ms(steps["berth create/start/delete"]), ms(steps["runc create/start/delete"])
+print()
+print(f"run:   runc/berth = {rc / b:.2f}x faster (target >= 3x); berth/floor = {b / fl:.2f}x (target <= 2x)")
+print(f"steps: runc/berth = {rs / bs:.2f}x faster")
+PY
