@@ -657,6 +657,126 @@ mod tests {
         }
     }
 
+    /// Vectors from BuildKit's `TestProcessWithMatches` and
+    /// `TestShellParserMandatoryEnvVars`.
+    #[test]
+    fn buildkit_match_vectors() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            ("x ${UNUSED}", &[], Some("x ")),
+            ("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &[("FOO", "xxx"), ("BAR", "")], Some("xxx  ccc")),
+            ("${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}", &[("FOO", "xxx"), ("BAR", "")], Some("xxx bbb ccc")),
+            ("${FOO:-}", &[("FOO", "xxx")], Some("xxx")),
+            ("${FOO:-}", &[], Some("")),
+            ("${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}", &[("FOO", "xxx"), ("BAR", "")], Some("aaa bbb ")),
+            ("${FOO:+aaa} ${BAR:+bbb} ${BAZ:+ccc}", &[("FOO", "xxx"), ("BAR", "")], Some("aaa  ")),
+            ("${FOO?aaa}", &[("FOO", "xxx")], Some("xxx")),
+            ("${BAR?bbb}", &[("BAR", "")], Some("")),
+            ("${BAZ?ccc}", &[], None),
+            ("${FOO:?aaa}", &[("FOO", "xxx")], Some("xxx")),
+            ("${BAR:?bbb}", &[("BAR", "")], None),
+            ("${BAZ:?}", &[], None),
+            ("${FOO=aaa}", &[("FOO", "xxx")], None),
+            ("${FOO=:aaa}", &[("FOO", "xxx")], None),
+            ("${FOO=}", &[], None),
+            ("${FOO#()[]{\\}^$.\\*\\?|\\\\}", &[("FOO", "()[]{}^$.*?|\\x")], Some("x")),
+            ("${FOO%%\\**}", &[("FOO", "xx**")], Some("xx")),
+            ("${FOO#*x*y}", &[("FOO", "xxyy")], Some("y")),
+            ("${FOO#*}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO#$BAR}", &[("FOO", "xxyy"), ("BAR", "x")], Some("xyy")),
+            ("${FOO#$BAR}", &[("FOO", "xxyy"), ("BAR", "")], Some("xxyy")),
+            ("${FOO#}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO##*x}", &[("FOO", "xxyy")], Some("yy")),
+            ("${FOO##}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO#?\\?}", &[("FOO", "???y")], Some("?y")),
+            ("${ABC:-.}${FOO%x}${ABC:-.}", &[("FOO", "xxyy")], Some(".xxyy.")),
+            ("${FOO%%\\**\\*}", &[("FOO", "a***yy*")], Some("a")),
+            ("${FOO%}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO%%$BAR}", &[("FOO", "xxyy"), ("BAR", "")], Some("xxyy")),
+            (
+                "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
+                &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", "\\*/")],
+                Some("/foo.*/*.txt - /foo..*.txt"),
+            ),
+            (
+                "${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}",
+                &[("FOO", "/tmp/tmp/bar.txt"), ("NEEDLE", "/tmp")],
+                Some("/tmp/bar.txt - /bar.txt"),
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
+                &[("FOO", "/a/foo/b/c.txt"), ("NEEDLE", "/?/"), ("REPLACEMENT", "/")],
+                Some("/foo/b/c.txt - /foo/c.txt"),
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT}",
+                &[("FOO", "http://google.de"), ("NEEDLE", "http://"), ("REPLACEMENT", "https://")],
+                Some("https://google.de"),
+            ),
+            ("${FOO//\\//\\/}", &[("FOO", "/tmp/foo.txt")], Some("\\/tmp\\/foo.txt")),
+            ("${FOO/$BAR/ww}", &[("FOO", "xxyy"), ("BAR", "")], Some("wwxxyy")),
+            ("${FOO//ww}", &[("FOO", "xxyy")], None),
+            ("${FOO//}", &[("FOO", "xxyy")], None),
+            ("${FOO///}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO///}", &[], Some("")),
+            (
+                "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz",
+                &[("VERSION", "v1.2.3"), ("TARGETOS", "linux"), ("TARGETARCH", "arm"), ("TARGETVARIANT", "v7")],
+                Some("something-v1.2.3.linux-arm-v7.tar.gz"),
+            ),
+            (
+                "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz",
+                &[("VERSION", "v1.2.3"), ("TARGETOS", "linux"), ("TARGETARCH", "amd64"), ("TARGETVARIANT", "")],
+                Some("something-v1.2.3.linux-amd64.tar.gz"),
+            ),
+        ];
+        let lx = Lexer::new('\\');
+        for (input, vars, want) in cases {
+            let lookup = |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            let got = lx.process_word(input, &lookup);
+            match want {
+                Some(w) => assert_eq!(got.as_deref(), Ok(*w), "input {input:?}"),
+                None => assert!(got.is_err(), "input {input:?} gave {got:?}"),
+            }
+        }
+
+        let word_set = |v: &str| Some(v.to_string());
+        let vars = |var: Option<&'static str>| {
+            move |k: &str| match k {
+                "ARG" => word_set("x"),
+                "VAR" => var.map(str::to_string),
+                _ => None,
+            }
+        };
+        let no_empty = "${VAR:?message here$ARG}";
+        let no_unset = "${VAR?message here$ARG}";
+        assert_eq!(
+            lx.process_word(no_empty, &vars(Some("plain"))).unwrap(),
+            "plain"
+        );
+        assert!(lx
+            .process_word(no_empty, &vars(Some("")))
+            .unwrap_err()
+            .contains("message herex"));
+        assert!(lx
+            .process_word(no_empty, &vars(None))
+            .unwrap_err()
+            .contains("message herex"));
+        assert_eq!(
+            lx.process_word(no_unset, &vars(Some("plain"))).unwrap(),
+            "plain"
+        );
+        assert_eq!(lx.process_word(no_unset, &vars(Some(""))).unwrap(), "");
+        assert!(lx
+            .process_word(no_unset, &vars(None))
+            .unwrap_err()
+            .contains("message herex"));
+    }
+
     #[test]
     fn error_messages() {
         let lx = Lexer::new('\\');
