@@ -9,6 +9,7 @@
 //! - cgroup v1: a single-threaded process moving *itself* by writing "0" to
 //!   a hierarchy's `tasks` file skips the global lock (the kernel only
 //!   needs it to keep a thread group stable while moving another process).
+//!
 //! When neither applies (e.g. init in a new user namespace cannot write the
 //! host's cgroup files) the parent falls back to `cgroup.procs`.
 
