@@ -427,7 +427,7 @@ mod tests {
         std::os::unix::fs::symlink("/usr/lib", root.path().join("lib")).unwrap();
         let sel = select(d.path(), "src").unwrap().remove(0);
         let filter = Filter {
-            ignore: Excludes::new(&["**/*.h"]),
+            ignore: crate::dockerfile::IgnoreMatcher::new(["**/*.h"]).unwrap(),
             ..Default::default()
         };
         let opts = CopyOptions {
