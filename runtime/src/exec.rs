@@ -1,6 +1,7 @@
 //! `berth exec`: start a new process inside a running container, joining
 //! its namespaces and cgroup and applying the same confinement as init.
 
+use crate::cgroup_join::{self, Placement};
 use crate::cli::ExecArgs;
 use crate::create::write_pid_file;
 use crate::init::prepare_process;
@@ -9,6 +10,7 @@ use crate::state::{self, Status};
 use crate::sync::{self, Msg};
 use crate::{console, foreground, seccomp};
 use anyhow::{bail, Context, Result};
+use nix::sched::CloneFlags;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::fs::File;
@@ -87,9 +89,22 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         namespaces::join(LinuxNamespaceType::Pid, f)?;
     }
     // SAFETY: single-threaded here; the child execs or _exits.
-    let pid = match unsafe { nix::unistd::fork() }.context("fork exec process")? {
-        nix::unistd::ForkResult::Child => {
+    // The child joins the container's cgroups at birth (v2) or by moving
+    // itself (v1), avoiding a slow cgroup migration (see cgroup_join).
+    let placement = match &st.cgroup {
+        Some(cg) => Some(Placement::new(cg)?),
+        None => None,
+    };
+    let spawned = match cgroup_join::clone_placed(CloneFlags::empty(), placement.as_ref())? {
+        None => {
             drop(parent_chan);
+            if let Some(p) = &placement {
+                if let Err(e) = cgroup_join::join_v1_self(p) {
+                    let _ = child_chan.send(&Msg::Error(format!("{e:#}")));
+                    // SAFETY: leave without running the parent's destructors.
+                    unsafe { libc::_exit(127) }
+                }
+            }
             let err = match child(
                 &child_chan,
                 &ns_files,
@@ -106,8 +121,9 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             // SAFETY: leave without running the parent's destructors.
             unsafe { libc::_exit(127) }
         }
-        nix::unistd::ForkResult::Parent { child } => child.as_raw(),
+        Some(child) => child,
     };
+    let (pid, needs_unified) = (spawned.pid, spawned.needs_unified);
     drop(child_chan);
     drop(theirs);
     drop(console_stream);
@@ -119,8 +135,14 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         e
     };
-    if let Some(cg) = &st.cgroup {
-        cg.add_pid(pid).map_err(abort)?;
+    if let (true, Some(dir)) = (
+        needs_unified,
+        st.cgroup.as_ref().and_then(|c| c.unified_dir()),
+    ) {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .with_context(|| format!("write {pid} to {}", procs.display()))
+            .map_err(abort)?;
     }
     parent_chan
         .send(&Msg::Continue { host_pid: pid })
