@@ -31,7 +31,7 @@ lint:
 # Unit tests, then integration tests that drive the real binaries (needs root).
 test: fixtures
 	$(CARGO) fmt --all -- --check
-	$(CARGO) test --workspace --bins --lib
+	$(CARGO) test --workspace --exclude berth-integration
 	BERTH_BIN=$(BERTH_DEBUG) $(CARGO) test -p berth-integration -- --test-threads=2
 
 demo: release
