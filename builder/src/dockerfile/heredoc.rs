@@ -25,12 +25,14 @@ pub fn markers(line: &str) -> Vec<Marker> {
     let mut lx = Lexer::new('\\');
     lx.raw_quotes = true;
     lx.raw_escapes = true;
+    // `<<$EOF` names a heredoc "$EOF".
+    lx.skip_unset = true;
     // BuildKit ignores lexing errors here: such a line simply has no heredoc.
     let words = lx.process_words(line, &no_env).unwrap_or_default();
     words.iter().filter_map(|w| parse_marker(w)).collect()
 }
 
-/// Parses one word as a heredoc marker: `^(\d*)<<(-?)([^<]*)$`.
+/// Parses one word as a heredoc marker: `^(\d*)<<(-?)\s*([^<]*)$`.
 pub fn parse_marker(word: &str) -> Option<Marker> {
     let digits = word.len() - word.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     let (fd, after) = word.split_at(digits);
@@ -39,6 +41,7 @@ pub fn parse_marker(word: &str) -> Option<Marker> {
         Some(r) => (true, r),
         None => (false, after),
     };
+    let rest = rest.trim_start();
     if rest.is_empty() || rest.contains('<') {
         return None;
     }
@@ -107,6 +110,29 @@ mod tests {
         assert!(markers("RUN echo a<<EOF").is_empty());
         assert!(markers("RUN echo <<").is_empty());
         assert!(markers("RUN echo 'unterminated <<EOF").is_empty());
+        // Blanks after `<<`, BuildKit's parser_heredoc_test vectors.
+        assert_eq!(markers("RUN <<  EOF"), vec![m("EOF", true, false, None)]);
+        assert_eq!(
+            markers("RUN <<  EOF  > foo"),
+            vec![m("EOF", true, false, None)]
+        );
+        assert_eq!(parse_marker("<<- EOF"), Some(m("EOF", true, true, None)));
+        assert_eq!(parse_marker("<< EOF"), Some(m("EOF", true, false, None)));
+        assert_eq!(markers("RUN << -EOF"), vec![m("-EOF", true, false, None)]);
+        assert_eq!(markers("RUN <<$EOF"), vec![m("$EOF", true, false, None)]);
+        assert_eq!(markers("RUN <<eo'f'"), vec![m("eof", false, false, None)]);
+        assert_eq!(markers("RUN <<eo\\'f"), vec![m("eo'f", true, false, None)]);
+        assert_eq!(
+            markers("RUN <<'e'o\\'f"),
+            vec![m("eo'f", false, false, None)]
+        );
+        assert_eq!(
+            markers("RUN <<'one two'"),
+            vec![m("one two", false, false, None)]
+        );
+        assert_eq!(markers("RUN <<EO\"F\""), vec![m("EOF", false, false, None)]);
+        assert!(markers("RUN <<EOF'").is_empty());
+        assert!(markers("RUN <<<EOF").is_empty());
     }
 
     #[test]

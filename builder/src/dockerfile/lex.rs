@@ -140,10 +140,11 @@ impl ShellWord<'_, '_> {
             }
             let quote = (ch == '\'' || ch == '"') && !self.lx.skip_quotes;
             match ch {
-                _ if quote || ch == '$' => {
+                _ if quote || ch == '$' || ch == '<' => {
                     let tmp = match ch {
                         '\'' => self.single_quote()?,
                         '"' => self.double_quote()?,
+                        '<' => self.possible_heredoc(),
                         _ => self.dollar()?,
                     };
                     result.push_str(&tmp);
@@ -180,6 +181,22 @@ impl ShellWord<'_, '_> {
             ));
         }
         Ok((result, words.finish()))
+    }
+
+    /// `<<` keeps the blanks after it in the same word so that `<< EOF` is
+    /// one heredoc marker (BuildKit's processPossibleHeredoc).
+    fn possible_heredoc(&mut self) -> String {
+        self.next();
+        if self.peek() != Some('<') {
+            return "<".to_string();
+        }
+        self.next();
+        let mut out = "<<".to_string();
+        while let Some(c) = self.peek().filter(|c| matches!(c, ' ' | '\t' | '\r')) {
+            out.push(c);
+            self.next();
+        }
+        out
     }
 
     fn single_quote(&mut self) -> Result<String, String> {
@@ -813,6 +830,8 @@ mod tests {
             (r#""$WORDS""#, &["a  b c"]),
             ("x$WORDS", &["xa", "b", "c"]),
             ("${XXX:-80 443}", &["80", "443"]),
+            ("cat <<  EOF > f", &["cat", "<<  EOF", ">", "f"]),
+            ("a < b", &["a", "<", "b"]),
             (r#""""#, &[]),
             ("", &[]),
         ];

@@ -253,9 +253,14 @@ fn parse_line(
             if expr.is_empty() {
                 return Err("ONBUILD requires at least one argument".to_string());
             }
+            // The trigger may carry heredocs (`ONBUILD RUN <<EOF`).
+            let trigger = match parse_trigger(expr, escape, bodies)? {
+                Parsed::Instruction(i) => i,
+                other => return Ok(other),
+            };
             Instruction::OnBuild(OnBuild {
                 expression: expr.to_string(),
-                trigger: Box::new(parse_trigger(expr, escape)?),
+                trigger: Box::new(trigger),
             })
         }
         _ => {
@@ -272,7 +277,11 @@ fn parse_line(
 
 /// Parses an ONBUILD trigger expression (`RUN make`, `COPY . /src`).
 /// ONBUILD, FROM and MAINTAINER are not allowed as triggers.
-fn parse_trigger(expr: &str, escape: char) -> Result<Instruction, String> {
+fn parse_trigger(
+    expr: &str,
+    escape: char,
+    bodies: Option<&mut BodyReader<'_>>,
+) -> Result<Parsed, String> {
     let kw = expr
         .split_whitespace()
         .next()
@@ -284,17 +293,20 @@ fn parse_trigger(expr: &str, escape: char) -> Result<Instruction, String> {
         "FROM" | "MAINTAINER" => return Err(format!("{kw} isn't allowed as an ONBUILD trigger")),
         _ => {}
     }
-    match parse_line(expr, escape, None)? {
-        Parsed::Instruction(trigger) => Ok(trigger),
-        _ => Err(format!("{kw} isn't allowed as an ONBUILD trigger")),
+    match parse_line(expr, escape, bodies)? {
+        Parsed::From { .. } => Err(format!("{kw} isn't allowed as an ONBUILD trigger")),
+        other => Ok(other),
     }
 }
 
 /// Parses one trigger from a base image's `OnBuild` config list (escape
 /// character `\`, as BuildKit parses them on their own).
 pub fn parse_onbuild_trigger(expr: &str) -> Result<Instruction, ParseError> {
-    parse_trigger(expr.trim(), '\\')
-        .map_err(|e| ParseError::new(0, format!("invalid ONBUILD trigger {expr:?}: {e}")))
+    let err = |e: String| ParseError::new(0, format!("invalid ONBUILD trigger {expr:?}: {e}"));
+    match parse_trigger(expr.trim(), '\\', None).map_err(err)? {
+        Parsed::Instruction(i) => Ok(i),
+        _ => Err(err("not an instruction".to_string())),
+    }
 }
 
 /// Instructions without flags or heredocs.

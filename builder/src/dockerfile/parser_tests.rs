@@ -393,6 +393,23 @@ fn healthcheck() {
 }
 
 #[test]
+fn onbuild_trigger_with_heredoc() {
+    let st = only_stage("FROM x\nONBUILD RUN <<EOF\necho hi\nEOF\nUSER app\n");
+    let Instruction::OnBuild(o) = &st.instructions[0].instruction else {
+        panic!()
+    };
+    assert_eq!(o.expression, "RUN <<EOF");
+    let Instruction::Run(r) = o.trigger.as_ref() else {
+        panic!()
+    };
+    assert_eq!(r.heredocs[0].content, "echo hi\n");
+    assert_eq!(st.instructions[1].line, 5);
+    assert!(
+        err("FROM x\nONBUILD COPY <<EOF /a\n").contains("Dockerfile:2: unterminated heredoc <<EOF")
+    );
+}
+
+#[test]
 fn onbuild() {
     let Instruction::OnBuild(o) = one("ONBUILD COPY --from=x . /app/src") else {
         panic!()
