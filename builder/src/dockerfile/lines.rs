@@ -143,11 +143,17 @@ impl<'a> LineReader<'a> {
                     }
                 }
             }
-            "syntax" => self.directives.syntax = Some(value.to_string()),
-            _ => self.directives.check = Some(value.to_string()),
+            // Like BuildKit's DetectSyntax/ParseDirective, the value ends at
+            // the first blank (`# syntax=img // opts`).
+            "syntax" => self.directives.syntax = Some(first_field(value)),
+            _ => self.directives.check = Some(first_field(value)),
         }
         Ok(())
     }
+}
+
+fn first_field(value: &str) -> String {
+    value.split(' ').next().unwrap_or(value).to_string()
 }
 
 fn is_comment(trimmed_start: &str) -> bool {
@@ -231,6 +237,15 @@ mod tests {
         // check= is recorded, case-insensitive names.
         let mut r = LineReader::new("#CHECK = skip=all\n# Escape = \\\nFROM x\n");
         r.next_logical().unwrap();
+        assert_eq!(r.directives.check.as_deref(), Some("skip=all"));
+        let mut r = LineReader::new(
+            "# syntax = dockerfile:experimental // opts\n#check = skip=all // x\nFROM x\n",
+        );
+        r.next_logical().unwrap();
+        assert_eq!(
+            r.directives.syntax.as_deref(),
+            Some("dockerfile:experimental")
+        );
         assert_eq!(r.directives.check.as_deref(), Some("skip=all"));
     }
 
