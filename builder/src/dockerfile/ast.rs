@@ -272,6 +272,10 @@ impl FileSpec {
 
 /// Parses an octal file mode such as `755` or `0644` (at most `07777`).
 pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
+    // Digits only: from_str_radix would also take a sign.
+    if !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!("invalid chmod value {s:?}: must be octal"));
+    }
     let bits = u32::from_str_radix(s, 8)
         .map_err(|_| format!("invalid chmod value {s:?}: must be octal"))?;
     if s.is_empty() || bits > 0o7777 {

@@ -4,7 +4,7 @@
 //! String values (target, source, from, id, env) are kept unexpanded here; a
 //! resolved plan expands them and fills defaults with [`finalize`].
 
-use super::ast::{Mount, MountType, SharingMode};
+use super::ast::{parse_octal_mode, Mount, MountType, SharingMode};
 
 /// Parses the value of one `--mount=` flag.
 pub fn parse_mount(value: &str) -> Result<Mount, String> {
@@ -100,7 +100,7 @@ pub fn parse_mount(value: &str) -> Result<Mount, String> {
             }
             "mode" => {
                 m.mode = Some(
-                    u32::from_str_radix(&val, 8)
+                    parse_octal_mode(&val)
                         .map_err(|_| format!("invalid mount mode {val:?}: must be octal"))?,
                 )
             }

@@ -242,6 +242,11 @@ fn copy_and_add_flags() {
         parents: false,
     };
     assert!(bad_mode.chmod_bits().is_err());
+    for bad in ["", "+755", "-1", "8", "17777", "rwx"] {
+        assert!(parse_octal_mode(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(parse_octal_mode("0755"), Ok(0o755));
+    assert_eq!(parse_octal_mode("4755"), Ok(0o4755));
 }
 
 #[test]
