@@ -12,6 +12,10 @@ pub struct Bundle {
     pub raw_config: Vec<u8>,
     /// Absolute, canonical rootfs path.
     pub rootfs: PathBuf,
+    /// linux.timeOffsets as (clock, secs, nanosecs), parsed here because
+    /// oci-spec 0.7 models the field as strings instead of the spec's
+    /// `{"secs": N, "nanosecs": N}` objects.
+    pub time_offsets: Vec<(String, i64, u32)>,
 }
 
 pub fn load(dir: &Path) -> Result<Bundle> {
@@ -28,7 +32,7 @@ pub fn load(dir: &Path) -> Result<Bundle> {
         }
         Err(e) => return Err(e).with_context(|| format!("read {}", config_path.display())),
     };
-    let spec: Spec = serde_json::from_slice(&raw_config)
+    let (spec, time_offsets) = parse_config(&raw_config)
         .with_context(|| format!("invalid config.json ({})", config_path.display()))?;
     validate(&spec)?;
     let root = spec
@@ -50,7 +54,45 @@ pub fn load(dir: &Path) -> Result<Bundle> {
         spec,
         raw_config,
         rootfs,
+        time_offsets,
     })
+}
+
+/// Parse config.json into the spec plus its time offsets.
+pub fn parse_config(raw: &[u8]) -> Result<(Spec, Vec<(String, i64, u32)>)> {
+    let mut doc: serde_json::Value = serde_json::from_slice(raw)?;
+    let time_offsets = take_time_offsets(&mut doc)?;
+    Ok((serde_json::from_value(doc)?, time_offsets))
+}
+
+/// Remove and parse `linux.timeOffsets` ({"monotonic": {"secs": 1, "nanosecs": 0}}).
+fn take_time_offsets(doc: &mut serde_json::Value) -> Result<Vec<(String, i64, u32)>> {
+    let Some(obj) = doc
+        .get_mut("linux")
+        .and_then(|l| l.as_object_mut())
+        .and_then(|l| l.remove("timeOffsets"))
+    else {
+        return Ok(Vec::new());
+    };
+    let map = obj
+        .as_object()
+        .context("invalid config.json: linux.timeOffsets must be an object")?;
+    let mut out = Vec::new();
+    for (clock, v) in map {
+        if clock != "monotonic" && clock != "boottime" {
+            bail!("invalid config.json: linux.timeOffsets: unknown clock {clock:?} (monotonic or boottime)");
+        }
+        let secs = v.get("secs").and_then(|s| s.as_i64()).unwrap_or(0);
+        let nanos = v.get("nanosecs").and_then(|s| s.as_u64()).unwrap_or(0);
+        let nanos = u32::try_from(nanos)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)
+            .with_context(|| {
+                format!("invalid config.json: linux.timeOffsets.{clock}.nanosecs out of range")
+            })?;
+        out.push((clock.clone(), secs, nanos));
+    }
+    Ok(out)
 }
 
 /// Checks the runtime-spec demands before anything is created.

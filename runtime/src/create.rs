@@ -78,6 +78,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         spec,
         raw_config,
         rootfs,
+        time_offsets,
     } = bundle::load(&args.bundle)?;
     let plan = Plan::from_spec(&spec)?;
     let process = spec
@@ -189,7 +190,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         seccomp: compiled.as_ref(),
         placement: placement.as_ref(),
     };
-    let (pid, placed) = spawn_init(&ctx, &parent_chan, &plan, user_join, pid_join, &spec)?;
+    let (pid, placed) = spawn_init(
+        &ctx,
+        &parent_chan,
+        &plan,
+        user_join,
+        pid_join,
+        &time_offsets,
+    )?;
     rollback.pid = Some(pid);
     drop(child_chan);
     drop(fifo);
@@ -273,7 +281,7 @@ fn spawn_init(
     plan: &Plan,
     user_join: Option<&File>,
     pid_join: Option<&File>,
-    spec: &Spec,
+    time_offsets: &[(String, i64, u32)],
 ) -> Result<(i32, Placed)> {
     let flags = plan.clone_flags();
     let new_time = plan.creates(LinuxNamespaceType::Time);
@@ -300,7 +308,7 @@ fn spawn_init(
                 if new_time {
                     nix::sched::unshare(namespaces::clone_flag(LinuxNamespaceType::Time))
                         .context("create time namespace")?;
-                    write_time_offsets(spec)?;
+                    write_time_offsets(time_offsets)?;
                 }
                 cgroup_join::clone_placed(flags, None)
             })();
@@ -334,16 +342,16 @@ fn spawn_init(
     }
 }
 
-fn write_time_offsets(spec: &Spec) -> Result<()> {
-    let Some(offsets) = spec.linux().as_ref().and_then(|l| l.time_offsets().clone()) else {
+fn write_time_offsets(offsets: &[(String, i64, u32)]) -> Result<()> {
+    let text: String = offsets
+        .iter()
+        .map(|(clock, secs, nanos)| format!("{clock} {secs} {nanos}\n"))
+        .collect();
+    if text.is_empty() {
         return Ok(());
-    };
-    let mut text = String::new();
-    for (clock, value) in offsets {
-        let (secs, nanos) = value.split_once(' ').unwrap_or((value.as_str(), "0"));
-        text.push_str(&format!("{clock} {secs} {nanos}\n"));
     }
-    std::fs::write("/proc/self/timens_offsets", text).context("write time namespace offsets")
+    std::fs::write("/proc/self/timens_offsets", &text)
+        .with_context(|| format!("write time namespace offsets {text:?}"))
 }
 
 fn write_id_maps(

@@ -84,11 +84,14 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         .or(theirs.as_ref().map(|s| s.as_raw_fd()));
 
     let (parent_chan, child_chan) = sync::pair()?;
-    // Joining the pid namespace only affects children: do it here, then fork.
-    if let Some((_, f)) = ns_files.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
+    // Joining the pid namespace only affects children: do it here, then
+    // fork, then switch back (threads can't be created while our children's
+    // pid namespace differs from ours, and the terminal proxy needs them).
+    let own_pid_ns = File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?;
+    let joined_pid_ns = ns_files.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid);
+    if let Some((_, f)) = joined_pid_ns {
         namespaces::join(LinuxNamespaceType::Pid, f)?;
     }
-    // SAFETY: single-threaded here; the child execs or _exits.
     // The child joins the container's cgroups at birth (v2) or by moving
     // itself (v1), avoiding a slow cgroup migration (see cgroup_join).
     let placement = match &st.cgroup {
@@ -123,6 +126,9 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         }
         Some(child) => child,
     };
+    if joined_pid_ns.is_some() {
+        namespaces::join(LinuxNamespaceType::Pid, &own_pid_ns)?;
+    }
     let (pid, needs_unified) = (spawned.pid, spawned.needs_unified);
     drop(child_chan);
     drop(theirs);

@@ -157,7 +157,9 @@ pub fn save(root: &Path, state: &ContainerState) -> Result<()> {
 pub fn load_spec(root: &Path, id: &str) -> Result<oci_spec::runtime::Spec> {
     let path = container_dir(root, id).join(CONFIG_FILE);
     let data = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    serde_json::from_slice(&data).with_context(|| format!("parse {}", path.display()))
+    crate::bundle::parse_config(&data)
+        .map(|(spec, _)| spec)
+        .with_context(|| format!("parse {}", path.display()))
 }
 
 /// Field 22 (`starttime`) and field 3 (`state`) of /proc/<pid>/stat.

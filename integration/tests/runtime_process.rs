@@ -1,0 +1,195 @@
+//! Process attributes, namespaces joined by path, time namespaces, devices,
+//! sysctls, --no-pivot and foreground terminals — asserted from inside.
+
+use anyhow::Result;
+use berth_integration::harness::*;
+use serde_json::json;
+
+fn run_sh(rt: &Runtime, b: &mut Bundle, script: &str) -> Result<(i32, String, String)> {
+    b.sh(script);
+    rt.run(&unique("proc"), b)
+}
+
+#[test]
+fn oom_score_personality_scheduler_ioprio() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.config["process"]["oomScoreAdj"] = json!(500);
+    b.config["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+    b.config["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+    b.config["linux"]["personality"] = json!({"domain": "LINUX32"});
+    // /proc/self/stat field 41 is the scheduling policy (3 = SCHED_BATCH), 19 is nice.
+    let (code, out, err) = run_sh(
+        &rt,
+        &mut b,
+        "cat /proc/self/oom_score_adj; uname -m; cut -d' ' -f19,41 /proc/self/stat; ionice -p $$",
+    )?;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "500");
+    assert!(matches!(lines[1], "i686" | "i386"), "{out}");
+    assert_eq!(lines[2], "5 3", "{out}");
+    assert!(lines[3].contains("idle"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn sysctl_and_domainname() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.config["domainname"] = json!("example.org");
+    b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel/msgmax": "12345"});
+    let (code, out, err) = run_sh(
+        &rt,
+        &mut b,
+        "cat /proc/sys/kernel/domainname /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax",
+    )?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "example.org\n1\n12345\n");
+    Ok(())
+}
+
+#[test]
+fn time_namespace_offsets() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("ns")
+        .push(json!({"type": "time"}));
+    b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 31_536_000, "nanosecs": 0}});
+    let (code, out, err) = run_sh(&rt, &mut b, "cut -d. -f1 /proc/uptime")?;
+    assert_eq!(code, 0, "{err}");
+    let uptime: u64 = out.trim().parse()?;
+    assert!(
+        uptime >= 31_536_000,
+        "uptime {uptime} lacks the boottime offset"
+    );
+    Ok(())
+}
+
+#[test]
+fn join_namespaces_by_path() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut a = Bundle::busybox()?;
+    a.config["hostname"] = json!("host-a");
+    a.sh("sleep 1000");
+    let id_a = unique("nsa");
+    rt.create(&id_a, &a)?;
+    rt.ok(&["start", &id_a])?;
+    let pid = rt.state(&id_a)?["pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0);
+    let net_a = std::fs::read_link(format!("/proc/{pid}/ns/net"))?;
+
+    let mut b = Bundle::busybox()?;
+    b.config["hostname"] = serde_json::Value::Null;
+    let ns = b.config["linux"]["namespaces"].as_array_mut().expect("ns");
+    for entry in ns.iter_mut() {
+        let t = entry["type"].as_str().unwrap_or("").to_string();
+        let file = match t.as_str() {
+            "network" => "net",
+            "uts" => "uts",
+            "ipc" => "ipc",
+            "pid" => "pid",
+            _ => continue,
+        };
+        entry["path"] = json!(format!("/proc/{pid}/ns/{file}"));
+    }
+    let (code, out, err) = run_sh(
+        &rt,
+        &mut b,
+        "hostname; readlink /proc/self/ns/net; cat /proc/1/cmdline | tr '\\0' ' '",
+    )?;
+    assert_eq!(code, 0, "{err} {}", rt.log_text());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "host-a");
+    assert_eq!(lines[1], net_a.display().to_string());
+    assert_eq!(
+        lines[2].trim(),
+        "sleep 1000",
+        "pid 1 seen from the joined pid namespace"
+    );
+    rt.ok(&["delete", "--force", &id_a])?;
+    Ok(())
+}
+
+#[test]
+fn linux_devices_are_created_with_mode_and_owner() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.config["linux"]["devices"] = json!([
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 384, "uid": 1000, "gid": 1000}
+    ]);
+    let (code, out, err) = run_sh(&rt, &mut b, "stat -c '%t %T %a %u %g' /dev/fuse")?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "a e5 600 1000 1000");
+    Ok(())
+}
+
+#[test]
+fn no_pivot_runs_with_chroot() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.sh("cat /etc/passwd | head -1; ls /proc/1/root/bin/busybox");
+    b.write()?;
+    let id = unique("nopivot");
+    let out = rt.output(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        &b.path().display().to_string(),
+        &id,
+    ])?;
+    assert!(out.status.success(), "{}", rt.log_text());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("root:x:0:0"), "{text}");
+    assert!(text.contains("/proc/1/root/bin/busybox"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn foreground_terminal_run_and_exec() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.config["process"]["terminal"] = json!(true);
+    b.sh("test -t 0 && test -t 1 && echo run-has-tty; tty; exit 4");
+    b.write()?;
+    let id = unique("fgtty");
+    let cmdline = format!(
+        "{} --root {} run --bundle {} {}",
+        berth_bin().display(),
+        rt.root.path().display(),
+        b.path().display(),
+        id
+    );
+    // script(1) gives berth a real terminal, as a person at a shell would.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("run-has-tty"), "{text} {}", rt.log_text());
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+
+    // exec -t into a running container, also through a terminal.
+    let mut c = Bundle::busybox()?;
+    c.sh("sleep 1000");
+    let id2 = unique("fgexec");
+    rt.create(&id2, &c)?;
+    rt.ok(&["start", &id2])?;
+    let cmdline = format!(
+        "{} --root {} exec -t {} sh -c 'test -t 0 && echo exec-has-tty'",
+        berth_bin().display(),
+        rt.root.path().display(),
+        id2
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exec-has-tty"), "{text} {}", rt.log_text());
+    rt.ok(&["delete", "--force", &id2])?;
+    Ok(())
+}
