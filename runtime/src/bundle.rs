@@ -4,6 +4,13 @@ use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
 
+/// One clock's offset in a new time namespace.
+pub struct TimeOffset {
+    pub clock: String,
+    pub secs: i64,
+    pub nanos: u32,
+}
+
 pub struct Bundle {
     /// Absolute bundle directory.
     pub dir: PathBuf,
@@ -15,7 +22,7 @@ pub struct Bundle {
     /// linux.timeOffsets as (clock, secs, nanosecs), parsed here because
     /// oci-spec 0.7 models the field as strings instead of the spec's
     /// `{"secs": N, "nanosecs": N}` objects.
-    pub time_offsets: Vec<(String, i64, u32)>,
+    pub time_offsets: Vec<TimeOffset>,
 }
 
 pub fn load(dir: &Path) -> Result<Bundle> {
@@ -59,14 +66,14 @@ pub fn load(dir: &Path) -> Result<Bundle> {
 }
 
 /// Parse config.json into the spec plus its time offsets.
-pub fn parse_config(raw: &[u8]) -> Result<(Spec, Vec<(String, i64, u32)>)> {
+pub fn parse_config(raw: &[u8]) -> Result<(Spec, Vec<TimeOffset>)> {
     let mut doc: serde_json::Value = serde_json::from_slice(raw)?;
     let time_offsets = take_time_offsets(&mut doc)?;
     Ok((serde_json::from_value(doc)?, time_offsets))
 }
 
 /// Remove and parse `linux.timeOffsets` ({"monotonic": {"secs": 1, "nanosecs": 0}}).
-fn take_time_offsets(doc: &mut serde_json::Value) -> Result<Vec<(String, i64, u32)>> {
+fn take_time_offsets(doc: &mut serde_json::Value) -> Result<Vec<TimeOffset>> {
     let Some(obj) = doc
         .get_mut("linux")
         .and_then(|l| l.as_object_mut())
@@ -90,7 +97,11 @@ fn take_time_offsets(doc: &mut serde_json::Value) -> Result<Vec<(String, i64, u3
             .with_context(|| {
                 format!("invalid config.json: linux.timeOffsets.{clock}.nanosecs out of range")
             })?;
-        out.push((clock.clone(), secs, nanos));
+        out.push(TimeOffset {
+            clock: clock.clone(),
+            secs,
+            nanos,
+        });
     }
     Ok(out)
 }

@@ -10,7 +10,7 @@
 //! 6. init runs createContainer hooks, pivots, finishes setup, says `Ready`
 //! 7. save state.json and the pid file. Any failure undoes 1–6.
 
-use crate::bundle::{self, Bundle};
+use crate::bundle::{self, Bundle, TimeOffset};
 use crate::cgroup_join::{self, Placement};
 use crate::cli::CreateArgs;
 use crate::hooks;
@@ -281,7 +281,7 @@ fn spawn_init(
     plan: &Plan,
     user_join: Option<&File>,
     pid_join: Option<&File>,
-    time_offsets: &[(String, i64, u32)],
+    time_offsets: &[TimeOffset],
 ) -> Result<(i32, Placed)> {
     let flags = plan.clone_flags();
     let new_time = plan.creates(LinuxNamespaceType::Time);
@@ -342,10 +342,10 @@ fn spawn_init(
     }
 }
 
-fn write_time_offsets(offsets: &[(String, i64, u32)]) -> Result<()> {
+fn write_time_offsets(offsets: &[TimeOffset]) -> Result<()> {
     let text: String = offsets
         .iter()
-        .map(|(clock, secs, nanos)| format!("{clock} {secs} {nanos}\n"))
+        .map(|o| format!("{} {} {}\n", o.clock, o.secs, o.nanos))
         .collect();
     if text.is_empty() {
         return Ok(());
