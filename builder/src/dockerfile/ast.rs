@@ -17,6 +17,17 @@ pub struct Dockerfile {
     /// stages that redeclare them.
     pub global_args: Vec<Node>,
     pub stages: Vec<Stage>,
+    /// Non-fatal findings BuildKit also reports (deprecated syntax), in
+    /// line order. Building proceeds regardless.
+    pub warnings: Vec<Warning>,
+}
+
+/// A non-fatal parser finding, e.g. `Dockerfile:4: MAINTAINER instruction is
+/// deprecated in favor of using label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub line: usize,
+    pub message: String,
 }
 
 /// Parser directives (`# escape=`, `# syntax=`, `# check=`) from the top of

@@ -21,6 +21,8 @@ pub struct LogicalLine {
     /// 1-based line where it starts.
     pub line: usize,
     pub text: String,
+    /// An empty line was skipped inside the continuation (BuildKit warns).
+    pub empty_continuation: bool,
 }
 
 impl<'a> LineReader<'a> {
@@ -67,18 +69,27 @@ impl<'a> LineReader<'a> {
                 continue;
             }
             let mut text = first.to_string();
+            let mut empty_continuation = false;
             while !complete {
                 let Some(raw) = self.take() else { break };
-                if is_comment(raw.trim_start()) || raw.trim().is_empty() {
-                    // Comments and (deprecated) empty lines inside a
-                    // continuation are skipped without ending it.
+                if is_comment(raw.trim_start()) {
+                    // Comments inside a continuation are skipped.
+                    continue;
+                }
+                if raw.trim().is_empty() {
+                    // Deprecated but accepted: skipped without ending it.
+                    empty_continuation = true;
                     continue;
                 }
                 let (part, done) = self.trim_continuation(raw);
                 text.push_str(part);
                 complete = done;
             }
-            return Ok(Some(LogicalLine { line: lineno, text }));
+            return Ok(Some(LogicalLine {
+                line: lineno,
+                text,
+                empty_continuation,
+            }));
         }
         Ok(None)
     }

@@ -14,6 +14,7 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
     let mut reader = LineReader::new(source);
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
+    let mut warnings = Vec::new();
     let mut any = false;
     while let Some(logical) = reader.next_logical()? {
         any = true;
@@ -23,6 +24,17 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
         let parsed = parse_line(&logical.text, escape, Some(&mut bodies))
             .map_err(|msg| ParseError::new(line, msg))?;
         let original = logical.text.trim().to_string();
+        if logical.empty_continuation {
+            warnings.push(Warning {
+                line,
+                message: format!("Empty continuation line found in: {original}"),
+            });
+        }
+        if let Parsed::Instruction(ins) = &parsed {
+            if let Some(message) = deprecation(ins, &logical.text) {
+                warnings.push(Warning { line, message });
+            }
+        }
         match parsed {
             Parsed::From {
                 base,
@@ -87,7 +99,30 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
         directives: reader.directives,
         global_args,
         stages,
+        warnings,
     })
+}
+
+/// BuildKit's deprecation checks (MaintainerDeprecated,
+/// LegacyKeyValueFormat).
+fn deprecation(ins: &Instruction, text: &str) -> Option<String> {
+    match ins {
+        Instruction::Maintainer(_) => {
+            Some("MAINTAINER instruction is deprecated in favor of using label".to_string())
+        }
+        Instruction::Env(kvs) | Instruction::Label(kvs) if kvs.len() == 1 => {
+            let kw = ins.keyword();
+            // The legacy form has no `=` before the first blank.
+            let args = text.trim().get(kw.len()..).unwrap_or("").trim_start();
+            let first = args.split(char::is_whitespace).next().unwrap_or("");
+            (!first.contains('=')).then(|| {
+                format!(
+                    "\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"
+                )
+            })
+        }
+        _ => None,
+    }
 }
 
 enum Parsed {

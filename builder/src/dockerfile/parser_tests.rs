@@ -704,6 +704,7 @@ fn no_panics_on_garbage() {
         directives: Directives::default(),
         global_args: vec![],
         stages: vec![],
+        warnings: vec![],
     };
     assert!(resolve(&empty, &opts, &mut |_, _| Ok(vec![])).is_err());
 }
@@ -760,4 +761,36 @@ fn tab_separated_instructions() {
         st.instructions.iter().map(|n| n.line).collect::<Vec<_>>(),
         vec![5, 6, 10, 13, 14, 15, 16, 17]
     );
+}
+
+#[test]
+fn deprecation_warnings() {
+    let df = parse(
+        "FROM x\nMAINTAINER me\nENV A 1\nENV B=2\nlabel version 1.0\nLABEL v=1\nRUN a \\\n\n  b\nRUN c\n",
+    )
+    .unwrap();
+    let got: Vec<(usize, &str)> = df
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                2,
+                "MAINTAINER instruction is deprecated in favor of using label"
+            ),
+            (
+                3,
+                "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format"
+            ),
+            (
+                5,
+                "\"LABEL key=value\" should be used instead of legacy \"LABEL key value\" format"
+            ),
+            (7, "Empty continuation line found in: RUN a   b"),
+        ]
+    );
+    assert!(parse("FROM x\nRUN ok\n").unwrap().warnings.is_empty());
 }
