@@ -323,6 +323,11 @@ fn update_rejects_bad_input_and_leaves_container_untouched() -> Result<()> {
             r#"{"pids":{"limit":7},"unified":{"../x":"1"}}"#,
             "invalid file name",
         ),
+        // The kernel would take the memory limit, then refuse the quota.
+        (
+            r#"{"memory":{"limit":67108864},"cpu":{"quota":500}}"#,
+            "invalid cpu quota 500",
+        ),
     ];
     for (json, want) in cases {
         let out = update_stdin(&rt, &id, json)?;

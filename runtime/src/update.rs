@@ -268,24 +268,59 @@ fn require(cg: &Cgroup, controller: &str, why: &str) -> Result<()> {
     if available(cg, controller) {
         return Ok(());
     }
+    let v1 = if cg.mode() == berth_cgroups::CgroupMode::V2 {
+        "cgroup v2 only host"
+    } else {
+        "not mounted as cgroup v1"
+    };
     bail!(
         "cannot update {why}: cgroup controller {controller:?} is not available for this container \
-         (cgroup {:?} mode on this host: {:?}; v2 controllers: [{}])",
+         ({v1}; cgroup v2 controllers of {}: [{}])",
         cg.path(),
-        cg.mode(),
         v2_controllers(cg).join(" ")
     )
 }
 
-/// Checks everything the host must provide before anything is written.
-fn validate(cg: &Cgroup, d: &LinuxResources) -> Result<()> {
+/// Values the kernel would reject with EINVAL, checked up front so that no earlier part
+/// of the request is applied before a later one fails.
+fn validate_values(d: &LinuxResources) -> Result<()> {
+    if let Some(c) = d.cpu() {
+        if let Some(q) = c.quota().filter(|q| *q > 0 && *q < 1000) {
+            bail!("invalid cpu quota {q}: must be at least 1000 (usecs) or -1 for unlimited");
+        }
+        if let Some(p) = c.period().filter(|p| !(1000..=1_000_000).contains(p)) {
+            bail!("invalid cpu period {p}: must be between 1000 and 1000000 (usecs)");
+        }
+    }
+    if let Some(w) = d.block_io().as_ref().and_then(|b| b.weight()) {
+        if !(10..=1000).contains(&w) {
+            bail!("invalid blkio weight {w}: must be between 10 and 1000");
+        }
+    }
     if let Some(m) = d.memory() {
-        require(cg, "memory", "memory limits")?;
+        for (name, v) in [
+            ("memory", m.limit()),
+            ("memory reservation", m.reservation()),
+            ("memory+swap", m.swap()),
+        ] {
+            if let Some(v) = v.filter(|v| *v < -1) {
+                bail!("invalid {name} limit {v}: must be positive or -1 for unlimited");
+            }
+        }
         if let (Some(limit), Some(swap)) = (m.limit(), m.swap()) {
             if limit > 0 && swap > 0 && swap < limit {
                 bail!("memory+swap limit ({swap}) should be >= memory limit ({limit})");
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks everything the host must provide before anything is written.
+fn validate(cg: &Cgroup, d: &LinuxResources) -> Result<()> {
+    validate_values(d)?;
+    if let Some(m) = d.memory() {
+        require(cg, "memory", "memory limits")?;
         if m.swap().is_some() {
             let swap_file = match cg.v1_dir("memory") {
                 Some(dir) => dir.join("memory.memsw.limit_in_bytes"),
@@ -557,6 +592,29 @@ mod tests {
         };
         let err = format!("{:#}", from_flags(&bad).unwrap_err());
         assert!(err.contains("pids-limit"), "{err}");
+    }
+
+    #[test]
+    fn values_the_kernel_rejects_are_refused_first() {
+        let bad = [
+            r#"{"cpu":{"quota":500}}"#,
+            r#"{"cpu":{"period":100}}"#,
+            r#"{"blockIO":{"weight":5}}"#,
+            r#"{"memory":{"limit":-5}}"#,
+            r#"{"memory":{"limit":2048,"swap":1024}}"#,
+        ];
+        for json in bad {
+            let req: LinuxResources = serde_json::from_str(json).unwrap();
+            assert!(
+                validate_values(&normalize(&req).unwrap()).is_err(),
+                "{json} accepted"
+            );
+        }
+        let ok: LinuxResources = serde_json::from_str(
+            r#"{"cpu":{"quota":-1,"period":100000},"memory":{"limit":-1,"swap":-1}}"#,
+        )
+        .unwrap();
+        assert!(validate_values(&normalize(&ok).unwrap()).is_ok());
     }
 
     #[test]
