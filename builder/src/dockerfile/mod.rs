@@ -7,7 +7,8 @@
 //!   directives (`# escape=`, `# syntax=`, `# check=`), global ARGs, stages,
 //!   and one [`Node`] per instruction with its 1-based line and original text
 //!   (continuations joined, comments dropped, heredoc bodies attached to the
-//!   instruction). Nothing is expanded at this point.
+//!   instruction), plus [`Warning`]s for deprecated syntax. Nothing is
+//!   expanded at this point.
 //! * [`resolve`] / [`resolve_with_base_images`] apply ARG scoping, build args
 //!   and the automatic platform args, expand every word BuildKit expands
 //!   (ENV, LABEL, ARG, EXPOSE, VOLUME, USER, WORKDIR, STOPSIGNAL, COPY/ADD
