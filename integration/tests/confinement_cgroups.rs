@@ -338,7 +338,11 @@ fn update_rejects_bad_input_and_leaves_container_untouched() -> Result<()> {
     }
     for (args, want) in [
         (vec!["--memory", "lots"], "invalid value for memory"),
-        (vec!["--pids-limit", "ten"], "invalid value for pids-limit"),
+        (
+            vec!["--pids-limit", "ten"],
+            "invalid value \"ten\" for flag -pids-limit",
+        ),
+        (vec!["--cpu-quota", "1.5"], "invalid value for cpu-quota"),
         (vec!["--l3-cache-schema", "L3:0=f"], "Intel RDT/CAT"),
         (vec!["--mem-bw-schema", "MB:0=50"], "Intel RDT/MBA"),
     ] {

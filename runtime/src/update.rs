@@ -99,12 +99,14 @@ fn from_flags(a: &UpdateArgs) -> Result<LinuxResources> {
     cpu.set_mems(a.cpuset_mems.clone());
     res.set_cpu(Some(cpu));
 
-    if let Some(w) = opt(&a.blkio_weight, "blkio-weight", parse_num::<u16>)? {
+    if let Some(w) = int_flag(&a.blkio_weight, "blkio-weight")? {
+        let w = u16::try_from(w)
+            .map_err(|_| anyhow!("invalid blkio weight {w}: must be between 10 and 1000"))?;
         let mut b = LinuxBlockIo::default();
         b.set_weight(Some(w));
         res.set_block_io(Some(b));
     }
-    if let Some(limit) = opt(&a.pids_limit, "pids-limit", parse_num::<i64>)? {
+    if let Some(limit) = int_flag(&a.pids_limit, "pids-limit")? {
         let mut p = LinuxPids::default();
         p.set_limit(limit);
         res.set_pids(Some(p));
@@ -144,7 +146,17 @@ fn memory(f: MemoryFields) -> Result<LinuxMemory> {
 
 fn opt<T>(v: &Option<String>, flag: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Option<T>> {
     v.as_deref()
-        .map(|s| parse(s).with_context(|| format!("invalid value for {flag}: {s:?}")))
+        .map(|s| parse(s).map_err(|e| anyhow!("invalid value for {flag}: {e:#}")))
+        .transpose()
+}
+
+/// A Go `cli.IntFlag` (pids-limit, blkio-weight), with urfave/cli's message.
+fn int_flag(v: &Option<String>, flag: &str) -> Result<Option<i64>> {
+    v.as_deref()
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| anyhow!("invalid value {s:?} for flag -{flag}: parse error"))
+        })
         .transpose()
 }
 
