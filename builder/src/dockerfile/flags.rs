@@ -39,11 +39,11 @@ impl Flags {
     pub fn string(&mut self, name: &str) -> Result<Option<String>, String> {
         let mut all = self.take_all(name);
         if all.len() > 1 {
-            return Err(format!("duplicate flag specified: --{name}"));
+            return Err(format!("duplicate flag specified: {name}"));
         }
         match all.pop() {
             None => Ok(None),
-            Some(None) => Err(format!("missing a value on flag: --{name}")),
+            Some(None) => Err(format!("missing a value on flag: {name}")),
             Some(Some(v)) => Ok(Some(v)),
         }
     }
@@ -52,7 +52,7 @@ impl Flags {
     pub fn strings(&mut self, name: &str) -> Result<Vec<String>, String> {
         self.take_all(name)
             .into_iter()
-            .map(|v| v.ok_or_else(|| format!("missing a value on flag: --{name}")))
+            .map(|v| v.ok_or_else(|| format!("missing a value on flag: {name}")))
             .collect()
     }
 
@@ -60,7 +60,7 @@ impl Flags {
     pub fn boolean(&mut self, name: &str) -> Result<bool, String> {
         let mut all = self.take_all(name);
         if all.len() > 1 {
-            return Err(format!("duplicate flag specified: --{name}"));
+            return Err(format!("duplicate flag specified: {name}"));
         }
         match all.pop() {
             None => Ok(false),
@@ -68,10 +68,8 @@ impl Flags {
             Some(Some(v)) => match v.to_ascii_lowercase().as_str() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                "" => Err(format!("missing a value on flag: --{name}")),
-                _ => Err(format!(
-                    "expecting boolean value for flag --{name}, not: {v}"
-                )),
+                "" => Err(format!("missing a value on flag: {name}")),
+                _ => Err(format!("expecting boolean value for flag {name}, not: {v}")),
             },
         }
     }
@@ -79,7 +77,7 @@ impl Flags {
     /// Errors on the first flag nobody asked for.
     pub fn finish(self) -> Result<(), String> {
         match self.items.first() {
-            Some((k, _)) => Err(format!("unknown flag: --{k}")),
+            Some((k, _)) => Err(format!("unknown flag: {k}")),
             None => Ok(()),
         }
     }
@@ -115,11 +113,11 @@ mod tests {
     fn errors() {
         assert_eq!(
             flags(&["--bogus=1"]).finish().unwrap_err(),
-            "unknown flag: --bogus"
+            "unknown flag: bogus"
         );
         assert_eq!(
             flags(&["--from"]).string("from").unwrap_err(),
-            "missing a value on flag: --from"
+            "missing a value on flag: from"
         );
         assert!(flags(&["--from=a", "--from=b"])
             .string("from")

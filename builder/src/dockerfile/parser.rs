@@ -301,7 +301,7 @@ fn parse_line(
         _ => {
             // Report a misspelt keyword before complaining about its flags.
             if !KEYWORDS.contains(&upper.as_str()) {
-                return Err(unknown_instruction(&upper));
+                return Err(unknown_instruction(keyword));
             }
             flags.finish()?;
             simple_instruction(&kw, &upper, rest, escape)?
@@ -442,12 +442,13 @@ const KEYWORDS: [&str; 18] = [
     "WORKDIR",
 ];
 
-/// `unknown instruction: RUNN (did you mean RUN?)`, the hint only for a
-/// close keyword (edit distance at most 2).
+/// `unknown instruction: RUNN (did you mean RUN?)` with the word as written
+/// (like BuildKit), the hint only for a close keyword (edit distance ≤ 2).
 fn unknown_instruction(word: &str) -> String {
+    let upper = word.to_ascii_uppercase();
     let best = KEYWORDS
         .iter()
-        .map(|k| (edit_distance(word, k), *k))
+        .map(|k| (edit_distance(&upper, k), *k))
         .min()
         .filter(|(d, _)| *d <= 2 && *d < word.len());
     match best {
