@@ -99,8 +99,12 @@ fn pids_limit_contains_fork_loop() -> Result<()> {
         err.contains("can't fork") && err.contains("Resource temporarily unavailable"),
         "{err}"
     );
-    // The shell itself is one of the `limit` tasks.
-    assert_eq!(spawned, limit - 1, "{out}");
+    // The shell itself is one of the `limit` tasks; allow one more for a runtime helper
+    // that might not have left the cgroup yet when the loop starts.
+    assert!(
+        spawned <= limit - 1 && spawned >= limit - 2,
+        "{spawned} spawns with pids.max {limit}: {out}"
+    );
     Ok(())
 }
 
@@ -125,7 +129,7 @@ fn cpu_quota_caps_a_busy_loop() -> Result<()> {
     let data = stats(&rt, &id)?;
     let share = (usage(&data) - u0) as f64 / t0.elapsed().as_nanos() as f64;
     assert!(share <= 0.30, "busy loop got {:.0}% CPU", share * 100.0);
-    assert!(share >= 0.05, "busy loop barely ran: {:.0}%", share * 100.0);
+    assert!(share >= 0.03, "busy loop barely ran: {:.0}%", share * 100.0);
     assert!(
         data["cpu"]["throttling"]["throttledPeriods"]
             .as_u64()

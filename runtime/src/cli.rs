@@ -553,6 +553,47 @@ mod tests {
     }
 
     #[test]
+    fn update_takes_negative_values_and_stdin() {
+        let cli = Cli::try_parse_from(norm(&[
+            "berth",
+            "update",
+            "--memory",
+            "-1",
+            "--cpu-quota=-1",
+            "-cpu-shares",
+            "512",
+            "-r",
+            "-",
+            "id",
+        ]))
+        .unwrap();
+        match cli.command {
+            Some(Command::Update(u)) => {
+                assert_eq!(u.memory.as_deref(), Some("-1"));
+                assert_eq!(u.cpu_quota.as_deref(), Some("-1"));
+                assert_eq!(u.cpu_share.as_deref(), Some("512"));
+                assert_eq!(u.resources.as_deref(), Some("-"));
+                assert_eq!(u.id, "id");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_flags_go_style() {
+        let cli = Cli::try_parse_from(norm(&["berth", "events", "-stats", "-interval=2s", "id"]))
+            .unwrap();
+        match cli.command {
+            Some(Command::Events(e)) => {
+                assert!(e.stats);
+                assert_eq!(e.interval, "2s");
+                assert_eq!(e.id, "id");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn kill_takes_signal_positional() {
         let cli = Cli::try_parse_from(norm(&["berth", "kill", "--all", "id", "9"])).unwrap();
         match cli.command {
