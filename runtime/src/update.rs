@@ -53,10 +53,11 @@ pub fn update(root: &Path, args: &UpdateArgs) -> Result<()> {
         .as_ref()
         .with_context(|| format!("container {} has no cgroup to update", args.id))?;
     validate(cg, &delta)?;
-    cg.update(&delta)
-        .with_context(|| format!("update resources of container {}", args.id))?;
+    // Everything that can fail without side effects goes before the first cgroup write.
     let mut current = current_resources(root, &args.id)?;
     merge(&mut current, &delta)?;
+    cg.update(&delta)
+        .with_context(|| format!("update resources of container {}", args.id))?;
     save_resources(&dir, &current)
 }
 
