@@ -137,6 +137,22 @@ fn cpu_quota_caps_a_busy_loop() -> Result<()> {
             > 0,
         "no throttling reported: {data}"
     );
+
+    // The stream: one stats event per interval, usage growing, no OOM.
+    let events = EventStream::start(&rt, &id, "250ms")?;
+    let evs = poll(Duration::from_secs(5), || {
+        events.events().ok().filter(|e| e.len() >= 3)
+    })
+    .context("fewer than 3 stats events in 5s")?;
+    let totals: Vec<u64> = evs
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "stats", "{e}");
+            assert_eq!(e["id"], json!(id));
+            usage(&e["data"])
+        })
+        .collect();
+    assert!(totals.windows(2).all(|w| w[0] < w[1]), "{totals:?}");
     Ok(())
 }
 
