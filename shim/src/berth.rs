@@ -287,3 +287,62 @@ pub fn read_pid(path: &Path) -> Result<u32> {
         .parse()
         .with_context(|| format!("parse pid in {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("berth-shim-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn last_error_only_looks_at_new_records() {
+        let dir = scratch("log");
+        let log = dir.join("log.json");
+        std::fs::write(&log, "{\"level\":\"error\",\"msg\":\"old failure\"}\n").unwrap();
+        let b = Berth {
+            binary: PathBuf::from("/bin/false"),
+            root: dir.clone(),
+            log: log.clone(),
+        };
+        let start = b.log_len();
+        assert_eq!(b.last_error_since(start), None);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        writeln!(f, "{{\"level\":\"info\",\"msg\":\"noise\"}}").unwrap();
+        writeln!(
+            f,
+            "{{\"level\":\"error\",\"msg\":\"container \\\"x\\\" does not exist\"}}"
+        )
+        .unwrap();
+        writeln!(f, "{{\"level\":\"warning\",\"msg\":\"later\"}}").unwrap();
+        assert_eq!(
+            b.last_error_since(start).as_deref(),
+            Some("container \"x\" does not exist")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn binary_name_wins_and_missing_names_fail() {
+        assert_eq!(
+            find_binary("/opt/x/berth").unwrap(),
+            PathBuf::from("/opt/x/berth")
+        );
+        assert!(find_binary("surely-not-a-binary-on-path-4711").is_err());
+    }
+
+    #[test]
+    fn pid_files_are_trimmed() {
+        let dir = scratch("pid");
+        let p = dir.join("init.pid");
+        std::fs::write(&p, "4242").unwrap();
+        assert_eq!(read_pid(&p).unwrap(), 4242);
+        std::fs::write(&p, "x").unwrap();
+        assert!(read_pid(&p).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -290,3 +290,63 @@ pub fn wait_output(done: Option<Receiver<()>>) {
         let _ = rx.recv_timeout(Duration::from_secs(2));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fifo(name: &str) -> String {
+        let p = std::env::temp_dir().join(format!("berth-shim-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn fifo_writer_opens_without_reader_and_reader_sees_eof_after_drop() {
+        let path = fifo("out");
+        // No reader yet: must not block.
+        let mut w = open_fifo_writer(&path).unwrap();
+        let mut r = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        w.write_all(b"hello").unwrap();
+        drop(w);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn stdin_is_copied_and_close_io_delivers_eof() {
+        let path = fifo("in");
+        let paths = StdioPaths {
+            stdin: path.clone(),
+            ..Default::default()
+        };
+        let (child, pending) = prepare(&paths).unwrap();
+        let io = pending.finish().unwrap();
+        // What the process would read: the pipe behind its stdin.
+        let mut cat = std::process::Command::new("cat")
+            .stdin(child.stdin)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut client = OpenOptions::new().write(true).open(&path).unwrap();
+        client.write_all(b"typed\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        io.close_stdin();
+        let out = cat.wait_with_output().unwrap();
+        assert_eq!(out.stdout, b"typed\n");
+        drop(client);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn resize_without_terminal_is_an_error() {
+        assert!(ProcessIo::default().resize(80, 24).is_err());
+    }
+}
