@@ -66,10 +66,12 @@ impl Shim for BerthShim {
         // Nothing to force-delete when berth has no state left (the usual case: containerd
         // runs this after every shim exit, even a clean one); skipping saves a berth run.
         let has_state = berth.root.join(&self.id).exists();
-        if let Err(e) = has_state
-            .then(|| berth.delete(&self.id, true))
-            .unwrap_or(Ok(()))
-        {
+        let deleted = if has_state {
+            berth.delete(&self.id, true)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = deleted {
             let msg = format!("{e:#}");
             if !msg.contains("does not exist") {
                 return Err(Error::Other(format!(

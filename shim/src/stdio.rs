@@ -330,7 +330,7 @@ mod tests {
         let (child, pending) = prepare(&paths).unwrap();
         let io = pending.finish().unwrap();
         // What the process would read: the pipe behind its stdin.
-        let mut cat = std::process::Command::new("cat")
+        let cat = std::process::Command::new("cat")
             .stdin(child.stdin)
             .stdout(Stdio::piped())
             .spawn()
