@@ -1,3 +1,4 @@
 pub mod containerd;
+pub mod containerd_cri;
 pub mod harness;
 pub mod image;

@@ -1,0 +1,409 @@
+//! A private containerd 1.6 with its CRI plugin, configured like a Kubernetes node whose
+//! RuntimeClass handlers run pods with berth: its own root, state, sockets, CNI dirs,
+//! runtime state roots and pod cgroup parent under a temp dir. The guard removes every
+//! task, stops the daemon and the shims it started, unmounts what CRI mounted (sandbox
+//! shm, rootfs) and removes the pod cgroups, even when the test fails.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::harness::{unique, TempDir};
+
+/// The containerd namespace CRI keeps its containers in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// One `containerd.runtimes.NAME` entry: a RuntimeClass handler.
+pub struct RuntimeHandler {
+    /// The handler name (RuntimeClass `handler`).
+    pub name: String,
+    /// Absolute path of the OCI runtime the shim runs (runc Options `BinaryName`).
+    pub binary: PathBuf,
+    /// Absolute path of a shim v2 binary (`runtime_path`); None uses the stock runc shim.
+    pub shim: Option<PathBuf>,
+}
+
+/// The `[plugins."io.containerd.grpc.v1.cri"]` table for `handlers`. `runtime_root` gives
+/// each handler's runc Options `Root` (the shim appends the namespace); the first handler
+/// is the default. Pods use host networking, so the CNI dirs only need to exist.
+pub fn cri_config(
+    sandbox_image: &str,
+    handlers: &[RuntimeHandler],
+    runtime_root: impl Fn(&str) -> PathBuf,
+    cni_dir: &Path,
+) -> String {
+    const CRI: &str = r#"plugins."io.containerd.grpc.v1.cri""#;
+    let default = handlers.first().map(|h| h.name.as_str()).unwrap_or("runc");
+    let mut s = format!(
+        r#"[{CRI}]
+  sandbox_image = "{sandbox_image}"
+  disable_cgroup = false
+  disable_apparmor = true
+  restrict_oom_score_adj = {restrict_oom}
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[{CRI}.cni]
+  bin_dir = "{cni}/bin"
+  conf_dir = "{cni}/net.d"
+[{CRI}.containerd]
+  snapshotter = "native"
+  default_runtime_name = "{default}"
+"#,
+        cni = cni_dir.display(),
+        restrict_oom = !has_cap_sys_resource(),
+    );
+    for h in handlers {
+        let name = &h.name;
+        // CRI decodes `options` as runc Options only for this runtime_type, so a custom
+        // shim keeps it and is selected by runtime_path instead.
+        let _ = writeln!(
+            s,
+            r#"[{CRI}.containerd.runtimes.{name}]
+  runtime_type = "io.containerd.runc.v2""#
+        );
+        if let Some(shim) = &h.shim {
+            let _ = writeln!(s, r#"  runtime_path = "{}""#, shim.display());
+        }
+        let _ = writeln!(
+            s,
+            r#"[{CRI}.containerd.runtimes.{name}.options]
+  BinaryName = "{binary}"
+  Root = "{root}"
+  SystemdCgroup = false"#,
+            binary = h.binary.display(),
+            root = runtime_root(name).display(),
+        );
+    }
+    s
+}
+
+/// Whether we may lower oom_score_adj. CRI gives sandboxes -998; without
+/// CAP_SYS_RESOURCE the kernel refuses that (EACCES) to runc and berth alike, so CRI must
+/// then clamp scores to its own (`restrict_oom_score_adj`, as for rootless nodes).
+pub fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// containerd with CRI enabled, owned by one test.
+pub struct CriNode {
+    child: Option<Child>,
+    /// containerd's gRPC socket: the CRI endpoint a kubelet would use.
+    pub socket: PathBuf,
+    cgroup_parent: String,
+    dir: TempDir,
+}
+
+impl CriNode {
+    /// Starts containerd with CRI configured for `handlers`, pulling nothing: the
+    /// `sandbox_image` must be imported with [`CriNode::import`] before the first pod.
+    pub fn start(sandbox_image: &str, handlers: &[RuntimeHandler]) -> Result<CriNode> {
+        let dir = TempDir::new("cri")?;
+        let d = dir.path().to_path_buf();
+        let socket = d.join("containerd.sock");
+        for sub in ["cni/bin", "cni/net.d", "logs"] {
+            std::fs::create_dir_all(d.join(sub)).with_context(|| format!("mkdir {sub}"))?;
+        }
+        let roots = d.join("runtime-roots");
+        let cri = cri_config(
+            sandbox_image,
+            handlers,
+            |name| roots.join(name),
+            &d.join("cni"),
+        );
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+  level = "debug"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+{cri}"#,
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = socket.display(),
+            d = d.display(),
+        );
+        let config_path = d.join("config.toml");
+        std::fs::write(&config_path, config).context("write containerd config")?;
+        let log = std::fs::File::create(d.join("containerd.log")).context("containerd log")?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn containerd (is the containerd package installed?)")?;
+        let mut node = CriNode {
+            child: Some(child),
+            socket,
+            cgroup_parent: format!("/{}", unique("berth-cri")),
+            dir,
+        };
+        node.wait_ready()?;
+        Ok(node)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("containerd exited early ({status}):\n{}", self.log_tail(60));
+                }
+            }
+            if self.socket.exists() && self.ctr(&["version"])?.status.success() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("containerd did not come up:\n{}", self.log_tail(60))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where pods write container logs (PodSandboxConfig `log_directory` goes below it).
+    pub fn log_root(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// The cgroupfs parent for pods (kubelet's `/kubepods/...`), removed on drop.
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
+    /// The state root berth uses for `handler`'s containers in CRI's namespace.
+    pub fn runtime_root(&self, handler: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("runtime-roots")
+            .join(handler)
+            .join(CRI_NAMESPACE)
+    }
+
+    /// The task bundle a shim works in (holds config.json and berth's log.json).
+    pub fn task_bundle(&self, id: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(CRI_NAMESPACE)
+            .join(id)
+    }
+
+    /// The last `lines` lines of containerd's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+        let v: Vec<&str> = text.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `ctr` against this daemon in CRI's namespace.
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(CRI_NAMESPACE)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("run ctr {args:?}"))
+    }
+
+    /// Imports a docker-archive into CRI's namespace, unpacked for CRI's snapshotter.
+    pub fn import(&self, archive: &Path) -> Result<()> {
+        let a = archive.to_string_lossy();
+        let out = self.ctr(&["images", "import", "--snapshotter", "native", &a])?;
+        if !out.status.success() {
+            bail!(
+                "ctr images import {a} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Best effort: kill and delete whatever tasks and containers the test left.
+    fn remove_all(&self) {
+        let Ok(list) = self.ctr(&["containers", "list", "--quiet"]) else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&list.stdout).lines() {
+            let id = id.trim();
+            if id.is_empty() {
+                continue;
+            }
+            let _ = self.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]);
+            for _ in 0..30 {
+                let deleted = self.ctr(&["tasks", "delete", "--force", id]);
+                if deleted.map(|o| o.status.success()).unwrap_or(false) {
+                    break;
+                }
+                let listed = self.ctr(&["tasks", "list", "--quiet"]);
+                let gone = listed
+                    .map(|o| {
+                        !String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .any(|l| l.trim() == id)
+                    })
+                    .unwrap_or(true);
+                if gone {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+    }
+
+    /// Stops containerd: SIGTERM so it closes its databases, SIGKILL after 5 s.
+    fn stop_daemon(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CriNode {
+    fn drop(&mut self) {
+        self.remove_all();
+        self.stop_daemon();
+        // Shims outlive containerd when a task could not be deleted; ours are the ones
+        // told to call back to our socket.
+        for pid in pids_with_arg(&self.socket.to_string_lossy()) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        remove_cgroup_tree(&self.cgroup_parent);
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Processes whose command line has `arg` as one of its arguments.
+fn pids_with_arg(arg: &str) -> Vec<nix::unistd::Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            cmdline
+                .split(|b| *b == 0)
+                .any(|a| a == arg.as_bytes())
+                .then_some(nix::unistd::Pid::from_raw(pid))
+        })
+        .collect()
+}
+
+/// Mount points of every cgroup hierarchy (v1 controllers and the unified one).
+fn cgroup_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| pre.split(' ').nth(4).map(PathBuf::from))?
+        })
+        .collect()
+}
+
+/// Kills what is left in `parent` (relative to each hierarchy's root) and removes its
+/// cgroups, deepest first, in every hierarchy.
+fn remove_cgroup_tree(parent: &str) {
+    let rel = parent.trim_start_matches('/');
+    for mount in cgroup_mounts() {
+        let top = mount.join(rel);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        collect_dirs(&top, &mut dirs);
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for dir in dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// Lazily unmounts every mount point below `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
