@@ -161,6 +161,22 @@ fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
     assert!(stdout.contains("hello from berth"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"));
 
+    // An overlayfs snapshot: the shim mounts containerd's overlay rootfs on the bundle.
+    let out = ctrd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        "--runtime",
+        SHIM,
+        IMAGE,
+        "ovl",
+        "sh",
+        "-c",
+        "grep ' / ' /proc/mounts",
+    ])?;
+    assert!(out.starts_with("overlay / overlay"), "{out}");
+
     // stdin reaches the task and its EOF ends it.
     let mut cat = ctrd
         .ctr_cmd(&[
