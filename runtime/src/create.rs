@@ -80,6 +80,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         rootfs,
         time_offsets,
     } = bundle::load(&args.bundle)?;
+    crate::logging::debug("bundle loaded");
     let plan = Plan::from_spec(&spec)?;
     let process = spec
         .process()
@@ -126,6 +127,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     rollback.cgroup = Some(cgroup.clone());
     cgroup.apply(&device_rules::effective_resources(&spec))?;
 
+    crate::logging::debug("cgroup configured");
     let fifo_path = dir.join(state::EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).context("create exec.fifo")?;
     let fifo = nix::fcntl::open(
@@ -218,7 +220,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         write_id_maps(pid, linux.uid_mappings(), linux.gid_mappings())?;
     }
     parent_chan.send(&Msg::Continue { host_pid: pid })?;
+    crate::logging::debug(&format!("init cloned (pid {pid})"));
     parent_chan.expect(Msg::RunCreateRuntimeHooks)?;
+    crate::logging::debug("rootfs prepared");
 
     let mut st = ContainerState {
         id: args.id.clone(),
@@ -249,6 +253,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     }
     parent_chan.send(&Msg::HooksDone)?;
     parent_chan.expect(Msg::Ready)?;
+    crate::logging::debug("init ready");
 
     st.init_start_time = state::proc_stat(pid)
         .map(|(_, t)| t)

@@ -46,6 +46,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
         let _ = lifecycle::destroy(root, &created.state);
         return Err(e);
     }
+    crate::logging::debug("started");
     let Some(mask) = mask else {
         return Ok(0);
     };
@@ -64,6 +65,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
         None
     };
     let code = foreground::supervise(created.state.init_pid, &mask, terminal)?;
+    crate::logging::debug(&format!("process exited with {code}"));
     if !args.keep {
         lifecycle::destroy(root, &created.state)?;
     }
