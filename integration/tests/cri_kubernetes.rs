@@ -21,12 +21,12 @@ use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest,
-    KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxState,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    SecurityProfile, StartContainerRequest, StatusRequest, StopContainerRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
+    Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxState, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -201,6 +201,7 @@ fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
             pod_lifecycle(&node, &mut runtime, &h.name)
                 .await
                 .with_context(|| format!("RuntimeClass handler {}", h.name))?;
+            eprintln!("RuntimeClass handler {}: pod lifecycle passed", h.name);
         }
         anyhow::Ok(())
     });
@@ -380,7 +381,8 @@ async fn pod_lifecycle(node: &CriNode, runtime: &mut Runtime, handler: &str) -> 
         .context("RunPodSandbox")?
         .into_inner()
         .pod_sandbox_id;
-    let (status, _) = berth_state(&root, &pod).context("berth does not know the sandbox")?;
+    let (status, sandbox_pid) =
+        berth_state(&root, &pod).context("berth does not know the sandbox")?;
     ensure!(status == "running", "berth says the sandbox is {status}");
     let ready = runtime
         .pod_sandbox_status(PodSandboxStatusRequest {
@@ -431,8 +433,9 @@ async fn pod_lifecycle(node: &CriNode, runtime: &mut Runtime, handler: &str) -> 
     );
 
     exec_checks(runtime, &id).await?;
+    namespace_checks(sandbox_pid, pid)?;
     resource_checks(runtime, &id, pid, &sandbox_config).await?;
-    log_check(&sandbox_config).await?;
+    wait_for_log(&sandbox_config, "app/0.log", &["started"]).await?;
 
     let listed = runtime
         .list_containers(ListContainersRequest {
@@ -451,6 +454,8 @@ async fn pod_lifecycle(node: &CriNode, runtime: &mut Runtime, handler: &str) -> 
             && listed[0].state() == ContainerState::ContainerRunning,
         "ListContainers: {listed:?}"
     );
+
+    run_to_exit(runtime, &pod, &sandbox_config).await?;
 
     // Graceful stop: SIGTERM reaches the shell's trap well before the 10 s grace period.
     let started = Instant::now();
@@ -590,13 +595,18 @@ async fn resource_checks(
     Ok(())
 }
 
-/// CRI copied the container's stdout into the kubelet-format log file.
-async fn log_check(sandbox: &PodSandboxConfig) -> Result<()> {
-    let log = Path::new(&sandbox.log_directory).join("app/0.log");
+/// CRI copied each of `lines` from the container's stdout into its kubelet-format log
+/// (`<RFC3339 time> stdout F <line>`).
+async fn wait_for_log(sandbox: &PodSandboxConfig, log_path: &str, lines: &[&str]) -> Result<()> {
+    let log = Path::new(&sandbox.log_directory).join(log_path);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().any(|l| l.ends_with(" stdout F started")) {
+        let logged = |want: &&str| {
+            text.lines()
+                .any(|l| l.ends_with(&format!(" stdout F {want}")))
+        };
+        if lines.iter().all(logged) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -604,4 +614,86 @@ async fn log_check(sandbox: &PodSandboxConfig) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Host networking and pod-shared IPC: berth joined the sandbox's IPC namespace by path and
+/// stayed in the host's network namespace, while the pid namespace is the container's own.
+fn namespace_checks(sandbox_pid: i64, pid: i64) -> Result<()> {
+    let ns = |pid: &str, kind: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .with_context(|| format!("readlink /proc/{pid}/ns/{kind}"))
+    };
+    let (sandbox, app) = (sandbox_pid.to_string(), pid.to_string());
+    ensure!(
+        ns(&app, "ipc")? == ns(&sandbox, "ipc")?,
+        "container does not share the pod's IPC namespace"
+    );
+    ensure!(
+        ns(&app, "net")? == ns("self", "net")?,
+        "host-network container is not in the host's network namespace"
+    );
+    ensure!(
+        ns(&app, "pid")? != ns(&sandbox, "pid")?,
+        "container shares the sandbox's pid namespace despite NamespaceMode::Container"
+    );
+    Ok(())
+}
+
+/// A container that runs to completion as a non-root user on a read-only rootfs: the
+/// kubelet sees its exit code (for restart decisions) and its output in the log.
+async fn run_to_exit(
+    runtime: &mut Runtime,
+    pod: &str,
+    sandbox_config: &PodSandboxConfig,
+) -> Result<()> {
+    let mut config = app_config(sandbox_config);
+    config.metadata = Some(ContainerMetadata {
+        name: "once".into(),
+        attempt: 0,
+    });
+    config.args =
+        vec!["id -u; touch /probe 2>/dev/null && echo writable || echo read-only; exit 7".into()];
+    config.log_path = "once/0.log".into();
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.run_as_user = Some(Int64Value { value: 1000 });
+        sc.readonly_rootfs = true;
+    }
+    let id = runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config.clone()),
+        })
+        .await
+        .context("CreateContainer once")?
+        .into_inner()
+        .container_id;
+    runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .context("StartContainer once")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (state, code) = loop {
+        let (state, code) = container_state(runtime, &id).await?;
+        if state == ContainerState::ContainerExited || Instant::now() > deadline {
+            break (state, code);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(
+        state == ContainerState::ContainerExited && code == 7,
+        "run-to-exit container: {state:?} exit {code}"
+    );
+    wait_for_log(sandbox_config, "once/0.log", &["1000", "read-only"]).await?;
+    runtime
+        .remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .context("RemoveContainer once")?;
+    Ok(())
 }
