@@ -29,6 +29,21 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Replaces `path` atomically (temp file + rename) without fsync: for data
+/// that is only an optimisation (cache entries, notes), where losing the last
+/// write on power failure is fine but a torn file is not.
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().context("replace_file: path has no parent")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.write_all(data)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
 /// fsyncs a directory so that renames inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

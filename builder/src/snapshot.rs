@@ -74,7 +74,8 @@ impl OverlayMount {
                 .collect()
         };
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
+            // volatile: no syncs on umount; the layer blob is what gets fsynced.
+            "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off,volatile",
             lower.join(":"),
             upper.display(),
             work.display()

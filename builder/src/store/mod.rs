@@ -13,7 +13,7 @@ pub use blobs::BlobWriter;
 pub use refs::normalize_ref;
 
 use crate::digest::hex_part;
-use crate::fsutil::{atomic_write, disk_usage, remove_any};
+use crate::fsutil::{atomic_write, disk_usage, remove_any, replace_file};
 use crate::image::{Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_INDEX};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
@@ -435,7 +435,8 @@ impl Store {
 
     pub fn cache_put(&self, key: &str, entry: &CacheEntry) -> Result<()> {
         let data = serde_json::to_vec(entry).context("serializing cache entry")?;
-        atomic_write(&self.cache_path(key)?, &data)
+        // Its blob is already durable; a lost entry only costs a rebuild.
+        replace_file(&self.cache_path(key)?, &data)
     }
 
     /// Notes kept about the last execution of a step (what its inputs were),
