@@ -338,11 +338,20 @@ fn app_config(sandbox: &PodSandboxConfig) -> ContainerConfig {
 }
 
 async fn exec(runtime: &mut Runtime, id: &str, cmd: &[&str]) -> Result<(String, String, i32)> {
+    exec_with_timeout(runtime, id, cmd, 10).await
+}
+
+async fn exec_with_timeout(
+    runtime: &mut Runtime,
+    id: &str,
+    cmd: &[&str],
+    timeout_secs: i64,
+) -> Result<(String, String, i32)> {
     let r = runtime
         .exec_sync(ExecSyncRequest {
             container_id: id.into(),
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
+            timeout: timeout_secs,
         })
         .await
         .with_context(|| format!("ExecSync {cmd:?}"))?
@@ -535,6 +544,32 @@ async fn exec_checks(runtime: &mut Runtime, id: &str) -> Result<()> {
         r.0.split_whitespace().nth(1) == Some("2"),
         "RuntimeDefault seccomp not applied: {r:?}"
     );
+
+    // A probe that overruns its timeout fails, and its process is killed (SIGKILL to the
+    // exec'd pid through the shim) rather than left behind in the container.
+    let started = Instant::now();
+    let r = exec_with_timeout(runtime, id, &["sleep", "30"], 1).await;
+    ensure!(r.is_err(), "ExecSync past its timeout succeeded: {r:?}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(15),
+        "ExecSync timeout took {:?}",
+        started.elapsed()
+    );
+    let list = "for p in /proc/[0-9]*; do tr '\\000' ' ' < $p/cmdline; echo; done";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (procs, _, _) = exec(runtime, id, &["sh", "-c", list]).await?;
+        // The listing must see the container's own main process to mean anything.
+        ensure!(procs.contains("trap"), "process listing failed:\n{procs}");
+        if !procs.lines().any(|l| l.starts_with("sleep 30")) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "timed-out exec still running:\n{procs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
