@@ -8,8 +8,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
+use containerd_shim::debug;
 use containerd_shim::monitor::{ExitEvent, Subject, Topic};
 use containerd_shim::synchronous::monitor::monitor_subscribe;
 
@@ -204,6 +206,7 @@ impl Berth {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
         let log_start = self.log_len();
+        let started = Instant::now();
         let sub = monitor_subscribe(Topic::Pid).context("subscribe to exit monitor")?;
         let mut child = cmd
             .spawn()
@@ -216,6 +219,7 @@ impl Berth {
             pipe.read_to_end(&mut stdout).context("read berth stdout")?;
         }
         let code = wait_exit(child.id() as i32, sub)?;
+        log_timing(&subcommand(&cmd), code, started);
         self.check_code(code, log_start)?;
         Ok(Output { stdout })
     }
@@ -225,14 +229,17 @@ impl Berth {
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
         let log_start = self.log_len();
+        let started = Instant::now();
         let sub = monitor_subscribe(Topic::Pid).context("subscribe to exit monitor")?;
         let child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", self.binary.display()))?;
+        let name = subcommand(&cmd);
         // Our copies of the stdio fds must close now so readers see EOF when the
         // container (their only other holder) exits.
         drop(cmd);
         let code = wait_exit(child.id() as i32, sub)?;
+        log_timing(&name, code, started);
         self.check_code(code, log_start)?;
         Ok(Output { stdout: Vec::new() })
     }
@@ -263,6 +270,23 @@ impl Berth {
             .filter(|v| v.get("level").and_then(|l| l.as_str()) == Some("error"))
             .find_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_owned))
     }
+}
+
+/// Debug log of each berth call (containerd shows it with `-debug`): the subcommand, its
+/// status and how long it took, which is most of the shim's latency.
+fn log_timing(subcommand: &str, code: i32, started: Instant) {
+    debug!(
+        "berth {subcommand}: status {code} in {:?}",
+        started.elapsed()
+    );
+}
+
+/// The berth subcommand of `cmd`: the global flags come first (6 words).
+fn subcommand(cmd: &Command) -> String {
+    cmd.get_args()
+        .nth(6)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Waits for the reaper to report `pid`'s exit; the subscription was taken before the
