@@ -676,9 +676,10 @@ impl Task for Service {
         })
     }
 
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
-        // Only once the container was deleted, as containerd-shim-runc-v2 does.
-        if self.shared.lock().container.is_none() {
+    fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+        // Only once the container was deleted (as containerd-shim-runc-v2 does), unless
+        // containerd insists (`now`, when it gives up on the task).
+        if req.now || self.shared.lock().container.is_none() {
             self.exit.signal();
         }
         Ok(Empty::new())
