@@ -66,9 +66,31 @@ impl Events {
                 }
             }
         });
-        // Give the subscription a moment to be registered before events happen.
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(Events { child, rx })
+        let events = Events { child, rx };
+        events.wait_subscribed(ctrd)?;
+        Ok(events)
+    }
+
+    /// Labels the namespace until the resulting /namespaces/update shows up, so no task
+    /// event of the test can precede the subscription.
+    fn wait_subscribed(&self, ctrd: &Containerd) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut probe = 0;
+        while Instant::now() < deadline {
+            probe += 1;
+            ctrd.ctr_ok(&[
+                "namespaces",
+                "label",
+                &ctrd.namespace,
+                &format!("berth-probe={probe}"),
+            ])?;
+            while let Ok(line) = self.rx.recv_timeout(Duration::from_millis(200)) {
+                if line.contains("/namespaces/update") {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("ctr events never delivered a probe event")
     }
 
     /// Topics seen for container `id` until `last` arrives (or the timeout).
