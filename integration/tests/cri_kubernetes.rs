@@ -36,8 +36,34 @@ use tower::service_fn;
 const PAUSE_IMAGE: &str = "docker.io/library/berth-pause:1";
 const APP_IMAGE: &str = "docker.io/library/busybox:berth";
 const MIB: i64 = 1024 * 1024;
+/// The kubelet's `securitycontext` defaults for `procMount: Default`.
+const KUBELET_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+const KUBELET_READONLY_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+/// Succeeds only where CRI's privileged mode applies: host devices, nothing masked.
+const PRIVILEGED_PROBE: &str = "test -c /dev/kmsg && test -f /proc/timer_list";
 
 type Runtime = RuntimeServiceClient<Channel>;
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
 
 /// Why this machine can't run the test, if it can't.
 fn skip_reason() -> Option<String> {
@@ -202,6 +228,10 @@ fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
                 .await
                 .with_context(|| format!("RuntimeClass handler {}", h.name))?;
             eprintln!("RuntimeClass handler {}: pod lifecycle passed", h.name);
+            privileged_pod(&node, &mut runtime, &h.name)
+                .await
+                .with_context(|| format!("RuntimeClass handler {}, privileged pod", h.name))?;
+            eprintln!("RuntimeClass handler {}: privileged pod passed", h.name);
         }
         anyhow::Ok(())
     });
@@ -330,6 +360,10 @@ fn app_config(sandbox: &PodSandboxConfig) -> ContainerConfig {
                     profile_type: ProfileType::RuntimeDefault.into(),
                     localhost_ref: String::new(),
                 }),
+                // CRI takes these from the request (an empty list masks nothing), so send
+                // the kubelet's defaults for the Default procMount.
+                masked_paths: strings(KUBELET_MASKED_PATHS),
+                readonly_paths: strings(KUBELET_READONLY_PATHS),
                 ..Default::default()
             }),
         }),
@@ -350,7 +384,7 @@ async fn exec_with_timeout(
     let r = runtime
         .exec_sync(ExecSyncRequest {
             container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            cmd: strings(cmd),
             timeout: timeout_secs,
         })
         .await
@@ -538,6 +572,21 @@ async fn exec_checks(runtime: &mut Runtime, id: &str) -> Result<()> {
     ensure!(r == (String::new(), "oops\n".into(), 3), "exit 3: {r:?}");
     let r = exec(runtime, id, &["sh", "-c", "echo $GREETING"]).await?;
     ensure!(r.0 == "hello\n", "env in exec: {r:?}");
+    // The opposite of the privileged pod: masked /proc/timer_list, no host devices.
+    let r = exec(runtime, id, &["sh", "-c", PRIVILEGED_PROBE]).await?;
+    ensure!(r.2 != 0, "unprivileged container sees host devices: {r:?}");
+    let r = exec(runtime, id, &["sh", "-c", "test -c /proc/timer_list"]).await?;
+    ensure!(r.2 == 0, "/proc/timer_list is not masked: {r:?}");
+    let r = exec(
+        runtime,
+        id,
+        &["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"],
+    )
+    .await?;
+    ensure!(
+        r.2 != 0 && r.1.contains("Read-only file system"),
+        "/proc/sys is not read-only: {r:?}"
+    );
     // Mode 2 = filter: containerd's default profile reached the exec'd process.
     let r = exec(runtime, id, &["grep", "^Seccomp:", "/proc/self/status"]).await?;
     ensure!(
@@ -730,5 +779,87 @@ async fn run_to_exit(
         .remove_container(RemoveContainerRequest { container_id: id })
         .await
         .context("RemoveContainer once")?;
+    Ok(())
+}
+
+/// A privileged pod (node agents, CSI/CNI daemonsets): CRI hands berth every host device,
+/// all capabilities, a writable /sys and no masked paths or seccomp.
+async fn privileged_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Result<()> {
+    let mut sandbox_config = pod_config(node, handler);
+    if let Some(sc) = sandbox_config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.privileged = true;
+    }
+    let pod = runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .context("RunPodSandbox (privileged)")?
+        .into_inner()
+        .pod_sandbox_id;
+    let mut config = app_config(&sandbox_config);
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.privileged = true;
+        sc.seccomp = None;
+    }
+    let id = runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config.clone()),
+        })
+        .await
+        .context("CreateContainer (privileged)")?
+        .into_inner()
+        .container_id;
+    runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .context("StartContainer (privileged)")?;
+    let (caps, _, _) = exec(runtime, &id, &["grep", "^CapEff:", "/proc/self/status"]).await?;
+    let host_caps = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    ensure!(
+        caps.trim() == host_caps.trim(),
+        "privileged exec caps {caps:?}, host {host_caps:?}"
+    );
+    // Host devices are there and /proc/timer_list is not masked (masked files are /dev/null).
+    let r = exec(runtime, &id, &["sh", "-c", PRIVILEGED_PROBE]).await?;
+    ensure!(
+        r.2 == 0,
+        "privileged container lacks host devices or is masked: {r:?}"
+    );
+    let r = exec(runtime, &id, &["mount"]).await?;
+    ensure!(
+        r.0.lines().any(|l| l.contains(" on /sys type sysfs (rw")),
+        "/sys is not writable in a privileged container:\n{}",
+        r.0
+    );
+    runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .context("StopPodSandbox (privileged)")?;
+    runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .context("RemovePodSandbox (privileged)")?;
     Ok(())
 }
