@@ -1141,3 +1141,39 @@ fn killed_build_leaves_the_store_consistent() {
     let (images, _) = env.ok(&["images"]);
     assert!(!images.contains("after"), "{images}");
 }
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let env = Env::new();
+    let df = "FROM scratch AS base
+ADD busybox.tar /
+
+FROM base AS a
+RUN sleep 1 && echo a > /a
+
+FROM base AS b
+RUN sleep 1 && echo b > /b
+
+FROM scratch
+COPY --from=a /a /a
+COPY --from=b /b /b
+";
+    let ctx = env.context("par", df);
+    let out = env.path().join("out");
+    let started = std::time::Instant::now();
+    let (_, log) = env.build(&ctx, &["-o", &format!("type=local,dest={}", out.display())]);
+    let took = started.elapsed();
+    assert_eq!(std::fs::read_to_string(out.join("a")).unwrap(), "a\n");
+    assert_eq!(std::fs::read_to_string(out.join("b")).unwrap(), "b\n");
+    // Both RUN steps overlap: each starts before the other one finishes.
+    let pos = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing:\n{log}"))
+    };
+    let (a_start, b_start) = (pos("#4 [a] RUN sleep 1"), pos("#6 [b] RUN sleep 1"));
+    let first_done = pos("#4 [a] DONE").min(pos("#6 [b] DONE"));
+    assert!(
+        a_start.max(b_start) < first_done,
+        "stages ran one after the other ({took:?}):\n{log}"
+    );
+}

@@ -90,14 +90,14 @@ impl Runtime {
         .context("writing RUN bundle config.json")?;
         std::fs::create_dir_all(&self.state_root)
             .with_context(|| format!("creating {}", self.state_root.display()))?;
-        let id = format!(
-            "berth-build-{}",
-            bundle
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        )
-        .replace(
+        // The bundle's parent is a unique work dir: concurrent RUN steps
+        // (parallel stages, other builds) must never share a container id.
+        let unique = bundle
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let id = format!("berth-build-{unique}-{}", std::process::id()).replace(
             |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
             "-",
         );
