@@ -382,6 +382,22 @@ fn exec_into_running_container() -> Result<()> {
     assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
     let table = rt.ok(&["ps", &id])?;
     assert!(table.contains("sleep 100"), "{table}");
+    // --cap adds to bounding/effective/permitted; --user switches identity.
+    let caps = rt.ok(&[
+        "exec",
+        "--cap",
+        "CAP_SYS_ADMIN",
+        &id,
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ])?;
+    let eff = u64::from_str_radix(caps.split_whitespace().nth(1).unwrap_or(""), 16)?;
+    assert!(eff & (1 << 21) != 0, "CAP_SYS_ADMIN missing: {caps}");
+    assert_eq!(
+        rt.ok(&["exec", "--user", "1000:1000", &id, "id", "-u"])?,
+        "1000\n"
+    );
     let missing = rt.output(&["exec", &id, "no-such-binary"])?;
     assert!(!missing.status.success());
     rt.ok(&["delete", "--force", &id])?;

@@ -229,29 +229,30 @@ fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
         p.set_no_new_privileges(Some(true));
     }
     if !a.cap.is_empty() {
-        let mut caps = p.capabilities().clone().unwrap_or_default();
-        for name in &a.cap {
-            let cap: oci_spec::runtime::Capability = name
-                .trim_start_matches("CAP_")
-                .parse()
-                .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
-            for set in [
-                caps.bounding().clone(),
-                caps.effective().clone(),
-                caps.permitted().clone(),
-            ]
+        // runc adds --cap capabilities to the bounding, effective and permitted sets.
+        let added = a
+            .cap
             .iter()
-            .enumerate()
-            {
-                let mut s = set.1.clone().unwrap_or_default();
-                s.insert(cap);
-                match set.0 {
-                    0 => caps.set_bounding(Some(s)),
-                    1 => caps.set_effective(Some(s)),
-                    _ => caps.set_permitted(Some(s)),
-                };
-            }
-        }
+            .map(|name| {
+                name.trim_start_matches("CAP_")
+                    .parse::<oci_spec::runtime::Capability>()
+                    .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        let with_added = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut s = set.clone().unwrap_or_default();
+            s.extend(added.iter().copied());
+            Some(s)
+        };
+        let (bounding, effective, permitted) = (
+            with_added(caps.bounding()),
+            with_added(caps.effective()),
+            with_added(caps.permitted()),
+        );
+        caps.set_bounding(bounding);
+        caps.set_effective(effective);
+        caps.set_permitted(permitted);
         p.set_capabilities(Some(caps));
     }
     Ok(p)
