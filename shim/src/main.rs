@@ -2,9 +2,11 @@
 //! (`ctr run --runtime io.containerd.berth.v2`).
 
 mod berth;
+mod cgroup;
 mod container;
 mod events;
 mod metrics;
+mod rootfs;
 mod service;
 mod shim;
 mod stdio;

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
-use berth_cgroups::Cgroup;
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, ExecProcessRequest, KillRequest, Options, PauseRequest, PidsRequest,
@@ -13,11 +12,10 @@ use containerd_shim::api::{
     StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest,
     WaitResponse,
 };
-use containerd_shim::mount::{mount_rootfs, umount_recursive};
 use containerd_shim::protos::api::{CheckpointTaskRequest, Empty};
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskOOM, TaskPaused,
-    TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskPaused, TaskResumed,
+    TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageFull};
@@ -29,9 +27,11 @@ use containerd_shim::{warn, ExitSignal, Task, TtrpcContext, TtrpcResult};
 use serde::{Deserialize, Serialize};
 
 use crate::berth::{self, Berth, BerthError};
+use crate::cgroup::{load_cgroup, spawn_oom_watcher};
 use crate::container::{Container, Process, Shared, State, Status};
 use crate::events::EventQueue;
 use crate::metrics;
+use crate::rootfs::{mount_all, unmount};
 use crate::stdio::{self, StdioPaths};
 
 /// Where Create records which berth it used, so `containerd-shim-berth-v2 delete` (run
@@ -103,79 +103,6 @@ fn runtime_options(any: Option<&Any>) -> anyhow::Result<Options> {
             Options::parse_from_bytes(&a.value).context("decode runtime options")
         }
         _ => Ok(Options::default()),
-    }
-}
-
-/// The container's cgroup as berth resolved it (`<root>/<id>/state.json` key "cgroup").
-fn load_cgroup(root: &Path, id: &str) -> anyhow::Result<Cgroup> {
-    let path = root.join(id).join("state.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-    let cg = v
-        .get("cgroup")
-        .cloned()
-        .ok_or_else(|| anyhow!("{} has no cgroup", path.display()))?;
-    serde_json::from_value(cg).context("decode berth's cgroup record")
-}
-
-fn spawn_oom_watcher(cg: &Cgroup, id: String, events: EventQueue) {
-    let mut watcher = match cg.oom_watcher() {
-        Ok(w) => w,
-        Err(e) => {
-            warn!("no OOM notifications for {id}: {e:#}");
-            return;
-        }
-    };
-    let spawned = std::thread::Builder::new()
-        .name("oom".into())
-        .stack_size(64 * 1024)
-        .spawn(move || loop {
-            match watcher.wait(None) {
-                Ok(true) => events.send(
-                    TASK_OOM_EVENT_TOPIC,
-                    Box::new(TaskOOM {
-                        container_id: id.clone(),
-                        ..Default::default()
-                    }),
-                ),
-                // The cgroup is gone: the container was deleted.
-                Ok(false) => break,
-                Err(e) => {
-                    warn!("OOM watcher for {id}: {e:#}");
-                    break;
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        warn!("spawn OOM watcher: {e}");
-    }
-}
-
-fn mount_all(
-    rootfs: &[containerd_shim::protos::types::mount::Mount],
-    target: &Path,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(target).with_context(|| format!("mkdir {}", target.display()))?;
-    for m in rootfs {
-        mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, target).map_err(|e| {
-            anyhow!(
-                "mount {} ({}) on {}: {e}",
-                m.source,
-                m.type_,
-                target.display()
-            )
-        })?;
-    }
-    Ok(())
-}
-
-pub fn unmount(target: &Path) {
-    if let Some(t) = target.to_str() {
-        if let Err(e) = umount_recursive(Some(t), libc::MNT_DETACH) {
-            warn!("unmount {t}: {e}");
-        }
     }
 }
 

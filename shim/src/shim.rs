@@ -12,7 +12,8 @@ use containerd_shim::{spawn, Config, Error, ExitSignal, Flags, Shim, StartOpts};
 
 use crate::berth::{self, Berth};
 use crate::events::EventQueue;
-use crate::service::{self, RuntimeRecord, Service, RUNTIME_FILE};
+use crate::rootfs;
+use crate::service::{RuntimeRecord, Service, RUNTIME_FILE};
 
 pub struct BerthShim {
     id: String,
@@ -80,7 +81,7 @@ impl Shim for BerthShim {
                 )));
             }
         }
-        service::unmount(&self.bundle.join("rootfs"));
+        rootfs::unmount(&self.bundle.join("rootfs"));
         Ok(DeleteResponse {
             // The task was killed with SIGKILL (128 + 9), as containerd-shim-runc-v2 reports.
             exit_status: 137,
