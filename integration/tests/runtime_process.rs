@@ -193,3 +193,33 @@ fn foreground_terminal_run_and_exec() -> Result<()> {
     rt.ok(&["delete", "--force", &id2])?;
     Ok(())
 }
+
+#[test]
+fn mount_targets_cannot_escape_rootfs_through_symlinks() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    let host_dir = TempDir::new("berth-escape")?;
+    // The image tries to point a mount target at a host directory.
+    std::os::unix::fs::symlink(host_dir.path(), b.rootfs().join("evil"))?;
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({
+            "destination": "/evil/x", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]
+        }));
+    // Inside, the symlink resolves within the rootfs: the tmpfs sits at the
+    // container's own <host_dir>/x.
+    let inner = format!("{}/x", host_dir.path().display());
+    let script = format!(
+        "touch /evil/x/marker && ls {inner}/marker && grep -c ' {inner} ' /proc/self/mountinfo"
+    );
+    let (code, out, err) = run_sh(&rt, &mut b, &script)?;
+    assert_eq!(code, 0, "{err} {}", rt.log_text());
+    assert_eq!(out, format!("{inner}/marker\n1\n"));
+    assert!(
+        !host_dir.path().join("x").exists(),
+        "mount target was created on the host"
+    );
+    assert!(host_mounts_containing(&host_dir.path().display().to_string()).is_empty());
+    Ok(())
+}
