@@ -1,8 +1,10 @@
 //! A private containerd 1.6 with its CRI plugin, configured like a Kubernetes node whose
-//! RuntimeClass handlers run pods with berth: its own root, state, sockets, CNI dirs,
-//! runtime state roots and pod cgroup parent under a temp dir. The guard removes every
-//! task, stops the daemon and the shims it started, unmounts what CRI mounted (sandbox
-//! shm, rootfs) and removes the pod cgroups, even when the test fails.
+//! RuntimeClass handlers run pods with berth: its own root, state, sockets, CNI config,
+//! runtime state roots and pod cgroup parent under a temp dir. When the standard CNI
+//! plugins are installed, pods that do not use the host network get a private bridge
+//! network. The guard removes every task, stops the daemon and the shims it started,
+//! unmounts what CRI mounted (sandbox shm, rootfs), removes the pod cgroups and the
+//! bridge, even when the test fails.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,14 +28,71 @@ pub struct RuntimeHandler {
     pub shim: Option<PathBuf>,
 }
 
+/// Where Debian (containernetworking-plugins) and upstream install the CNI plugins.
+const CNI_PLUGIN_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
+
+/// A bridge network for pods (CNI `bridge` + `host-local`), private to one node.
+pub struct PodNetwork {
+    /// Host bridge (also the pods' gateway), removed on drop.
+    pub bridge: String,
+    /// The pods' /24, e.g. "10.213.7.0/24".
+    pub subnet: String,
+    /// The bridge's address in `subnet`.
+    pub gateway: String,
+    plugin_dir: PathBuf,
+}
+
+impl PodNetwork {
+    /// A network whose names and subnet derive from our pid, so parallel test processes
+    /// do not collide; None when the CNI plugins are not installed.
+    fn new() -> Option<PodNetwork> {
+        let plugin_dir = CNI_PLUGIN_DIRS.iter().map(PathBuf::from).find(|d| {
+            ["bridge", "host-local", "loopback"]
+                .iter()
+                .all(|p| d.join(p).is_file())
+        })?;
+        let pid = std::process::id();
+        let octet = pid % 250 + 1;
+        Some(PodNetwork {
+            bridge: format!("bcri{}", pid % 100_000),
+            subnet: format!("10.213.{octet}.0/24"),
+            gateway: format!("10.213.{octet}.1"),
+            plugin_dir,
+        })
+    }
+
+    /// The conflist; host-local keeps its leases in `ipam_dir`, and there is no masquerade
+    /// or port mapping so the host's firewall is left alone.
+    fn conflist(&self, ipam_dir: &Path) -> String {
+        serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "berth-cri",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": self.bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "hairpinMode": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": self.subnet, "gateway": self.gateway}]],
+                    "dataDir": ipam_dir,
+                },
+            }],
+        })
+        .to_string()
+    }
+}
+
 /// The `[plugins."io.containerd.grpc.v1.cri"]` table for `handlers`. `runtime_root` gives
 /// each handler's runc Options `Root` (the shim appends the namespace); the first handler
-/// is the default. Pods use host networking, so the CNI dirs only need to exist.
+/// is the default. CNI plugins come from `cni_bin_dir`, configs from `cni_conf_dir`.
 pub fn cri_config(
     sandbox_image: &str,
     handlers: &[RuntimeHandler],
     runtime_root: impl Fn(&str) -> PathBuf,
-    cni_dir: &Path,
+    cni_bin_dir: &Path,
+    cni_conf_dir: &Path,
 ) -> String {
     const CRI: &str = r#"plugins."io.containerd.grpc.v1.cri""#;
     let default = handlers.first().map(|h| h.name.as_str()).unwrap_or("runc");
@@ -47,13 +106,14 @@ pub fn cri_config(
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 [{CRI}.cni]
-  bin_dir = "{cni}/bin"
-  conf_dir = "{cni}/net.d"
+  bin_dir = "{cni_bin}"
+  conf_dir = "{cni_conf}"
 [{CRI}.containerd]
   snapshotter = "native"
   default_runtime_name = "{default}"
 "#,
-        cni = cni_dir.display(),
+        cni_bin = cni_bin_dir.display(),
+        cni_conf = cni_conf_dir.display(),
         restrict_oom = !has_cap_sys_resource(),
     );
     for h in handlers {
@@ -100,6 +160,7 @@ pub struct CriNode {
     /// containerd's gRPC socket: the CRI endpoint a kubelet would use.
     pub socket: PathBuf,
     cgroup_parent: String,
+    network: Option<PodNetwork>,
     dir: TempDir,
 }
 
@@ -110,15 +171,26 @@ impl CriNode {
         let dir = TempDir::new("cri")?;
         let d = dir.path().to_path_buf();
         let socket = d.join("containerd.sock");
-        for sub in ["cni/bin", "cni/net.d", "logs"] {
+        for sub in ["cni/bin", "cni/net.d", "cni/ipam", "logs"] {
             std::fs::create_dir_all(d.join(sub)).with_context(|| format!("mkdir {sub}"))?;
         }
+        let network = PodNetwork::new();
+        let cni_bin = match &network {
+            Some(net) => {
+                let conf = d.join("cni/net.d/10-berth-cri.conflist");
+                std::fs::write(&conf, net.conflist(&d.join("cni/ipam")))
+                    .with_context(|| format!("write {}", conf.display()))?;
+                net.plugin_dir.clone()
+            }
+            None => d.join("cni/bin"),
+        };
         let roots = d.join("runtime-roots");
         let cri = cri_config(
             sandbox_image,
             handlers,
             |name| roots.join(name),
-            &d.join("cni"),
+            &cni_bin,
+            &d.join("cni/net.d"),
         );
         let config = format!(
             r#"version = 2
@@ -157,6 +229,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             child: Some(child),
             socket,
             cgroup_parent: format!("/{}", unique("berth-cri")),
+            network,
             dir,
         };
         node.wait_ready()?;
@@ -186,6 +259,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     /// Where pods write container logs (PodSandboxConfig `log_directory` goes below it).
     pub fn log_root(&self) -> PathBuf {
         self.dir.path().join("logs")
+    }
+
+    /// The pod network, when the CNI plugins are installed.
+    pub fn pod_network(&self) -> Option<&PodNetwork> {
+        self.network.as_ref()
     }
 
     /// The cgroupfs parent for pods (kubelet's `/kubepods/...`), removed on drop.
@@ -313,6 +391,13 @@ impl Drop for CriNode {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         remove_cgroup_tree(&self.cgroup_parent);
+        if let Some(net) = &self.network {
+            // CNI DEL removed the veths; the bridge is left to whoever made the network.
+            let _ = Command::new("ip")
+                .args(["link", "delete", &net.bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
         unmount_under(self.dir.path());
     }
 }

@@ -232,6 +232,10 @@ fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
                 .await
                 .with_context(|| format!("RuntimeClass handler {}, privileged pod", h.name))?;
             eprintln!("RuntimeClass handler {}: privileged pod passed", h.name);
+            network_pod(&node, &mut runtime, &h.name)
+                .await
+                .with_context(|| format!("RuntimeClass handler {}, pod network", h.name))?;
+            eprintln!("RuntimeClass handler {}: pod-network pod passed", h.name);
         }
         anyhow::Ok(())
     });
@@ -861,5 +865,91 @@ async fn privileged_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) ->
         })
         .await
         .context("RemovePodSandbox (privileged)")?;
+    Ok(())
+}
+
+/// A pod on the pod network (the common case): CRI makes the netns and runs CNI, berth
+/// joins that netns by path and sets the pod's hostname in its own UTS namespace.
+async fn network_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Result<()> {
+    let Some(net) = node.pod_network() else {
+        eprintln!("SKIP pod-network pod: CNI plugins (containernetworking-plugins) missing");
+        return Ok(());
+    };
+    let mut sandbox_config = pod_config(node, handler);
+    sandbox_config.hostname = format!("net-{handler}");
+    if let Some(ns) = sandbox_config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Pod.into();
+    }
+    let pod = runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .context("RunPodSandbox (pod network)")?
+        .into_inner()
+        .pod_sandbox_id;
+    let status = runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .context("PodSandboxStatus (pod network)")?
+        .into_inner()
+        .status
+        .context("PodSandboxStatus without status")?;
+    let ip = status.network.map(|n| n.ip).unwrap_or_default();
+    let prefix = net.subnet.trim_end_matches("0/24");
+    ensure!(
+        ip.starts_with(prefix),
+        "pod IP {ip:?} not in {}",
+        net.subnet
+    );
+
+    let id = runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(app_config(&sandbox_config)),
+            sandbox_config: Some(sandbox_config.clone()),
+        })
+        .await
+        .context("CreateContainer (pod network)")?
+        .into_inner()
+        .container_id;
+    runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .context("StartContainer (pod network)")?;
+    let r = exec(runtime, &id, &["hostname"]).await?;
+    ensure!(r.0.trim() == sandbox_config.hostname, "hostname: {r:?}");
+    let r = exec(runtime, &id, &["ip", "-4", "-o", "addr", "show", "eth0"]).await?;
+    ensure!(r.0.contains(&format!(" {ip}/")), "eth0 lacks {ip}: {r:?}");
+    let r = exec(runtime, &id, &["ping", "-c", "1", "-W", "3", &net.gateway]).await?;
+    ensure!(
+        r.2 == 0,
+        "gateway {} unreachable from the pod: {r:?}",
+        net.gateway
+    );
+
+    runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .context("StopPodSandbox (pod network)")?;
+    runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .context("RemovePodSandbox (pod network)")?;
     Ok(())
 }
