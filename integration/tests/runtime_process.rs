@@ -223,3 +223,45 @@ fn mount_targets_cannot_escape_rootfs_through_symlinks() -> Result<()> {
     assert!(host_mounts_containing(&host_dir.path().display().to_string()).is_empty());
     Ok(())
 }
+
+#[test]
+fn run_detached_keep_and_kill_all() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.sh("sleep 1000 & sleep 1000 & wait");
+    b.write()?;
+    let bundle = b.path().display().to_string();
+    let id = unique("detach");
+    rt.ok(&["run", "-d", "--bundle", &bundle, &id])?;
+    assert_eq!(rt.status(&id)?, "running");
+    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])?)?;
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    rt.ok(&["kill", "--all", &id, "KILL"])?;
+    rt.wait_status(&id, "stopped")?;
+    for pid in pids {
+        let alive =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"));
+        assert!(!alive, "pid {pid} survived kill --all");
+    }
+    rt.ok(&["delete", &id])?;
+
+    // --keep: the stopped container stays until deleted.
+    let mut k = Bundle::busybox()?;
+    k.sh("umask; exit 0");
+    k.config["process"]["user"]["umask"] = json!(0o027);
+    let id2 = unique("keep");
+    k.write()?;
+    let out = rt.output(&[
+        "run",
+        "--keep",
+        "--bundle",
+        &k.path().display().to_string(),
+        &id2,
+    ])?;
+    assert!(out.status.success(), "{}", rt.log_text());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0027\n");
+    assert_eq!(rt.status(&id2)?, "stopped");
+    rt.ok(&["delete", &id2])?;
+    assert!(!rt.root.path().join(&id2).exists());
+    Ok(())
+}
