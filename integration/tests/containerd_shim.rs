@@ -344,6 +344,78 @@ fn berth_shim_reports_oom() -> Result<()> {
     Ok(())
 }
 
+/// Pid of the berth shim serving container `id` in `ns` (found by its command line).
+fn shim_pid(ns: &str, id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_shim = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"containerd-shim-berth-v2"));
+        let has = |flag: &[u8], value: &str| {
+            args.windows(2)
+                .any(|w| w[0] == flag && w[1] == value.as_bytes())
+        };
+        (is_shim && has(b"-namespace", ns) && has(b"-id", id)).then_some(pid)
+    })
+}
+
+#[test]
+fn dead_shim_is_cleaned_up_by_the_delete_action() -> Result<()> {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return Ok(());
+    }
+    let ctrd = daemon_with_busybox()?;
+    ctrd.ctr_ok(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        SHIM,
+        IMAGE,
+        "orphan",
+        "sleep",
+        "1000",
+    ])?;
+    wait_task_status(&ctrd, "orphan", "RUNNING")?;
+    let task_pid: i32 = ctrd
+        .ctr_ok(&["tasks", "list"])?
+        .lines()
+        .find(|l| l.starts_with("orphan "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .context("task pid")?;
+    let shim = shim_pid(&ctrd.namespace, "orphan").context("find the shim")?;
+    let state = std::path::Path::new("/run/containerd/berth")
+        .join(&ctrd.namespace)
+        .join("orphan");
+    assert!(state.exists());
+
+    // containerd notices the dead shim and runs `containerd-shim-berth-v2 delete`, which
+    // must force-delete the container through berth.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!state.exists(), "berth state survived the dead shim");
+    // The task is gone: dead (a zombie until init reaps it) or already reaped.
+    let alive = std::fs::read_to_string(format!("/proc/{task_pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
+    assert!(!alive, "container process {task_pid} still running");
+    let tasks = ctrd.ctr_ok(&["tasks", "list"])?;
+    assert!(!tasks.contains("RUNNING"), "{tasks}");
+    ctrd.ctr_ok(&["containers", "rm", "orphan"])?;
+    Ok(())
+}
+
 #[test]
 fn runc_shim_with_berth_binary() -> Result<()> {
     if let Some(why) = skip_reason() {
