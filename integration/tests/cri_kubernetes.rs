@@ -314,6 +314,9 @@ fn pod_config(node: &CriNode, handler: &str) -> PodSandboxConfig {
         labels: HashMap::from([("app".into(), "berth-cri".into())]),
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: format!("{}/pod{uid}", node.cgroup_parent()),
+            // A "safe" sysctl in the pod's own IPC namespace; CRI puts pod sysctls in
+            // every container's spec.
+            sysctls: HashMap::from([("kernel.shm_rmid_forced".into(), "1".into())]),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(namespaces),
                 ..Default::default()
@@ -576,6 +579,8 @@ async fn exec_checks(runtime: &mut Runtime, id: &str) -> Result<()> {
     ensure!(r == (String::new(), "oops\n".into(), 3), "exit 3: {r:?}");
     let r = exec(runtime, id, &["sh", "-c", "echo $GREETING"]).await?;
     ensure!(r.0 == "hello\n", "env in exec: {r:?}");
+    let r = exec(runtime, id, &["cat", "/proc/sys/kernel/shm_rmid_forced"]).await?;
+    ensure!(r.0 == "1\n", "pod sysctl not applied: {r:?}");
     // The opposite of the privileged pod: masked /proc/timer_list, no host devices.
     let r = exec(runtime, id, &["sh", "-c", PRIVILEGED_PROBE]).await?;
     ensure!(r.2 != 0, "unprivileged container sees host devices: {r:?}");
@@ -739,8 +744,9 @@ async fn run_to_exit(
         name: "once".into(),
         attempt: 0,
     });
-    config.args =
-        vec!["id -u; touch /probe 2>/dev/null && echo writable || echo read-only; exit 7".into()];
+    config.args = vec![
+        "id -u; id -G; touch /probe 2>/dev/null && echo writable || echo read-only; exit 7".into(),
+    ];
     config.log_path = "once/0.log".into();
     if let Some(sc) = config
         .linux
@@ -748,6 +754,8 @@ async fn run_to_exit(
         .and_then(|l| l.security_context.as_mut())
     {
         sc.run_as_user = Some(Int64Value { value: 1000 });
+        sc.run_as_group = Some(Int64Value { value: 2000 });
+        sc.supplemental_groups = vec![3000];
         sc.readonly_rootfs = true;
     }
     let id = runtime
@@ -778,7 +786,12 @@ async fn run_to_exit(
         state == ContainerState::ContainerExited && code == 7,
         "run-to-exit container: {state:?} exit {code}"
     );
-    wait_for_log(sandbox_config, "once/0.log", &["1000", "read-only"]).await?;
+    wait_for_log(
+        sandbox_config,
+        "once/0.log",
+        &["1000", "2000 3000", "read-only"],
+    )
+    .await?;
     runtime
         .remove_container(RemoveContainerRequest { container_id: id })
         .await
@@ -885,6 +898,11 @@ async fn network_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Re
     {
         ns.network = NamespaceMode::Pod.into();
     }
+    // Network sysctls are only allowed (and only meaningful) in the pod's own netns.
+    if let Some(l) = sandbox_config.linux.as_mut() {
+        l.sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
+    }
     let pod = runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(sandbox_config.clone()),
@@ -932,6 +950,13 @@ async fn network_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Re
     ensure!(r.0.trim() == sandbox_config.hostname, "hostname: {r:?}");
     let r = exec(runtime, &id, &["ip", "-4", "-o", "addr", "show", "eth0"]).await?;
     ensure!(r.0.contains(&format!(" {ip}/")), "eth0 lacks {ip}: {r:?}");
+    let r = exec(
+        runtime,
+        &id,
+        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+    )
+    .await?;
+    ensure!(r.0 == "80\n", "pod net sysctl not applied: {r:?}");
     let r = exec(runtime, &id, &["ping", "-c", "1", "-W", "3", &net.gateway]).await?;
     ensure!(
         r.2 == 0,
