@@ -18,7 +18,7 @@ use containerd_shim::protos::events::task::{
     TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{Message, MessageFull};
+use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim::oci::ProcessDetails;
 use containerd_shim::protos::topics::*;
 use containerd_shim::protos::ttrpc::{self, Code};
@@ -43,6 +43,10 @@ pub struct RuntimeRecord {
     pub binary: PathBuf,
     pub root: PathBuf,
 }
+
+/// Type names of the runc shim's messages (spelled out, see metrics::V1_METRICS).
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
+const PROCESS_DETAILS: &str = "containerd.runc.v1.ProcessDetails";
 
 pub struct Service {
     shared: Arc<Shared>,
@@ -99,7 +103,7 @@ fn task_status(s: Status) -> TaskStatus {
 /// `containerd.runc.v1.Options` (BinaryName, Root) if containerd passed them.
 fn runtime_options(any: Option<&Any>) -> anyhow::Result<Options> {
     match any {
-        Some(a) if a.type_url.ends_with(Options::descriptor().full_name()) => {
+        Some(a) if a.type_url.ends_with(RUNC_OPTIONS) => {
             Options::parse_from_bytes(&a.value).context("decode runtime options")
         }
         _ => Ok(Options::default()),
@@ -355,7 +359,7 @@ impl Task for Service {
                         ..Default::default()
                     };
                     Some(Any {
-                        type_url: ProcessDetails::descriptor().full_name().to_string(),
+                        type_url: PROCESS_DETAILS.to_string(),
                         value: details
                             .write_to_bytes()
                             .map_err(|e| status(Code::INTERNAL, e))?,
@@ -610,5 +614,41 @@ impl Task for Service {
             self.exit.signal();
         }
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim::protos::protobuf::MessageFull;
+
+    #[test]
+    fn type_names_match_the_protos() {
+        assert_eq!(Options::descriptor().full_name(), RUNC_OPTIONS);
+        assert_eq!(ProcessDetails::descriptor().full_name(), PROCESS_DETAILS);
+    }
+
+    #[test]
+    fn runtime_options_are_read_only_from_runc_options() {
+        let opts = Options {
+            binary_name: "/opt/berth".into(),
+            root: "/run/b".into(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: RUNC_OPTIONS.into(),
+            value: opts.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
+        let got = runtime_options(Some(&any)).unwrap();
+        assert_eq!(got.binary_name, "/opt/berth");
+        assert_eq!(got.root, "/run/b");
+        let other = Any {
+            type_url: "something.Else".into(),
+            value: vec![1, 2, 3],
+            ..Default::default()
+        };
+        assert_eq!(runtime_options(Some(&other)).unwrap().binary_name, "");
+        assert_eq!(runtime_options(None).unwrap().binary_name, "");
     }
 }
