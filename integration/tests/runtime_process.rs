@@ -265,3 +265,71 @@ fn run_detached_keep_and_kill_all() -> Result<()> {
     assert!(!rt.root.path().join(&id2).exists());
     Ok(())
 }
+
+/// CVE-2019-5736: while berth's code runs inside a container, /proc/<pid>/exe
+/// must not lead back to a writable berth binary.
+#[test]
+fn init_runs_from_sealed_copy_or_read_only_binary() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.sh("true");
+    let id = unique("sealed");
+    rt.create(&id, &b)?;
+    let pid = rt.state(&id)?["pid"].as_i64().unwrap_or(0);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    assert!(
+        exe.display().to_string().starts_with("/memfd:berth"),
+        "{}",
+        exe.display()
+    );
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ETXTBSY).or(err.raw_os_error()).filter(|_| true),
+        "{err}"
+    );
+    rt.ok(&["delete", "--force", &id])?;
+
+    // A binary on a read-only mount needs no copy: it cannot be opened for writing.
+    let dir = TempDir::new("berth-robin")?;
+    let ro = dir.path().join("berth");
+    std::fs::copy(berth_bin(), &ro)?;
+    let st = std::process::Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(&ro)
+        .arg(&ro)
+        .status()?;
+    assert!(st.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(ro.clone());
+    let id2 = unique("robin");
+    b.write()?;
+    let out = std::process::Command::new(&ro)
+        .arg("--root")
+        .arg(rt.root.path())
+        .args(["create", "--bundle", &b.path().display().to_string(), &id2])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    assert!(out.success(), "{}", rt.log_text());
+    let pid = rt.state(&id2)?["pid"].as_i64().unwrap_or(0);
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/exe"))?, ro);
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap_err();
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EROFS) | Some(libc::ETXTBSY)),
+        "{err}"
+    );
+    rt.ok(&["delete", "--force", &id2])?;
+    Ok(())
+}

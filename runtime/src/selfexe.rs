@@ -28,11 +28,24 @@ fn running_from_sealed_copy() -> bool {
     }
 }
 
-/// Re-exec the current command from a sealed memfd, unless already done.
-/// Returns only when nothing needed doing.
+/// True when the binary we run from sits on a read-only mount: reopening
+/// /proc/self/exe for writing then fails with EROFS, so a copy buys nothing.
+/// (Install berth on such a mount, e.g. `mount --bind -o ro B B`, to skip
+/// the ~3 ms copy and re-exec on every create/run/exec.)
+fn binary_on_read_only_mount() -> bool {
+    nix::sys::statvfs::statvfs("/proc/self/exe")
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false)
+}
+
+/// Re-exec the current command from a sealed memfd, unless already done or
+/// not needed. Returns only when nothing needed doing.
 pub fn ensure_cloned() -> Result<()> {
     if running_from_sealed_copy() {
         std::env::remove_var(MARKER_ENV);
+        return Ok(());
+    }
+    if binary_on_read_only_mount() {
         return Ok(());
     }
     let name = CString::new("berth").context("memfd name")?;
