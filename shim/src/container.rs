@@ -15,6 +15,7 @@ use containerd_shim::synchronous::monitor::monitor_subscribe;
 use containerd_shim::{error, warn};
 
 use crate::berth::Berth;
+use crate::cgroup::Oom;
 use crate::events::EventQueue;
 use crate::stdio::{self, ProcessIo, StdioPaths};
 
@@ -85,6 +86,7 @@ pub struct Shared {
     state: Mutex<State>,
     pub cond: Condvar,
     pub events: EventQueue,
+    pub oom: Oom,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl Shared {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
             events,
+            oom: Oom::default(),
         })
     }
 
@@ -151,6 +154,10 @@ impl Shared {
         let Some(p) = running_by_pid(c, pid) else {
             return;
         };
+        // SIGKILLed: if by the OOM killer, its /tasks/oom must come first.
+        if code == 128 + libc::SIGKILL {
+            self.oom.drain(&cid, &self.events);
+        }
         p.status = Status::Stopped;
         p.exit_status = code as u32;
         p.exited_at = Some(Timestamp::now());

@@ -248,7 +248,7 @@ impl Task for Service {
         let c = self.create_container(&req).map_err(to_ttrpc)?;
         let pid = c.processes.get("").map_or(0, |p| p.pid);
         if let Some(cg) = &c.cgroup {
-            spawn_oom_watcher(cg, c.id.clone(), self.shared.events.clone());
+            spawn_oom_watcher(cg, c.id.clone(), Arc::clone(&self.shared));
         }
         self.shared.events.send(
             TASK_CREATE_EVENT_TOPIC,
