@@ -39,6 +39,11 @@ impl Store {
         serde_json::from_slice(&data).with_context(|| format!("parsing blob {digest}"))
     }
 
+    /// fsyncs `blobs/sha256/` so that every committed blob's name is durable.
+    pub fn sync_blob_dir(&self) -> Result<()> {
+        sync_dir(&self.root.join("blobs/sha256"))
+    }
+
     /// A writer for a blob of not yet known digest; `commit` moves it into place.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let tmp = tempfile::Builder::new()
@@ -82,7 +87,8 @@ impl BlobWriter {
             .persist(&dest)
             .map_err(|e| e.error)
             .with_context(|| format!("moving blob into {}", dest.display()))?;
-        sync_dir(dest.parent().context("blob path has no parent")?)?;
+        // The directory entry is made durable once, by `sync_blob_dir`,
+        // before anything durable (index.json) refers to the blob.
         Ok((digest, size))
     }
 }

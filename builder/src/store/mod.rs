@@ -348,6 +348,7 @@ impl Store {
     /// Adds a manifest (whose blobs exist) to the index, moving each tag to it.
     /// With no tags, the image is kept untagged (a later prune removes it).
     pub fn add_to_index(&self, desc: &Descriptor, tags: &[String]) -> Result<()> {
+        self.sync_blob_dir()?;
         let _lock = self.lock()?;
         let mut index = self.index()?;
         let names: BTreeSet<String> = tags.iter().map(|t| normalize_ref(t)).collect();
