@@ -15,6 +15,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${BENCH_RUNS:-200}
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 cleanup() {
+  umount "$work/berth-ro" 2>/dev/null || true
   "$berth" --root "$work/berth-root" delete --force bench >/dev/null 2>&1 || true
   "$runc" --root "$work/runc-root" delete --force bench >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -32,12 +33,17 @@ c["process"]["args"] = ["/bin/true"]
 json.dump(c, open(p, "w"), indent=1)
 PY
 rootfs="$work/bundle/rootfs"
+# berth installed on a read-only mount skips its memfd self-copy (the mount
+# already makes /proc/self/exe unwritable): measured as a separate row.
+cp "$berth" "$work/berth-ro"
+mount --bind -o ro "$work/berth-ro" "$work/berth-ro"
 B="$berth --root $work/berth-root"
 R="$runc --root $work/runc-root"
 cd "$work/bundle"
 
 hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/run.json" \
   -n "berth run" "$B run bench" \
+  -n "berth run (ro binary)" "$work/berth-ro --root $work/berth-root run bench" \
   -n "runc run" "$R run bench" \
   -n "floor (unshare+chroot)" "unshare -pfnimuC --mount-proc=$rootfs/proc chroot $rootfs /bin/true" >/dev/null
 
@@ -58,6 +64,8 @@ for d in (run, steps):
 b, rc, fl = ms(run["berth run"]), ms(run["runc run"]), ms(run["floor (unshare+chroot)"])
 bs, rs = ms(steps["berth create/start/delete"]), ms(steps["runc create/start/delete"])
 print()
+bro = ms(run["berth run (ro binary)"])
 print(f"run:   runc/berth = {rc / b:.2f}x faster (target >= 3x); berth/floor = {b / fl:.2f}x (target <= 2x)")
+print(f"run, berth on a read-only mount: runc/berth = {rc / bro:.2f}x; berth/floor = {bro / fl:.2f}x")
 print(f"steps: runc/berth = {rs / bs:.2f}x faster")
 PY
