@@ -1,4 +1,5 @@
 pub mod containerd;
 pub mod containerd_cri;
+pub mod cri_client;
 pub mod harness;
 pub mod image;

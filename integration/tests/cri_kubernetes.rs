@@ -3,7 +3,8 @@
 //! exec, stats, resource update, graceful stop, removal). Two handlers are exercised:
 //! `berth` (the stock containerd-shim-runc-v2 with BinaryName = berth) and `berth-shim`
 //! (containerd-shim-berth-v2 via runtime_path), the latter only when its binary is built.
-//! Pods use the host network, so no CNI plugin is involved.
+//! Each handler runs a host-network pod, a privileged pod and, when the CNI plugins are
+//! installed, a pod on a private bridge network.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,25 +13,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use berth_integration::containerd_cri::{CriNode, RuntimeHandler};
+use berth_integration::cri_client::Kubelet;
 use berth_integration::harness::{berth_bin, busybox_fixture, unique, TempDir};
 use berth_integration::image::write_docker_archive;
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest,
-    Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxState, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StatusRequest,
-    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
+    ContainerConfig, ContainerMetadata, ContainerState, ImageSpec, Int64Value, KeyValue,
+    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxState, SecurityProfile,
 };
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
-use tower::service_fn;
 
 /// CRI's `sandbox_image`: a pause-like busybox that just sleeps.
 const PAUSE_IMAGE: &str = "docker.io/library/berth-pause:1";
@@ -58,8 +50,6 @@ const KUBELET_READONLY_PATHS: &[&str] = &[
 ];
 /// Succeeds only where CRI's privileged mode applies: host devices, nothing masked.
 const PRIVILEGED_PROBE: &str = "test -c /dev/kmsg && test -f /proc/timer_list";
-
-type Runtime = RuntimeServiceClient<Channel>;
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -112,18 +102,6 @@ fn handlers() -> Result<Vec<RuntimeHandler>> {
         );
     }
     Ok(v)
-}
-
-/// A CRI client channel over containerd's unix socket (the URI is a placeholder).
-async fn connect(socket: &Path) -> Result<Channel> {
-    let path = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .context("connect to containerd's CRI socket")
 }
 
 /// `berth --root ROOT ARGS` → stdout, failing with berth's stderr.
@@ -218,74 +196,47 @@ fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let result = rt.block_on(async {
-        let channel = connect(&node.socket).await?;
-        let mut runtime = RuntimeServiceClient::new(channel.clone());
-        let mut images = ImageServiceClient::new(channel);
-        node_checks(&mut runtime, &mut images).await?;
-        for h in &handlers {
-            pod_lifecycle(&node, &mut runtime, &h.name)
-                .await
-                .with_context(|| format!("RuntimeClass handler {}", h.name))?;
-            eprintln!("RuntimeClass handler {}: pod lifecycle passed", h.name);
-            privileged_pod(&node, &mut runtime, &h.name)
-                .await
-                .with_context(|| format!("RuntimeClass handler {}, privileged pod", h.name))?;
-            eprintln!("RuntimeClass handler {}: privileged pod passed", h.name);
-            network_pod(&node, &mut runtime, &h.name)
-                .await
-                .with_context(|| format!("RuntimeClass handler {}, pod network", h.name))?;
-            eprintln!("RuntimeClass handler {}: pod-network pod passed", h.name);
+    rt.block_on(async {
+        let mut k = Kubelet::connect(&node.socket).await?;
+        let result = all_scenarios(&node, &mut k, &handlers).await;
+        if let Err(e) = &result {
+            eprintln!("{e:#}\n{}", diagnostics(&node));
         }
-        anyhow::Ok(())
-    });
-    if let Err(e) = &result {
-        eprintln!("{e:#}\n{}", diagnostics(&node));
+        // Pods a failed scenario left behind: release their netns and CNI leases while
+        // containerd is still there to do it.
+        k.remove_all_pods().await;
+        result
+    })
+}
+
+async fn all_scenarios(node: &CriNode, k: &mut Kubelet, handlers: &[RuntimeHandler]) -> Result<()> {
+    node_checks(k).await?;
+    for h in handlers {
+        let name = h.name.as_str();
+        pod_lifecycle(node, k, name)
+            .await
+            .with_context(|| format!("RuntimeClass handler {name}"))?;
+        eprintln!("RuntimeClass handler {name}: pod lifecycle passed");
+        privileged_pod(node, k, name)
+            .await
+            .with_context(|| format!("RuntimeClass handler {name}, privileged pod"))?;
+        eprintln!("RuntimeClass handler {name}: privileged pod passed");
+        network_pod(node, k, name)
+            .await
+            .with_context(|| format!("RuntimeClass handler {name}, pod network"))?;
+        eprintln!("RuntimeClass handler {name}: pod-network pod passed");
     }
-    result
+    Ok(())
 }
 
 /// What the kubelet asks first: the runtime's version and readiness, and the images.
-async fn node_checks(
-    runtime: &mut Runtime,
-    images: &mut ImageServiceClient<Channel>,
-) -> Result<()> {
-    let v = runtime
-        .version(VersionRequest {
-            version: "v1".into(),
-        })
-        .await
-        .context("Version")?
-        .into_inner();
+async fn node_checks(k: &mut Kubelet) -> Result<()> {
+    let v = k.version().await?;
     ensure!(v.runtime_name == "containerd", "Version: {v:?}");
     ensure!(v.runtime_api_version.starts_with("v1"), "Version: {v:?}");
-
-    let status = runtime
-        .status(StatusRequest { verbose: false })
-        .await
-        .context("Status")?
-        .into_inner();
-    let conditions = status.status.map(|s| s.conditions).unwrap_or_default();
-    ensure!(
-        conditions
-            .iter()
-            .any(|c| c.r#type == "RuntimeReady" && c.status),
-        "runtime not ready: {conditions:?}"
-    );
-
+    ensure!(k.condition("RuntimeReady").await?, "runtime not ready");
     for image in [PAUSE_IMAGE, APP_IMAGE] {
-        let st = images
-            .image_status(ImageStatusRequest {
-                image: Some(ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
-            .await
-            .with_context(|| format!("ImageStatus {image}"))?
-            .into_inner();
-        ensure!(st.image.is_some(), "CRI does not see image {image}");
+        ensure!(k.has_image(image).await?, "CRI does not see image {image}");
     }
     Ok(())
 }
@@ -378,98 +329,28 @@ fn app_config(sandbox: &PodSandboxConfig) -> ContainerConfig {
     }
 }
 
-async fn exec(runtime: &mut Runtime, id: &str, cmd: &[&str]) -> Result<(String, String, i32)> {
-    exec_with_timeout(runtime, id, cmd, 10).await
-}
-
-async fn exec_with_timeout(
-    runtime: &mut Runtime,
-    id: &str,
-    cmd: &[&str],
-    timeout_secs: i64,
-) -> Result<(String, String, i32)> {
-    let r = runtime
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: strings(cmd),
-            timeout: timeout_secs,
-        })
-        .await
-        .with_context(|| format!("ExecSync {cmd:?}"))?
-        .into_inner();
-    Ok((
-        String::from_utf8_lossy(&r.stdout).into_owned(),
-        String::from_utf8_lossy(&r.stderr).into_owned(),
-        r.exit_code,
-    ))
-}
-
-async fn container_state(runtime: &mut Runtime, id: &str) -> Result<(ContainerState, i32)> {
-    let st = runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .context("ContainerStatus")?
-        .into_inner()
-        .status
-        .context("ContainerStatus without status")?;
-    Ok((st.state(), st.exit_code))
-}
-
 /// One pod through its whole life on `handler`, checking berth's side at each step.
-async fn pod_lifecycle(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Result<()> {
+async fn pod_lifecycle(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<()> {
     let root = node.runtime_root(handler);
-    let sandbox_config = pod_config(node, handler);
-    let pod = runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .context("RunPodSandbox")?
-        .into_inner()
-        .pod_sandbox_id;
+    let sandbox = pod_config(node, handler);
+    let pod = k.run_pod(&sandbox, handler).await?;
     let (status, sandbox_pid) =
         berth_state(&root, &pod).context("berth does not know the sandbox")?;
     ensure!(status == "running", "berth says the sandbox is {status}");
-    let ready = runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .context("PodSandboxStatus")?
-        .into_inner()
-        .status
-        .context("PodSandboxStatus without status")?;
+    let ready = k.pod_status(&pod).await?;
     ensure!(ready.state() == PodSandboxState::SandboxReady, "{ready:?}");
 
-    let config = app_config(&sandbox_config);
-    let id = runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(config),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
-        .await
-        .context("CreateContainer")?
-        .into_inner()
-        .container_id;
+    let id = k.create(&pod, app_config(&sandbox), &sandbox).await?;
+    let state = k.status(&id).await?.state();
     ensure!(
-        container_state(runtime, &id).await?.0 == ContainerState::ContainerCreated,
-        "container not CREATED after CreateContainer"
+        state == ContainerState::ContainerCreated,
+        "created: {state:?}"
     );
-    runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .context("StartContainer")?;
+    k.start(&id).await?;
+    let state = k.status(&id).await?.state();
     ensure!(
-        container_state(runtime, &id).await?.0 == ContainerState::ContainerRunning,
-        "container not RUNNING after StartContainer"
+        state == ContainerState::ContainerRunning,
+        "started: {state:?}"
     );
     let (status, pid) = berth_state(&root, &id).context("berth does not know the container")?;
     ensure!(
@@ -482,22 +363,11 @@ async fn pod_lifecycle(node: &CriNode, runtime: &mut Runtime, handler: &str) -> 
         "berth list lacks the pod's containers:\n{listed}"
     );
 
-    exec_checks(runtime, &id).await?;
+    exec_checks(k, &id).await?;
     namespace_checks(sandbox_pid, pid)?;
-    resource_checks(runtime, &id, pid, &sandbox_config).await?;
-    wait_for_log(&sandbox_config, "app/0.log", &["started"]).await?;
-
-    let listed = runtime
-        .list_containers(ListContainersRequest {
-            filter: Some(ContainerFilter {
-                pod_sandbox_id: pod.clone(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .context("ListContainers")?
-        .into_inner()
-        .containers;
+    resource_checks(k, &id, pid, &sandbox).await?;
+    wait_for_log(&sandbox, "app/0.log", &["started"]).await?;
+    let listed = k.list(&pod).await?;
     ensure!(
         listed.len() == 1
             && listed[0].id == id
@@ -505,64 +375,36 @@ async fn pod_lifecycle(node: &CriNode, runtime: &mut Runtime, handler: &str) -> 
         "ListContainers: {listed:?}"
     );
 
-    run_to_exit(runtime, &pod, &sandbox_config).await?;
+    run_to_exit(k, &pod, &sandbox).await?;
 
     // Graceful stop: SIGTERM reaches the shell's trap well before the 10 s grace period.
     let started = Instant::now();
-    runtime
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 10,
-        })
-        .await
-        .context("StopContainer")?;
+    k.stop(&id, 10).await?;
     ensure!(
         started.elapsed() < Duration::from_secs(8),
         "StopContainer waited {:?}: SIGTERM was not delivered",
         started.elapsed()
     );
-    let (state, code) = container_state(runtime, &id).await?;
+    let st = k.status(&id).await?;
     ensure!(
-        state == ContainerState::ContainerExited && code == 0,
-        "after StopContainer: {state:?} exit {code}"
+        st.state() == ContainerState::ContainerExited && st.exit_code == 0,
+        "after StopContainer: {:?} exit {}",
+        st.state(),
+        st.exit_code
     );
-    runtime
-        .remove_container(RemoveContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .context("RemoveContainer")?;
+    k.remove(&id).await?;
     ensure!(
         berth_state(&root, &id).is_err(),
         "berth still has container {id} after RemoveContainer"
     );
 
-    runtime
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .context("StopPodSandbox")?;
-    let stopped = runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .context("PodSandboxStatus after stop")?
-        .into_inner()
-        .status
-        .context("PodSandboxStatus without status")?;
+    k.stop_pod(&pod).await?;
+    let stopped = k.pod_status(&pod).await?;
     ensure!(
         stopped.state() == PodSandboxState::SandboxNotready,
         "{stopped:?}"
     );
-    runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .context("RemovePodSandbox")?;
+    k.remove_pod(&pod).await?;
     let listed = berth(&root, &["list", "--quiet"])?;
     ensure!(
         listed.trim().is_empty(),
@@ -571,42 +413,55 @@ async fn pod_lifecycle(node: &CriNode, runtime: &mut Runtime, handler: &str) -> 
     Ok(())
 }
 
-/// ExecSync as liveness probes use it: output, exit codes, env and seccomp of the exec.
-async fn exec_checks(runtime: &mut Runtime, id: &str) -> Result<()> {
-    let r = exec(runtime, id, &["echo", "hi"]).await?;
-    ensure!(r == ("hi\n".into(), String::new(), 0), "echo hi: {r:?}");
-    let r = exec(runtime, id, &["sh", "-c", "echo oops >&2; exit 3"]).await?;
-    ensure!(r == (String::new(), "oops\n".into(), 3), "exit 3: {r:?}");
-    let r = exec(runtime, id, &["sh", "-c", "echo $GREETING"]).await?;
-    ensure!(r.0 == "hello\n", "env in exec: {r:?}");
-    let r = exec(runtime, id, &["cat", "/proc/sys/kernel/shm_rmid_forced"]).await?;
-    ensure!(r.0 == "1\n", "pod sysctl not applied: {r:?}");
-    // The opposite of the privileged pod: masked /proc/timer_list, no host devices.
-    let r = exec(runtime, id, &["sh", "-c", PRIVILEGED_PROBE]).await?;
-    ensure!(r.2 != 0, "unprivileged container sees host devices: {r:?}");
-    let r = exec(runtime, id, &["sh", "-c", "test -c /proc/timer_list"]).await?;
-    ensure!(r.2 == 0, "/proc/timer_list is not masked: {r:?}");
-    let r = exec(
-        runtime,
-        id,
-        &["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"],
-    )
-    .await?;
+/// ExecSync as probes use it, and what the exec'd process sees of the container's setup:
+/// env, pod sysctls, masked and read-only paths, seccomp; a probe past its timeout.
+async fn exec_checks(k: &mut Kubelet, id: &str) -> Result<()> {
+    let r = k.exec(id, &["echo", "hi"]).await?;
     ensure!(
-        r.2 != 0 && r.1.contains("Read-only file system"),
+        (r.stdout.as_str(), r.stderr.as_str(), r.exit_code) == ("hi\n", "", 0),
+        "echo hi: {r:?}"
+    );
+    let r = k.exec(id, &["sh", "-c", "echo oops >&2; exit 3"]).await?;
+    ensure!(
+        (r.stdout.as_str(), r.stderr.as_str(), r.exit_code) == ("", "oops\n", 3),
+        "exit 3: {r:?}"
+    );
+    let r = k.exec(id, &["sh", "-c", "echo $GREETING"]).await?;
+    ensure!(r.stdout == "hello\n", "env in exec: {r:?}");
+    let r = k
+        .exec(id, &["cat", "/proc/sys/kernel/shm_rmid_forced"])
+        .await?;
+    ensure!(r.stdout == "1\n", "pod sysctl not applied: {r:?}");
+    // The opposite of the privileged pod: masked /proc/timer_list, no host devices.
+    let r = k.exec(id, &["sh", "-c", PRIVILEGED_PROBE]).await?;
+    ensure!(
+        r.exit_code != 0,
+        "unprivileged container sees host devices: {r:?}"
+    );
+    let r = k
+        .exec(id, &["sh", "-c", "test -c /proc/timer_list"])
+        .await?;
+    ensure!(r.exit_code == 0, "/proc/timer_list is not masked: {r:?}");
+    let r = k
+        .exec(id, &["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"])
+        .await?;
+    ensure!(
+        r.exit_code != 0 && r.stderr.contains("Read-only file system"),
         "/proc/sys is not read-only: {r:?}"
     );
     // Mode 2 = filter: containerd's default profile reached the exec'd process.
-    let r = exec(runtime, id, &["grep", "^Seccomp:", "/proc/self/status"]).await?;
+    let r = k
+        .exec(id, &["grep", "^Seccomp:", "/proc/self/status"])
+        .await?;
     ensure!(
-        r.0.split_whitespace().nth(1) == Some("2"),
+        r.stdout.split_whitespace().nth(1) == Some("2"),
         "RuntimeDefault seccomp not applied: {r:?}"
     );
 
     // A probe that overruns its timeout fails, and its process is killed (SIGKILL to the
     // exec'd pid through the shim) rather than left behind in the container.
     let started = Instant::now();
-    let r = exec_with_timeout(runtime, id, &["sleep", "30"], 1).await;
+    let r = k.exec_with_timeout(id, &["sleep", "30"], 1).await;
     ensure!(r.is_err(), "ExecSync past its timeout succeeded: {r:?}");
     ensure!(
         started.elapsed() < Duration::from_secs(15),
@@ -616,7 +471,7 @@ async fn exec_checks(runtime: &mut Runtime, id: &str) -> Result<()> {
     let list = "for p in /proc/[0-9]*; do tr '\\000' ' ' < $p/cmdline; echo; done";
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (procs, _, _) = exec(runtime, id, &["sh", "-c", list]).await?;
+        let procs = k.exec(id, &["sh", "-c", list]).await?.stdout;
         // The listing must see the container's own main process to mean anything.
         ensure!(procs.contains("trap"), "process listing failed:\n{procs}");
         if !procs.lines().any(|l| l.starts_with("sleep 30")) {
@@ -633,7 +488,7 @@ async fn exec_checks(runtime: &mut Runtime, id: &str) -> Result<()> {
 
 /// The kubelet's resources reach the cgroup berth made, live updates too, and stats flow.
 async fn resource_checks(
-    runtime: &mut Runtime,
+    k: &mut Kubelet,
     id: &str,
     pid: i64,
     sandbox: &PodSandboxConfig,
@@ -650,32 +505,18 @@ async fn resource_checks(
     );
     ensure!(limit == 64 * MIB, "memory limit {limit}, want 64 MiB");
 
-    runtime
-        .update_container_resources(UpdateContainerResourcesRequest {
-            container_id: id.into(),
-            linux: Some(LinuxContainerResources {
-                cpu_period: 100_000,
-                cpu_quota: 50_000,
-                cpu_shares: 512,
-                memory_limit_in_bytes: 96 * MIB,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .context("UpdateContainerResources")?;
+    let resources = LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
+        memory_limit_in_bytes: 96 * MIB,
+        ..Default::default()
+    };
+    k.update(id, resources).await?;
     let (_, limit) = memory_limit_of(pid)?;
     ensure!(limit == 96 * MIB, "memory limit after update {limit}");
 
-    let stats = runtime
-        .container_stats(ContainerStatsRequest {
-            container_id: id.into(),
-        })
-        .await
-        .context("ContainerStats")?
-        .into_inner()
-        .stats
-        .context("ContainerStats without stats")?;
+    let stats = k.stats(id).await?;
     let memory = stats
         .memory
         .as_ref()
@@ -734,12 +575,8 @@ fn namespace_checks(sandbox_pid: i64, pid: i64) -> Result<()> {
 
 /// A container that runs to completion as a non-root user on a read-only rootfs: the
 /// kubelet sees its exit code (for restart decisions) and its output in the log.
-async fn run_to_exit(
-    runtime: &mut Runtime,
-    pod: &str,
-    sandbox_config: &PodSandboxConfig,
-) -> Result<()> {
-    let mut config = app_config(sandbox_config);
+async fn run_to_exit(k: &mut Kubelet, pod: &str, sandbox: &PodSandboxConfig) -> Result<()> {
+    let mut config = app_config(sandbox);
     config.metadata = Some(ContainerMetadata {
         name: "once".into(),
         attempt: 0,
@@ -748,103 +585,51 @@ async fn run_to_exit(
         "id -u; id -G; touch /probe 2>/dev/null && echo writable || echo read-only; exit 7".into(),
     ];
     config.log_path = "once/0.log".into();
-    if let Some(sc) = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-    {
+    if let Some(sc) = container_security(&mut config) {
         sc.run_as_user = Some(Int64Value { value: 1000 });
         sc.run_as_group = Some(Int64Value { value: 2000 });
         sc.supplemental_groups = vec![3000];
         sc.readonly_rootfs = true;
     }
-    let id = runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
-        .await
-        .context("CreateContainer once")?
-        .into_inner()
-        .container_id;
-    runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .context("StartContainer once")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (state, code) = loop {
-        let (state, code) = container_state(runtime, &id).await?;
-        if state == ContainerState::ContainerExited || Instant::now() > deadline {
-            break (state, code);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    ensure!(
-        state == ContainerState::ContainerExited && code == 7,
-        "run-to-exit container: {state:?} exit {code}"
-    );
-    wait_for_log(
-        sandbox_config,
-        "once/0.log",
-        &["1000", "2000 3000", "read-only"],
-    )
-    .await?;
-    runtime
-        .remove_container(RemoveContainerRequest { container_id: id })
-        .await
-        .context("RemoveContainer once")?;
-    Ok(())
+    let id = k.run(pod, config, sandbox).await?;
+    let code = k.wait_exited(&id, Duration::from_secs(10)).await?;
+    ensure!(code == 7, "run-to-exit container exited {code}, want 7");
+    wait_for_log(sandbox, "once/0.log", &["1000", "2000 3000", "read-only"]).await?;
+    k.remove(&id).await
+}
+
+fn container_security(config: &mut ContainerConfig) -> Option<&mut LinuxContainerSecurityContext> {
+    config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+}
+
+fn sandbox_security(config: &mut PodSandboxConfig) -> Option<&mut LinuxSandboxSecurityContext> {
+    config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
 }
 
 /// A privileged pod (node agents, CSI/CNI daemonsets): CRI hands berth every host device,
 /// all capabilities, a writable /sys and no masked paths or seccomp.
-async fn privileged_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Result<()> {
-    let mut sandbox_config = pod_config(node, handler);
-    if let Some(sc) = sandbox_config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-    {
+async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<()> {
+    let mut sandbox = pod_config(node, handler);
+    if let Some(sc) = sandbox_security(&mut sandbox) {
         sc.privileged = true;
     }
-    let pod = runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .context("RunPodSandbox (privileged)")?
-        .into_inner()
-        .pod_sandbox_id;
-    let mut config = app_config(&sandbox_config);
-    if let Some(sc) = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-    {
+    let pod = k.run_pod(&sandbox, handler).await?;
+    let mut config = app_config(&sandbox);
+    if let Some(sc) = container_security(&mut config) {
         sc.privileged = true;
         sc.seccomp = None;
     }
-    let id = runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(config),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
-        .await
-        .context("CreateContainer (privileged)")?
-        .into_inner()
-        .container_id;
-    runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .context("StartContainer (privileged)")?;
-    let (caps, _, _) = exec(runtime, &id, &["grep", "^CapEff:", "/proc/self/status"]).await?;
+    let id = k.run(&pod, config, &sandbox).await?;
+    let caps = k
+        .exec(&id, &["grep", "^CapEff:", "/proc/self/status"])
+        .await?
+        .stdout;
     let host_caps = std::fs::read_to_string("/proc/self/status")?
         .lines()
         .find(|l| l.starts_with("CapEff:"))
@@ -855,74 +640,46 @@ async fn privileged_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) ->
         "privileged exec caps {caps:?}, host {host_caps:?}"
     );
     // Host devices are there and /proc/timer_list is not masked (masked files are /dev/null).
-    let r = exec(runtime, &id, &["sh", "-c", PRIVILEGED_PROBE]).await?;
+    let r = k.exec(&id, &["sh", "-c", PRIVILEGED_PROBE]).await?;
     ensure!(
-        r.2 == 0,
+        r.exit_code == 0,
         "privileged container lacks host devices or is masked: {r:?}"
     );
-    let r = exec(runtime, &id, &["mount"]).await?;
+    let mounts = k.exec(&id, &["mount"]).await?.stdout;
     ensure!(
-        r.0.lines().any(|l| l.contains(" on /sys type sysfs (rw")),
-        "/sys is not writable in a privileged container:\n{}",
-        r.0
+        mounts
+            .lines()
+            .any(|l| l.contains(" on /sys type sysfs (rw")),
+        "/sys is not writable in a privileged container:\n{mounts}"
     );
-    runtime
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .context("StopPodSandbox (privileged)")?;
-    runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .context("RemovePodSandbox (privileged)")?;
-    Ok(())
+    k.stop_pod(&pod).await?;
+    k.remove_pod(&pod).await
 }
 
 /// A pod on the pod network (the common case): CRI makes the netns and runs CNI, berth
-/// joins that netns by path and sets the pod's hostname in its own UTS namespace.
-async fn network_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Result<()> {
+/// joins that netns by path, applies the pod's net sysctl there and sets its hostname.
+async fn network_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<()> {
     let Some(net) = node.pod_network() else {
         eprintln!("SKIP pod-network pod: CNI plugins (containernetworking-plugins) missing");
         return Ok(());
     };
-    let mut sandbox_config = pod_config(node, handler);
-    sandbox_config.hostname = format!("net-{handler}");
-    if let Some(ns) = sandbox_config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
+    let mut sandbox = pod_config(node, handler);
+    sandbox.hostname = format!("net-{handler}");
+    if let Some(ns) = sandbox_security(&mut sandbox).and_then(|s| s.namespace_options.as_mut()) {
         ns.network = NamespaceMode::Pod.into();
     }
     // Network sysctls are only allowed (and only meaningful) in the pod's own netns.
-    if let Some(l) = sandbox_config.linux.as_mut() {
+    if let Some(l) = sandbox.linux.as_mut() {
         l.sysctls
             .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
     }
-    let pod = runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .context("RunPodSandbox (pod network)")?
-        .into_inner()
-        .pod_sandbox_id;
-    let status = runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .context("PodSandboxStatus (pod network)")?
-        .into_inner()
-        .status
-        .context("PodSandboxStatus without status")?;
-    let ip = status.network.map(|n| n.ip).unwrap_or_default();
+    let pod = k.run_pod(&sandbox, handler).await?;
+    let ip = k
+        .pod_status(&pod)
+        .await?
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default();
     let prefix = net.subnet.trim_end_matches("0/24");
     ensure!(
         ip.starts_with(prefix),
@@ -930,51 +687,31 @@ async fn network_pod(node: &CriNode, runtime: &mut Runtime, handler: &str) -> Re
         net.subnet
     );
 
-    let id = runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(app_config(&sandbox_config)),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
-        .await
-        .context("CreateContainer (pod network)")?
-        .into_inner()
-        .container_id;
-    runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .context("StartContainer (pod network)")?;
-    let r = exec(runtime, &id, &["hostname"]).await?;
-    ensure!(r.0.trim() == sandbox_config.hostname, "hostname: {r:?}");
-    let r = exec(runtime, &id, &["ip", "-4", "-o", "addr", "show", "eth0"]).await?;
-    ensure!(r.0.contains(&format!(" {ip}/")), "eth0 lacks {ip}: {r:?}");
-    let r = exec(
-        runtime,
-        &id,
-        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
-    )
-    .await?;
-    ensure!(r.0 == "80\n", "pod net sysctl not applied: {r:?}");
-    let r = exec(runtime, &id, &["ping", "-c", "1", "-W", "3", &net.gateway]).await?;
+    let id = k.run(&pod, app_config(&sandbox), &sandbox).await?;
+    let r = k.exec(&id, &["hostname"]).await?;
+    ensure!(r.stdout.trim() == sandbox.hostname, "hostname: {r:?}");
+    let r = k
+        .exec(&id, &["ip", "-4", "-o", "addr", "show", "eth0"])
+        .await?;
     ensure!(
-        r.2 == 0,
+        r.stdout.contains(&format!(" {ip}/")),
+        "eth0 lacks {ip}: {r:?}"
+    );
+    let r = k
+        .exec(
+            &id,
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+        )
+        .await?;
+    ensure!(r.stdout == "80\n", "pod net sysctl not applied: {r:?}");
+    let r = k
+        .exec(&id, &["ping", "-c", "1", "-W", "3", &net.gateway])
+        .await?;
+    ensure!(
+        r.exit_code == 0,
         "gateway {} unreachable from the pod: {r:?}",
         net.gateway
     );
-
-    runtime
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .context("StopPodSandbox (pod network)")?;
-    runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .context("RemovePodSandbox (pod network)")?;
-    Ok(())
+    k.stop_pod(&pod).await?;
+    k.remove_pod(&pod).await
 }
