@@ -55,6 +55,8 @@ cleanup() {
   kill "$ctrd" 2>/dev/null || true
   wait "$ctrd" 2>/dev/null || true
   rmdir "/run/containerd/berth/$ns" "/run/containerd/runc/$ns" 2>/dev/null || true
+  # ctr's cgroups are /<namespace>/<id>: the runtimes leave the namespace level behind.
+  rmdir /sys/fs/cgroup/*/"$ns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT

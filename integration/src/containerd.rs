@@ -234,6 +234,18 @@ impl Drop for Containerd {
                     .join(&self.namespace),
             );
         }
+        remove_namespace_cgroups(&self.namespace);
+    }
+}
+
+/// ctr puts containers in cgroup `/<namespace>/<id>`; runtimes remove the container's
+/// cgroup but not the namespace's parent, in every hierarchy. rmdir only removes empty ones.
+fn remove_namespace_cgroups(namespace: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let _ = std::fs::remove_dir(h.path().join(namespace));
     }
 }
 

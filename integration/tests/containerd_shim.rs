@@ -3,6 +3,7 @@
 //! `--runc-binary berth` (runc drop-in). Each test starts its own containerd.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -344,8 +345,9 @@ fn berth_shim_reports_oom() -> Result<()> {
     Ok(())
 }
 
-/// Pid of the berth shim serving container `id` in `ns` (found by its command line).
-fn shim_pid(ns: &str, id: &str) -> Option<i32> {
+/// Pid and ttrpc socket of the berth shim serving container `id` in `ns` (found by its
+/// command line).
+fn shim_process(ns: &str, id: &str) -> Option<(i32, PathBuf)> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
@@ -357,7 +359,12 @@ fn shim_pid(ns: &str, id: &str) -> Option<i32> {
             args.windows(2)
                 .any(|w| w[0] == flag && w[1] == value.as_bytes())
         };
-        (is_shim && has(b"-namespace", ns) && has(b"-id", id)).then_some(pid)
+        let socket = args.windows(2).find(|w| w[0] == b"-socket").map(|w| {
+            String::from_utf8_lossy(w[1])
+                .trim_start_matches("unix://")
+                .to_string()
+        })?;
+        (is_shim && has(b"-namespace", ns) && has(b"-id", id)).then(|| (pid, PathBuf::from(socket)))
     })
 }
 
@@ -388,7 +395,8 @@ fn dead_shim_is_cleaned_up_by_the_delete_action() -> Result<()> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|p| p.parse().ok())
         .context("task pid")?;
-    let shim = shim_pid(&ctrd.namespace, "orphan").context("find the shim")?;
+    let (shim, socket) = shim_process(&ctrd.namespace, "orphan").context("find the shim")?;
+    assert!(socket.exists(), "{}", socket.display());
     let state = std::path::Path::new("/run/containerd/berth")
         .join(&ctrd.namespace)
         .join("orphan");
@@ -401,10 +409,15 @@ fn dead_shim_is_cleaned_up_by_the_delete_action() -> Result<()> {
         nix::sys::signal::Signal::SIGKILL,
     )?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while state.exists() && Instant::now() < deadline {
+    while (state.exists() || socket.exists()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!state.exists(), "berth state survived the dead shim");
+    assert!(
+        !socket.exists(),
+        "dead shim's socket {} left",
+        socket.display()
+    );
     // The task is gone: dead (a zombie until init reaps it) or already reaped.
     let alive = std::fs::read_to_string(format!("/proc/{task_pid}/stat"))
         .map(|s| !s.contains(") Z "))

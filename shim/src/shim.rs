@@ -1,14 +1,15 @@
 //! The shim binary's lifecycle: `start` (spawn the server, print its address), `delete`
 //! (clean up after a dead shim) and serving the task API until Shutdown.
 
-use std::path::PathBuf;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
-use containerd_shim::{spawn, Config, Error, ExitSignal, Flags, Shim, StartOpts};
+use containerd_shim::{spawn, warn, Config, Error, ExitSignal, Flags, Shim, StartOpts};
 
 use crate::berth::{self, Berth};
 use crate::events::EventQueue;
@@ -20,6 +21,25 @@ pub struct BerthShim {
     namespace: String,
     bundle: PathBuf,
     exit: Arc<ExitSignal>,
+}
+
+impl BerthShim {
+    /// A shim that was killed could not remove its ttrpc socket: do it for it, from the
+    /// address `start` recorded in the bundle.
+    fn remove_dead_socket(&self) {
+        let Ok(address) = std::fs::read_to_string(self.bundle.join("address")) else {
+            return;
+        };
+        let path = Path::new(address.trim().trim_start_matches("unix://"));
+        let is_socket = std::fs::symlink_metadata(path)
+            .map(|m| m.file_type().is_socket())
+            .unwrap_or(false);
+        if is_socket {
+            if let Err(e) = std::fs::remove_file(path) {
+                warn!("remove {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 impl Shim for BerthShim {
@@ -82,6 +102,7 @@ impl Shim for BerthShim {
             }
         }
         rootfs::unmount(&self.bundle.join("rootfs"));
+        self.remove_dead_socket();
         Ok(DeleteResponse {
             // The task was killed with SIGKILL (128 + 9), as containerd-shim-runc-v2 reports.
             exit_status: 137,
