@@ -5,7 +5,8 @@
 //! - `config.json`: the spec the container was created from (exec and
 //!   delete need its process defaults, seccomp profile and hooks)
 //! - `exec.fifo`: exists from create until start; init blocks reading it
-//! - `lock`: flock'd by every command that reads-modifies the container
+//! The directory itself is flock'd by every command that read-modifies the
+//! container (no lock file: one file create less per container).
 
 use anyhow::{bail, Context, Result};
 use berth_cgroups::Cgroup;
@@ -20,7 +21,6 @@ pub const OCI_VERSION: &str = "1.0.2";
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
-const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,12 +118,7 @@ pub struct StateLock {
 }
 
 pub fn lock(dir: &Path) -> Result<StateLock> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .with_context(|| format!("open lock in {}", dir.display()))?;
+    let file = File::open(dir).with_context(|| format!("open {} for locking", dir.display()))?;
     let lock = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .with_context(|| format!("lock {}", dir.display()))?;
@@ -149,7 +144,8 @@ pub fn save(root: &Path, state: &ContainerState) -> Result<()> {
     let tmp = dir.join(".state.json.tmp");
     let mut f = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
     f.write_all(&serde_json::to_vec(state)?)?;
-    f.sync_all().ok();
+    // No fsync: state lives in /run (tmpfs) and only needs to be atomic for
+    // concurrent readers, which the rename gives.
     fs::rename(&tmp, dir.join(STATE_FILE)).context("rename state.json into place")?;
     Ok(())
 }
