@@ -19,10 +19,10 @@ work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 state=$(mktemp -d /run/berth-bench.XXXXXX)
 mountpoint -q /run || mount -t tmpfs -o size=64m tmpfs "$state"
 cleanup() {
-  umount "$work/berth-ro" 2>/dev/null || true
-  umount "$state" 2>/dev/null || true
   "$berth" --root "$state/berth-root" delete --force bench >/dev/null 2>&1 || true
   "$runc" --root "$state/runc-root" delete --force bench >/dev/null 2>&1 || true
+  umount "$work/berth-ro" 2>/dev/null || true
+  umount "$state" 2>/dev/null || true
   rm -rf "$work" "$state"
 }
 trap cleanup EXIT
