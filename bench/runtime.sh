@@ -17,7 +17,7 @@ work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 # State roots live on tmpfs under /run, as runc's and berth's defaults do
 # (on this VM's disk every file create in the state dir costs ~1 ms).
 state=$(mktemp -d /run/berth-bench.XXXXXX)
-mountpoint -q /run || mount -t tmpfs -o size=64m tmpfs "$state"
+mount -t tmpfs -o size=64m tmpfs "$state"
 cleanup() {
   "$berth" --root "$state/berth-root" delete --force bench >/dev/null 2>&1 || true
   "$runc" --root "$state/runc-root" delete --force bench >/dev/null 2>&1 || true
