@@ -43,8 +43,9 @@ pub struct PodNetwork {
 }
 
 impl PodNetwork {
-    /// A network whose names and subnet derive from our pid, so parallel test processes
-    /// do not collide; None when the CNI plugins are not installed.
+    /// A network whose bridge name derives from our pid and whose 10.213.X.0/24 is not
+    /// on the host yet, so parallel test processes do not collide; None when the CNI
+    /// plugins are not installed.
     fn new() -> Option<PodNetwork> {
         let plugin_dir = CNI_PLUGIN_DIRS.iter().map(PathBuf::from).find(|d| {
             ["bridge", "host-local", "loopback"]
@@ -52,7 +53,7 @@ impl PodNetwork {
                 .all(|p| d.join(p).is_file())
         })?;
         let pid = std::process::id();
-        let octet = pid % 250 + 1;
+        let octet = free_subnet_octet(pid)?;
         Some(PodNetwork {
             bridge: format!("bcri{}", pid % 100_000),
             subnet: format!("10.213.{octet}.0/24"),
@@ -82,6 +83,18 @@ impl PodNetwork {
         })
         .to_string()
     }
+}
+
+/// X for a 10.213.X.0/24 no host interface has an address in, starting from our pid.
+fn free_subnet_octet(pid: u32) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .ok()?;
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    (0..250)
+        .map(|i| (pid + i) % 250 + 1)
+        .find(|x| !addrs.contains(&format!(" 10.213.{x}.")))
 }
 
 /// The `[plugins."io.containerd.grpc.v1.cri"]` table for `handlers`. `runtime_root` gives
@@ -490,5 +503,55 @@ fn unmount_under(dir: &Path) {
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_config_selects_the_berth_shim_by_runtime_path_and_keeps_runc_options() {
+        let handlers = [
+            RuntimeHandler {
+                name: "berth".into(),
+                binary: "/b/berth".into(),
+                shim: None,
+            },
+            RuntimeHandler {
+                name: "berth-shim".into(),
+                binary: "/b/berth".into(),
+                shim: Some("/b/containerd-shim-berth-v2".into()),
+            },
+        ];
+        let toml = cri_config(
+            "docker.io/library/pause:1",
+            &handlers,
+            |name| Path::new("/roots").join(name),
+            Path::new("/cni/bin"),
+            Path::new("/cni/net.d"),
+        );
+        let table = |name: &str| {
+            let head = format!("containerd.runtimes.{name}]\n");
+            let start = toml
+                .find(&head)
+                .map(|i| i + head.len())
+                .unwrap_or(toml.len());
+            let rest = &toml[start..];
+            rest[..rest.find("[plugins").unwrap_or(rest.len())].to_owned()
+        };
+        // Both keep the runc runtime type: CRI only decodes runc Options for it.
+        for name in ["berth", "berth-shim"] {
+            assert!(table(name).contains(r#"runtime_type = "io.containerd.runc.v2""#));
+            let options = table(&format!("{name}.options"));
+            assert!(options.contains(r#"BinaryName = "/b/berth""#), "{options}");
+            assert!(options.contains(&format!(r#"Root = "/roots/{name}""#)));
+            assert!(options.contains("SystemdCgroup = false"));
+        }
+        assert!(!table("berth").contains("runtime_path"));
+        assert!(table("berth-shim").contains(r#"runtime_path = "/b/containerd-shim-berth-v2""#));
+        assert!(toml.contains(r#"default_runtime_name = "berth""#));
+        assert!(toml.contains(r#"sandbox_image = "docker.io/library/pause:1""#));
+        assert!(toml.contains("disable_cgroup = false"));
     }
 }
