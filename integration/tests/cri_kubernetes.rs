@@ -376,6 +376,7 @@ async fn pod_lifecycle(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result
     );
 
     run_to_exit(k, &pod, &sandbox).await?;
+    oom_killed(k, &pod, &sandbox).await?;
 
     // Graceful stop: SIGTERM reaches the shell's trap well before the 10 s grace period.
     let started = Instant::now();
@@ -658,6 +659,7 @@ async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Resul
 
 /// A pod on the pod network (the common case): CRI makes the netns and runs CNI, berth
 /// joins that netns by path, applies the pod's net sysctl there and sets its hostname.
+/// The pod also shares one process namespace (`shareProcessNamespace: true`).
 async fn network_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<()> {
     let Some(net) = node.pod_network() else {
         eprintln!("SKIP pod-network pod: CNI plugins (containernetworking-plugins) missing");
@@ -667,6 +669,7 @@ async fn network_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<(
     sandbox.hostname = format!("net-{handler}");
     if let Some(ns) = sandbox_security(&mut sandbox).and_then(|s| s.namespace_options.as_mut()) {
         ns.network = NamespaceMode::Pod.into();
+        ns.pid = NamespaceMode::Pod.into();
     }
     // Network sysctls are only allowed (and only meaningful) in the pod's own netns.
     if let Some(l) = sandbox.linux.as_mut() {
@@ -688,6 +691,15 @@ async fn network_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<(
     );
 
     let id = k.run(&pod, app_config(&sandbox), &sandbox).await?;
+    let root = node.runtime_root(handler);
+    let pid_ns = |id: &str| -> Result<PathBuf> {
+        let (_, pid) = berth_state(&root, id)?;
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).context("read pid namespace")
+    };
+    ensure!(
+        pid_ns(&id)? == pid_ns(&pod)?,
+        "container is not in the pod's shared pid namespace"
+    );
     let r = k.exec(&id, &["hostname"]).await?;
     ensure!(r.stdout.trim() == sandbox.hostname, "hostname: {r:?}");
     let r = k
@@ -714,4 +726,29 @@ async fn network_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<(
     );
     k.stop_pod(&pod).await?;
     k.remove_pod(&pod).await
+}
+
+/// A container over its memory limit: the kernel OOM-kills it in the cgroup berth set up,
+/// and the kubelet sees exit 137 with reason OOMKilled (the shim's OOM event).
+async fn oom_killed(k: &mut Kubelet, pod: &str, sandbox: &PodSandboxConfig) -> Result<()> {
+    let mut config = app_config(sandbox);
+    config.metadata = Some(ContainerMetadata {
+        name: "hog".into(),
+        attempt: 0,
+    });
+    // The pause lets the shim start watching the cgroup for OOM before the allocation.
+    config.args = vec!["sleep 1; x=$(head -c 256m /dev/zero | tr '\\000' a); echo survived".into()];
+    config.log_path = "hog/0.log".into();
+    if let Some(r) = config.linux.as_mut().and_then(|l| l.resources.as_mut()) {
+        r.memory_limit_in_bytes = 16 * MIB;
+    }
+    let id = k.run(pod, config, sandbox).await?;
+    let code = k.wait_exited(&id, Duration::from_secs(30)).await?;
+    let st = k.status(&id).await?;
+    ensure!(
+        code == 137 && st.reason == "OOMKilled",
+        "memory hog: exit {code}, reason {:?}",
+        st.reason
+    );
+    k.remove(&id).await
 }
