@@ -32,7 +32,9 @@ pub fn is_empty_dir(dir: &Path) -> Result<bool> {
         .is_none())
 }
 
-/// Writes the layer for `upper` into the store and returns it.
+/// Writes the layer for `upper` into the store and returns it. The tar is
+/// produced and hashed (diff_id) on this thread while another thread
+/// compresses and hashes the stream (blob digest): the two halves overlap.
 pub fn write_layer(
     store: &Store,
     upper: &Path,
@@ -40,19 +42,43 @@ pub fn write_layer(
     epoch: Option<i64>,
 ) -> Result<LayerInfo> {
     let blob = store.blob_writer()?;
-    let (blob, diff_id) = match compression {
-        Compression::Gzip => {
-            let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
-            let (gz, diff_id) = write_tar(upper, gz, epoch)?;
-            (gz.finish().context("finishing gzip stream")?, diff_id)
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    let compressor = std::thread::spawn(move || -> Result<crate::store::BlobWriter> {
+        match compression {
+            Compression::Gzip => {
+                let mut gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+                for chunk in rx {
+                    gz.write_all(&chunk).context("compressing layer")?;
+                }
+                gz.finish().context("finishing gzip stream")
+            }
+            Compression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(blob, 3).context("starting zstd")?;
+                for chunk in rx {
+                    z.write_all(&chunk).context("compressing layer")?;
+                }
+                z.finish().context("finishing zstd stream")
+            }
         }
-        Compression::Zstd => {
-            let z = zstd::stream::write::Encoder::new(blob, 3).context("starting zstd")?;
-            let (z, diff_id) = write_tar(upper, z, epoch)?;
-            (z.finish().context("finishing zstd stream")?, diff_id)
-        }
-    };
-    let (digest, size) = blob.commit(None)?;
+    });
+    let produced = write_tar(
+        upper,
+        ChunkSender {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        },
+        epoch,
+    )
+    .and_then(|(mut sender, diff_id)| {
+        sender.flush().context("sending the last chunk")?;
+        Ok(diff_id)
+    });
+    // The sender is dropped by now, so the compressor sees the end of the stream.
+    let blob = compressor
+        .join()
+        .map_err(|_| anyhow::anyhow!("layer compressor panicked"))?;
+    let diff_id = produced?;
+    let (digest, size) = blob?.commit(None)?;
     Ok(LayerInfo {
         descriptor: Descriptor {
             media_type: compression.media_type().into(),
@@ -63,6 +89,34 @@ pub fn write_layer(
         },
         diff_id,
     })
+}
+
+const CHUNK: usize = 256 << 10;
+
+/// Hands the tar stream to the compressor thread in large chunks.
+struct ChunkSender {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.tx.send(chunk).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "layer compressor stopped")
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes the tar of `upper` into `out`, returning `out` and the tar's digest.
