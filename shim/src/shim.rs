@@ -116,7 +116,9 @@ impl Shim for BerthShim {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
-        let events = EventQueue::start(publisher, self.namespace.clone());
+        // bootstrap already required TTRPC_ADDRESS to build `publisher`.
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        let events = EventQueue::start(&address, publisher, self.namespace.clone());
         Service::new(events, self.namespace.clone(), Arc::clone(&self.exit))
     }
 }
