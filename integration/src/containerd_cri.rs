@@ -227,26 +227,43 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             sock = socket.display(),
             d = d.display(),
         );
-        let config_path = d.join("config.toml");
-        std::fs::write(&config_path, config).context("write containerd config")?;
-        let log = std::fs::File::create(d.join("containerd.log")).context("containerd log")?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn containerd (is the containerd package installed?)")?;
+        std::fs::write(d.join("config.toml"), config).context("write containerd config")?;
         let mut node = CriNode {
-            child: Some(child),
+            child: None,
             socket,
             cgroup_parent: format!("/{}", unique("berth-cri")),
             network,
             dir,
         };
-        node.wait_ready()?;
+        node.spawn_daemon()?;
         Ok(node)
+    }
+
+    /// Starts containerd on our config (appending to its log) and waits for its API.
+    fn spawn_daemon(&mut self) -> Result<()> {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .context("containerd log")?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn containerd (is the containerd package installed?)")?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    /// Restarts containerd as a node upgrade would: running pods keep their shims, and the
+    /// new daemon must reconnect to them.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop_daemon();
+        self.spawn_daemon()
     }
 
     fn wait_ready(&mut self) -> Result<()> {

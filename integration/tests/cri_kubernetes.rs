@@ -186,7 +186,7 @@ fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
     write_docker_archive(&rootfs, PAUSE_IMAGE, &["sleep", "3600"], &pause)?;
     write_docker_archive(&rootfs, APP_IMAGE, &["sh"], &app)?;
 
-    let node = CriNode::start(PAUSE_IMAGE, &handlers)?;
+    let mut node = CriNode::start(PAUSE_IMAGE, &handlers)?;
     // No registry: the images a kubelet would pull are imported up front.
     node.import(&pause)?;
     node.import(&app)?;
@@ -198,7 +198,7 @@ fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
         .context("tokio runtime")?;
     rt.block_on(async {
         let mut k = Kubelet::connect(&node.socket).await?;
-        let result = all_scenarios(&node, &mut k, &handlers).await;
+        let result = all_scenarios(&mut node, &mut k, &handlers).await;
         if let Err(e) = &result {
             eprintln!("{e:#}\n{}", diagnostics(&node));
         }
@@ -209,7 +209,11 @@ fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
     })
 }
 
-async fn all_scenarios(node: &CriNode, k: &mut Kubelet, handlers: &[RuntimeHandler]) -> Result<()> {
+async fn all_scenarios(
+    node: &mut CriNode,
+    k: &mut Kubelet,
+    handlers: &[RuntimeHandler],
+) -> Result<()> {
     node_checks(k).await?;
     for h in handlers {
         let name = h.name.as_str();
@@ -225,6 +229,10 @@ async fn all_scenarios(node: &CriNode, k: &mut Kubelet, handlers: &[RuntimeHandl
             .await
             .with_context(|| format!("RuntimeClass handler {name}, pod network"))?;
         eprintln!("RuntimeClass handler {name}: pod-network pod passed");
+        survives_containerd_restart(node, k, name)
+            .await
+            .with_context(|| format!("RuntimeClass handler {name}, containerd restart"))?;
+        eprintln!("RuntimeClass handler {name}: containerd restart passed");
     }
     Ok(())
 }
@@ -751,4 +759,52 @@ async fn oom_killed(k: &mut Kubelet, pod: &str, sandbox: &PodSandboxConfig) -> R
         st.reason
     );
     k.remove(&id).await
+}
+
+/// containerd restarts (node upgrade) under a running pod: the new daemon reconnects to the
+/// shim, CRI still reports the container running on the same berth process, and exec and
+/// a graceful stop still work.
+async fn survives_containerd_restart(
+    node: &mut CriNode,
+    k: &mut Kubelet,
+    handler: &str,
+) -> Result<()> {
+    let root = node.runtime_root(handler);
+    let sandbox = pod_config(node, handler);
+    let pod = k.run_pod(&sandbox, handler).await?;
+    let id = k.run(&pod, app_config(&sandbox), &sandbox).await?;
+    let (_, pid) = berth_state(&root, &id)?;
+
+    node.restart()?;
+    // The old connection died with the daemon; a kubelet redials.
+    *k = Kubelet::connect(&node.socket).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !k.condition("RuntimeReady").await.unwrap_or(false) {
+        ensure!(Instant::now() < deadline, "CRI not ready after restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let state = k.status(&id).await?.state();
+    ensure!(
+        state == ContainerState::ContainerRunning,
+        "after restart: {state:?}"
+    );
+    let (status, pid_after) = berth_state(&root, &id)?;
+    ensure!(
+        status == "running" && pid_after == pid,
+        "berth after restart: {status} pid {pid_after} (was {pid})"
+    );
+    let r = k.exec(&id, &["echo", "still here"]).await?;
+    ensure!(r.stdout == "still here\n", "exec after restart: {r:?}");
+    k.stop(&id, 10).await?;
+    let st = k.status(&id).await?;
+    ensure!(
+        st.state() == ContainerState::ContainerExited && st.exit_code == 0,
+        "stop after restart: {:?} exit {}",
+        st.state(),
+        st.exit_code
+    );
+    k.remove(&id).await?;
+    k.stop_pod(&pod).await?;
+    k.remove_pod(&pod).await
 }
