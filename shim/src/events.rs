@@ -6,7 +6,7 @@
 //!
 //! Events are packed with spelled-out type names on the shim's own ttrpc connection
 //! rather than through the crate's publisher, which builds the protobuf descriptors of
-//! every task event (about 350 KiB of heap per shim) only to learn those names.
+//! the task events only to learn those names (measured: ~60 KiB less RSS per shim).
 
 use std::sync::mpsc::{self, Sender};
 
