@@ -212,7 +212,7 @@ impl StageExec<'_, '_> {
                 &self.name,
                 self.step,
                 "",
-                format!("base {base} is {}", "resolved in store"),
+                format!("base image {base} is {}", img.descriptor.digest),
             );
         }
         // A stage never inherits the base's creation time or triggers' origin.
@@ -873,6 +873,9 @@ impl StageExec<'_, '_> {
         original: &str,
     ) -> Result<()> {
         let is_add = add.is_some();
+        if spec.parents {
+            bail!("--parents is not supported by berth yet");
+        }
         let checksum = add.flatten().map(|c| self.expand(c)).transpose()?;
         let kw = if is_add { "ADD" } else { "COPY" };
         let from = from.map(|f| self.expand(f)).transpose()?;
