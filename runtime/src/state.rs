@@ -5,6 +5,7 @@
 //! - `config.json`: the spec the container was created from (exec and
 //!   delete need its process defaults, seccomp profile and hooks)
 //! - `exec.fifo`: exists from create until start; init blocks reading it
+//!
 //! The directory itself is flock'd by every command that read-modifies the
 //! container (no lock file: one file create less per container).
 
