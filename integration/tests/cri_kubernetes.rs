@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::mount::MsFlags;
+
 use anyhow::{bail, ensure, Context, Result};
 use berth_integration::containerd_cri::{CriNode, RuntimeHandler};
 use berth_integration::cri_client::Kubelet;
@@ -20,8 +22,8 @@ use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ImageSpec, Int64Value, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxState, SecurityProfile,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, MountPropagation, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxState, SecurityProfile,
 };
 
 /// CRI's `sandbox_image`: a pause-like busybox that just sleeps.
@@ -385,6 +387,7 @@ async fn pod_lifecycle(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result
 
     run_to_exit(k, &pod, &sandbox).await?;
     oom_killed(k, &pod, &sandbox).await?;
+    volume_checks(node, k, &pod, &sandbox).await?;
 
     // Graceful stop: SIGTERM reaches the shell's trap well before the 10 s grace period.
     let started = Instant::now();
@@ -807,4 +810,107 @@ async fn survives_containerd_restart(
     k.remove(&id).await?;
     k.stop_pod(&pod).await?;
     k.remove_pod(&pod).await
+}
+
+/// The kubelet's volumes: an emptyDir (rw bind), a configMap (ro bind), the termination
+/// log (a file bind) and a HostToContainer mount (rslave; the kubelet makes its source
+/// shared): a mount made on the host after the container started shows up inside it.
+async fn volume_checks(
+    node: &CriNode,
+    k: &mut Kubelet,
+    pod: &str,
+    sandbox: &PodSandboxConfig,
+) -> Result<()> {
+    let vols = node.dir().join(unique("volumes"));
+    let (data, config_dir, shared) = (vols.join("data"), vols.join("config"), vols.join("shared"));
+    for d in [&data, &config_dir, &shared.join("sub")] {
+        std::fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
+    }
+    std::fs::write(config_dir.join("key"), "value")?;
+    let termination_log = vols.join("termination-log");
+    std::fs::write(&termination_log, "")?;
+    // CRI refuses HostToContainer unless the source is on a shared or slave mount. The
+    // node guard unmounts everything under its dir.
+    mount(Some(&shared), &shared, None, MsFlags::MS_BIND)?;
+    mount(None, &shared, None, MsFlags::MS_SHARED)?;
+
+    let mut config = app_config(sandbox);
+    config.metadata = Some(ContainerMetadata {
+        name: "volumes".into(),
+        attempt: 0,
+    });
+    config.log_path = "volumes/0.log".into();
+    let bind =
+        |container: &str, host: &Path, readonly: bool, propagation: MountPropagation| Mount {
+            container_path: container.into(),
+            host_path: host.to_string_lossy().into_owned(),
+            readonly,
+            propagation: propagation.into(),
+            ..Default::default()
+        };
+    config.mounts = vec![
+        bind("/data", &data, false, MountPropagation::PropagationPrivate),
+        bind(
+            "/config",
+            &config_dir,
+            true,
+            MountPropagation::PropagationPrivate,
+        ),
+        bind(
+            "/dev/termination-log",
+            &termination_log,
+            false,
+            MountPropagation::PropagationPrivate,
+        ),
+        bind(
+            "/hostmnt",
+            &shared,
+            true,
+            MountPropagation::PropagationHostToContainer,
+        ),
+    ];
+    let id = k.run(pod, config, sandbox).await?;
+
+    let r = k
+        .exec(
+            &id,
+            &["sh", "-c", "echo hello > /data/out && cat /config/key"],
+        )
+        .await?;
+    ensure!(r.stdout == "value", "volume reads: {r:?}");
+    let out = std::fs::read_to_string(data.join("out")).context("emptyDir write")?;
+    ensure!(out == "hello\n", "emptyDir content on the host: {out:?}");
+    let r = k.exec(&id, &["sh", "-c", "echo x > /config/new"]).await?;
+    ensure!(
+        r.exit_code != 0 && r.stderr.contains("Read-only file system"),
+        "read-only volume is writable: {r:?}"
+    );
+    k.exec(&id, &["sh", "-c", "echo done > /dev/termination-log"])
+        .await?;
+    let msg = std::fs::read_to_string(&termination_log)?;
+    ensure!(msg == "done\n", "termination log on the host: {msg:?}");
+
+    // Propagation host → container: mount after the container started.
+    let sub = shared.join("sub");
+    mount(
+        Some(Path::new("tmpfs")),
+        &sub,
+        Some("tmpfs"),
+        MsFlags::empty(),
+    )?;
+    std::fs::write(sub.join("marker"), "propagated")?;
+    let r = k.exec(&id, &["cat", "/hostmnt/sub/marker"]).await?;
+    let _ = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH);
+    ensure!(
+        r.stdout == "propagated",
+        "host mount did not propagate into the container: {r:?}"
+    );
+
+    k.stop(&id, 10).await?;
+    k.remove(&id).await
+}
+
+fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result<()> {
+    nix::mount::mount(src, target, fstype, flags, None::<&str>)
+        .with_context(|| format!("mount {src:?} on {} ({flags:?})", target.display()))
 }
