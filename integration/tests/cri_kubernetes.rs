@@ -625,7 +625,8 @@ fn sandbox_security(config: &mut PodSandboxConfig) -> Option<&mut LinuxSandboxSe
 }
 
 /// A privileged pod (node agents, CSI/CNI daemonsets): CRI hands berth every host device,
-/// all capabilities, a writable /sys and no masked paths or seccomp.
+/// all capabilities, a writable /sys and no masked paths or seccomp; a Bidirectional
+/// volume (rshared, as CSI drivers use) carries a mount made in the container to the host.
 async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<()> {
     let mut sandbox = pod_config(node, handler);
     if let Some(sc) = sandbox_security(&mut sandbox) {
@@ -637,7 +638,32 @@ async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Resul
         sc.privileged = true;
         sc.seccomp = None;
     }
+    let shared = shared_dir(node)?;
+    std::fs::create_dir_all(shared.join("sub"))?;
+    config.mounts = vec![Mount {
+        container_path: "/bidir".into(),
+        host_path: shared.to_string_lossy().into_owned(),
+        propagation: MountPropagation::PropagationBidirectional.into(),
+        ..Default::default()
+    }];
     let id = k.run(&pod, config, &sandbox).await?;
+    let r = k
+        .exec(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "mount -t tmpfs tmpfs /bidir/sub && echo from-pod > /bidir/sub/m",
+            ],
+        )
+        .await?;
+    ensure!(r.exit_code == 0, "mount in the privileged container: {r:?}");
+    let seen = std::fs::read_to_string(shared.join("sub/m")).unwrap_or_default();
+    let _ = nix::mount::umount2(&shared.join("sub"), nix::mount::MntFlags::MNT_DETACH);
+    ensure!(
+        seen == "from-pod\n",
+        "container mount did not propagate to the host: {seen:?}"
+    );
     let caps = k
         .exec(&id, &["grep", "^CapEff:", "/proc/self/status"])
         .await?
@@ -822,17 +848,14 @@ async fn volume_checks(
     sandbox: &PodSandboxConfig,
 ) -> Result<()> {
     let vols = node.dir().join(unique("volumes"));
-    let (data, config_dir, shared) = (vols.join("data"), vols.join("config"), vols.join("shared"));
+    let (data, config_dir) = (vols.join("data"), vols.join("config"));
+    let shared = shared_dir(node)?;
     for d in [&data, &config_dir, &shared.join("sub")] {
         std::fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
     }
     std::fs::write(config_dir.join("key"), "value")?;
     let termination_log = vols.join("termination-log");
     std::fs::write(&termination_log, "")?;
-    // CRI refuses HostToContainer unless the source is on a shared or slave mount. The
-    // node guard unmounts everything under its dir.
-    mount(Some(&shared), &shared, None, MsFlags::MS_BIND)?;
-    mount(None, &shared, None, MsFlags::MS_SHARED)?;
 
     let mut config = app_config(sandbox);
     config.metadata = Some(ContainerMetadata {
@@ -908,6 +931,17 @@ async fn volume_checks(
 
     k.stop(&id, 10).await?;
     k.remove(&id).await
+}
+
+/// A fresh directory on its own shared mount, as the kubelet makes /var/lib/kubelet: CRI
+/// refuses HostToContainer and Bidirectional volumes from private mounts. The node guard
+/// unmounts everything under its dir.
+fn shared_dir(node: &CriNode) -> Result<PathBuf> {
+    let dir = node.dir().join(unique("shared"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    mount(Some(&dir), &dir, None, MsFlags::MS_BIND)?;
+    mount(None, &dir, None, MsFlags::MS_SHARED)?;
+    Ok(dir)
 }
 
 fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result<()> {
