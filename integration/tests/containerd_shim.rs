@@ -184,6 +184,31 @@ fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
     assert!(stdout.contains("hello from berth"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"));
 
+    // A file:// log URI: the shim writes the task's output to the file itself.
+    let log = ctrd.dir().join("logs/task.log");
+    let uri = format!("file://{}", log.display());
+    let out = ctrd.ctr(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        SHIM,
+        "--log-uri",
+        &uri,
+        IMAGE,
+        "logged",
+        "sh",
+        "-c",
+        "echo to-log; echo err-log >&2; exit 2",
+    ])?;
+    assert_eq!(out.status.code(), Some(2));
+    let logged = std::fs::read_to_string(&log)?;
+    assert!(
+        logged.contains("to-log") && logged.contains("err-log"),
+        "{logged}"
+    );
+
     // An overlayfs snapshot: the shim mounts containerd's overlay rootfs on the bundle.
     let out = ctrd.ctr_ok(&[
         "run",

@@ -125,11 +125,31 @@ fn open_fifo_writer(path: &str) -> Result<File> {
     Ok(wo)
 }
 
-fn output_stdio(path: &str) -> Result<Stdio> {
-    if path.is_empty() {
+/// Opens where containerd wants output: a fifo (plain path) or, for `ctr run --log-uri
+/// file:///...`, a file appended to (both fds of a task share it, so lines interleave).
+fn open_output(uri: &str) -> Result<File> {
+    if let Some(path) = uri.strip_prefix("file://") {
+        if let Some(dir) = Path::new(path).parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        }
+        return OpenOptions::new()
+            .append(true)
+            .create(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| format!("open log file {path}"));
+    }
+    if uri.starts_with("binary://") {
+        bail!("binary:// log URIs are not supported by containerd-shim-berth-v2");
+    }
+    open_fifo_writer(uri)
+}
+
+fn output_stdio(uri: &str) -> Result<Stdio> {
+    if uri.is_empty() {
         return Ok(Stdio::null());
     }
-    Ok(Stdio::from(open_fifo_writer(path)?))
+    Ok(Stdio::from(open_output(uri)?))
 }
 
 /// Copies the stdin fifo into the sink until EOF or CloseIO. Opening the fifo blocks until
@@ -212,7 +232,7 @@ impl PendingIo {
         if let Some(sock) = self.console.take() {
             let master = sock.receive()?;
             if !self.paths.stdout.is_empty() {
-                let out = open_fifo_writer(&self.paths.stdout)?;
+                let out = open_output(&self.paths.stdout)?;
                 let reader = master.try_clone().context("dup pty master")?;
                 self.io.output_done = Some(spawn_output_copy(reader, out)?);
             }
@@ -343,6 +363,19 @@ mod tests {
         assert_eq!(out.stdout, b"typed\n");
         drop(client);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn file_uris_append_and_binary_uris_are_refused() {
+        let dir = std::env::temp_dir().join(format!("berth-shim-uri-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = dir.join("sub/task.log");
+        let uri = format!("file://{}", log.display());
+        open_output(&uri).unwrap().write_all(b"one\n").unwrap();
+        open_output(&uri).unwrap().write_all(b"two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+        assert!(open_output("binary:///usr/bin/logger").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
