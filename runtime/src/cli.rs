@@ -124,54 +124,23 @@ pub struct CreateArgs {
     /// Pass this many extra fds (3..3+N) to the process.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
-    /// Accepted for compatibility: create always detaches.
-    #[arg(short = 'd', long, hide = true)]
+    /// Detach from the container's process (`create` always does).
+    #[arg(short = 'd', long)]
     pub detach: bool,
     pub id: String,
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    #[arg(short = 'b', long, default_value = ".")]
-    pub bundle: PathBuf,
-    #[arg(long = "console-socket")]
-    pub console_socket: Option<PathBuf>,
-    #[arg(long = "pidfd-socket")]
-    pub pidfd_socket: Option<PathBuf>,
-    #[arg(long = "pid-file")]
-    pub pid_file: Option<PathBuf>,
-    #[arg(long = "no-pivot")]
-    pub no_pivot: bool,
-    #[arg(long = "no-new-keyring")]
-    pub no_new_keyring: bool,
-    #[arg(long = "preserve-fds", default_value_t = 0)]
-    pub preserve_fds: u32,
-    /// Detach from the container's process.
-    #[arg(short = 'd', long)]
-    pub detach: bool,
+    /// Everything `create` takes (`-d/--detach` detaches from the process).
+    #[command(flatten)]
+    pub create: CreateArgs,
     /// Keep the container's state after the process exits.
     #[arg(long)]
     pub keep: bool,
     /// Do not make berth a child subreaper.
     #[arg(long = "no-subreaper")]
     pub no_subreaper: bool,
-    pub id: String,
-}
-
-impl RunArgs {
-    pub fn create_args(&self) -> CreateArgs {
-        CreateArgs {
-            bundle: self.bundle.clone(),
-            console_socket: self.console_socket.clone(),
-            pidfd_socket: self.pidfd_socket.clone(),
-            pid_file: self.pid_file.clone(),
-            no_pivot: self.no_pivot,
-            no_new_keyring: self.no_new_keyring,
-            preserve_fds: self.preserve_fds,
-            detach: self.detach,
-            id: self.id.clone(),
-        }
-    }
 }
 
 #[derive(Args, Debug)]

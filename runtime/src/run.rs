@@ -16,13 +16,13 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
         // SAFETY: plain prctl flag.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    let mask = if args.detach {
+    let mask = if args.create.detach {
         None
     } else {
         Some(foreground::block_signals()?)
     };
     // A foreground terminal without a console socket: we are the socket's peer.
-    let (ours, theirs) = if !args.detach && args.console_socket.is_none() {
+    let (ours, theirs) = if !args.create.detach && args.create.console_socket.is_none() {
         let (a, b) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
@@ -34,10 +34,9 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
     } else {
         (None, None)
     };
-    let create_args = args.create_args();
     let created = create::create(&CreateOptions {
         root,
-        args: &create_args,
+        args: &args.create,
         console_fd: theirs.as_ref().map(|s| s.as_raw_fd()),
     })?;
     drop(theirs);
