@@ -64,6 +64,19 @@ pub fn open_pty(size: Option<(u16, u16)>) -> Result<Pty> {
     Ok(Pty { master, slave_path })
 }
 
+/// Allocate a pty sized per process.consoleSize, send its master over the
+/// console socket `sock` (then closed) and return the slave's path.
+pub fn hand_over_pty(sock: RawFd, process: &oci_spec::runtime::Process) -> Result<String> {
+    let size = process
+        .console_size()
+        .map(|b| (b.height() as u16, b.width() as u16));
+    let pty = open_pty(size)?;
+    send_fd(sock, pty.master.as_raw_fd(), &pty.slave_path)?;
+    drop(pty.master);
+    let _ = nix::unistd::close(sock);
+    Ok(pty.slave_path)
+}
+
 pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
     let ws = libc::winsize {
         ws_row: rows,

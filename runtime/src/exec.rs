@@ -310,14 +310,8 @@ fn child(
     nix::unistd::setsid().context("setsid")?;
     if process.terminal().unwrap_or(false) {
         let sock = console_fd.context("terminal requested without console socket")?;
-        let size = process
-            .console_size()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        let pty = console::open_pty(size)?;
-        console::send_fd(sock, pty.master.as_raw_fd(), &pty.slave_path)?;
-        drop(pty.master);
-        let _ = nix::unistd::close(sock);
-        console::attach_slave(&pty.slave_path)?;
+        let slave = console::hand_over_pty(sock, process)?;
+        console::attach_slave(&slave)?;
     }
     let prepared = prepare_process(process, seccomp, preserve_fds, plan)?;
     chan.send(&Msg::Ready)?;

@@ -222,16 +222,9 @@ fn setup_terminal(ctx: &InitContext, process: &Process) -> Result<()> {
     let sock = ctx
         .console_socket
         .context("process.terminal is set but no console socket was given")?;
-    let size = process
-        .console_size()
-        .map(|b| (b.height() as u16, b.width() as u16));
-    let pty = console::open_pty(size)?;
-    use std::os::fd::AsRawFd;
-    console::send_fd(sock, pty.master.as_raw_fd(), &pty.slave_path)?;
-    drop(pty.master);
-    let _ = nix::unistd::close(sock);
-    rootfs::bind_console(Path::new(&pty.slave_path))?;
-    console::attach_slave(&pty.slave_path)
+    let slave = console::hand_over_pty(sock, process)?;
+    rootfs::bind_console(Path::new(&slave))?;
+    console::attach_slave(&slave)
 }
 
 /// Block until `berth start` writes to exec.fifo.
