@@ -132,30 +132,57 @@ fn berth_state(root: &Path, id: &str) -> Result<(String, i64)> {
     Ok((status, v["pid"].as_i64().unwrap_or(0)))
 }
 
-/// The container's memory cgroup limit, read on the host through its pid.
-fn memory_limit_of(pid: i64) -> Result<(String, i64)> {
+/// A cgroup setting of the process `pid`, read on the host: (cgroup path, value). `v1` is
+/// (controller, file) on a v1 hierarchy; `v2_file` is used when the controller is only on
+/// the unified hierarchy. Values are the first field ("max 100000" → "max").
+fn cgroup_value(pid: i64, v1: (&str, &str), v2_file: &str) -> Result<(String, String)> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .with_context(|| format!("read /proc/{pid}/cgroup"))?;
-    let path = cgroups
-        .lines()
-        .find_map(|l| {
+    let entry = |want: &dyn Fn(&str) -> bool| {
+        cgroups.lines().find_map(|l| {
             let mut f = l.splitn(3, ':');
             let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == "memory")
-                .then(|| path.to_owned())
+            want(ctrls).then(|| path.to_owned())
         })
-        .with_context(|| format!("no memory cgroup for pid {pid}:\n{cgroups}"))?;
-    let file = Path::new("/sys/fs/cgroup/memory")
-        .join(path.trim_start_matches('/'))
-        .join("memory.limit_in_bytes");
-    let limit = std::fs::read_to_string(&file)
-        .with_context(|| format!("read {}", file.display()))?
-        .trim()
-        .parse()
-        .with_context(|| format!("parse {}", file.display()))?;
-    Ok((path, limit))
+    };
+    let (controller, file) = v1;
+    let (path, file) = match entry(&|c| c.split(',').any(|c| c == controller)) {
+        Some(path) => (
+            path.clone(),
+            Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(path.trim_start_matches('/'))
+                .join(file),
+        ),
+        None => {
+            let path = entry(&|c| c.is_empty())
+                .with_context(|| format!("no {controller} cgroup for pid {pid}:\n{cgroups}"))?;
+            let file = Path::new("/sys/fs/cgroup")
+                .join(path.trim_start_matches('/'))
+                .join(v2_file);
+            (path, file)
+        }
+    };
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+    let value = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((path, value))
+}
+
+fn memory_limit_of(pid: i64) -> Result<(String, String)> {
+    cgroup_value(pid, ("memory", "memory.limit_in_bytes"), "memory.max")
+}
+
+fn cpu_quota_of(pid: i64) -> Result<String> {
+    Ok(cgroup_value(pid, ("cpu", "cpu.cfs_quota_us"), "cpu.max")?.1)
+}
+
+fn cpuset_of(pid: i64) -> Result<String> {
+    Ok(cgroup_value(pid, ("cpuset", "cpuset.cpus"), "cpuset.cpus")?.1)
 }
 
 /// Everything that helps explain a failure: berth's log.json of every task bundle and
@@ -386,6 +413,7 @@ async fn pod_lifecycle(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result
     );
 
     run_to_exit(k, &pod, &sandbox).await?;
+    tty_and_missing_workdir(k, &pod, &sandbox).await?;
     oom_killed(k, &pod, &sandbox).await?;
     volume_checks(node, k, &pod, &sandbox).await?;
 
@@ -515,18 +543,33 @@ async fn resource_checks(
         cgroup.starts_with(&parent),
         "container cgroup {cgroup} is not under the pod's {parent}"
     );
-    ensure!(limit == 64 * MIB, "memory limit {limit}, want 64 MiB");
+    ensure!(
+        limit == (64 * MIB).to_string(),
+        "memory limit {limit}, want 64 MiB"
+    );
+    let quota = cpu_quota_of(pid)?;
+    ensure!(quota == "50000", "cpu quota {quota}, want 50000");
 
+    // In-place resize, as the kubelet does it: a smaller CPU quota, more memory, and a
+    // cpuset (static CPU manager policy).
     let resources = LinuxContainerResources {
         cpu_period: 100_000,
-        cpu_quota: 50_000,
-        cpu_shares: 512,
+        cpu_quota: 25_000,
+        cpu_shares: 256,
         memory_limit_in_bytes: 96 * MIB,
+        cpuset_cpus: "0".into(),
         ..Default::default()
     };
     k.update(id, resources).await?;
     let (_, limit) = memory_limit_of(pid)?;
-    ensure!(limit == 96 * MIB, "memory limit after update {limit}");
+    ensure!(
+        limit == (96 * MIB).to_string(),
+        "memory limit after update {limit}"
+    );
+    let quota = cpu_quota_of(pid)?;
+    ensure!(quota == "25000", "cpu quota after update {quota}");
+    let cpus = cpuset_of(pid)?;
+    ensure!(cpus == "0", "cpuset after update {cpus:?}");
 
     let stats = k.stats(id).await?;
     let memory = stats
@@ -549,8 +592,11 @@ async fn wait_for_log(sandbox: &PodSandboxConfig, log_path: &str, lines: &[&str]
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let logged = |want: &&str| {
-            text.lines()
-                .any(|l| l.ends_with(&format!(" stdout F {want}")))
+            // A terminal's output ends lines with \r\n.
+            text.lines().any(|l| {
+                l.trim_end_matches('\r')
+                    .ends_with(&format!(" stdout F {want}"))
+            })
         };
         if lines.iter().all(logged) {
             return Ok(());
@@ -947,4 +993,27 @@ fn shared_dir(node: &CriNode) -> Result<PathBuf> {
 fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result<()> {
     nix::mount::mount(src, target, fstype, flags, None::<&str>)
         .with_context(|| format!("mount {src:?} on {} ({flags:?})", target.display()))
+}
+
+/// `kubectl run -it`-style container (a terminal from the console socket) whose
+/// workingDir does not exist in the image: the runtime creates it, as runc does.
+async fn tty_and_missing_workdir(
+    k: &mut Kubelet,
+    pod: &str,
+    sandbox: &PodSandboxConfig,
+) -> Result<()> {
+    let mut config = app_config(sandbox);
+    config.metadata = Some(ContainerMetadata {
+        name: "tty".into(),
+        attempt: 0,
+    });
+    config.tty = true;
+    config.working_dir = "/work/sub".into();
+    config.args = vec!["tty; pwd".into()];
+    config.log_path = "tty/0.log".into();
+    let id = k.run(pod, config, sandbox).await?;
+    let code = k.wait_exited(&id, Duration::from_secs(10)).await?;
+    ensure!(code == 0, "tty container exited {code}");
+    wait_for_log(sandbox, "tty/0.log", &["/dev/pts/0", "/work/sub"]).await?;
+    k.remove(&id).await
 }
