@@ -29,6 +29,9 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
+/// Cheap to clone: clones share one HTTP/2 connection, so concurrent calls (probes)
+/// run in parallel like the kubelet's workers.
+#[derive(Clone)]
 pub struct Kubelet {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,

@@ -20,8 +20,8 @@ use berth_integration::harness::{berth_bin, busybox_fixture, unique, TempDir};
 use berth_integration::image::write_docker_archive;
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ImageSpec, Int64Value, KeyValue,
-    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    Capability, ContainerConfig, ContainerMetadata, ContainerState, ImageSpec, Int64Value,
+    KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, MountPropagation, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxState, SecurityProfile,
 };
@@ -497,6 +497,26 @@ async fn exec_checks(k: &mut Kubelet, id: &str) -> Result<()> {
         r.stdout.split_whitespace().nth(1) == Some("2"),
         "RuntimeDefault seccomp not applied: {r:?}"
     );
+
+    // Liveness and readiness probes run concurrently: parallel ExecSyncs each get their
+    // own output and exit code.
+    let probes: Vec<_> = (0..8)
+        .map(|i| {
+            let mut k = k.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                let script = format!("echo probe-{i}; exit {i}");
+                k.exec(&id, &["sh", "-c", &script]).await
+            })
+        })
+        .collect();
+    for (i, probe) in probes.into_iter().enumerate() {
+        let r = probe.await.context("probe task")??;
+        ensure!(
+            r.stdout == format!("probe-{i}\n") && r.exit_code == i as i32,
+            "concurrent probe {i}: {r:?}"
+        );
+    }
 
     // A probe that overruns its timeout fails, and its process is killed (SIGKILL to the
     // exec'd pid through the shim) rather than left behind in the container.
@@ -996,7 +1016,8 @@ fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags
 }
 
 /// `kubectl run -it`-style container (a terminal from the console socket) whose
-/// workingDir does not exist in the image: the runtime creates it, as runc does.
+/// workingDir does not exist in the image (the runtime creates it, as runc does), with a
+/// restricted security context.
 async fn tty_and_missing_workdir(
     k: &mut Kubelet,
     pod: &str,
@@ -1009,11 +1030,30 @@ async fn tty_and_missing_workdir(
     });
     config.tty = true;
     config.working_dir = "/work/sub".into();
-    config.args = vec!["tty; pwd".into()];
+    config.args = vec!["tty; pwd; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status".into()];
+    if let Some(sc) = container_security(&mut config) {
+        // A hardened pod: drop ALL, add back one, allowPrivilegeEscalation: false.
+        sc.capabilities = Some(Capability {
+            add_capabilities: strings(&["NET_BIND_SERVICE"]),
+            drop_capabilities: strings(&["ALL"]),
+            ..Default::default()
+        });
+        sc.no_new_privs = true;
+    }
     config.log_path = "tty/0.log".into();
     let id = k.run(pod, config, sandbox).await?;
     let code = k.wait_exited(&id, Duration::from_secs(10)).await?;
     ensure!(code == 0, "tty container exited {code}");
-    wait_for_log(sandbox, "tty/0.log", &["/dev/pts/0", "/work/sub"]).await?;
+    wait_for_log(
+        sandbox,
+        "tty/0.log",
+        &[
+            "/dev/pts/0",
+            "/work/sub",
+            "CapEff:\t0000000000000400",
+            "NoNewPrivs:\t1",
+        ],
+    )
+    .await?;
     k.remove(&id).await
 }
