@@ -1030,8 +1030,24 @@ async fn tty_and_missing_workdir(
     });
     config.tty = true;
     config.working_dir = "/work/sub".into();
-    config.args = vec!["tty; pwd; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status".into()];
+    config.args = vec![concat!(
+        "tty; pwd; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; ",
+        "mkdir /blocked 2>/dev/null || echo mkdir-denied"
+    )
+    .into()];
+    // A Localhost seccomp profile (docker format, as the kubelet hands containerd).
+    let profile = Path::new(&sandbox.log_directory).join("no-mkdir.json");
+    std::fs::create_dir_all(&sandbox.log_directory).context("pod log dir")?;
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .context("write seccomp profile")?;
     if let Some(sc) = container_security(&mut config) {
+        sc.seccomp = Some(SecurityProfile {
+            profile_type: ProfileType::Localhost.into(),
+            localhost_ref: profile.to_string_lossy().into_owned(),
+        });
         // A hardened pod: drop ALL, add back one, allowPrivilegeEscalation: false.
         sc.capabilities = Some(Capability {
             add_capabilities: strings(&["NET_BIND_SERVICE"]),
@@ -1052,6 +1068,7 @@ async fn tty_and_missing_workdir(
             "/work/sub",
             "CapEff:\t0000000000000400",
             "NoNewPrivs:\t1",
+            "mkdir-denied",
         ],
     )
     .await?;
