@@ -310,13 +310,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .join(CRI_NAMESPACE)
     }
 
-    /// The task bundle a shim works in (holds config.json and berth's log.json).
-    pub fn task_bundle(&self, id: &str) -> PathBuf {
+    /// The task bundles shims work in, one `<id>/` per task (config.json, berth's
+    /// log.json).
+    pub fn task_bundles(&self) -> PathBuf {
         self.dir
             .path()
             .join("state/io.containerd.runtime.v2.task")
             .join(CRI_NAMESPACE)
-            .join(id)
     }
 
     /// The last `lines` lines of containerd's log.

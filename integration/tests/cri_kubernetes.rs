@@ -189,10 +189,7 @@ fn cpuset_of(pid: i64) -> Result<String> {
 /// containerd's log tail.
 fn diagnostics(node: &CriNode) -> String {
     let mut s = String::new();
-    let tasks = node
-        .dir()
-        .join("state/io.containerd.runtime.v2.task/k8s.io");
-    if let Ok(entries) = std::fs::read_dir(&tasks) {
+    if let Ok(entries) = std::fs::read_dir(node.task_bundles()) {
         for e in entries.flatten() {
             let log = std::fs::read_to_string(e.path().join("log.json")).unwrap_or_default();
             s += &format!("--- {}/log.json ---\n{log}\n", e.path().display());
