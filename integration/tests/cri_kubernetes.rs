@@ -20,7 +20,7 @@ use berth_integration::harness::{berth_bin, busybox_fixture, unique, TempDir};
 use berth_integration::image::write_docker_archive;
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
-    Capability, ContainerConfig, ContainerMetadata, ContainerState, ImageSpec, Int64Value,
+    Capability, ContainerConfig, ContainerMetadata, ContainerState, Device, ImageSpec, Int64Value,
     KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, MountPropagation, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxState, SecurityProfile,
@@ -374,7 +374,18 @@ async fn pod_lifecycle(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result
     let ready = k.pod_status(&pod).await?;
     ensure!(ready.state() == PodSandboxState::SandboxReady, "{ready:?}");
 
-    let id = k.create(&pod, app_config(&sandbox), &sandbox).await?;
+    let mut config = app_config(&sandbox);
+    // Device-plugin style devices: one as is, one under another name.
+    let device = |container: &str, host: &str, permissions: &str| Device {
+        container_path: container.into(),
+        host_path: host.into(),
+        permissions: permissions.into(),
+    };
+    config.devices = vec![
+        device("/dev/fuse", "/dev/fuse", "rwm"),
+        device("/dev/berth-null", "/dev/null", "rw"),
+    ];
+    let id = k.create(&pod, config, &sandbox).await?;
     let state = k.status(&id).await?.state();
     ensure!(
         state == ContainerState::ContainerCreated,
@@ -463,6 +474,17 @@ async fn exec_checks(k: &mut Kubelet, id: &str) -> Result<()> {
         (r.stdout.as_str(), r.stderr.as_str(), r.exit_code) == ("", "oops\n", 3),
         "exit 3: {r:?}"
     );
+    let r = k
+        .exec(
+            id,
+            &[
+                "sh",
+                "-c",
+                "exec 3<>/dev/fuse && echo fuse-ok; echo x > /dev/berth-null && echo null-ok",
+            ],
+        )
+        .await?;
+    ensure!(r.stdout == "fuse-ok\nnull-ok\n", "devices: {r:?}");
     let r = k.exec(id, &["sh", "-c", "echo $GREETING"]).await?;
     ensure!(r.stdout == "hello\n", "env in exec: {r:?}");
     let r = k
