@@ -81,7 +81,9 @@ printf '%-14s %-10s %-10s %-10s\n' case berth buildah ratio
 for name in small 10k; do
   for kind in cold cached change; do
     b=$(csv_mean "$work/$name-$kind.csv")
-    if [ $have_buildah = 1 ]; then h=$(csv_mean "$work/$name-bh-$kind.csv"); r=$(ratio "$b" "$h"); else h=-; r=-; fi
+    if [ $have_buildah = 1 ]; then
+      h=$(awk -v v="$(csv_mean "$work/$name-bh-$kind.csv")" 'BEGIN { printf "%.4f", v }'); r=$(ratio "$b" "$h")
+    else h=-; r=-; fi
     printf '%-14s %-10.4f %-10s %-10s\n' "$name-$kind" "$b" "$h" "$r"
   done
 done

@@ -419,7 +419,7 @@ impl StageExec<'_, '_> {
         let mut memo = BTreeMap::new();
         memo.insert("path".to_string(), dir.clone());
         let created_by = format!("WORKDIR {dir}");
-        self.fs_step(key, memo, false, created_by, original, |_, merged| {
+        self.fs_step(key, memo, false, created_by, original, |_, merged, _| {
             let target = resolve_in_root(merged, &dir)?;
             if !target.is_dir() {
                 make_parents(merged, &target.join("x"), None)?;
@@ -437,7 +437,7 @@ impl StageExec<'_, '_> {
         link: bool,
         created_by: String,
         original: &str,
-        op: impl FnOnce(&mut Self, &Path) -> Result<()>,
+        op: impl FnOnce(&mut Self, &Path, &Path) -> Result<()>,
     ) -> Result<()> {
         let started = Instant::now();
         key.str(&self.ctx.platform);
@@ -465,7 +465,7 @@ impl StageExec<'_, '_> {
         let reason = self.miss_reason(&memo_key, &memo, original);
         let mut mount =
             OverlayMount::new(store, &if link { Vec::new() } else { self.lower_dirs()? })?;
-        op(self, &mount.merged)?;
+        op(self, &mount.merged, &mount.upper)?;
         mount.unmount()?;
         let created = super::history::timestamp(self.ctx.opts.epoch);
         let entry = if crate::layer::diff::is_empty_dir(&mount.upper)? {
@@ -653,47 +653,54 @@ impl StageExec<'_, '_> {
             format!("|{} {} ", arg_pairs.len(), arg_pairs.join(" "))
         };
         let created_by = format!("RUN {prefix}{} # buildkit", args.join(" "));
-        self.fs_step(key, memo, false, created_by, original, move |ex, merged| {
-            let resolved = resolve_user(merged, &user)?;
-            if ex.config.config.env_get("HOME").is_none() {
-                env.push(format!("HOME={}", resolved.home));
-            }
-            let cwd_host = resolve_in_root(merged, &cwd)?;
-            if !cwd_host.exists() {
-                make_parents(merged, &cwd_host.join("x"), None)?;
-            }
-            let work = ex.ctx.store.temp_dir("run-")?;
-            let mut keep: Vec<OverlayMount> = Vec::new();
-            let mut run_mounts = Vec::new();
-            for m in &mounts {
-                run_mounts.push(ex.prepare_mount(m, work.path(), &mut keep, &mut env)?);
-            }
-            let run_mounts: Vec<RunMount> = run_mounts.into_iter().flatten().collect();
-            let req = RunRequest {
-                args: args.clone(),
-                env: env.clone(),
-                user: resolved,
-                cwd: cwd.clone(),
-                network_host,
-                mounts: run_mounts,
-            };
-            let bundle = work.path().join("bundle");
-            std::fs::create_dir(&bundle).context("creating bundle dir")?;
-            let (name, step, progress) = (ex.name.clone(), ex.step, ex.ctx.progress);
-            let mut on_line = |line: &str| {
-                let mut e = crate::progress::Event::new(EventKind::Log);
-                e.stage = name.clone();
-                e.step = step;
-                e.message = line.to_string();
-                progress.event(e);
-            };
-            ex.ctx
-                .opts
-                .runtime
-                .run(merged, &bundle, &req, &mut on_line)?;
-            drop(keep);
-            Ok(())
-        })
+        self.fs_step(
+            key,
+            memo,
+            false,
+            created_by,
+            original,
+            move |ex, merged, _| {
+                let resolved = resolve_user(merged, &user)?;
+                if ex.config.config.env_get("HOME").is_none() {
+                    env.push(format!("HOME={}", resolved.home));
+                }
+                let cwd_host = resolve_in_root(merged, &cwd)?;
+                if !cwd_host.exists() {
+                    make_parents(merged, &cwd_host.join("x"), None)?;
+                }
+                let work = ex.ctx.store.temp_dir("run-")?;
+                let mut keep: Vec<OverlayMount> = Vec::new();
+                let mut run_mounts = Vec::new();
+                for m in &mounts {
+                    run_mounts.push(ex.prepare_mount(m, work.path(), &mut keep, &mut env)?);
+                }
+                let run_mounts: Vec<RunMount> = run_mounts.into_iter().flatten().collect();
+                let req = RunRequest {
+                    args: args.clone(),
+                    env: env.clone(),
+                    user: resolved,
+                    cwd: cwd.clone(),
+                    network_host,
+                    mounts: run_mounts,
+                };
+                let bundle = work.path().join("bundle");
+                std::fs::create_dir(&bundle).context("creating bundle dir")?;
+                let (name, step, progress) = (ex.name.clone(), ex.step, ex.ctx.progress);
+                let mut on_line = |line: &str| {
+                    let mut e = crate::progress::Event::new(EventKind::Log);
+                    e.stage = name.clone();
+                    e.step = step;
+                    e.message = line.to_string();
+                    progress.event(e);
+                };
+                ex.ctx
+                    .opts
+                    .runtime
+                    .run(merged, &bundle, &req, &mut on_line)?;
+                drop(keep);
+                Ok(())
+            },
+        )
     }
 
     fn expand_mount(&self, m: &Mount) -> Result<Mount> {
@@ -1022,7 +1029,7 @@ impl StageExec<'_, '_> {
             spec.link,
             created_by,
             original,
-            move |_, merged| {
+            move |_, merged, upper| {
                 let owner = match &chown {
                     Some(c) => {
                         let u = resolve_user(merged, c)?;
@@ -1065,7 +1072,20 @@ impl StageExec<'_, '_> {
                                 chmod,
                                 filter: filter.clone(),
                             };
-                            copy_tree(merged, sel, &dst, &opts)?;
+                            if sel.is_dir && std::fs::symlink_metadata(&dst).is_err() {
+                                // A brand-new directory tree: nothing below it in
+                                // the lower layers, so it can be written straight
+                                // into the upper dir, skipping overlayfs's slow
+                                // per-file creates.
+                                let rel = dst
+                                    .strip_prefix(merged)
+                                    .context("destination outside rootfs")?;
+                                let upper_dst = upper.join(rel);
+                                copy_up_parents(merged, upper, rel, owner)?;
+                                copy_tree(upper, sel, &upper_dst, &opts)?;
+                            } else {
+                                copy_tree(merged, sel, &dst, &opts)?;
+                            }
                         }
                     }
                 }
@@ -1120,6 +1140,51 @@ enum Item {
         data: Vec<u8>,
         mode: u32,
     },
+}
+
+/// Creates the ancestors of `rel` in `upper` as overlayfs copy-up would:
+/// existing directories keep their mode, owner and mtime; missing ones are
+/// new 0755 directories (owned by `owner`, root by default).
+fn copy_up_parents(
+    merged: &Path,
+    upper: &Path,
+    rel: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut cur = PathBuf::new();
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    for c in parent.components() {
+        cur.push(c);
+        let up = upper.join(&cur);
+        if std::fs::symlink_metadata(&up).is_ok() {
+            continue;
+        }
+        std::fs::create_dir(&up).with_context(|| format!("creating {}", up.display()))?;
+        let (mode, uid, gid, mtime) = match std::fs::symlink_metadata(merged.join(&cur)) {
+            Ok(m) if m.is_dir() => (m.mode() & 0o7777, m.uid(), m.gid(), Some(m.mtime())),
+            Ok(_) => bail!("{} is not a directory", cur.display()),
+            Err(_) => {
+                let (u, g) = owner.unwrap_or((0, 0));
+                (0o755, u, g, None)
+            }
+        };
+        std::os::unix::fs::lchown(&up, Some(uid), Some(gid))?;
+        std::fs::set_permissions(&up, std::fs::Permissions::from_mode(mode))?;
+        if let Some(t) = mtime {
+            let ts = nix::sys::time::TimeSpec::new(t, 0);
+            nix::sys::stat::utimensat(
+                None,
+                &up,
+                &ts,
+                &ts,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Snapshot dirs for `layers`, unpacking any that aren't yet.
