@@ -517,6 +517,18 @@ async fn exec_checks(k: &mut Kubelet, id: &str) -> Result<()> {
         "RuntimeDefault seccomp not applied: {r:?}"
     );
 
+    // Output larger than any pipe buffer comes back whole.
+    let r = k
+        .exec(
+            id,
+            &["sh", "-c", "head -c 1000000 /dev/zero | tr '\\000' a"],
+        )
+        .await?;
+    ensure!(
+        r.stdout.len() == 1_000_000 && r.stdout.bytes().all(|b| b == b'a'),
+        "large exec output: {} bytes",
+        r.stdout.len()
+    );
     // Liveness and readiness probes run concurrently: parallel ExecSyncs each get their
     // own output and exit code.
     let probes: Vec<_> = (0..8)
@@ -710,12 +722,18 @@ fn sandbox_security(config: &mut PodSandboxConfig) -> Option<&mut LinuxSandboxSe
 }
 
 /// A privileged pod (node agents, CSI/CNI daemonsets): CRI hands berth every host device,
-/// all capabilities, a writable /sys and no masked paths or seccomp; a Bidirectional
+/// all capabilities, a writable /sys and no masked paths or seccomp; it shares the host's
+/// pid, IPC and network namespaces like a node agent; a Bidirectional
 /// volume (rshared, as CSI drivers use) carries a mount made in the container to the host.
 async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<()> {
     let mut sandbox = pod_config(node, handler);
     if let Some(sc) = sandbox_security(&mut sandbox) {
         sc.privileged = true;
+        // A node agent: hostPID and hostIPC as well as hostNetwork.
+        if let Some(ns) = sc.namespace_options.as_mut() {
+            ns.pid = NamespaceMode::Node.into();
+            ns.ipc = NamespaceMode::Node.into();
+        }
     }
     let pod = k.run_pod(&sandbox, handler).await?;
     let mut config = app_config(&sandbox);
@@ -732,6 +750,14 @@ async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Resul
         ..Default::default()
     }];
     let id = k.run(&pod, config, &sandbox).await?;
+    let (_, pid) = berth_state(&node.runtime_root(handler), &id)?;
+    for kind in ["pid", "ipc", "net"] {
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}"));
+        ensure!(
+            ns(&pid.to_string())? == ns("self")?,
+            "node-agent container is not in the host's {kind} namespace"
+        );
+    }
     let r = k
         .exec(
             &id,
