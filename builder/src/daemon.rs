@@ -375,7 +375,9 @@ fn run_build(
         std::fs::write(&p, data)?;
         opts.secrets.insert(id, p);
     }
-    build(store, &opts, progress)?;
+    // Engine failures reach the client as the engine's own Error event;
+    // only failures before the engine ran are reported by the caller.
+    let _reported = build(store, &opts, progress);
     Ok(())
 }
 
