@@ -1065,6 +1065,24 @@ fn daemon_serves_builds_over_grpc() {
     assert!(df.contains("images:"), "{df}");
     let (pr, _) = remote(&["prune"]);
     assert!(pr.contains("removed"), "{pr}");
+    // A failing build reports the engine's error once and exits non-zero.
+    let bad = env.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("Dockerfile"), "FROM scratch\nCOPY nope /\n").unwrap();
+    let o = Command::new(builder_bin("berth-build"))
+        .arg("--addr")
+        .arg(&addr)
+        .args(["build", "--progress", "plain"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(
+        err.matches("ERROR: line 2: COPY nope /").count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]
