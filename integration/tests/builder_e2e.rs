@@ -334,6 +334,7 @@ RUN echo other > /other
 FROM scratch AS final
 COPY --from=builder /artifact /artifact
 COPY --from=base --chmod=750 /bin/busybox /bin/
+COPY --link --exclude=*.md --chown=7:8 docs/ /docs/
 LABEL org.example.k=v
 EXPOSE 8080 53/udp
 VOLUME /data
@@ -343,6 +344,9 @@ CMD [\"/artifact\"]
 ENTRYPOINT [\"/bin/busybox\", \"cat\"]
 ";
     let ctx = env.context("multi", df);
+    std::fs::create_dir_all(ctx.join("docs")).unwrap();
+    std::fs::write(ctx.join("docs/a.txt"), "a\n").unwrap();
+    std::fs::write(ctx.join("docs/b.md"), "b\n").unwrap();
     let (_, log) = env.build(&ctx, &["-t", "multi", "--build-arg", "WHO=berth"]);
     assert!(!log.contains("[other]"), "unneeded stage was built:\n{log}");
     let (out, _) = env.ok(&["inspect", "multi"]);
@@ -381,6 +385,9 @@ ENTRYPOINT [\"/bin/busybox\", \"cat\"]
         std::fs::metadata(local.join("bin/busybox")).unwrap().mode() & 0o7777,
         0o750
     );
+    let a = std::fs::metadata(local.join("docs/a.txt")).unwrap();
+    assert_eq!((a.uid(), a.gid()), (7, 8));
+    assert!(!local.join("docs/b.md").exists(), "--exclude was ignored");
     // ONBUILD ran in the child stage (builder), not in base itself.
     let (_, _) = env.ok(&["bundle", "multi", env.path().join("b").to_str().unwrap()]);
 
