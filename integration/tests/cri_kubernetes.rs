@@ -1069,9 +1069,8 @@ async fn tty_hardened(k: &mut Kubelet, pod: &str, sandbox: &PodSandboxConfig) ->
         attempt: 0,
     });
     config.tty = true;
-    // runc also creates a workingDir the image lacks; berth does not yet (see
-    // docs/kubernetes.md), so this one exists.
-    config.working_dir = "/etc".into();
+    // A workingDir the image lacks: created by the runtime, as runc does.
+    config.working_dir = "/work/sub".into();
     config.args = vec![concat!(
         "tty; pwd; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; ",
         "mkdir /blocked 2>/dev/null || echo mkdir-denied"
@@ -1107,7 +1106,7 @@ async fn tty_hardened(k: &mut Kubelet, pod: &str, sandbox: &PodSandboxConfig) ->
         "tty/0.log",
         &[
             "/dev/pts/0",
-            "/etc",
+            "/work/sub",
             "CapEff:\t0000000000000400",
             "NoNewPrivs:\t1",
             "mkdir-denied",

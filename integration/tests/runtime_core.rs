@@ -305,15 +305,16 @@ fn bad_config_leaves_nothing_behind() -> Result<()> {
     );
     assert!(!rt.root.path().join(&id).exists());
 
-    // Valid JSON, but the cwd does not exist: fails inside init, all undone.
+    // Valid JSON, but the cwd cannot be created (a missing one would be, as
+    // runc does): fails inside init, all undone.
     let mut b2 = Bundle::busybox()?;
-    b2.config["process"]["cwd"] = json!("/does/not/exist");
+    b2.config["process"]["cwd"] = json!("/bin/busybox/sub");
     b2.write()?;
     let id2 = unique("badcwd");
     let out = rt.output(&["create", "--bundle", &b2.path().display().to_string(), &id2])?;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        rt.log_text().contains("/does/not/exist"),
+        rt.log_text().contains("/bin/busybox/sub"),
         "{}",
         rt.log_text()
     );

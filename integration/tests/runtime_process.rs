@@ -339,3 +339,15 @@ fn init_runs_from_sealed_copy_or_read_only_binary() -> Result<()> {
     rt.ok(&["delete", "--force", &id2])?;
     Ok(())
 }
+
+#[test]
+fn missing_cwd_is_created_like_runc() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.config["root"]["readonly"] = json!(true);
+    b.config["process"]["cwd"] = json!("/work/sub");
+    let (code, out, err) = run_sh(&rt, &mut b, "pwd; stat -c '%a %u' /work/sub")?;
+    assert_eq!(code, 0, "{err} {}", rt.log_text());
+    assert_eq!(out, "/work/sub\n755 0\n");
+    Ok(())
+}

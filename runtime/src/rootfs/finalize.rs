@@ -12,6 +12,7 @@ use super::mounts::{mount_flags_of, sys_mount};
 use super::{options, paths, pivot, RootfsContext};
 
 pub fn finalize(ctx: &RootfsContext) -> Result<()> {
+    create_cwd(ctx)?;
     let root = Path::new("/");
     // Only now: applied before pivot it would act on the host's "/" mount.
     if let Some(flags) = pivot::rootfs_propagation(ctx)? {
@@ -44,6 +45,24 @@ pub fn finalize(ctx: &RootfsContext) -> Result<()> {
         readonly_root()?;
     }
     Ok(())
+}
+
+/// Like runc, create a missing process.cwd (0755, owned by root) once inside the new root
+/// and before anything is made read-only: Kubernetes and compose set workingDirs that
+/// images often lack. A relative cwd is left for the process setup to reject.
+fn create_cwd(ctx: &RootfsContext) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(cwd) = ctx.spec.process().as_ref().map(|p| p.cwd()) else {
+        return Ok(());
+    };
+    if !cwd.is_absolute() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(cwd)
+        .map_err(|e| anyhow!("create cwd {:?}: {}", cwd, e))
 }
 
 /// Bind the path onto itself and make that read-only, keeping the source
