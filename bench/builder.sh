@@ -57,15 +57,20 @@ bench_one() { # name ctx change-file
   local bb="$build --root $store --runtime $berth build --progress plain -t berth-bench-$name $ctx"
   echo
   echo "=== $name: berth-build"
-  hyperfine -N --runs "$runs" --export-csv "$work/$name-cold.csv" --prepare "rm -rf $store" "$bb" 2>/dev/null || \
-    hyperfine --runs "$runs" --export-csv "$work/$name-cold.csv" --prepare "rm -rf $store" "$bb"
+  # Cold: a brand-new store each run. Old stores are moved aside, not
+  # deleted, and dirty data is flushed first, so that neither tool pays for
+  # the previous run's writeback.
+  local fresh="sh -c 'mv $store $store.old.\$(date +%s%N) 2>/dev/null; sync'"
+  hyperfine -N --runs "$runs" --export-csv "$work/$name-cold.csv" --prepare "$fresh" "$bb" 2>/dev/null || \
+    hyperfine --runs "$runs" --export-csv "$work/$name-cold.csv" --prepare "$fresh" "$bb"
   hyperfine --warmup 2 --runs "$runs" --export-csv "$work/$name-cached.csv" "$bb"
   hyperfine --warmup 1 --runs "$runs" --export-csv "$work/$name-change.csv" \
     --prepare "sh -c 'date +%s%N > $ctx/$change'" "$bb"
   if [ $have_buildah = 1 ]; then
     local bh="buildah bud --runtime $berth --layers -t berth-bench-$name $ctx"
     echo "=== $name: buildah bud"
-    hyperfine --runs "$runs" --export-csv "$work/$name-bh-cold.csv" "buildah bud --runtime $berth --no-cache -t berth-bench-$name $ctx"
+    hyperfine --runs "$runs" --export-csv "$work/$name-bh-cold.csv" --prepare sync \
+      "buildah bud --runtime $berth --no-cache -t berth-bench-$name $ctx"
     hyperfine --warmup 2 --runs "$runs" --export-csv "$work/$name-bh-cached.csv" "$bh"
     hyperfine --warmup 1 --runs "$runs" --export-csv "$work/$name-bh-change.csv" \
       --prepare "sh -c 'date +%s%N > $ctx/$change'" "$bh"
