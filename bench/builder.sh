@@ -18,7 +18,17 @@ have_buildah=1
 command -v buildah >/dev/null || { have_buildah=0; echo "bench: buildah not installed: berth only" >&2; }
 
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
-trap 'rm -rf "$work"; [ $have_buildah = 1 ] && buildah rmi -f berth-bench-small berth-bench-10k >/dev/null 2>&1 || true' EXIT
+# buildah's runs leave tagged and dangling images: remove the ones that
+# did not exist before the benchmark.
+[ $have_buildah = 1 ] && buildah images -q --no-trunc 2>/dev/null | sort -u > "$work/images-before"
+cleanup() {
+  if [ $have_buildah = 1 ]; then
+    buildah images -q --no-trunc 2>/dev/null | sort -u | comm -13 "$work/images-before" - |
+      xargs -r buildah rmi -f >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 # Contexts ------------------------------------------------------------------
 mkdir -p "$work/rootfs"/{bin,etc,tmp} "$work/small/src" "$work/big/files"
