@@ -234,7 +234,15 @@ fn run_detached_keep_and_kill_all() -> Result<()> {
     let id = unique("detach");
     rt.ok(&["run", "-d", "--bundle", &bundle, &id])?;
     assert_eq!(rt.status(&id)?, "running");
-    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])?)?;
+    // The shell forks its two sleeps asynchronously: wait for all three.
+    let mut pids: Vec<i32> = Vec::new();
+    for _ in 0..200 {
+        pids = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])?)?;
+        if pids.len() == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(pids.len(), 3, "{pids:?}");
     rt.ok(&["kill", "--all", &id, "KILL"])?;
     rt.wait_status(&id, "stopped")?;

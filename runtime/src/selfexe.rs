@@ -17,7 +17,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 
 const MARKER_ENV: &str = "_BERTH_CLONED_BINARY";
 
@@ -66,52 +65,53 @@ pub fn ensure_cloned() -> Result<()> {
     reexec(&fd)
 }
 
-/// An O_PATH fd of our binary through a read-only bind mount that lives in
-/// a private mount namespace of a short-lived child. When the child exits
-/// the mount is detached from every namespace; the fd keeps it alive.
+/// An O_PATH fd of our binary through a read-only bind mount made in a
+/// private mount namespace we enter and leave again right away (no fork).
+/// Once we are back, no process is left in that namespace: it is torn
+/// down, and the mount lives on detached, held only by the fd.
 fn read_only_view() -> Result<OwnedFd> {
     let target = std::fs::read_link("/proc/self/exe").context("readlink /proc/self/exe")?;
-    let (ours, theirs) = UnixStream::pair().context("socketpair")?;
-    // SAFETY: single-threaded at this point; the child only makes syscalls and _exits.
-    match unsafe { nix::unistd::fork() }.context("fork")? {
-        nix::unistd::ForkResult::Child => {
-            drop(ours);
-            let res = (|| -> Result<()> {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-                let none: Option<&str> = None;
-                mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
-                mount(Some(&target), &target, none, MsFlags::MS_BIND, none)?;
-                mount(
-                    none,
-                    &target,
-                    none,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    none,
-                )?;
-                let fd = nix::fcntl::open(
-                    &target,
-                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )?;
-                crate::console::send_fd(theirs.as_raw_fd(), fd, "berth")
-            })();
-            // SAFETY: leave without running the parent's destructors.
-            unsafe { libc::_exit(i32::from(res.is_err())) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(theirs);
-            let fd = crate::console::recv_fd(ours.as_raw_fd());
-            let _ = nix::sys::wait::waitpid(child, None);
-            let fd = fd?;
-            // The path may now name a different file (binary upgraded on disk).
-            let view = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat read-only view")?;
-            let exe = std::fs::metadata("/proc/self/exe").context("stat /proc/self/exe")?;
-            if view.st_dev != exe.dev() || view.st_ino != exe.ino() {
-                bail!("{} is no longer the running binary", target.display());
-            }
-            Ok(fd)
-        }
+    let own_ns = File::open("/proc/self/ns/mnt").context("open /proc/self/ns/mnt")?;
+    // setns(CLONE_NEWNS) resets the working directory: keep a handle on it.
+    let cwd = File::open(".").context("open working directory")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare mount namespace")?;
+    let view = (|| -> Result<OwnedFd> {
+        let none: Option<&str> = None;
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+            .context("make / private")?;
+        mount(Some(&target), &target, none, MsFlags::MS_BIND, none).context("bind berth binary")?;
+        mount(
+            none,
+            &target,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            none,
+        )
+        .context("remount berth binary read-only")?;
+        let fd = nix::fcntl::open(
+            &target,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .context("open read-only view")?;
+        // SAFETY: fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })();
+    // Going back is not optional: everything after this (state dirs,
+    // bundles, hooks) must see the caller's mounts.
+    if let Err(e) = nix::sched::setns(&own_ns, nix::sched::CloneFlags::CLONE_NEWNS) {
+        eprintln!("berth: cannot return to the original mount namespace: {e}");
+        std::process::abort();
     }
+    nix::unistd::fchdir(cwd.as_raw_fd()).context("restore working directory")?;
+    let fd = view?;
+    // The path may now name a different file (binary upgraded on disk).
+    let view = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat read-only view")?;
+    let exe = std::fs::metadata("/proc/self/exe").context("stat /proc/self/exe")?;
+    if view.st_dev != exe.dev() || view.st_ino != exe.ino() {
+        bail!("{} is no longer the running binary", target.display());
+    }
+    Ok(fd)
 }
 
 /// A write-sealed memfd holding a copy of our binary.
