@@ -35,19 +35,11 @@ tar -C "$work/rootfs" -cf "$work/ctx/rootfs.tar" .
 
 store="$work/store"
 echo "== berth-build build (store: $store, RUN steps via $berth)"
-runtime="$berth"
-if ! "$build" --root "$store" --runtime "$runtime" build --progress plain -t hello-berth "$work/ctx"; then
-  echo "== berth could not run the RUN step; retrying with runc" >&2
-  runtime=$(command -v runc)
-  "$build" --root "$store" --runtime "$runtime" build --progress plain -t hello-berth "$work/ctx"
-fi
+"$build" --root "$store" --runtime "$berth" build --progress plain -t hello-berth "$work/ctx"
 echo "== image history"
 "$build" --root "$store" history hello-berth
 echo "== berth-build bundle"
 "$build" --root "$store" bundle hello-berth "$work/bundle"
 echo "== $berth run"
 cd "$work/bundle"
-if ! "$berth" run --bundle "$work/bundle" "$id"; then
-  echo "== berth run failed; running the same bundle with runc" >&2
-  runc run --bundle "$work/bundle" "$id"
-fi
+"$berth" run --bundle "$work/bundle" "$id"
