@@ -1202,3 +1202,45 @@ COPY --from=b /b /b
         "stages ran one after the other ({took:?}):\n{log}"
     );
 }
+
+#[test]
+fn tty_progress_shows_live_steps() {
+    require!("script");
+    let env = Env::new();
+    let ctx = env.context(
+        "tty",
+        "FROM scratch\nADD busybox.tar /\nRUN echo hi-from-run\nCMD [\"sh\"]\n",
+    );
+    let cmdline = format!(
+        "{} --root {} --runtime {} build --progress tty -t tty-test {}",
+        builder_bin("berth-build").display(),
+        env.store().display(),
+        runtime().display(),
+        ctx.display()
+    );
+    // script(1) gives berth-build a real terminal, as a person would have.
+    let out = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Live redraws (erase-line escapes), each step by name, the RUN's output,
+    // why each step missed the cache, and the final image.
+    assert!(
+        text.contains("\x1b[2K"),
+        "no live redraw in tty mode: {text:?}"
+    );
+    for want in [
+        "RUN echo hi-from-run",
+        "hi-from-run",
+        "cache miss",
+        "writing image sha256:",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} missing from tty progress: {text:?}"
+        );
+    }
+}
