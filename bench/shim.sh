@@ -65,9 +65,10 @@ for _ in $(seq 100); do "${ctr[@]}" version >/dev/null 2>&1 && break; sleep 0.1;
 runtime_of() { [ "$1" = berth ] && echo io.containerd.berth.v2 || echo io.containerd.runc.v2; }
 shim_of() { [ "$1" = berth ] && echo containerd-shim-berth-v2 || echo containerd-shim-runc-v2; }
 
-# Average VmRSS and PSS (KiB) of this namespace's shims of one kind while N containers sleep.
+# Average VmRSS and PSS (KiB) and thread count of this namespace's shims of one kind while
+# N containers sleep.
 rss_kib() {
-  local kind=$1 total=0 pss=0 count=0 pid
+  local kind=$1 total=0 pss=0 threads=0 count=0 pid
   for i in $(seq "$ncont"); do
     "${ctr[@]}" run -d --rootfs --runtime "$(runtime_of "$kind")" "$rootfs" "rss-$kind-$i" /bin/sleep 1000 >/dev/null
   done
@@ -75,8 +76,17 @@ rss_kib() {
   for pid in $(pgrep -f "$(shim_of "$kind") -namespace $ns "); do
     total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")))
     pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")))
+    threads=$((threads + $(awk '/^Threads/ {print $2}' "/proc/$pid/status")))
     count=$((count + 1))
   done
+  # BENCH_DETAIL=1: one shim's threads (names from /proc) and resident KiB per mapping.
+  if [ -n "${BENCH_DETAIL:-}" ] && [ -n "${pid:-}" ]; then
+    echo "$kind shim threads: $(cat /proc/"$pid"/task/*/comm | sort | uniq -c | tr -s ' \n' ' ')" >&2
+    awk '/^[0-9a-f]+-[0-9a-f]+ / {name = ($6 == "" ? "[anon]" : $6)}
+         /^Rss:/ {rss[name] += $2}
+         END {for (n in rss) if (rss[n] > 0) printf "  %6d KiB %s\n", rss[n], n}' \
+      "/proc/$pid/smaps" | sort -rn >&2
+  fi
   for i in $(seq "$ncont"); do
     "${ctr[@]}" tasks kill --signal SIGKILL "rss-$kind-$i" >/dev/null
   done
@@ -86,7 +96,7 @@ rss_kib() {
     "${ctr[@]}" containers delete "rss-$kind-$i" >/dev/null
   done
   [ "$count" -gt 0 ] || { echo "no $kind shims found" >&2; exit 1; }
-  echo "$((total / count)) $((pss / count))"
+  echo "$((total / count)) $((pss / count)) $((threads / count))"
 }
 
 latency_ms() {
@@ -96,20 +106,23 @@ latency_ms() {
   python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["median"]*1000))' "$work/$kind.json"
 }
 
-read -r berth_rss berth_pss < <(rss_kib berth)
-read -r runc_rss runc_pss < <(rss_kib runc)
+read -r berth_rss berth_pss berth_threads < <(rss_kib berth)
+read -r runc_rss runc_pss runc_threads < <(rss_kib runc)
 berth_lat=$(latency_ms berth)
 runc_lat=$(latency_ms runc)
 
-python3 - "$berth_rss" "$runc_rss" "$berth_lat" "$runc_lat" "$ncont" "$runs" "$berth_pss" "$runc_pss" <<'PY'
+python3 - "$berth_rss" "$runc_rss" "$berth_lat" "$runc_lat" "$ncont" "$runs" "$berth_pss" "$runc_pss" \
+  "$berth_threads" "$runc_threads" <<'PY'
 import sys
 brss, rrss, blat, rlat = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 n, runs = sys.argv[5], sys.argv[6]
 bpss, rpss = int(sys.argv[7]), int(sys.argv[8])
+bthr, rthr = int(sys.argv[9]), int(sys.argv[10])
 print(f"shim memory per running container (avg of {n}) and `ctr run --rm /bin/true` median ({runs} runs)")
 print(f"{'':28}{'berth shim':>14}{'runc shim':>14}{'ratio':>10}")
 print(f"{'VmRSS (MiB)':28}{brss/1024:>14.2f}{rrss/1024:>14.2f}{brss/rrss:>10.2f}")
 print(f"{'PSS (MiB)':28}{bpss/1024:>14.2f}{rpss/1024:>14.2f}{bpss/rpss:>10.2f}")
+print(f"{'threads per shim':28}{bthr:>14}{rthr:>14}{bthr/rthr:>10.2f}")
 print(f"{'ctr run --rm latency (ms)':28}{blat:>14.1f}{rlat:>14.1f}{blat/rlat:>10.2f}")
 print(f"targets: VmRSS <= 3 MiB: {'met' if brss <= 3072 else 'NOT met'}; "
       f"PSS <= 3 MiB: {'met' if bpss <= 3072 else 'NOT met'}; "
