@@ -6,15 +6,23 @@ use crate::state::{self, ContainerState, Status};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Release a created container's init: write to exec.fifo, then poststart hooks.
 pub fn start(root: &Path, id: &str) -> Result<()> {
     let st = state::load(root, id)?;
+    start_loaded(root, &st, None)
+}
+
+/// [`start`] for a caller that already holds the state (and maybe the
+/// spec), as `run` does: saves re-reading and re-parsing them.
+pub fn start_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Result<()> {
+    let id = st.id.as_str();
     let dir = state::container_dir(root, id);
     let _lock = state::lock(&dir)?;
-    match state::status(root, &st) {
+    match state::status(root, st) {
         Status::Created => {}
         Status::Stopped => bail!("cannot start a container that has stopped"),
         Status::Running => bail!("cannot start an already running container"),
@@ -35,7 +43,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     // container's stderr; it is indistinguishable here from a process that
     // exited quickly, so start itself still succeeds (as with runc).
     drop(f);
-    run_poststart(root, &st);
+    run_poststart(root, st, spec);
     Ok(())
 }
 
@@ -74,9 +82,17 @@ impl NonBlock for std::fs::OpenOptions {
 }
 
 /// Poststart failures are warnings: the runtime-spec says the lifecycle goes on.
-fn run_poststart(root: &Path, st: &ContainerState) {
-    let Ok(spec) = state::load_spec(root, &st.id) else {
-        return;
+fn run_poststart(root: &Path, st: &ContainerState, spec: Option<&Spec>) {
+    let loaded;
+    let spec = match spec {
+        Some(s) => s,
+        None => match state::load_spec(root, &st.id) {
+            Ok(s) => {
+                loaded = s;
+                &loaded
+            }
+            Err(_) => return,
+        },
     };
     if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
         let hs = state::hook_state(st, Status::Running, st.init_pid);
@@ -244,7 +260,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 
 /// Kill everything left, remove the cgroup, run poststop hooks, drop state.
 pub fn destroy(root: &Path, st: &ContainerState) -> Result<()> {
-    let spec = state::load_spec(root, &st.id).ok();
+    destroy_loaded(root, st, state::load_spec(root, &st.id).ok().as_ref())
+}
+
+/// [`destroy`] with the spec already in hand (`run`).
+pub fn destroy_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Result<()> {
     if let Some(cg) = &st.cgroup {
         if cg.exists() {
             for pid in cg.pids().unwrap_or_default() {

@@ -40,9 +40,8 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
         console_fd: theirs.as_ref().map(|s| s.as_raw_fd()),
     })?;
     drop(theirs);
-    let id = &created.state.id;
-    if let Err(e) = lifecycle::start(root, id) {
-        let _ = lifecycle::destroy(root, &created.state);
+    if let Err(e) = lifecycle::start_loaded(root, &created.state, Some(&created.spec)) {
+        let _ = lifecycle::destroy_loaded(root, &created.state, Some(&created.spec));
         return Err(e);
     }
     crate::logging::debug("started");
@@ -66,7 +65,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
     let code = foreground::supervise(created.state.init_pid, &mask, terminal)?;
     crate::logging::debug(&format!("process exited with {code}"));
     if !args.keep {
-        lifecycle::destroy(root, &created.state)?;
+        lifecycle::destroy_loaded(root, &created.state, Some(&created.spec))?;
     }
     Ok(code)
 }
