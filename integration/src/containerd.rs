@@ -205,23 +205,7 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.remove_all();
         if let Some(mut child) = self.child.take() {
-            // SIGTERM first so containerd closes its databases cleanly.
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
+            crate::harness::terminate(&mut child, Duration::from_secs(5));
         }
         // Anything still mounted under our dirs (a bundle rootfs after a crash) must go
         // before the temp dir is removed.

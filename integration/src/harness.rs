@@ -282,3 +282,23 @@ fn find_dir(dir: &Path, name: &str, depth: usize) -> bool {
         p.is_dir() && !p.is_symlink() && (e.file_name() == name || find_dir(&p, name, depth - 1))
     })
 }
+
+/// Stop a daemon: SIGTERM (so it can close its databases), SIGKILL after `grace`.
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}
