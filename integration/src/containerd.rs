@@ -167,32 +167,40 @@ disabled_plugins = {disabled}
 
     /// Best effort: kill and delete every task and container in our namespace.
     fn remove_all(&self) {
-        let Ok(list) = self.ctr(&["containers", "list", "--quiet"]) else {
-            return;
-        };
-        for id in String::from_utf8_lossy(&list.stdout).lines() {
-            let id = id.trim();
-            if id.is_empty() {
-                continue;
-            }
-            let _ = self.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]);
-            for _ in 0..50 {
-                let deleted = self.ctr(&["tasks", "delete", "--force", id]);
-                let gone = self
-                    .ctr(&["tasks", "list", "--quiet"])
-                    .map(|o| {
-                        !String::from_utf8_lossy(&o.stdout)
-                            .lines()
-                            .any(|l| l.trim() == id)
-                    })
-                    .unwrap_or(true);
-                if gone || deleted.map(|o| o.status.success()).unwrap_or(false) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.ctr(&["containers", "delete", id]);
+        remove_all_tasks(|args| self.ctr(args));
+    }
+}
+
+/// Best effort, through `ctr` (bound to one containerd and namespace): kill
+/// every task, delete it (retrying while its shim winds down) and its container.
+pub fn remove_all_tasks(ctr: impl Fn(&[&str]) -> Result<Output>) {
+    let Ok(list) = ctr(&["containers", "list", "--quiet"]) else {
+        return;
+    };
+    for id in String::from_utf8_lossy(&list.stdout).lines() {
+        let id = id.trim();
+        if id.is_empty() {
+            continue;
         }
+        let _ = ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]);
+        for _ in 0..50 {
+            let deleted = ctr(&["tasks", "delete", "--force", id]);
+            if deleted.map(|o| o.status.success()).unwrap_or(false) {
+                break;
+            }
+            let gone = ctr(&["tasks", "list", "--quiet"])
+                .map(|o| {
+                    !String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .any(|l| l.trim() == id)
+                })
+                .unwrap_or(true);
+            if gone {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = ctr(&["containers", "delete", id]);
     }
 }
 

@@ -356,35 +356,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     /// Best effort: kill and delete whatever tasks and containers the test left.
     fn remove_all(&self) {
-        let Ok(list) = self.ctr(&["containers", "list", "--quiet"]) else {
-            return;
-        };
-        for id in String::from_utf8_lossy(&list.stdout).lines() {
-            let id = id.trim();
-            if id.is_empty() {
-                continue;
-            }
-            let _ = self.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]);
-            for _ in 0..30 {
-                let deleted = self.ctr(&["tasks", "delete", "--force", id]);
-                if deleted.map(|o| o.status.success()).unwrap_or(false) {
-                    break;
-                }
-                let listed = self.ctr(&["tasks", "list", "--quiet"]);
-                let gone = listed
-                    .map(|o| {
-                        !String::from_utf8_lossy(&o.stdout)
-                            .lines()
-                            .any(|l| l.trim() == id)
-                    })
-                    .unwrap_or(true);
-                if gone {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.ctr(&["containers", "delete", id]);
-        }
+        crate::containerd::remove_all_tasks(|args| self.ctr(args));
     }
 
     /// Stops containerd: SIGTERM so it closes its databases, SIGKILL after 5 s.
