@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ pub fn start_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Re
     let fifo = dir.join(state::EXEC_FIFO);
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags_nonblock()
+        // Without a reader, O_NONBLOCK makes open fail (ENXIO) instead of hanging.
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo)
         .with_context(|| format!("container init is not waiting on {}", fifo.display()))?;
     use std::io::Write;
@@ -66,18 +68,6 @@ fn wait_for_exec(fifo: &std::fs::File) {
             }
             _ => return,
         }
-    }
-}
-
-trait NonBlock {
-    fn custom_flags_nonblock(&mut self) -> &mut Self;
-}
-
-impl NonBlock for std::fs::OpenOptions {
-    fn custom_flags_nonblock(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Without a reader, O_NONBLOCK makes open fail (ENXIO) instead of hanging.
-        self.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
     }
 }
 
@@ -247,9 +237,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let _lock = state::lock(&dir)?;
     match state::status(root, &st) {
         Status::Stopped | Status::Created => {}
-        s if force => {
-            let _ = s;
-        }
+        _ if force => {}
         s => bail!(
             "cannot delete container {id} that is not stopped: {}",
             s.as_str()
