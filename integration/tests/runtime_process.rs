@@ -301,6 +301,14 @@ fn init_runs_from_sealed_copy_or_read_only_binary() -> Result<()> {
         read_only || sealed,
         "init runs from a writable berth binary"
     );
+    // No mapping leads back to the binary either (/proc/<pid>/map_files).
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let bin = berth_bin().canonicalize()?;
+    assert!(
+        !maps.contains(&bin.display().to_string()),
+        "init still maps {}:\n{maps}",
+        bin.display()
+    );
     assert!(
         host_mounts_containing(&berth_bin().display().to_string()).is_empty(),
         "the read-only view must not be visible in the host's mount table"
