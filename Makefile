@@ -21,12 +21,20 @@ build: deps
 # optimised) as a static non-PIE executable (no ld.so, libc.so or start-up relocations to
 # fault in per shim), for the host triple so RUSTFLAGS spare build scripts and proc-macros,
 # then placed next to the other release binaries.
+#
+# berth itself starts several times per container (create, start, delete, exec, and
+# twice under `run`'s callers): it is built as a static PIE with packed relative
+# relocations, which starts ~0.4 ms faster than the dynamic build (no ld.so, libc.so
+# or 14k RELA relocations to fault in). Static non-PIE measured slower here.
 release: deps
 	$(CARGO) build --release --workspace --bins --exclude containerd-shim-berth-v2
 	host=$$(rustc -vV | sed -n 's/^host: //p') && \
 	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
 	$(CARGO) build --profile shim -p containerd-shim-berth-v2 --target $$host && \
-	install -m 0755 target/$$host/shim/containerd-shim-berth-v2 target/release/
+	install -m 0755 target/$$host/shim/containerd-shim-berth-v2 target/release/ && \
+	RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
+	$(CARGO) build --release -p berth --target $$host && \
+	install -m 0755 target/$$host/release/berth target/release/
 
 # A busybox OCI bundle made from Debian's busybox-static (no network needed).
 fixtures: build
