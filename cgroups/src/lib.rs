@@ -98,32 +98,49 @@ impl Cgroup {
     /// are enabled in its cgroup.subtree_control so the leaf gets them. On failure the
     /// directories this call created are removed again (pre-existing ones are left alone).
     pub fn create(&self) -> Result<()> {
-        let fresh: Vec<PathBuf> = self.dirs().into_iter().filter(|d| !d.exists()).collect();
-        let res = self.create_dirs();
-        if res.is_err() {
+        let fresh = self.create_v1()?;
+        self.create_unified().inspect_err(|_| {
             for d in fresh.iter().rev() {
                 let _ = std::fs::remove_dir(d);
             }
-        }
-        res
+        })
     }
 
-    fn create_dirs(&self) -> Result<()> {
-        let mkdir = |dir: &Path| {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow!("create cgroup {}: {}", dir.display(), fsutil::describe(&e)))
+    /// Creates only the directory in the unified hierarchy: what clone3(CLONE_INTO_CGROUP)
+    /// needs before a process can be born in it. [`Cgroup::create`] later creates the rest.
+    pub fn create_unified(&self) -> Result<()> {
+        let (Some(dir), Some(mount)) = (&self.unified, &self.unified_mount) else {
+            return Ok(());
         };
-        for (ctrl, dir) in &self.v1 {
-            mkdir(dir)?;
-            if ctrl == "cpuset" {
-                init_cpuset(dir)?;
+        mkdir(dir)?;
+        enable_controllers(mount, dir);
+        Ok(())
+    }
+
+    /// Creates the v1 directories (cpuset ones get cpus/mems from their parent) and
+    /// returns those this call created. On failure removes them again.
+    fn create_v1(&self) -> Result<Vec<&Path>> {
+        let mut fresh: Vec<&Path> = Vec::new();
+        let res = (|| {
+            for (ctrl, dir) in &self.v1 {
+                if mkdir(dir)? {
+                    fresh.push(dir.as_path());
+                }
+                if ctrl == "cpuset" {
+                    init_cpuset(dir)?;
+                }
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => Ok(fresh),
+            Err(e) => {
+                for d in fresh.iter().rev() {
+                    let _ = std::fs::remove_dir(d);
+                }
+                Err(e)
             }
         }
-        if let (Some(dir), Some(mount)) = (&self.unified, &self.unified_mount) {
-            mkdir(dir)?;
-            enable_controllers(mount, dir);
-        }
-        Ok(())
     }
 
     /// Applies every limit given in `res`, mapped to v1 or v2 files per controller.
@@ -309,6 +326,21 @@ pub(crate) fn v2_available(dir: &Path) -> Result<Vec<String>> {
 /// Enables, top-down from the mount point to the leaf's parent, every controller each ancestor
 /// has. Failures are ignored on purpose: a controller that cannot be delegated (e.g. the
 /// parent holds processes) then shows up as "not available" when a limit needs it.
+/// mkdir for a cgroup directory (and missing parents); Ok(true) if this call created it.
+fn mkdir(dir: &Path) -> Result<bool> {
+    let describe =
+        |e: &io::Error| anyhow!("create cgroup {}: {}", dir.display(), fsutil::describe(e));
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| describe(&e))?;
+            Ok(true)
+        }
+        Err(e) => Err(describe(&e)),
+    }
+}
+
 fn enable_controllers(mount: &Path, leaf: &Path) {
     let Ok(rel) = leaf.strip_prefix(mount) else {
         return;
@@ -382,6 +414,12 @@ fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
 /// rmdir children first, then `dir`, retrying EBUSY briefly (the kernel releases a cgroup
 /// slightly after its last process exits).
 fn remove_tree(dir: &Path) -> Result<()> {
+    // The common case is a leaf cgroup: one rmdir, no directory listing.
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for e in entries.flatten() {

@@ -688,3 +688,41 @@ fn version_spec_and_features() -> Result<()> {
         .is_some_and(|a| a.iter().any(|o| o == "rbind")));
     Ok(())
 }
+
+/// Init joins its cgroups late (while berth configures them it mounts the
+/// rootfs) but always before it creates the cgroup namespace, whose root is
+/// the cgroup init is in at that moment: inside, every hierarchy reads "/"
+/// and the mounted cgroupfs shows the container's own cgroup.
+#[test]
+fn cgroup_namespace_is_rooted_at_the_container_cgroup() -> Result<()> {
+    let rt = Runtime::new()?;
+    let script = "cat /proc/self/cgroup; echo ---; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max";
+
+    let mut b = Bundle::busybox()?;
+    b.config["linux"]["resources"]["pids"] = json!({"limit": 77});
+    let mut with_ns = b.config["linux"]["namespaces"].clone();
+    with_ns
+        .as_array_mut()
+        .expect("namespaces array")
+        .push(json!({"type": "cgroup"}));
+    b.config["linux"]["namespaces"] = with_ns;
+    let (code, out, err) = cmd_output(&rt, &unique("cgns"), &mut b, script)?;
+    assert_eq!(code, 0, "{err}");
+    let (cgroups, pids_max) = out.split_once("---\n").expect("separator");
+    assert!(!cgroups.is_empty());
+    for line in cgroups.lines() {
+        assert!(line.ends_with(":/"), "not rooted at the container: {line}");
+    }
+    // The cgroupfs mounted inside is the container's cgroup, limits applied.
+    assert_eq!(pids_max.trim(), "77");
+
+    // Without a cgroup namespace the host path of the cgroup shows.
+    let mut b = Bundle::busybox()?;
+    let id = unique("nocgns");
+    let (code, out, err) = cmd_output(&rt, &id, &mut b, "cat /proc/self/cgroup")?;
+    assert_eq!(code, 0, "{err}");
+    for line in out.lines() {
+        assert!(line.ends_with(&format!("/{id}")), "{line}");
+    }
+    Ok(())
+}

@@ -123,11 +123,28 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .as_ref()
         .and_then(|p| p.to_str().map(str::to_string));
     let cgroup = Cgroup::resolve(cgroups_path.as_deref(), &args.id)?;
-    cgroup.create()?;
     rollback.cgroup = Some(cgroup.clone());
-    cgroup.apply(&device_rules::effective_resources(&spec))?;
-
-    crate::logging::debug("cgroup configured");
+    let (user_join_wanted, pid_join_wanted) = (
+        plan.join
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::User),
+        plan.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Pid),
+    );
+    // Init joins its cgroups itself, cheaply (see cgroup_join), unless it
+    // is in a new user namespace (no rights on the host's cgroup files) or
+    // is cloned by an intermediate process. Then the parent creates and
+    // configures the v1 cgroups while init sets up its mounts (init joins
+    // them right before it mounts cgroupfs): only the unified directory
+    // has to exist before the clone.
+    let self_placing = !plan.creates(LinuxNamespaceType::User)
+        && !user_join_wanted
+        && !pid_join_wanted
+        && !plan.creates(LinuxNamespaceType::Time);
+    if self_placing {
+        cgroup.create_unified()?;
+    } else {
+        configure_cgroup(&cgroup, &spec)?;
+    }
     let fifo_path = dir.join(state::EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).context("create exec.fifo")?;
     let fifo = nix::fcntl::open(
@@ -164,13 +181,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .context("duplicate namespace fd")?;
 
     let (parent_chan, child_chan) = sync::pair()?;
-    // Init joins its cgroups itself, cheaply (see cgroup_join), unless it
-    // is in a new user namespace (no rights on the host's cgroup files) or
-    // is cloned by an intermediate process.
-    let self_placing = !plan.creates(LinuxNamespaceType::User)
-        && user_join.is_none()
-        && pid_join.is_none()
-        && !plan.creates(LinuxNamespaceType::Time);
     let placement = if self_placing {
         Some(Placement::new(&cgroup)?)
     } else {
@@ -205,6 +215,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(fifo);
     drop(console_stream);
 
+    if self_placing {
+        configure_cgroup(&cgroup, &spec)?;
+    }
     match placed {
         Placed::Fully => {}
         Placed::ExceptUnified => {
@@ -268,6 +281,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     rollback.armed = false;
     crate::logging::debug(&format!("created container {} (init pid {pid})", st.id));
     Ok(Created { state: st, spec })
+}
+
+/// Creates the cgroup in every hierarchy and applies the spec's limits.
+fn configure_cgroup(cgroup: &Cgroup, spec: &Spec) -> Result<()> {
+    cgroup.create()?;
+    cgroup.apply(&device_rules::effective_resources(spec))?;
+    crate::logging::debug("cgroup configured");
+    Ok(())
 }
 
 /// How much of the cgroup placement init did by itself.

@@ -57,20 +57,61 @@ pub fn run(ctx: &InitContext) -> ! {
     unsafe { libc::_exit(1) }
 }
 
+/// Entering the container's cgroups and creating its cgroup namespace (whose
+/// root is the cgroup we are in at that moment). When init places itself
+/// (see cgroup_join) this happens as late as possible, right before the
+/// first cgroupfs mount, so the parent creates and configures the cgroups
+/// while init mounts: the parent's `Continue` says they are ready.
+struct CgroupEntry<'c, 'a> {
+    ctx: &'c InitContext<'a>,
+    host_pid: Option<i32>,
+    entered: bool,
+}
+
+impl CgroupEntry<'_, '_> {
+    /// Waits (once) for the parent's `Continue`, which carries our host pid.
+    fn wait_for_parent(&mut self) -> Result<i32> {
+        if let Some(pid) = self.host_pid {
+            return Ok(pid);
+        }
+        let pid = match self.ctx.chan.recv()? {
+            Some(Msg::Continue { host_pid }) => host_pid,
+            Some(other) => bail!("unexpected message from parent: {other:?}"),
+            None => bail!("parent went away during create"),
+        };
+        self.host_pid = Some(pid);
+        Ok(pid)
+    }
+
+    fn enter(&mut self) -> Result<()> {
+        if self.entered {
+            return Ok(());
+        }
+        self.wait_for_parent()?;
+        if let Some(p) = self.ctx.placement {
+            crate::cgroup_join::join_v1_self(p)?;
+        }
+        if self.ctx.plan.creates(LinuxNamespaceType::Cgroup) {
+            unshare(CloneFlags::CLONE_NEWCGROUP).context("create cgroup namespace")?;
+        }
+        self.entered = true;
+        Ok(())
+    }
+}
+
 fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     // The parent blocks signals to forward them (run); the container must not inherit that.
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("reset signal mask")?;
-    if let Some(p) = ctx.placement {
-        crate::cgroup_join::join_v1_self(p)?;
-    }
-
-    // Parent: cgroup joined, id maps written; it tells us our host pid.
-    let host_pid = match ctx.chan.recv()? {
-        Some(Msg::Continue { host_pid }) => host_pid,
-        Some(other) => bail!("unexpected message from parent: {other:?}"),
-        None => bail!("parent went away during create"),
+    let mut cgroups = CgroupEntry {
+        ctx,
+        host_pid: None,
+        entered: false,
     };
+    if ctx.placement.is_none() {
+        // The parent moves us into our cgroups and writes our id maps first.
+        cgroups.wait_for_parent()?;
+    }
     let spec = ctx.spec;
     let process = spec
         .process()
@@ -83,8 +124,8 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     for (t, f) in ctx.joins {
         namespaces::join(*t, f)?;
     }
-    if ctx.plan.creates(LinuxNamespaceType::Cgroup) {
-        unshare(CloneFlags::CLONE_NEWCGROUP).context("create cgroup namespace")?;
+    if ctx.placement.is_none() {
+        cgroups.enter()?;
     }
     nix::unistd::setsid().context("setsid")?;
     if !ctx.no_new_keyring {
@@ -102,7 +143,9 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
         no_pivot: ctx.no_pivot,
         in_user_ns: ctx.plan.has(LinuxNamespaceType::User),
     };
-    rootfs::prepare(&rctx)?;
+    rootfs::prepare(&rctx, &mut || cgroups.enter())?;
+    cgroups.enter()?;
+    let host_pid = cgroups.wait_for_parent()?;
 
     // prestart + createRuntime hooks run in the parent (runtime namespace).
     ctx.chan.send(&Msg::RunCreateRuntimeHooks)?;

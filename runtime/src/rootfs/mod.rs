@@ -45,11 +45,18 @@ pub struct RootfsContext<'a> {
 
 /// Sets up the mount tree inside the rootfs: propagation, the rootfs bind,
 /// every spec mount in order, then devices and /dev symlinks.
-pub fn prepare(ctx: &RootfsContext) -> Result<()> {
+/// `enter_cgroups` (idempotent) runs before the first cgroupfs mount, whose
+/// view depends on the cgroups and cgroup namespace init is in, and at the
+/// latest before the devices are made.
+pub fn prepare(ctx: &RootfsContext, enter_cgroups: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     pivot::prepare_root(ctx)?;
     for m in ctx.spec.mounts().iter().flatten() {
+        if matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
+            enter_cgroups()?;
+        }
         mounts::mount_entry(ctx, m)?;
     }
+    enter_cgroups()?;
     if devices::needs_setup_dev(ctx.spec) {
         devices::create_devices(ctx)?;
         devices::create_symlinks(ctx)?;

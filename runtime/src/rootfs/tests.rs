@@ -384,7 +384,7 @@ fn default_spec_container_is_set_up_and_isolated() {
                 no_pivot: false,
                 in_user_ns: false,
             };
-            prepare(&ctx)?;
+            prepare(&ctx, &mut || Ok(()))?;
             enter(&ctx)?;
             finalize(&ctx)?;
             let ms = mountinfo::read_self()?;
@@ -626,7 +626,7 @@ fn no_pivot_without_cgroupns_binds_own_cgroups() {
             no_pivot: true,
             in_user_ns: false,
         };
-        prepare(&ctx)?;
+        prepare(&ctx, &mut || Ok(()))?;
         // A handle on the host root, to look behind the chroot afterwards.
         let host_root = File::open("/")?;
         enter(&ctx)?;
@@ -705,7 +705,7 @@ fn user_namespace_binds_devices_and_sysfs_and_keeps_locked_flags() {
             no_pivot: false,
             in_user_ns: true,
         };
-        prepare(&ctx)?;
+        prepare(&ctx, &mut || Ok(()))?;
         enter(&ctx)?;
         finalize(&ctx)?;
         let ms = mountinfo::read_self()?;
@@ -761,7 +761,7 @@ fn without_dev_mount_devices_go_to_rootfs_dev_and_missing_paths_are_skipped() {
             no_pivot: false,
             in_user_ns: false,
         };
-        prepare(&ctx)?;
+        prepare(&ctx, &mut || Ok(()))?;
         enter(&ctx)?;
         // No /proc: every default masked/readonly path is missing.
         finalize(&ctx)?;
@@ -798,7 +798,7 @@ fn failed_mount_names_type_target_and_rootfs() {
             no_pivot: false,
             in_user_ns: false,
         };
-        prepare(&ctx)
+        prepare(&ctx, &mut || Ok(()))
     });
     assert_eq!(code, 1, "{}", report);
     let want = format!(
@@ -835,7 +835,7 @@ fn proc_is_never_mounted_through_a_symlink() {
             no_pivot: false,
             in_user_ns: false,
         };
-        prepare(&ctx)
+        prepare(&ctx, &mut || Ok(()))
     });
     assert_eq!(code, 1, "{}", report);
     assert!(
