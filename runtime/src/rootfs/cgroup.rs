@@ -12,10 +12,11 @@
 
 use std::path::{Path, PathBuf};
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 use nix::unistd::symlinkat;
@@ -169,11 +170,16 @@ fn mount_v1(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()>
     drop(target);
     mounts::apply_propagation(ctx.rootfs, dest, &opts.propagation)?;
 
+    // The tmpfs was just made and nothing else can reach it yet: its
+    // entries are created relative to one descriptor of its root, with no
+    // symlink to fear, instead of resolving every path from the rootfs.
+    let root = paths::open_in_root(ctx.rootfs, dest)?;
     let cgroupns = has_cgroupns(ctx);
     for h in &hier {
         let sub = dest.join(&h.name);
+        let dir = subdir(&root, &h.name)
+            .with_context(|| format!("create {:?} (rootfs {})", sub, ctx.rootfs.display()))?;
         if cgroupns {
-            let t = paths::create_in_root(ctx.rootfs, &sub, Last::Dir)?;
             let mut flags = default_flags();
             if ro {
                 flags |= MsFlags::MS_RDONLY;
@@ -188,22 +194,26 @@ fn mount_v1(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()>
             };
             sys_mount(
                 Some(Path::new(source)),
-                &fd_path(&t),
+                &fd_path(&dir),
                 Some(fstype),
                 flags,
                 Some(data),
             )
             .map_err(|e| mount_err(&format!("cgroup {}", h.name), &sub, ctx.rootfs, e))?;
         } else {
-            let mut bind_opts = options::parse(&[]);
-            bind_opts.flags = opts.flags | MsFlags::MS_BIND | MsFlags::MS_REC | default_flags();
-            mounts::bind(ctx, &sub, &h.host_dir, &bind_opts)?;
+            sys_mount(
+                Some(&h.host_dir),
+                &fd_path(&dir),
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .map_err(|e| mount_err(&h.host_dir.to_string_lossy(), &sub, ctx.rootfs, e))?;
         }
         // cpu,cpuacct is also reachable as cpu and cpuacct.
         if let Some(data) = h.v1_data.as_deref().filter(|_| h.name.contains(',')) {
-            let parent = paths::open_in_root(ctx.rootfs, dest)?;
             for ctrl in data.split(',').filter(|c| !c.starts_with("name=")) {
-                match symlinkat(h.name.as_str(), Some(parent.as_raw_fd()), ctrl) {
+                match symlinkat(h.name.as_str(), Some(root.as_raw_fd()), ctrl) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => bail!(
                         "symlink {:?} -> {:?} in {:?} (rootfs {}): {}",
@@ -217,12 +227,84 @@ fn mount_v1(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()>
             }
         }
     }
+    seal(ctx, dest, &root, &hier, opts, ro)
+}
 
+/// mkdir + O_PATH open of `name` in the fresh cgroup tmpfs.
+fn subdir(root: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(
+        Some(root.as_raw_fd()),
+        name,
+        nix::sys::stat::Mode::from_bits_truncate(0o755),
+    ) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = nix::fcntl::openat(
+        Some(root.as_raw_fd()),
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Gives the tmpfs and every hierarchy below it the cgroup mount's flags
+/// (nosuid, nodev, noexec, and ro when asked) with one recursive
+/// mount_setattr(2); kernels without it get a remount per mount.
+fn seal(
+    ctx: &RootfsContext,
+    dest: &Path,
+    root: &OwnedFd,
+    hier: &[Hierarchy],
+    opts: &MountOptions,
+    ro: bool,
+) -> Result<()> {
+    let mut set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
     if ro {
-        let t = paths::open_in_root(ctx.rootfs, dest)?;
+        set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (of the size passed) and the empty
+    // NUL-terminated path; the descriptor stays open for the call.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            root.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    match Errno::result(res) {
+        Ok(_) => return Ok(()),
+        Err(Errno::ENOSYS) => {}
+        Err(e) => {
+            return Err(anyhow!(
+                "set cgroup mount flags on {:?} (rootfs {}): {}",
+                dest,
+                ctx.rootfs.display(),
+                e.desc()
+            ))
+        }
+    }
+    if !has_cgroupns(ctx) {
+        for h in hier {
+            let flags = options::remount_flags(opts.flags | default_flags());
+            mounts::remount_bind(ctx.rootfs, &dest.join(&h.name), flags)?;
+        }
+    }
+    if ro {
         sys_mount(
             None,
-            &fd_path(&t),
+            &fd_path(root),
             None,
             MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | default_flags(),
             Some("mode=755"),
