@@ -1,9 +1,13 @@
 //! Device access rules: v1 devices.allow/deny files; v2 an eBPF cgroup-device program.
 
-use anyhow::Result;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
-use crate::fsutil::write;
+use crate::fsutil::describe;
 use crate::{bpf, Cgroup};
 
 /// A rule normalized from the OCI form: None means wildcard.
@@ -59,20 +63,44 @@ impl Rule {
     }
 }
 
+/// A v1 devices.allow or devices.deny file, opened on first use.
+struct RuleFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl RuleFile {
+    fn new(path: PathBuf) -> RuleFile {
+        RuleFile { path, file: None }
+    }
+
+    fn write(&mut self, rule: &str) -> Result<()> {
+        let fail = |e: std::io::Error| {
+            anyhow!("write {:?} to {}: {}", rule, self.path.display(), describe(&e))
+        };
+        if self.file.is_none() {
+            self.file = Some(OpenOptions::new().write(true).open(&self.path).map_err(fail)?);
+        }
+        match &mut self.file {
+            Some(f) => f.write_all(rule.as_bytes()).map_err(fail),
+            None => Ok(()),
+        }
+    }
+}
+
 pub(crate) fn apply(cg: &Cgroup, devices: &[LinuxDeviceCgroup]) -> Result<()> {
     let rules: Vec<Rule> = devices.iter().map(Rule::from_oci).collect();
     match cg.v1_dir("devices") {
         Some(dir) => {
             // Start from "nothing allowed", then replay the rules in order (runc's model:
-            // later rules override earlier ones).
-            write(&dir.join("devices.deny"), "a")?;
+            // later rules override earlier ones). The kernel takes one rule per write(2),
+            // so each file is opened once and written rule by rule.
+            let mut allow = RuleFile::new(dir.join("devices.allow"));
+            let mut deny = RuleFile::new(dir.join("devices.deny"));
+            deny.write("a")?;
             for r in &rules {
-                let file = if r.allow {
-                    "devices.allow"
-                } else {
-                    "devices.deny"
-                };
-                write(&dir.join(file), &r.v1_line())?;
+                let file = if r.allow { &mut allow } else { &mut deny };
+                file.write(&r.v1_line())?;
             }
             Ok(())
         }
