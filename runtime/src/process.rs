@@ -150,11 +150,16 @@ pub fn set_personality(p: &LinuxPersonality) -> Result<()> {
 }
 
 /// Highest capability the running kernel knows; caps above it can't be set.
+/// Read once: it cannot change while we run, and every capability set
+/// (five of them, plus the bounding-set drop) asks.
 fn last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    })
 }
 
 /// Parse cap names, ignoring ones this kernel (or the caps crate) doesn't
