@@ -44,6 +44,14 @@ pub(crate) fn prepare_root(ctx: &RootfsContext) -> Result<()> {
         )
     })?;
 
+    // pivot_root refuses a rootfs whose parent mount is shared. After a
+    // recursive slave or private change of / no mount is shared any more,
+    // so only a shared rootfsPropagation needs the (costly) mountinfo look.
+    let none_shared = flags.contains(MsFlags::MS_REC)
+        && flags.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE);
+    if none_shared {
+        return bind_rootfs(ctx);
+    }
     let mounts = mountinfo::read_self()?;
     if let Some(parent) = mountinfo::containing(&mounts, ctx.rootfs) {
         if parent.is_shared() {
@@ -58,6 +66,11 @@ pub(crate) fn prepare_root(ctx: &RootfsContext) -> Result<()> {
         }
     }
 
+    bind_rootfs(ctx)
+}
+
+/// The rootfs becomes a mount point of its own (pivot_root needs one).
+fn bind_rootfs(ctx: &RootfsContext) -> Result<()> {
     sys_mount(
         Some(ctx.rootfs),
         ctx.rootfs,
