@@ -29,6 +29,7 @@ pub fn start_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Re
         Status::Running => bail!("cannot start an already running container"),
         s => bail!("cannot start a container in the {} state", s.as_str()),
     }
+    let poststart = poststart_hooks(root, st, spec);
     let fifo = dir.join(state::EXEC_FIFO);
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -40,12 +41,19 @@ pub fn start_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Re
     (&f).write_all(b"0")
         .context("signal container init to start")?;
     std::fs::remove_file(&fifo).context("remove exec.fifo")?;
-    wait_for_exec(&f);
+    // Poststart hooks must see the user process started; without any there
+    // is nothing to wait for (runc's start does not wait either).
     // A startContainer hook failure makes init exit with the error on the
     // container's stderr; it is indistinguishable here from a process that
     // exited quickly, so start itself still succeeds (as with runc).
-    drop(f);
-    run_poststart(root, st, spec);
+    if let Some(hooks) = poststart {
+        wait_for_exec(&f);
+        drop(f);
+        let hs = state::hook_state(st, Status::Running, st.init_pid);
+        if let Err(e) = hooks::run_all(hooks::Kind::Poststart, &hooks, &hs) {
+            crate::logging::warn(&format!("{e:#}"));
+        }
+    }
     Ok(())
 }
 
@@ -71,25 +79,19 @@ fn wait_for_exec(fifo: &std::fs::File) {
     }
 }
 
-/// Poststart failures are warnings: the runtime-spec says the lifecycle goes on.
-fn run_poststart(root: &Path, st: &ContainerState, spec: Option<&Spec>) {
-    let loaded;
-    let spec = match spec {
-        Some(s) => s,
-        None => match state::load_spec(root, &st.id) {
-            Ok(s) => {
-                loaded = s;
-                &loaded
-            }
-            Err(_) => return,
-        },
+/// The spec's poststart hooks, if it has any. Their failures are warnings:
+/// the runtime-spec says the lifecycle goes on.
+fn poststart_hooks(
+    root: &Path,
+    st: &ContainerState,
+    spec: Option<&Spec>,
+) -> Option<Vec<oci_spec::runtime::Hook>> {
+    let hooks = |s: &Spec| s.hooks().as_ref().and_then(|h| h.poststart().clone());
+    let found = match spec {
+        Some(s) => hooks(s),
+        None => state::load_spec(root, &st.id).ok().as_ref().and_then(hooks),
     };
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
-        let hs = state::hook_state(st, Status::Running, st.init_pid);
-        if let Err(e) = hooks::run_all(hooks::Kind::Poststart, &h, &hs) {
-            crate::logging::warn(&format!("{e:#}"));
-        }
-    }
+    found.filter(|h| !h.is_empty())
 }
 
 pub fn print_state(root: &Path, id: &str) -> Result<()> {
@@ -253,20 +255,12 @@ pub fn destroy(root: &Path, st: &ContainerState) -> Result<()> {
 
 /// [`destroy`] with the spec already in hand (`run`).
 pub fn destroy_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Result<()> {
-    if let Some(cg) = &st.cgroup {
-        if cg.exists() {
-            for pid in cg.pids().unwrap_or_default() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            if cg.is_frozen().unwrap_or(false) {
-                let _ = cg.thaw();
-            }
-        }
+    // When init of a container with its own pid namespace has exited, the
+    // kernel has already killed everything else in it: nothing to hunt.
+    let all_gone = spec.is_some_and(owns_pid_namespace) && !state::init_alive(st);
+    if !all_gone {
+        stop_everything(st);
     }
-    if state::init_alive(st) {
-        let _ = kill(Pid::from_raw(st.init_pid), Signal::SIGKILL);
-    }
-    wait_gone(st, Duration::from_secs(10));
     if let Some(cg) = &st.cgroup {
         cg.destroy().context("remove container cgroup")?;
     }
@@ -282,6 +276,38 @@ pub fn destroy_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> 
     }
     let dir = state::container_dir(root, &st.id);
     std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))
+}
+
+/// The spec creates a pid namespace (rather than joining one or none).
+fn owns_pid_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid
+                    && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
+            })
+        })
+}
+
+/// SIGKILL every process of the container (thawing it if frozen) and wait
+/// until they are gone.
+fn stop_everything(st: &ContainerState) {
+    if let Some(cg) = &st.cgroup {
+        if cg.exists() {
+            for pid in cg.pids().unwrap_or_default() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if cg.is_frozen().unwrap_or(false) {
+                let _ = cg.thaw();
+            }
+        }
+    }
+    if state::init_alive(st) {
+        let _ = kill(Pid::from_raw(st.init_pid), Signal::SIGKILL);
+    }
+    wait_gone(st, Duration::from_secs(10));
 }
 
 /// Wait until init and every cgroup member is gone (they may be reaped by
