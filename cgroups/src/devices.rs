@@ -76,10 +76,20 @@ impl RuleFile {
 
     fn write(&mut self, rule: &str) -> Result<()> {
         let fail = |e: std::io::Error| {
-            anyhow!("write {:?} to {}: {}", rule, self.path.display(), describe(&e))
+            anyhow!(
+                "write {:?} to {}: {}",
+                rule,
+                self.path.display(),
+                describe(&e)
+            )
         };
         if self.file.is_none() {
-            self.file = Some(OpenOptions::new().write(true).open(&self.path).map_err(fail)?);
+            self.file = Some(
+                OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .map_err(fail)?,
+            );
         }
         match &mut self.file {
             Some(f) => f.write_all(rule.as_bytes()).map_err(fail),
