@@ -2,11 +2,14 @@
 //!
 //! Order of events (parent ⇄ init over the sync channel):
 //! 1. validate the bundle, claim `<root>/<id>` (mkdir is the duplicate-id check)
-//! 2. create + configure the cgroup, make exec.fifo, compile seccomp
+//! 2. make exec.fifo, compile seccomp, create the unified cgroup directory
+//!    (everything when init cannot place itself: see step 4)
 //! 3. clone init into its new namespaces (via an intermediate process when
 //!    a user or pid namespace must be joined first, or a time ns created)
-//! 4. put init in the cgroup, write its id maps, send `Continue`
-//! 5. init mounts the rootfs, asks for prestart/createRuntime hooks
+//! 4. while init mounts its rootfs: save config.json, create and configure
+//!    the cgroups, write id maps, send `Continue`; init joins its v1
+//!    cgroups before its first cgroupfs mount
+//! 5. init finishes the mounts, asks for prestart/createRuntime hooks
 //! 6. init runs createContainer hooks, pivots, finishes setup, says `Ready`
 //! 7. save state.json and the pid file. Any failure undoes 1–6.
 
@@ -111,8 +114,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         armed: true,
     };
     let _lock = state::lock(&dir)?;
-    std::fs::write(dir.join(state::CONFIG_FILE), &raw_config)
-        .context("save config.json in state dir")?;
 
     let linux = spec
         .linux()
@@ -215,6 +216,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(fifo);
     drop(console_stream);
 
+    // Init does not need these: done while it sets up its mounts.
+    std::fs::write(dir.join(state::CONFIG_FILE), &raw_config)
+        .context("save config.json in state dir")?;
     if self_placing {
         configure_cgroup(&cgroup, &spec)?;
     }
