@@ -46,15 +46,36 @@ B="$berth --root $state/berth-root"
 R="$runc --root $state/runc-root"
 cd "$work/bundle"
 
-hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/run.json" \
-  -n "berth run" "$B run bench" \
-  -n "berth run (ro binary)" "$work/berth-ro --root $state/berth-root run bench" \
-  -n "runc run" "$R run bench" \
-  -n "floor (unshare+chroot)" "unshare -pfnimuC --mount-proc=$rootfs/proc chroot $rootfs /bin/true" >/dev/null
+# One hyperfine call per command with a pause in between: every run leaves
+# a network namespace (and cgroups) for the kernel to tear down in the
+# background, and that work must not spill into the next command's timing.
+settle() { sleep "${BENCH_SETTLE:-3}"; }
+bench_one() { # name json command...
+  local name=$1 json=$2
+  shift 2
+  settle
+  hyperfine -N --warmup 10 --runs "$runs" --export-json "$json" -n "$name" "$*" >/dev/null
+}
+bench_one "berth run" "$work/run-berth.json" "$B run bench"
+bench_one "berth run (ro binary)" "$work/run-ro.json" "$work/berth-ro --root $state/berth-root run bench"
+bench_one "runc run" "$work/run-runc.json" "$R run bench"
+bench_one "floor (unshare+chroot)" "$work/run-floor.json" "unshare -pfnimuC --mount-proc=$rootfs/proc chroot $rootfs /bin/true"
+python3 - "$work"/run-{berth,ro,runc,floor}.json > "$work/run.json" <<'PY'
+import json, sys
+print(json.dumps({"results": [r for p in sys.argv[1:] for r in json.load(open(p))["results"]]}))
+PY
 
+settle
 hyperfine --warmup 5 --runs "$((runs / 2))" --export-json "$work/steps.json" \
-  -n "berth create/start/delete" "$B create bench && $B start bench && $B delete --force bench" \
+  -n "berth create/start/delete" "$B create bench && $B start bench && $B delete --force bench" >/dev/null
+settle
+hyperfine --warmup 5 --runs "$((runs / 2))" --export-json "$work/steps-runc.json" \
   -n "runc create/start/delete" "$R create bench && $R start bench && $R delete --force bench" >/dev/null
+python3 - "$work/steps.json" "$work/steps-runc.json" > "$work/steps-all.json" <<'PY'
+import json, sys
+print(json.dumps({"results": [r for p in sys.argv[1:] for r in json.load(open(p))["results"]]}))
+PY
+mv "$work/steps-all.json" "$work/steps.json"
 
 python3 - "$work/run.json" "$work/steps.json" <<'PY'
 import json, sys
