@@ -6,6 +6,7 @@ use berth_integration::harness::*;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 
 fn cmd_output(
     rt: &Runtime,
@@ -724,5 +725,31 @@ fn cgroup_namespace_is_rooted_at_the_container_cgroup() -> Result<()> {
     for line in out.lines() {
         assert!(line.ends_with(&format!("/{id}")), "{line}");
     }
+    Ok(())
+}
+
+/// A new network namespace has only a loopback device, and the sysfs
+/// mounted inside reflects it (sysfs must be mounted after joining it).
+#[test]
+fn new_network_namespace_has_only_loopback() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    let (code, out, err) = cmd_output(
+        &rt,
+        &unique("netns"),
+        &mut b,
+        "readlink /proc/self/ns/net; ls /sys/class/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1",
+    )?;
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    let inside = lines.next().unwrap_or_default().to_string();
+    let host = std::fs::read_link("/proc/self/ns/net")?;
+    assert_ne!(
+        Path::new(&inside),
+        host.as_path(),
+        "container shares the host's network namespace"
+    );
+    let rest: Vec<&str> = lines.map(str::trim).collect();
+    assert_eq!(rest, ["lo", "lo"], "{out}");
     Ok(())
 }
