@@ -7,7 +7,7 @@
 #   run      one `run` invocation: create + start + wait + delete
 #   steps    `create`, `start`, `delete --force` as separate invocations
 #   floor    unshare -pfnimuC --mount-proc + chroot (no runtime at all)
-# and prints medians and ratios.
+# and prints medians and ratios (runs interleaved: see below).
 set -euo pipefail
 berth=$(realpath "$1")
 runc=$(command -v runc)
@@ -38,44 +38,30 @@ c["process"]["args"] = ["/bin/true"]
 json.dump(c, open(p, "w"), indent=1)
 PY
 rootfs="$work/bundle/rootfs"
-# berth installed on a read-only mount skips its memfd self-copy (the mount
-# already makes /proc/self/exe unwritable): measured as a separate row.
+# berth installed on a read-only mount need not switch its executable to a
+# read-only view (the mount already makes /proc/self/exe unwritable):
+# measured as a separate row.
 cp "$berth" "$work/berth-ro"
 mount --bind -o ro "$work/berth-ro" "$work/berth-ro"
 B="$berth --root $state/berth-root"
 R="$runc --root $state/runc-root"
 cd "$work/bundle"
 
-# One hyperfine call per command with a pause in between: every run leaves
-# a network namespace (and cgroups) for the kernel to tear down in the
-# background, and that work must not spill into the next command's timing.
-settle() { sleep "${BENCH_SETTLE:-3}"; }
-bench_one() { # name json command...
-  local name=$1 json=$2
-  shift 2
-  settle
-  hyperfine -N --warmup 10 --runs "$runs" --export-json "$json" -n "$name" "$*" >/dev/null
-}
-bench_one "berth run" "$work/run-berth.json" "$B run bench"
-bench_one "berth run (ro binary)" "$work/run-ro.json" "$work/berth-ro --root $state/berth-root run bench"
-bench_one "runc run" "$work/run-runc.json" "$R run bench"
-bench_one "floor (unshare+chroot)" "$work/run-floor.json" "unshare -pfnimuC --mount-proc=$rootfs/proc chroot $rootfs /bin/true"
-python3 - "$work"/run-{berth,ro,runc,floor}.json > "$work/run.json" <<'PY'
-import json, sys
-print(json.dumps({"results": [r for p in sys.argv[1:] for r in json.load(open(p))["results"]]}))
-PY
-
-settle
-hyperfine --warmup 5 --runs "$((runs / 2))" --export-json "$work/steps.json" \
-  -n "berth create/start/delete" "$B create bench && $B start bench && $B delete --force bench" >/dev/null
-settle
-hyperfine --warmup 5 --runs "$((runs / 2))" --export-json "$work/steps-runc.json" \
-  -n "runc create/start/delete" "$R create bench && $R start bench && $R delete --force bench" >/dev/null
-python3 - "$work/steps.json" "$work/steps-runc.json" > "$work/steps-all.json" <<'PY'
-import json, sys
-print(json.dumps({"results": [r for p in sys.argv[1:] for r in json.load(open(p))["results"]]}))
-PY
-mv "$work/steps-all.json" "$work/steps.json"
+# Runs are interleaved round-robin (bench/interleave.py) rather than one
+# command after another: this 2-core VM's speed drifts over seconds, and the
+# kernel tears down every run's namespaces and cgroups in the background;
+# interleaving makes all commands see the same conditions.
+unshare=$(command -v unshare)
+python3 "$here/bench/interleave.py" "$runs" 10 \
+  "berth run=$B run bench" \
+  "berth run (ro binary)=$work/berth-ro --root $state/berth-root run bench" \
+  "runc run=$R run bench" \
+  "floor (unshare+chroot)=$unshare -pfnimuC --mount-proc=$rootfs/proc chroot $rootfs /bin/true" \
+  > "$work/run.json"
+python3 "$here/bench/interleave.py" "$((runs / 2))" 5 \
+  "berth create/start/delete=$B create bench && $B start bench && $B delete --force bench" \
+  "runc create/start/delete=$R create bench && $R start bench && $R delete --force bench" \
+  > "$work/steps.json"
 
 python3 - "$work/run.json" "$work/steps.json" <<'PY'
 import json, sys
