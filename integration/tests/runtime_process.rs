@@ -367,3 +367,38 @@ fn missing_cwd_is_created_like_runc() -> Result<()> {
     assert_eq!(out, "/work/sub\n755 0\n");
     Ok(())
 }
+
+/// Started through the dynamic loader (`ld.so berth ...`), /proc/self/exe is
+/// ld.so: berth cannot protect its own binary then, and must say so instead
+/// of creating anything (or crashing while re-mapping itself).
+#[test]
+fn running_through_the_dynamic_loader_is_refused_cleanly() -> Result<()> {
+    let ld_so = std::path::Path::new("/lib64/ld-linux-x86-64.so.2");
+    let dynamic = ld_so.exists()
+        && std::process::Command::new(ld_so)
+            .arg("--verify")
+            .arg(berth_bin())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !dynamic {
+        eprintln!("skipped: berth is not a dynamically linked executable");
+        return Ok(());
+    }
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.sh("true");
+    b.write()?;
+    let id = unique("ldso");
+    let out = std::process::Command::new(ld_so)
+        .arg(berth_bin())
+        .arg("--root")
+        .arg(rt.root.path())
+        .args(["run", "--bundle", &b.path().display().to_string(), &id])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not through the dynamic loader"), "{err}");
+    assert!(!rt.root.path().join(&id).exists(), "state left behind");
+    assert!(!cgroup_exists(&id), "cgroup left behind");
+    Ok(())
+}

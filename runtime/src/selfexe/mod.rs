@@ -58,6 +58,7 @@ pub fn ensure_cloned() -> Result<()> {
     let view = view::unwritable_view()?;
     match remap::switch_exe(&view) {
         Ok(()) => Ok(()),
+        Err(e) if e.is::<remap::NotKernelLoaded>() => Err(e),
         Err(e) => {
             crate::logging::debug(&format!(
                 "cannot switch executable in place ({e:#}); re-executing"

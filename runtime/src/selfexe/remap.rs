@@ -18,6 +18,23 @@ use std::ffi::{c_int, c_void};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
+/// berth runs as a program mapped by the dynamic loader (`ld.so berth ...`),
+/// not as the executable itself: neither switching nor re-executing
+/// /proc/self/exe (ld.so) can protect it.
+#[derive(Debug)]
+pub struct NotKernelLoaded;
+
+impl std::fmt::Display for NotKernelLoaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "berth must be executed directly, not through the dynamic loader: \
+             it cannot protect its binary from the container otherwise",
+        )
+    }
+}
+
+impl std::error::Error for NotKernelLoaded {}
+
 /// A page-aligned address range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Range {
@@ -279,6 +296,19 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 pub fn switch_exe(view: &File) -> Result<()> {
     let (bias, phdrs) = main_program_headers()?;
     let layout = layout(bias, &phdrs, page_size())?;
+    let stat = std::fs::read_to_string("/proc/self/stat").context("read /proc/self/stat")?;
+    let mut map = current_mm_map(&stat)?;
+    // Started as `ld.so berth ...`, /proc/self/exe is the dynamic loader
+    // and berth was mapped by it: re-mapping berth's segments from a view
+    // of the executable would put ld.so's bytes in place of our code. The
+    // code the kernel itself loaded (start_code) must be ours.
+    let start_code = map.start_code as usize;
+    let ours = layout.segments.iter().any(|s| {
+        s.prot & libc::PROT_EXEC != 0 && s.range.start <= start_code && start_code < s.range.end
+    });
+    if !ours {
+        return Err(NotKernelLoaded.into());
+    }
     with_signals_blocked(|| -> Result<()> {
         for seg in &layout.segments {
             if seg.writable {
@@ -292,7 +322,7 @@ pub fn switch_exe(view: &File) -> Result<()> {
         }
         Ok(())
     })?;
-    set_exe_file(view)
+    set_exe_file(view, &mut map)
 }
 
 /// `struct prctl_mm_map` from linux/prctl.h.
@@ -351,9 +381,7 @@ fn current_mm_map(stat: &str) -> Result<PrctlMmMap> {
 /// PR_SET_MM_EXE_FILE: the latter needs CAP_SYS_RESOURCE, which container
 /// hosts often withhold, the former CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE.
 /// Every other field is passed back unchanged (auxv_size 0 keeps auxv).
-fn set_exe_file(view: &File) -> Result<()> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("read /proc/self/stat")?;
-    let mut map = current_mm_map(&stat)?;
+fn set_exe_file(view: &File, map: &mut PrctlMmMap) -> Result<()> {
     // SAFETY: brk(0) only reports the current program break.
     map.brk = unsafe { libc::syscall(libc::SYS_brk, 0usize) } as u64;
     map.exe_fd = view.as_raw_fd() as u32;
@@ -363,7 +391,7 @@ fn set_exe_file(view: &File) -> Result<()> {
         libc::prctl(
             libc::PR_SET_MM,
             libc::PR_SET_MM_MAP,
-            &map as *const PrctlMmMap as libc::c_ulong,
+            map as *const PrctlMmMap as libc::c_ulong,
             std::mem::size_of::<PrctlMmMap>() as libc::c_ulong,
             0 as libc::c_ulong,
         )
