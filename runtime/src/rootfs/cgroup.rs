@@ -265,26 +265,8 @@ fn seal(
     if ro {
         set |= libc::MOUNT_ATTR_RDONLY;
     }
-    let attr = libc::mount_attr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr reads `attr` (of the size passed) and the empty
-    // NUL-terminated path; the descriptor stays open for the call.
-    let res = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            root.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    match Errno::result(res) {
-        Ok(_) => return Ok(()),
+    match mounts::set_tree_attrs(root, set, 0) {
+        Ok(()) => return Ok(()),
         Err(Errno::ENOSYS) => {}
         Err(e) => {
             return Err(anyhow!(

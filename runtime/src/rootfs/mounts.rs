@@ -226,9 +226,25 @@ pub(crate) fn remount_bind(rootfs: &Path, dest: &Path, flags: MsFlags) -> Result
 /// at `dest` with mount_setattr(2) (Linux 5.12+).
 fn set_recursive_attrs(rootfs: &Path, dest: &Path, opts: &MountOptions) -> Result<()> {
     let target = paths::open_in_root(rootfs, dest)?;
+    set_tree_attrs(&target, opts.rec_set, opts.rec_clr).map_err(|e| {
+        anyhow!(
+            "set recursive mount attributes (set {:#x}, clear {:#x}) on {:?} (rootfs {}): {}",
+            opts.rec_set,
+            opts.rec_clr,
+            dest,
+            rootfs.display(),
+            e.desc()
+        )
+    })
+}
+
+/// mount_setattr(2) with AT_RECURSIVE on the mount `target` is the root of:
+/// sets `set` and clears `clear` (MOUNT_ATTR_* bits) on it and every mount
+/// below it in one call.
+pub(crate) fn set_tree_attrs(target: &OwnedFd, set: u64, clear: u64) -> nix::Result<()> {
     let attr = libc::mount_attr {
-        attr_set: opts.rec_set,
-        attr_clr: opts.rec_clr,
+        attr_set: set,
+        attr_clr: clear,
         propagation: 0,
         userns_fd: 0,
     };
@@ -244,16 +260,7 @@ fn set_recursive_attrs(rootfs: &Path, dest: &Path, opts: &MountOptions) -> Resul
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
-    Errno::result(res).map(drop).map_err(|e| {
-        anyhow!(
-            "set recursive mount attributes (set {:#x}, clear {:#x}) on {:?} (rootfs {}): {}",
-            opts.rec_set,
-            opts.rec_clr,
-            dest,
-            rootfs.display(),
-            e.desc()
-        )
-    })
+    Errno::result(res).map(drop)
 }
 
 /// Applies `private`, `rslave`, ... options to the mount at `dest`.
