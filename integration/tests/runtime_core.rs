@@ -195,6 +195,8 @@ fn user_groups_rlimits_and_ambient_caps() -> Result<()> {
 #[test]
 fn lifecycle_create_start_state_kill_delete() -> Result<()> {
     let rt = Runtime::new()?;
+    // runc prints its nil slice when there is nothing to list.
+    assert_eq!(rt.ok(&["list", "--format", "json"])?.trim(), "null");
     let mut b = Bundle::busybox()?;
     b.sh("sleep 1000");
     b.config["annotations"] = json!({"org.example": "x"});
@@ -238,6 +240,9 @@ fn lifecycle_create_start_state_kill_delete() -> Result<()> {
     let list: Value = serde_json::from_str(&rt.ok(&["list", "--format", "json"])?)?;
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["status"], "running");
+    // `list` names the state directory's owner; `state` leaves it empty.
+    assert_eq!(list[0]["owner"], "root");
+    assert_eq!(rt.state(&id)?["owner"], "");
     assert!(rt.ok(&["list", "-q"])?.contains(&id));
 
     let del = rt.output(&["delete", &id])?;

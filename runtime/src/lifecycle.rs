@@ -107,7 +107,11 @@ pub fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
     let mut states = Vec::new();
     for id in state::list_ids(root)? {
         if let Ok(st) = state::load(root, &id) {
-            states.push(state::oci_state(root, &st));
+            let mut oci = state::oci_state(root, &st);
+            // As runc: `list` names the owner of the state directory
+            // (`state` leaves it empty).
+            oci.owner = state_dir_owner(&state::container_dir(root, &id));
+            states.push(oci);
         }
     }
     if quiet {
@@ -117,6 +121,8 @@ pub fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
         return Ok(());
     }
     match format {
+        // runc encodes its nil slice: `null` when there are no containers.
+        "json" if states.is_empty() => println!("null"),
         "json" => println!("{}", serde_json::to_string(&states)?),
         "table" => {
             let rows: Vec<[String; 6]> = states
@@ -145,12 +151,26 @@ pub fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// Columns padded like Go's tabwriter(minwidth 12, padding 1) that runc uses.
+/// User name owning `dir`, or `#uid` when it has none (runc's fallback).
+fn state_dir_owner(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return String::new();
+    };
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid())) {
+        Ok(Some(user)) => user.name,
+        _ => format!("#{}", meta.uid()),
+    }
+}
+
+/// Columns padded like the Go tabwriter runc uses (minwidth 12, padding 3).
 fn table(header: &[&str; 6], rows: &[[String; 6]]) -> String {
-    let mut widths = header.map(|h| h.len().max(11) + 1);
+    const MIN_WIDTH: usize = 12;
+    const PADDING: usize = 3;
+    let mut widths = header.map(|h| (h.len() + PADDING).max(MIN_WIDTH));
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len() + 1);
+            widths[i] = widths[i].max(c.len() + PADDING);
         }
     }
     let mut out = String::new();
@@ -403,18 +423,21 @@ mod tests {
     }
 
     #[test]
-    fn table_pads_columns() {
+    fn table_pads_columns_as_runc_list_does() {
         let t = table(
             &["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"],
             &[[
-                "a".into(),
-                "1".into(),
-                "running".into(),
-                "/b".into(),
-                "t".into(),
-                "".into(),
+                "r1".into(),
+                "26642".into(),
+                "created".into(),
+                "/tmp/b1".into(),
+                "2026-11-30T03:26:26.234439222Z".into(),
+                "root".into(),
             ]],
         );
-        assert!(t.starts_with("ID          PID         STATUS"), "{t:?}");
+        // What runc 1.1.5's `list` printed for the same container.
+        let runc = "ID          PID         STATUS      BUNDLE      CREATED                          OWNER\n\
+                    r1          26642       created     /tmp/b1     2026-11-30T03:26:26.234439222Z   root\n";
+        assert_eq!(t, runc);
     }
 }
