@@ -323,24 +323,47 @@ pub(crate) fn v2_available(dir: &Path) -> Result<Vec<String>> {
     Ok(Vec::new())
 }
 
-/// Enables, top-down from the mount point to the leaf's parent, every controller each ancestor
-/// has. Failures are ignored on purpose: a controller that cannot be delegated (e.g. the
-/// parent holds processes) then shows up as "not available" when a limit needs it.
+/// A cgroup directory the caller may not create: a rootless runtime
+/// without a delegated cgroup. [`Cgroup::create`] fails with this (nothing
+/// left behind) so a rootless caller can go on without a cgroup.
+#[derive(Debug)]
+pub struct NoPermission {
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Display for NoPermission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "create cgroup {}: Permission denied", self.dir.display())
+    }
+}
+
+impl std::error::Error for NoPermission {}
+
 /// mkdir for a cgroup directory (and missing parents); Ok(true) if this call created it.
 fn mkdir(dir: &Path) -> Result<bool> {
-    let describe =
-        |e: &io::Error| anyhow!("create cgroup {}: {}", dir.display(), fsutil::describe(e));
+    let describe = |e: io::Error| -> anyhow::Error {
+        match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => NoPermission {
+                dir: dir.to_path_buf(),
+            }
+            .into(),
+            _ => anyhow!("create cgroup {}: {}", dir.display(), fsutil::describe(&e)),
+        }
+    };
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| describe(&e))?;
+            std::fs::create_dir_all(dir).map_err(describe)?;
             Ok(true)
         }
-        Err(e) => Err(describe(&e)),
+        Err(e) => Err(describe(e)),
     }
 }
 
+/// Enables, top-down from the mount point to the leaf's parent, every controller each ancestor
+/// has. Failures are ignored on purpose: a controller that cannot be delegated (e.g. the
+/// parent holds processes) then shows up as "not available" when a limit needs it.
 fn enable_controllers(mount: &Path, leaf: &Path) {
     let Ok(rel) = leaf.strip_prefix(mount) else {
         return;

@@ -11,9 +11,34 @@ use std::path::PathBuf;
 pub const DEFAULT_ROOT: &str = "/run/berth";
 
 impl Cli {
-    /// `--rootless` given as true (auto and false mean: not rootless here).
+    /// `--rootless` given as true: what `spec` uses (it never guesses).
     pub fn rootless(&self) -> bool {
         self.rootless.as_deref() == Some("true")
+    }
+
+    /// Whether containers are made the rootless way (cgroups that cannot be
+    /// created are skipped when no limit needs them). As runc: `true` or
+    /// `false` when given, else (`auto`) when not running as root.
+    pub fn rootless_mode(&self) -> bool {
+        match self.rootless.as_deref() {
+            Some("true") => true,
+            Some("false") => false,
+            _ => !nix::unistd::Uid::effective().is_root(),
+        }
+    }
+
+    /// The state root: `--root`, else as runc `$XDG_RUNTIME_DIR/berth` for
+    /// a non-root user who has one, else /run/berth.
+    pub fn state_root(&self) -> PathBuf {
+        if let Some(root) = &self.root {
+            return root.clone();
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(dir) if !dir.is_empty() && !nix::unistd::Uid::effective().is_root() => {
+                PathBuf::from(dir).join("berth")
+            }
+            _ => PathBuf::from(DEFAULT_ROOT),
+        }
     }
 }
 
@@ -36,9 +61,10 @@ pub struct Cli {
     /// Log format: text or json.
     #[arg(long = "log-format", global = true, default_value = "text")]
     pub log_format: String,
-    /// Root directory for container state.
-    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
-    pub root: PathBuf,
+    /// Root directory for container state (default /run/berth, or
+    /// $XDG_RUNTIME_DIR/berth for a non-root user).
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
     /// Path to criu (accepted for compatibility; checkpoint is not supported).
     #[arg(long, global = true, hide = true)]
     pub criu: Option<String>,

@@ -18,6 +18,7 @@ use crate::cgroup_join::{self, Placement};
 use crate::cli::CreateArgs;
 use crate::hooks;
 use crate::init::{self, InitContext};
+use crate::intermediate;
 use crate::namespaces::{self, Plan};
 use crate::seccomp;
 use crate::state::{self, ContainerState, Status};
@@ -30,7 +31,6 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,10 @@ pub struct CreateOptions<'a> {
     /// A console socket fd to use instead of connecting to args.console_socket
     /// (foreground `run` with a terminal).
     pub console_fd: Option<RawFd>,
+    /// runc's rootless mode: a cgroup that may not be created is skipped
+    /// when no limit needs it, and device rules are left to the user
+    /// namespace (which cannot create device nodes anyway).
+    pub rootless: bool,
 }
 
 pub struct Created {
@@ -123,8 +127,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .cgroups_path()
         .as_ref()
         .and_then(|p| p.to_str().map(str::to_string));
-    let cgroup = Cgroup::resolve(cgroups_path.as_deref(), &args.id)?;
-    rollback.cgroup = Some(cgroup.clone());
+    let resolved = Cgroup::resolve(cgroups_path.as_deref(), &args.id)?;
+    rollback.cgroup = Some(resolved.clone());
     let (user_join_wanted, pid_join_wanted) = (
         plan.join
             .iter()
@@ -141,11 +145,21 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         && !user_join_wanted
         && !pid_join_wanted
         && !plan.creates(LinuxNamespaceType::Time);
-    if self_placing {
-        cgroup.create_unified()?;
+    let made = if self_placing {
+        resolved.create_unified()
     } else {
-        configure_cgroup(&cgroup, &spec)?;
-    }
+        configure_cgroup(&resolved, &spec, opts.rootless)
+    };
+    let cgroup = match made {
+        Ok(()) => Some(resolved),
+        Err(e) if opts.rootless && e.is::<berth_cgroups::NoPermission>() => {
+            refuse_limits_without_cgroup(&spec, &e)?;
+            crate::logging::debug(&format!("rootless: no cgroup ({e})"));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    rollback.cgroup = cgroup.clone();
     let fifo_path = dir.join(state::EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).context("create exec.fifo")?;
     let fifo = nix::fcntl::open(
@@ -182,10 +196,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .context("duplicate namespace fd")?;
 
     let (parent_chan, child_chan) = sync::pair()?;
-    let placement = if self_placing {
-        Some(Placement::new(&cgroup)?)
-    } else {
-        None
+    let placement = match &cgroup {
+        Some(cg) if self_placing => Some(Placement::new(cg)?),
+        _ => None,
     };
     let ctx = InitContext {
         id: &args.id,
@@ -219,19 +232,21 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     // Init does not need these: done while it sets up its mounts.
     std::fs::write(dir.join(state::CONFIG_FILE), &raw_config)
         .context("save config.json in state dir")?;
-    if self_placing {
-        configure_cgroup(&cgroup, &spec)?;
-    }
-    match placed {
-        Placed::Fully => {}
-        Placed::ExceptUnified => {
-            if let Some(dir) = cgroup.unified_dir() {
-                let procs = dir.join("cgroup.procs");
-                std::fs::write(&procs, pid.to_string())
-                    .with_context(|| format!("write {pid} to {}", procs.display()))?;
-            }
+    if let Some(cg) = &cgroup {
+        if self_placing {
+            configure_cgroup(cg, &spec, opts.rootless)?;
         }
-        Placed::NotAtAll => cgroup.add_pid(pid)?,
+        match placed {
+            Placed::Fully => {}
+            Placed::ExceptUnified => {
+                if let Some(dir) = cg.unified_dir() {
+                    let procs = dir.join("cgroup.procs");
+                    std::fs::write(&procs, pid.to_string())
+                        .with_context(|| format!("write {pid} to {}", procs.display()))?;
+                }
+            }
+            Placed::NotAtAll => cg.add_pid(pid)?,
+        }
     }
     if plan.creates(LinuxNamespaceType::User) {
         write_id_maps(pid, linux.uid_mappings(), linux.gid_mappings())?;
@@ -255,8 +270,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             .unwrap_or_default()
             .into_iter()
             .collect(),
-        cgroup: Some(cgroup.clone()),
-        rootless: false,
+        cgroup,
+        rootless: opts.rootless,
     };
     let hook_state = state::hook_state(&st, Status::Creating, pid);
     if let Some(h) = spec.hooks() {
@@ -288,11 +303,50 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
 }
 
 /// Creates the cgroup in every hierarchy and applies the spec's limits.
-fn configure_cgroup(cgroup: &Cgroup, spec: &Spec) -> Result<()> {
+/// Rootless, device rules are left out (as runc does): an unprivileged
+/// user can neither load a device eBPF program nor make device nodes.
+fn configure_cgroup(cgroup: &Cgroup, spec: &Spec, rootless: bool) -> Result<()> {
     cgroup.create()?;
-    cgroup.apply(&device_rules::effective_resources(spec))?;
+    let mut resources = device_rules::effective_resources(spec);
+    if rootless {
+        resources.set_devices(None);
+    }
+    cgroup.apply(&resources)?;
     crate::logging::debug("cgroup configured");
     Ok(())
+}
+
+/// Without a cgroup no limit can be applied: refuse a spec that sets any
+/// (device rules aside), naming them, rather than run it unconfined.
+fn refuse_limits_without_cgroup(spec: &Spec, why: &anyhow::Error) -> Result<()> {
+    let set = limits_needing_cgroup(spec);
+    if !set.is_empty() {
+        bail!(
+            "rootless container cannot apply its {} limits without a cgroup: {why} \
+             (delegate a cgroup to this user or drop the limits)",
+            set.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The linux.resources sections, other than devices, that the spec sets.
+fn limits_needing_cgroup(spec: &Spec) -> Vec<String> {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let Some(Ok(serde_json::Value::Object(fields))) = resources.map(serde_json::to_value) else {
+        return Vec::new();
+    };
+    let empty = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.values().all(serde_json::Value::is_null),
+        _ => false,
+    };
+    fields
+        .into_iter()
+        .filter(|(k, v)| k != "devices" && !empty(v))
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// How much of the cgroup placement init did by itself.
@@ -323,53 +377,22 @@ fn spawn_init(
             Some(child) => Ok((child.pid, Placed::Fully)),
         };
     }
-    let (mut rd, mut wr) = std::io::pipe().context("pipe for intermediate")?;
-    // SAFETY: berth is single-threaded here; the child only execs or exits.
-    match unsafe { nix::unistd::fork() }.context("fork intermediate")? {
-        nix::unistd::ForkResult::Child => {
-            drop(rd);
-            let res: Result<Option<cgroup_join::Child>> = (|| {
-                if let Some(f) = user_join {
-                    namespaces::join(LinuxNamespaceType::User, f)?;
-                }
-                if let Some(f) = pid_join {
-                    namespaces::join(LinuxNamespaceType::Pid, f)?;
-                }
-                if new_time {
-                    nix::sched::unshare(namespaces::clone_flag(LinuxNamespaceType::Time))
-                        .context("create time namespace")?;
-                    write_time_offsets(time_offsets)?;
-                }
-                cgroup_join::clone_placed(flags, None)
-            })();
-            match res {
-                Ok(None) => init::run(ctx),
-                Ok(Some(child)) => {
-                    let _ = wr.write_all(&child.pid.to_le_bytes());
-                    // SAFETY: leave without running destructors of the parent's state.
-                    unsafe { libc::_exit(0) }
-                }
-                Err(e) => {
-                    let _ = ctx.chan.send(&Msg::Error(format!("{e:#}")));
-                    unsafe { libc::_exit(1) }
-                }
-            }
+    let enter = || -> Result<()> {
+        if let Some(f) = user_join {
+            namespaces::join(LinuxNamespaceType::User, f)?;
         }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(wr);
-            let mut buf = [0u8; 4];
-            let got = rd.read_exact(&mut buf);
-            let _ = nix::sys::wait::waitpid(child, None);
-            if got.is_err() {
-                // The intermediate reported its error on the sync channel.
-                match parent_chan.recv() {
-                    Ok(Some(Msg::Error(e))) => bail!("{e}"),
-                    _ => bail!("intermediate process failed to start container init"),
-                }
-            }
-            Ok((i32::from_le_bytes(buf), Placed::NotAtAll))
+        if let Some(f) = pid_join {
+            namespaces::join(LinuxNamespaceType::Pid, f)?;
         }
-    }
+        if new_time {
+            nix::sched::unshare(namespaces::clone_flag(LinuxNamespaceType::Time))
+                .context("create time namespace")?;
+            write_time_offsets(time_offsets)?;
+        }
+        Ok(())
+    };
+    let pid = intermediate::spawn(flags, enter, || init::run(ctx), ctx.chan, parent_chan)?;
+    Ok((pid, Placed::NotAtAll))
 }
 
 fn write_time_offsets(offsets: &[TimeOffset]) -> Result<()> {
@@ -384,25 +407,73 @@ fn write_time_offsets(offsets: &[TimeOffset]) -> Result<()> {
         .with_context(|| format!("write time namespace offsets {text:?}"))
 }
 
+/// Writes init's uid and gid maps. Root writes them directly. Another
+/// user may map only its own ids, so (as runc) a map of exactly its own uid
+/// or gid is written directly (setgroups denied first, as the kernel
+/// requires for gid_map), and any other map goes through the setuid helpers
+/// newuidmap/newgidmap, which check /etc/subuid and /etc/subgid.
 fn write_id_maps(
     pid: i32,
     uids: &Option<Vec<LinuxIdMapping>>,
     gids: &Option<Vec<LinuxIdMapping>>,
 ) -> Result<()> {
-    let render = |maps: &Option<Vec<LinuxIdMapping>>| {
-        maps.iter()
-            .flatten()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect::<String>()
-    };
-    let (u, g) = (render(uids), render(gids));
-    if !u.is_empty() {
-        std::fs::write(format!("/proc/{pid}/uid_map"), &u)
-            .with_context(|| format!("write uid_map {u:?}"))?;
+    let uids = uids.as_deref().unwrap_or_default();
+    let gids = gids.as_deref().unwrap_or_default();
+    if nix::unistd::Uid::effective().is_root() {
+        write_map(pid, "uid_map", uids)?;
+        return write_map(pid, "gid_map", gids);
     }
-    if !g.is_empty() {
-        std::fs::write(format!("/proc/{pid}/gid_map"), &g)
-            .with_context(|| format!("write gid_map {g:?}"))?;
+    let own = |maps: &[LinuxIdMapping], id: u32| matches!(maps, [m] if m.host_id() == id && m.size() == 1);
+    if own(uids, nix::unistd::Uid::effective().as_raw()) {
+        write_map(pid, "uid_map", uids)?;
+    } else {
+        map_with_helper(pid, "newuidmap", uids)?;
+    }
+    if own(gids, nix::unistd::Gid::effective().as_raw()) {
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+            .context("deny setgroups before writing an unprivileged gid_map")?;
+        write_map(pid, "gid_map", gids)?;
+    } else {
+        map_with_helper(pid, "newgidmap", gids)?;
+    }
+    Ok(())
+}
+
+fn write_map(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
+    if maps.is_empty() {
+        return Ok(());
+    }
+    let text: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    std::fs::write(format!("/proc/{pid}/{file}"), &text)
+        .with_context(|| format!("write {file} {text:?}"))
+}
+
+/// `newuidmap PID c h s [c h s ...]` (or newgidmap) from the uidmap package.
+fn map_with_helper(pid: i32, helper: &str, maps: &[LinuxIdMapping]) -> Result<()> {
+    if maps.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new(helper);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.args([
+            m.container_id().to_string(),
+            m.host_id().to_string(),
+            m.size().to_string(),
+        ]);
+    }
+    let out = cmd.output().with_context(|| {
+        format!("run {helper} (install the uidmap package) to map ids other than your own")
+    })?;
+    if !out.status.success() {
+        bail!(
+            "{helper} {pid} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

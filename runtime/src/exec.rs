@@ -5,6 +5,7 @@ use crate::cgroup_join::{self, Placement};
 use crate::cli::ExecArgs;
 use crate::create::write_pid_file;
 use crate::init::prepare_process;
+use crate::intermediate;
 use crate::namespaces::{self, Plan};
 use crate::state::{self, Status};
 use crate::sync::{self, Msg};
@@ -84,52 +85,101 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         .or(theirs.as_ref().map(|s| s.as_raw_fd()));
 
     let (parent_chan, child_chan) = sync::pair()?;
-    // Joining the pid namespace only affects children: do it here, then
-    // fork, then switch back (threads can't be created while our children's
-    // pid namespace differs from ours, and the terminal proxy needs them).
-    let own_pid_ns = File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?;
+    // What the process does once it exists: join the remaining namespaces
+    // (`joined` are entered already), set itself up, exec.
+    let child_main = |joined: &[LinuxNamespaceType]| {
+        let rest: Vec<(LinuxNamespaceType, &File)> = ns_files
+            .iter()
+            .filter(|(t, _)| *t != LinuxNamespaceType::Pid && !joined.contains(t))
+            .map(|(t, f)| (*t, f))
+            .collect();
+        let err = match child(
+            &child_chan,
+            &rest,
+            &process,
+            &plan,
+            compiled.as_ref(),
+            console_fd,
+            a.preserve_fds,
+        ) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        let _ = child_chan.send(&Msg::Error(format!("{err:#}")));
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(127) }
+    };
+    let user_ns = ns_files
+        .iter()
+        .find(|(t, _)| *t == LinuxNamespaceType::User);
     let joined_pid_ns = ns_files.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid);
-    if let Some((_, f)) = joined_pid_ns {
-        namespaces::join(LinuxNamespaceType::Pid, f)?;
-    }
-    // The child joins the container's cgroups at birth (v2) or by moving
-    // itself (v1), avoiding a slow cgroup migration (see cgroup_join).
-    let placement = match &st.cgroup {
-        Some(cg) => Some(Placement::new(cg)?),
-        None => None,
-    };
-    let spawned = match cgroup_join::clone_placed(CloneFlags::empty(), placement.as_ref())? {
-        None => {
-            drop(parent_chan);
-            if let Some(p) = &placement {
-                if let Err(e) = cgroup_join::join_v1_self(p) {
-                    let _ = child_chan.send(&Msg::Error(format!("{e:#}")));
-                    // SAFETY: leave without running the parent's destructors.
-                    unsafe { libc::_exit(127) }
-                }
+    let (pid, needs_unified) = match user_ns {
+        // Without host privileges the container's pid namespace can only be
+        // joined from inside its user namespace, which berth could never
+        // leave again: an intermediate joins both (see intermediate.rs).
+        Some((_, user_f)) if !nix::unistd::Uid::effective().is_root() => {
+            if mask.is_some() {
+                // The process is reparented to us when the intermediate exits.
+                // SAFETY: prctl with integer arguments only.
+                unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
             }
-            let err = match child(
-                &child_chan,
-                &ns_files,
-                &process,
-                &plan,
-                compiled.as_ref(),
-                console_fd,
-                a.preserve_fds,
-            ) {
-                Ok(never) => match never {},
-                Err(e) => e,
+            let enter = || -> Result<()> {
+                namespaces::join(LinuxNamespaceType::User, user_f)?;
+                if let Some((_, f)) = joined_pid_ns {
+                    namespaces::join(LinuxNamespaceType::Pid, f)?;
+                }
+                Ok(())
             };
-            let _ = child_chan.send(&Msg::Error(format!("{err:#}")));
-            // SAFETY: leave without running the parent's destructors.
-            unsafe { libc::_exit(127) }
+            let pid = intermediate::spawn(
+                CloneFlags::empty(),
+                enter,
+                || child_main(&[LinuxNamespaceType::User]),
+                &child_chan,
+                &parent_chan,
+            )?;
+            if let Some(cg) = &st.cgroup {
+                cg.add_pid(pid)?;
+            }
+            (pid, false)
         }
-        Some(child) => child,
+        _ => {
+            // Joining the pid namespace only affects children: do it here,
+            // then fork, then switch back (threads can't be created while our
+            // children's pid namespace differs from ours, and the terminal
+            // proxy needs them).
+            let own_pid_ns = File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?;
+            if let Some((_, f)) = joined_pid_ns {
+                namespaces::join(LinuxNamespaceType::Pid, f)?;
+            }
+            // The child joins the container's cgroups at birth (v2) or by
+            // moving itself (v1), avoiding a slow cgroup migration (see
+            // cgroup_join).
+            let placement = match &st.cgroup {
+                Some(cg) => Some(Placement::new(cg)?),
+                None => None,
+            };
+            let spawned = match cgroup_join::clone_placed(CloneFlags::empty(), placement.as_ref())?
+            {
+                None => {
+                    drop(parent_chan);
+                    if let Some(p) = &placement {
+                        if let Err(e) = cgroup_join::join_v1_self(p) {
+                            let _ = child_chan.send(&Msg::Error(format!("{e:#}")));
+                            // SAFETY: leave without running the parent's destructors.
+                            unsafe { libc::_exit(127) }
+                        }
+                    }
+                    child_main(&[]);
+                    unreachable!("the exec'd process's setup execs or exits")
+                }
+                Some(child) => child,
+            };
+            if joined_pid_ns.is_some() {
+                namespaces::join(LinuxNamespaceType::Pid, &own_pid_ns)?;
+            }
+            (spawned.pid, spawned.needs_unified)
+        }
     };
-    if joined_pid_ns.is_some() {
-        namespaces::join(LinuxNamespaceType::Pid, &own_pid_ns)?;
-    }
-    let (pid, needs_unified) = (spawned.pid, spawned.needs_unified);
     drop(child_chan);
     drop(theirs);
     drop(console_stream);
@@ -285,7 +335,7 @@ fn open_container_namespaces(pid: i32, plan: &Plan) -> Result<Vec<(LinuxNamespac
 
 fn child(
     chan: &sync::Channel,
-    ns_files: &[(LinuxNamespaceType, File)],
+    ns_files: &[(LinuxNamespaceType, &File)],
     process: &Process,
     plan: &Plan,
     seccomp: Option<&seccomp::CompiledSeccomp>,
@@ -303,9 +353,7 @@ fn child(
         other => bail!("unexpected message from parent: {other:?}"),
     }
     for (t, f) in ns_files {
-        if *t != LinuxNamespaceType::Pid {
-            namespaces::join(*t, f)?;
-        }
+        namespaces::join(*t, f)?;
     }
     nix::unistd::setsid().context("setsid")?;
     if process.terminal().unwrap_or(false) {

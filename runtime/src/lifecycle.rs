@@ -214,12 +214,7 @@ pub fn kill_container(root: &Path, id: &str, signal: Option<&str>, all: bool) ->
         bail!("container not running");
     }
     if all {
-        let pids = st
-            .cgroup
-            .as_ref()
-            .map(|c| c.pids())
-            .transpose()?
-            .unwrap_or_default();
+        let pids = state::processes(&st)?;
         if pids.is_empty() && status == Status::Stopped {
             bail!("container not running");
         }
@@ -314,14 +309,12 @@ fn owns_pid_namespace(spec: &Spec) -> bool {
 /// SIGKILL every process of the container (thawing it if frozen) and wait
 /// until they are gone.
 fn stop_everything(st: &ContainerState) {
-    if let Some(cg) = &st.cgroup {
-        if cg.exists() {
-            for pid in cg.pids().unwrap_or_default() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            if cg.is_frozen().unwrap_or(false) {
-                let _ = cg.thaw();
-            }
+    for pid in state::processes(st).unwrap_or_default() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    if let Some(cg) = st.cgroup.as_ref().filter(|cg| cg.exists()) {
+        if cg.is_frozen().unwrap_or(false) {
+            let _ = cg.thaw();
         }
     }
     if state::init_alive(st) {
@@ -341,10 +334,7 @@ fn wait_gone(st: &ContainerState, limit: Duration) {
             Pid::from_raw(st.init_pid),
             Some(nix::sys::wait::WaitPidFlag::WNOHANG),
         );
-        let members = st
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.pids().ok())
+        let members = state::processes(st)
             .unwrap_or_default()
             .into_iter()
             .filter(|p| state::proc_stat(*p).is_some_and(|(s, _)| s != 'Z'))
@@ -359,10 +349,7 @@ fn wait_gone(st: &ContainerState, limit: Duration) {
 
 pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<()> {
     let st = state::load(root, id)?;
-    let pids = match &st.cgroup {
-        Some(cg) if cg.exists() => cg.pids()?,
-        _ => Vec::new(),
-    };
+    let pids = state::processes(&st)?;
     match format {
         "json" => {
             println!("{}", serde_json::to_string(&pids)?);

@@ -12,6 +12,7 @@ mod features;
 mod foreground;
 mod hooks;
 mod init;
+mod intermediate;
 mod lifecycle;
 mod logging;
 mod namespaces;
@@ -74,7 +75,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
     if cli.systemd_cgroup {
         bail!("systemd cgroup driver is not supported (--systemd-cgroup)");
     }
-    let root = cli.root.as_path();
+    let state_root = cli.state_root();
+    let root = state_root.as_path();
     match command {
         Command::Spec(a) => {
             let bundle = a.bundle.clone().unwrap_or_else(|| ".".into());
@@ -86,12 +88,13 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                 root,
                 args: a,
                 console_fd: None,
+                rootless: cli.rootless_mode(),
             })?;
         }
         Command::Start(a) => lifecycle::start(root, &a.id)?,
         Command::Run(a) => {
             selfexe::ensure_cloned()?;
-            return run::run(root, a);
+            return run::run(root, a, cli.rootless_mode());
         }
         Command::State(a) => lifecycle::print_state(root, &a.id)?,
         Command::List(a) => lifecycle::list(root, &a.format, a.quiet)?,

@@ -9,7 +9,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
+pub fn run(root: &Path, args: &RunArgs, rootless: bool) -> Result<i32> {
     if !args.no_subreaper {
         // Orphans in the container (and init, if an intermediate cloned it)
         // get reparented to us, so we can reap them.
@@ -38,6 +38,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
         root,
         args: &args.create,
         console_fd: theirs.as_ref().map(|s| s.as_raw_fd()),
+        rootless,
     })?;
     drop(theirs);
     if let Err(e) = lifecycle::start_loaded(root, &created.state, Some(&created.spec)) {

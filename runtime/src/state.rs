@@ -182,6 +182,39 @@ pub fn init_alive(state: &ContainerState) -> bool {
     }
 }
 
+/// The container's processes: its cgroup's members; without a cgroup
+/// (rootless, none could be made) every process in init's pid namespace,
+/// or just init when it shares ours.
+pub fn processes(state: &ContainerState) -> Result<Vec<i32>> {
+    if let Some(cg) = &state.cgroup {
+        return if cg.exists() {
+            cg.pids()
+        } else {
+            Ok(Vec::new())
+        };
+    }
+    if !init_alive(state) {
+        return Ok(Vec::new());
+    }
+    let pid_ns = |pid: &str| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| (m.dev(), m.ino()))
+    };
+    let theirs = pid_ns(&state.init_pid.to_string())
+        .with_context(|| format!("pid namespace of init {}", state.init_pid))?;
+    if pid_ns("self").is_ok_and(|ours| ours == theirs) {
+        return Ok(vec![state.init_pid]);
+    }
+    let mut pids: Vec<i32> = fs::read_dir("/proc")
+        .context("read /proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| pid_ns(&pid.to_string()).is_ok_and(|ns| ns == theirs))
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
 /// runc's status derivation: stopped if init is gone, created while the
 /// exec fifo exists, paused if the cgroup is frozen, else running.
 pub fn status(root: &Path, state: &ContainerState) -> Status {
