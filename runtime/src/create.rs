@@ -423,7 +423,11 @@ fn write_id_maps(
         write_map(pid, "uid_map", uids)?;
         return write_map(pid, "gid_map", gids);
     }
-    let own = |maps: &[LinuxIdMapping], id: u32| matches!(maps, [m] if m.host_id() == id && m.size() == 1);
+    // Exactly one entry: the caller's own id.
+    let own = |maps: &[LinuxIdMapping], id: u32| match maps {
+        [m] => m.host_id() == id && m.size() == 1,
+        _ => false,
+    };
     if own(uids, nix::unistd::Uid::effective().as_raw()) {
         write_map(pid, "uid_map", uids)?;
     } else {
