@@ -49,6 +49,108 @@ fn sysctl_and_domainname() -> Result<()> {
     Ok(())
 }
 
+/// A sysctl is written from inside the container: one that belongs to no
+/// namespace of the container's own would change the host, so it is
+/// refused before anything is made (runc's rules and wording).
+#[test]
+fn sysctls_outside_the_containers_namespaces_are_refused() -> Result<()> {
+    let rt = Runtime::new()?;
+    let swappiness = std::fs::read_to_string("/proc/sys/vm/swappiness")?;
+    let cases = [
+        (
+            "network",
+            json!({"net.ipv4.ip_forward": "1"}),
+            "is not allowed in the host's network namespace",
+        ),
+        (
+            "ipc",
+            json!({"kernel.shmmax": "1000000"}),
+            "is not allowed in the host's ipc namespace",
+        ),
+        (
+            "",
+            json!({"vm.swappiness": "7"}),
+            "is not in a separate kernel namespace",
+        ),
+        (
+            "",
+            json!({"kernel.hostname": "x"}),
+            "conflicts with the OCI \\\"hostname\\\" field",
+        ),
+    ];
+    for (drop_ns, sysctl, want) in cases {
+        let mut b = Bundle::busybox()?;
+        b.args(&["true"]);
+        b.config["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|n| n["type"] != drop_ns);
+        b.config["linux"]["sysctl"] = sysctl.clone();
+        let id = unique("sysctl");
+        let (code, _, _) = rt.run(&id, &b)?;
+        assert_eq!(code, 1, "{sysctl} accepted");
+        let log = rt.log_text();
+        assert!(log.contains(want), "{sysctl}: {log}");
+        assert!(!rt.root.path().join(&id).exists(), "state dir left behind");
+        assert!(!cgroup_exists(&id), "cgroup left behind");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness")?,
+        swappiness
+    );
+    Ok(())
+}
+
+/// What runc tolerates with a warning: a relative mount destination (taken
+/// from the container's `/`, runtime-spec 1.1) and capability names it
+/// does not know (dropped), also in exec's --process file.
+#[test]
+fn relative_mount_destination_and_unknown_capabilities_warn_like_runc() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"destination": "mnt/rel", "type": "tmpfs", "source": "tmpfs"}));
+    b.config["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .expect("bounding")
+        .push(json!("CAP_FROM_THE_FUTURE"));
+    b.sh("grep -c ' /mnt/rel ' /proc/self/mountinfo; sleep 1000");
+    let id = unique("tolerant");
+    b.write()?;
+    rt.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        &b.path().display().to_string(),
+        &id,
+    ])?;
+    let log = rt.log_text();
+    assert!(
+        log.contains("mount destination \\\"mnt/rel\\\" is not absolute: taken as /mnt/rel"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ignoring unknown or unavailable capabilities: [CAP_FROM_THE_FUTURE]"),
+        "{log}"
+    );
+    assert!(log.contains("\"level\":\"warning\""), "{log}");
+    let mut process = b.config["process"].clone();
+    process["args"] = json!(["grep", "-c", " /mnt/rel ", "/proc/self/mountinfo"]);
+    let process_file = rt.root.path().join("process.json");
+    std::fs::write(&process_file, serde_json::to_vec(&process)?)?;
+    let out = rt.ok(&[
+        "exec",
+        "--process",
+        &process_file.display().to_string(),
+        &id,
+    ])?;
+    assert_eq!(out, "1\n");
+    rt.ok(&["delete", "--force", &id])?;
+    Ok(())
+}
+
 #[test]
 fn time_namespace_offsets() -> Result<()> {
     let rt = Runtime::new()?;

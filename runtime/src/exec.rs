@@ -233,6 +233,11 @@ fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
         let data =
             std::fs::read(path).with_context(|| format!("read process spec {}", path.display()))?;
         let p: Process = serde_json::from_slice(&data)
+            .map(|mut doc| {
+                crate::bundle::drop_unknown_capabilities(&mut doc);
+                doc
+            })
+            .and_then(serde_json::from_value)
             .with_context(|| format!("invalid process spec {}", path.display()))?;
         if p.args().as_ref().is_none_or(|v| v.is_empty()) {
             bail!("process args cannot be empty");
