@@ -439,6 +439,79 @@ fn signals_are_forwarded_in_foreground_run() -> Result<()> {
     Ok(())
 }
 
+/// Real-time signals (SIGRTMIN+3 stops a systemd container under podman):
+/// `kill` takes them by number and by name, foreground `run` forwards them,
+/// and a process they kill gives the shell's 128+N exit status.
+#[test]
+fn real_time_signals_by_number_and_name() -> Result<()> {
+    let rt = Runtime::new()?;
+    let rtmin = libc::SIGRTMIN();
+    let mut b = Bundle::busybox()?;
+    // Each trapped signal leaves a mark in the rootfs (seen from the host).
+    b.config["root"]["readonly"] = json!(false);
+    b.sh(&format!(
+        "trap 'echo {n} >> /rt' {n}; trap 'echo {m} >> /rt' {m}; \
+         trap 'exit 0' TERM; while true; do sleep 0.05; done",
+        n = rtmin + 3,
+        m = rtmin + 4
+    ));
+    let id = unique("rt");
+    rt.create(&id, &b)?;
+    rt.ok(&["start", &id])?;
+    let marks = b.rootfs().join("rt");
+    let wait_marks = |want: &str| -> Result<()> {
+        for _ in 0..200 {
+            if std::fs::read_to_string(&marks).unwrap_or_default() == want {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        anyhow::bail!(
+            "marks {:?}, want {want:?}",
+            std::fs::read_to_string(&marks).unwrap_or_default()
+        )
+    };
+    // The trap must be set before the first signal arrives.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    rt.ok(&["kill", &id, &(rtmin + 3).to_string()])?;
+    wait_marks(&format!("{}\n", rtmin + 3))?;
+    rt.ok(&["kill", &id, "SIGRTMIN+4"])?;
+    wait_marks(&format!("{}\n{}\n", rtmin + 3, rtmin + 4))?;
+    rt.ok(&["kill", "--all", &id, "RTMIN+3"])?;
+    wait_marks(&format!("{}\n{}\n{}\n", rtmin + 3, rtmin + 4, rtmin + 3))?;
+    let bad = rt.output(&["kill", &id, "RTMAX+1"])?;
+    assert_eq!(bad.status.code(), Some(1));
+    rt.ok(&["delete", "--force", &id])?;
+
+    // Without a pid namespace the process is no namespace init: an
+    // unhandled real-time signal forwarded by `run` kills it.
+    let mut b = Bundle::busybox()?;
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .retain(|n| n["type"] != "pid");
+    b.sh("echo ready; exec sleep 1000");
+    b.write()?;
+    let mut child = rt
+        .cmd(&[
+            "run",
+            "--bundle",
+            &b.path().display().to_string(),
+            &unique("rtrun"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut buf = [0u8; 6];
+    stdout.read_exact(&mut buf)?;
+    assert_eq!(&buf, b"ready\n");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, rtmin + 5) }, 0);
+    let status = child.wait()?;
+    assert_eq!(status.code(), Some(128 + rtmin + 5));
+    Ok(())
+}
+
 #[test]
 fn inherited_fds_are_closed_unless_preserved() -> Result<()> {
     let rt = Runtime::new()?;

@@ -2,12 +2,10 @@
 //! signals to the container process, proxy a terminal, reap, and return the
 //! process's exit status the way a shell would (128+signal when killed).
 
-use crate::console;
+use crate::{console, signals};
 use anyhow::{Context, Result};
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -65,11 +63,24 @@ pub fn proxy_terminal(master: OwnedFd) -> Result<Terminal> {
     })
 }
 
-fn exit_code(status: WaitStatus) -> Option<i32> {
-    match status {
-        WaitStatus::Exited(_, code) => Some(code),
-        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
-        _ => None,
+/// Reaps one exited child without blocking: Some((pid, raw status)).
+/// libc rather than nix: nix cannot represent a death by a real-time
+/// signal and would reap the child yet report an error.
+fn reap_one() -> Option<(i32, i32)> {
+    let mut status = 0;
+    // SAFETY: waitpid writes only the status int we pass.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then_some((pid, status))
+}
+
+/// The shell's exit code for a wait status: the code, or 128 + signal.
+fn exit_code(status: i32) -> Option<i32> {
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
     }
 }
 
@@ -77,18 +88,12 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 /// `mask` is the set blocked by [`block_signals`].
 pub fn supervise(pid: i32, mask: &SigSet, terminal: Option<Terminal>) -> Result<i32> {
     let mut sfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC).context("signalfd")?;
-    let target = Pid::from_raw(pid);
     let code = 'outer: loop {
         // Reap first: the process may have exited before we got here.
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(st) => {
-                    if st.pid() == Some(target) {
-                        if let Some(code) = exit_code(st) {
-                            break 'outer code;
-                        }
-                    }
+        while let Some((reaped, status)) = reap_one() {
+            if reaped == pid {
+                if let Some(code) = exit_code(status) {
+                    break 'outer code;
                 }
             }
         }
@@ -100,12 +105,9 @@ pub fn supervise(pid: i32, mask: &SigSet, terminal: Option<Terminal>) -> Result<
             Some(i) => i,
             None => continue,
         };
-        let Ok(sig) = Signal::try_from(info) else {
-            continue;
-        };
-        match sig {
-            Signal::SIGCHLD => {}
-            Signal::SIGWINCH => {
+        match info {
+            libc::SIGCHLD => {}
+            libc::SIGWINCH => {
                 if let Some(t) = &terminal {
                     if let Some((rows, cols)) = console::get_size(0) {
                         let _ = console::set_size(t.master.as_raw_fd(), rows, cols);
@@ -113,7 +115,7 @@ pub fn supervise(pid: i32, mask: &SigSet, terminal: Option<Terminal>) -> Result<
                 }
             }
             other => {
-                let _ = kill(target, other);
+                let _ = signals::send(pid, other);
             }
         }
     };

@@ -2,6 +2,7 @@
 //! existing container through its state directory.
 
 use crate::hooks;
+use crate::signals;
 use crate::state::{self, ContainerState, Status};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -191,23 +192,8 @@ fn table(header: &[&str; 6], rows: &[[String; 6]]) -> String {
     out
 }
 
-/// Signal names (TERM, SIGTERM, term) or numbers.
-pub fn parse_signal(s: &str) -> Result<Signal> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).with_context(|| format!("invalid signal {s:?}"));
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
-}
-
 pub fn kill_container(root: &Path, id: &str, signal: Option<&str>, all: bool) -> Result<()> {
-    let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
+    let sig = signals::parse(signal.unwrap_or("SIGTERM"))?;
     let st = state::load(root, id)?;
     let status = state::status(root, &st);
     if status == Status::Stopped && !all {
@@ -219,16 +205,16 @@ pub fn kill_container(root: &Path, id: &str, signal: Option<&str>, all: bool) ->
             bail!("container not running");
         }
         for pid in pids {
-            let _ = kill(Pid::from_raw(pid), sig);
+            let _ = signals::send(pid, sig);
         }
-        if status == Status::Paused && sig == Signal::SIGKILL {
+        if status == Status::Paused && sig == libc::SIGKILL {
             if let Some(cg) = &st.cgroup {
                 cg.thaw()?;
             }
         }
         return Ok(());
     }
-    match kill(Pid::from_raw(st.init_pid), sig) {
+    match signals::send(st.init_pid, sig) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::ESRCH) => bail!("container not running"),
         Err(e) => Err(e).context("send signal to container init"),
@@ -398,16 +384,6 @@ pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signals_by_name_and_number() {
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("999").is_err());
-    }
 
     #[test]
     fn table_pads_columns_as_runc_list_does() {

@@ -22,6 +22,7 @@ mod rootfs;
 mod run;
 mod seccomp;
 mod selfexe;
+mod signals;
 mod spec_template;
 mod state;
 mod sync;

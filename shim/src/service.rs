@@ -433,10 +433,15 @@ impl Task for Service {
                     format!("exec {} was not started", req.exec_id),
                 ));
             }
-            let pid = nix::unistd::Pid::from_raw(p.pid as i32);
-            let sig = nix::sys::signal::Signal::try_from(req.signal as i32)
-                .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
-            nix::sys::signal::kill(pid, sig).map_err(|e| match e {
+            // The raw number: nix's Signal has no real-time signals
+            // (SIGRTMIN+3 is a systemd container's stop signal).
+            // SAFETY: kill has no memory-safety preconditions.
+            let sent = unsafe { libc::kill(p.pid as i32, req.signal as i32) };
+            nix::errno::Errno::result(sent).map_err(|e| match e {
+                nix::errno::Errno::EINVAL => status(
+                    Code::INVALID_ARGUMENT,
+                    format!("invalid signal {}", req.signal),
+                ),
                 nix::errno::Errno::ESRCH => status(Code::NOT_FOUND, "process already finished"),
                 e => status(Code::UNKNOWN, format!("kill exec {}: {e}", req.exec_id)),
             })?;
