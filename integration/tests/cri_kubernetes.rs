@@ -735,6 +735,11 @@ async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Resul
             ns.ipc = NamespaceMode::Node.into();
         }
     }
+    // With hostIPC an IPC sysctl would change the node: the kubelet rejects
+    // such a pod, and berth (like runc) refuses the spec.
+    if let Some(linux) = sandbox.linux.as_mut() {
+        linux.sysctls.clear();
+    }
     let pod = k.run_pod(&sandbox, handler).await?;
     let mut config = app_config(&sandbox);
     if let Some(sc) = container_security(&mut config) {
