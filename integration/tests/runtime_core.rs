@@ -416,6 +416,14 @@ fn signals_are_forwarded_in_foreground_run() -> Result<()> {
     let rt = Runtime::new()?;
     let mut b = Bundle::busybox()?;
     b.sh("trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done");
+    let status = signal_foreground_run(&rt, &b, libc::SIGTERM)?;
+    assert_eq!(status.code(), Some(42));
+    Ok(())
+}
+
+/// Foreground `run` of `b` (whose process prints "ready" first), then
+/// `sig` sent to berth; returns berth's exit status.
+fn signal_foreground_run(rt: &Runtime, b: &Bundle, sig: i32) -> Result<std::process::ExitStatus> {
     b.write()?;
     let mut child = rt
         .cmd(&[
@@ -430,13 +438,9 @@ fn signals_are_forwarded_in_foreground_run() -> Result<()> {
     let mut buf = [0u8; 6];
     stdout.read_exact(&mut buf)?;
     assert_eq!(&buf, b"ready\n");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
-    let status = child.wait()?;
-    assert_eq!(status.code(), Some(42));
-    Ok(())
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    Ok(child.wait()?)
 }
 
 /// Real-time signals (SIGRTMIN+3 stops a systemd container under podman):
@@ -491,23 +495,7 @@ fn real_time_signals_by_number_and_name() -> Result<()> {
         .expect("namespaces")
         .retain(|n| n["type"] != "pid");
     b.sh("echo ready; exec sleep 1000");
-    b.write()?;
-    let mut child = rt
-        .cmd(&[
-            "run",
-            "--bundle",
-            &b.path().display().to_string(),
-            &unique("rtrun"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut buf = [0u8; 6];
-    stdout.read_exact(&mut buf)?;
-    assert_eq!(&buf, b"ready\n");
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, rtmin + 5) }, 0);
-    let status = child.wait()?;
+    let status = signal_foreground_run(&rt, &b, rtmin + 5)?;
     assert_eq!(status.code(), Some(128 + rtmin + 5));
     Ok(())
 }
