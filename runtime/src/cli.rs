@@ -18,12 +18,13 @@ impl Cli {
 
     /// Whether containers are made the rootless way (cgroups that cannot be
     /// created are skipped when no limit needs them). As runc: `true` or
-    /// `false` when given, else (`auto`) when not running as root.
+    /// `false` when given, else (`auto`) when not running as root or when
+    /// root only inside a user namespace (nested in a rootless container).
     pub fn rootless_mode(&self) -> bool {
         match self.rootless.as_deref() {
             Some("true") => true,
             Some("false") => false,
-            _ => !nix::unistd::Uid::effective().is_root(),
+            _ => !nix::unistd::Uid::effective().is_root() || in_user_namespace(),
         }
     }
 
@@ -40,6 +41,13 @@ impl Cli {
             _ => PathBuf::from(DEFAULT_ROOT),
         }
     }
+}
+
+/// Not in the initial user namespace, whose uid_map is the full identity
+/// map `0 0 4294967295`.
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
 #[derive(Parser, Debug)]
@@ -478,6 +486,29 @@ pub fn normalize_args(args: Vec<String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_user_namespace_is_detected() {
+        let host_identity = std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+        assert_eq!(in_user_namespace(), !host_identity);
+        // SAFETY: the child only unshares, reads a file and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok()
+                    && in_user_namespace();
+                // SAFETY: leave the forked test harness without unwinding.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid => {
+                assert!(pid > 0, "fork failed");
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            }
+        }
+    }
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize_args(args.iter().map(|s| s.to_string()).collect())
