@@ -337,6 +337,72 @@ fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
     Ok(())
 }
 
+/// A process killed by a real-time signal (SIGRTMIN+3 stops systemd
+/// containers) still has its exit reported, as 128 + N: nix's waitpid, which
+/// the containerd-shim crate's own reaper uses, cannot represent that death.
+#[test]
+fn berth_shim_reports_an_exec_killed_by_a_real_time_signal() -> Result<()> {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return Ok(());
+    }
+    let ctrd = daemon_with_busybox()?;
+    ctrd.ctr_ok(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        SHIM,
+        IMAGE,
+        "rtsig",
+        "sleep",
+        "1000",
+    ])?;
+    wait_task_status(&ctrd, "rtsig", "RUNNING")?;
+    let mut exec = ctrd
+        .ctr_cmd(&["tasks", "exec", "--exec-id", "rt", "rtsig", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Header, init and the exec'd sleep.
+    while ctrd.ctr_ok(&["tasks", "ps", "rtsig"])?.lines().count() < 3 {
+        if Instant::now() > deadline {
+            let _ = exec.kill();
+            bail!("exec never started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = libc::SIGRTMIN() + 3;
+    ctrd.ctr_ok(&[
+        "tasks",
+        "kill",
+        "--exec-id",
+        "rt",
+        "--signal",
+        &rt.to_string(),
+        "rtsig",
+    ])?;
+    let status = loop {
+        if let Some(st) = exec.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = exec.kill();
+            let _ = exec.wait();
+            bail!("the exec's exit was never reported");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(128 + rt));
+    ctrd.ctr_ok(&["tasks", "kill", "--signal", "SIGKILL", "rtsig"])?;
+    wait_task_status(&ctrd, "rtsig", "STOPPED")?;
+    ctrd.ctr_ok(&["tasks", "delete", "rtsig"])?;
+    ctrd.ctr_ok(&["containers", "rm", "rtsig"])?;
+    Ok(())
+}
+
 #[test]
 fn berth_shim_reports_oom() -> Result<()> {
     if let Some(why) = skip_reason() {

@@ -6,6 +6,7 @@ mod cgroup;
 mod container;
 mod events;
 mod metrics;
+mod reaper;
 mod rootfs;
 mod service;
 mod shim;
@@ -19,5 +20,18 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    containerd_shim::run::<shim::BerthShim>("io.containerd.berth.v2", None);
+    // Our own reaper (see reaper.rs), except for `start`, which only
+    // spawns the serving shim and returns (it must not reap that child).
+    let starting = std::env::args().next_back().as_deref() == Some("start");
+    if !starting {
+        if let Err(e) = reaper::start() {
+            eprintln!("containerd-shim-berth-v2: start the reaper: {e}");
+            std::process::exit(1);
+        }
+    }
+    let config = containerd_shim::Config {
+        no_reaper: true,
+        ..Default::default()
+    };
+    containerd_shim::run::<shim::BerthShim>("io.containerd.berth.v2", Some(config));
 }
