@@ -3,3 +3,4 @@ pub mod containerd_cri;
 pub mod cri_client;
 pub mod harness;
 pub mod image;
+pub mod rootless;

@@ -23,6 +23,7 @@ const CHILD_TESTS: &[&str] = &[
     "v2_hugetlb_limit_and_update",
     "v2_unavailable_controllers_are_clear_errors",
     "v2_events_stream_ends_with_container",
+    "v2_rootless_in_a_delegated_cgroup",
 ];
 
 #[test]
@@ -302,5 +303,80 @@ fn v2_events_stream_ends_with_container() -> Result<()> {
         assert_eq!(e["id"], json!(id));
         assert!(e["data"]["hugetlb"].is_object(), "{e}");
     }
+    Ok(())
+}
+
+/// Rootless with a delegated cgroup, as systemd gives each user on a v2
+/// host: the user owns a subtree (and its cgroup.procs, subtree_control),
+/// its processes already run inside it, and berth creates the container's
+/// cgroup there, moves init into it and applies limits without privileges.
+#[test]
+#[ignore = "runs inside v2_in_private_mount_namespace"]
+fn v2_rootless_in_a_delegated_cgroup() -> Result<()> {
+    use berth_integration::rootless::{self, UID};
+    assert!(
+        in_v2_namespace(),
+        "run through v2_in_private_mount_namespace"
+    );
+    // Dropped last to first: container, runner, delegated subtree.
+    let delegated = CgroupGuard::new("berth-v2-deleg");
+    let deleg_dir = delegated.dir("");
+    std::fs::create_dir(&deleg_dir)?;
+    std::fs::write(deleg_dir.join("cgroup.subtree_control"), "+hugetlb")?;
+    let runner = CgroupGuard {
+        name: format!("{}/runner", delegated.name),
+    };
+    std::fs::create_dir(runner.dir(""))?;
+    for path in [
+        deleg_dir.clone(),
+        deleg_dir.join("cgroup.procs"),
+        deleg_dir.join("cgroup.subtree_control"),
+        deleg_dir.join("cgroup.threads"),
+        runner.dir(""),
+        runner.dir("").join("cgroup.procs"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(UID), Some(UID))?;
+    }
+    let container = CgroupGuard {
+        name: format!("{}/c1", delegated.name),
+    };
+
+    let rt = rootless::user_runtime()?;
+    let mut b = rootless::rootless_bundle(&rt)?;
+    b.config["linux"]["cgroupsPath"] = json!(container.cgroups_path());
+    set_resource(
+        &mut b,
+        "hugepageLimits",
+        json!([{"pageSize": "2MB", "limit": 4 << 20}]),
+    );
+    b.args(&["sleep", "600"]);
+    b.write()?;
+    let id = unique("deleg");
+    let berth = |args: &[&str]| {
+        rootless::as_user_in_cgroup(&rt, args, &runner.dir("").join("cgroup.procs"))
+            .and_then(|cmd| rootless::ok_cmd(&rt, cmd))
+    };
+    berth(&["create", "--bundle", &b.path().display().to_string(), &id])?;
+    berth(&["start", &id])?;
+    let pid = rt.state(&id)?["pid"].as_i64().context("pid")?;
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rt.root.path().join(&id).join("state.json"))?)?;
+    assert_eq!(state["cgroup"]["mode"], "V2", "{state}");
+    assert_eq!(state["rootless"], true);
+    // The unified line (the host's v1 hierarchies still list theirs).
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    assert_eq!(
+        cgroups.lines().find(|l| l.starts_with("0::")),
+        Some(format!("0::/{}", container.name).as_str()),
+        "{cgroups}"
+    );
+    assert_eq!(
+        container.read("", "hugetlb.2MB.max")?,
+        (4 << 20).to_string()
+    );
+    let ps: Vec<i64> = serde_json::from_str(&berth(&["ps", "--format", "json", &id])?)?;
+    assert_eq!(ps, [pid]);
+    berth(&["delete", "--force", &id])?;
+    assert!(!container.dir("").exists(), "container cgroup left behind");
     Ok(())
 }

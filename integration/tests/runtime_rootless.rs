@@ -8,86 +8,13 @@
 
 use anyhow::{Context, Result};
 use berth_integration::harness::*;
+use berth_integration::rootless::*;
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-/// Not in /etc/passwd, owns nothing on the host.
-const UID: u32 = 64123;
+use std::process::Command;
 
 fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
-}
-
-/// A state root (and log) the unprivileged user owns.
-fn user_runtime() -> Result<Runtime> {
-    let rt = Runtime::new()?;
-    std::os::unix::fs::chown(rt.root.path(), Some(UID), Some(UID))?;
-    Ok(rt)
-}
-
-/// `berth --root R --log L --log-format json ARGS` as the unprivileged user.
-fn as_user(rt: &Runtime, args: &[&str]) -> Command {
-    let mut c = rt.cmd(args);
-    c.uid(UID).gid(UID).env_remove("XDG_RUNTIME_DIR");
-    c
-}
-
-/// Output of a command whose stdio may be held by a container process
-/// (create, detached exec): captured through files, not pipes.
-fn output(mut cmd: Command, dir: &Path) -> Result<Output> {
-    let (out_path, err_path) = (dir.join(unique("out")), dir.join(unique("err")));
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(std::fs::File::create(&err_path)?)
-        .status()
-        .context("run berth as the unprivileged user")?;
-    let out = Output {
-        status,
-        stdout: std::fs::read(&out_path)?,
-        stderr: std::fs::read(&err_path)?,
-    };
-    let _ = std::fs::remove_file(&out_path);
-    let _ = std::fs::remove_file(&err_path);
-    Ok(out)
-}
-
-fn ok(rt: &Runtime, args: &[&str]) -> Result<String> {
-    let out = output(as_user(rt, args), rt.root.path())?;
-    anyhow::ensure!(
-        out.status.success(),
-        "berth {args:?} as uid {UID} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        rt.log_text()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The busybox rootfs with the config `berth spec --rootless` writes for
-/// the unprivileged user (its own uid and gid mapped to root).
-fn rootless_bundle(rt: &Runtime) -> Result<Bundle> {
-    let mut b = Bundle::busybox()?;
-    let spec_dir = TempDir::new("berth-rlspec")?;
-    std::os::unix::fs::chown(spec_dir.path(), Some(UID), Some(UID))?;
-    ok(
-        rt,
-        &[
-            "spec",
-            "--rootless",
-            "--bundle",
-            &spec_dir.path().display().to_string(),
-        ],
-    )?;
-    b.config = serde_json::from_slice(&std::fs::read(spec_dir.path().join("config.json"))?)?;
-    b.config["process"]["terminal"] = json!(false);
-    assert_eq!(
-        b.config["linux"]["uidMappings"],
-        json!([{"containerID": 0, "hostID": UID, "size": 1}])
-    );
-    Ok(b)
 }
 
 #[test]
