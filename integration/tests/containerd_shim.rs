@@ -139,6 +139,23 @@ fn wait_task_status(ctrd: &Containerd, id: &str, want: &str) -> Result<()> {
     bail!("task {id} never reached {want}:\n{last}")
 }
 
+/// `ctr run -d` of `sleep 1000` in a task named `name` through the berth shim.
+fn run_detached_sleeper(ctrd: &Containerd, name: &str) -> Result<()> {
+    ctrd.ctr_ok(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        SHIM,
+        IMAGE,
+        name,
+        "sleep",
+        "1000",
+    ])?;
+    Ok(())
+}
+
 fn berth_has_pause() -> bool {
     Command::new(berth_bin())
         .args(["pause", "--help"])
@@ -275,18 +292,7 @@ fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
     // A detached task with exec, ps, pause/resume, metrics, kill and delete; the events
     // must arrive in order.
     let events = Events::start(&ctrd)?;
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        SHIM,
-        IMAGE,
-        "bg",
-        "sleep",
-        "1000",
-    ])?;
+    run_detached_sleeper(&ctrd, "bg")?;
     wait_task_status(&ctrd, "bg", "RUNNING")?;
     let out = ctrd.ctr(&[
         "tasks",
@@ -347,18 +353,7 @@ fn berth_shim_reports_an_exec_killed_by_a_real_time_signal() -> Result<()> {
         return Ok(());
     }
     let ctrd = daemon_with_busybox()?;
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        SHIM,
-        IMAGE,
-        "rtsig",
-        "sleep",
-        "1000",
-    ])?;
+    run_detached_sleeper(&ctrd, "rtsig")?;
     wait_task_status(&ctrd, "rtsig", "RUNNING")?;
     let mut exec = ctrd
         .ctr_cmd(&["tasks", "exec", "--exec-id", "rt", "rtsig", "sleep", "1000"])
@@ -466,18 +461,7 @@ fn dead_shim_is_cleaned_up_by_the_delete_action() -> Result<()> {
         return Ok(());
     }
     let ctrd = daemon_with_busybox()?;
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        SHIM,
-        IMAGE,
-        "orphan",
-        "sleep",
-        "1000",
-    ])?;
+    run_detached_sleeper(&ctrd, "orphan")?;
     wait_task_status(&ctrd, "orphan", "RUNNING")?;
     let task_pid: i32 = ctrd
         .ctr_ok(&["tasks", "list"])?
