@@ -15,9 +15,10 @@ use nix::sched::CloneFlags;
 use std::io::{Read, Write};
 
 /// Forks an intermediate that runs `enter`, then clones (with `flags`) a
-/// process that runs `child_main` (which execs or exits: it must not return). Returns that process's pid. The
-/// intermediate reports a failure of `enter` or of the clone on
-/// `child_chan`, where the caller's `parent_chan` reads it.
+/// process that runs `child_main` (which execs or exits: it must not
+/// return). Returns that process's pid. The intermediate reports a failure
+/// of `enter` or of the clone on `child_chan`, where the caller's
+/// `parent_chan` reads it.
 pub fn spawn(
     flags: CloneFlags,
     enter: impl FnOnce() -> Result<()>,
