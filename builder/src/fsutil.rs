@@ -1,4 +1,7 @@
-//! Small filesystem helpers: atomic file replacement and recursive removal.
+//! Small filesystem helpers: atomic file replacement and recursive removal;
+//! [`safe`] holds the fd-based, in-root operations used on untrusted trees.
+pub mod safe;
+
 use anyhow::{Context, Result};
 use std::fs::{self, File};
 use std::io::Write;

@@ -3,7 +3,7 @@ use super::*;
 use nix::sys::stat::{mknod, Mode, SFlag};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 fn entries(tar: &[u8]) -> Vec<(String, tar::EntryType, String)> {
@@ -226,4 +226,78 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
         );
         assert!(!outer.path().join("escape").exists());
     }
+}
+
+#[test]
+fn replaced_directory_keeps_the_final_pass_inside_the_root() {
+    // `d/` (mode 0644 from raw_tar) then `d -> <outside>`: the pass that
+    // restores directory modes must not chmod or touch the symlink's target.
+    let outer = tempfile::tempdir().unwrap();
+    let canary = outer.path().join("canary");
+    fs::create_dir(&canary).unwrap();
+    fs::set_permissions(&canary, fs::Permissions::from_mode(0o700)).unwrap();
+    let before = fs::metadata(&canary).unwrap();
+    for mode in [UnpackMode::Apply, UnpackMode::Overlay] {
+        let root = tempfile::tempdir().unwrap();
+        let tar = raw_tar(&[
+            ("d/", tar::EntryType::Directory, "", b""),
+            ("d", tar::EntryType::Symlink, canary.to_str().unwrap(), b""),
+            // A hardlink to that symlink links the symlink, not the target.
+            ("hl", tar::EntryType::Link, "d", b""),
+        ]);
+        unpack(&tar[..], root.path(), mode).unwrap();
+        let after = fs::metadata(&canary).unwrap();
+        assert_eq!(after.mode(), before.mode(), "{mode:?}: canary mode changed");
+        assert_eq!(
+            after.mtime(),
+            before.mtime(),
+            "{mode:?}: canary mtime changed"
+        );
+        assert!(fs::symlink_metadata(root.path().join("hl"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}
+
+#[test]
+fn device_nodes_and_whiteouts_stay_inside_the_root() {
+    let outer = tempfile::tempdir().unwrap();
+    let victim = outer.path().join("victim");
+    fs::write(&victim, b"keep").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let tar = raw_tar(&[
+        (
+            "l",
+            tar::EntryType::Symlink,
+            outer.path().to_str().unwrap(),
+            b"",
+        ),
+        // A whiteout through a symlinked parent is refused, not followed.
+        ("l/.wh.victim", tar::EntryType::Regular, "", b""),
+    ]);
+    assert!(unpack(&tar[..], root.path(), UnpackMode::Apply).is_err());
+    assert!(victim.exists());
+    let tar = raw_tar(&[
+        (
+            "l",
+            tar::EntryType::Symlink,
+            outer.path().to_str().unwrap(),
+            b"",
+        ),
+        ("l/null", tar::EntryType::Char, "", b""),
+    ]);
+    assert!(unpack(&tar[..], root.path(), UnpackMode::Apply).is_err());
+    assert!(!outer.path().join("null").exists());
+    // A node replacing a symlink replaces the link itself.
+    let tar = raw_tar(&[
+        ("v", tar::EntryType::Symlink, victim.to_str().unwrap(), b""),
+        ("v", tar::EntryType::Fifo, "", b""),
+    ]);
+    unpack(&tar[..], root.path(), UnpackMode::Apply).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    assert!(fs::symlink_metadata(root.path().join("v"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
 }

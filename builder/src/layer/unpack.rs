@@ -5,16 +5,29 @@
 //! symlink (written by the same archive or already on disk), because that is
 //! the way archives write outside their root. Hardlink targets obey the same
 //! rules. Only the `security.capability` xattr is applied.
+//!
+//! Every operation is made through fds resolved inside the root (see
+//! [`crate::fsutil::safe`]): an entry's parent directory is opened with
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS`, the entry is created, chowned,
+//! chmodded and timestamped by fd or by its single name in that directory
+//! fd without following symlinks, and the final pass that restores
+//! directory modes reopens each directory the same way, so a later entry
+//! that replaced a directory with a symlink (`d/` then `d -> /host`) makes
+//! that pass skip it instead of chmodding the host.
 use super::diff::{OPAQUE_WHITEOUT, OPAQUE_XATTR, WHITEOUT_PREFIX};
 use super::tarw::KEPT_XATTR;
-use crate::fsutil::remove_any;
+use crate::fsutil::safe;
 use anyhow::{bail, Context, Result};
-use nix::sys::stat::{mknod, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fchmod, futimens, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use nix::unistd::{fchownat, linkat, symlinkat, Gid, Uid};
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{lchown, symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 
@@ -52,46 +65,24 @@ pub fn clean_name(raw: &[u8]) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Creates the parent directories of `rel` below `root`, refusing to go
-/// through symlinks or non-directories. Returns the absolute parent path.
-fn safe_parent(root: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut cur = root.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for c in parent.components() {
-            cur.push(c);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => bail!(
-                    "refusing archive entry {}: its parent {} is a symlink",
-                    rel.display(),
-                    cur.strip_prefix(root).unwrap_or(&cur).display()
-                ),
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => bail!(
-                    "archive entry {}: {} is not a directory",
-                    rel.display(),
-                    cur.strip_prefix(root).unwrap_or(&cur).display()
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&cur)
-                        .with_context(|| format!("creating {}", cur.display()))?;
-                }
-                Err(e) => return Err(e).with_context(|| format!("stat {}", cur.display())),
-            }
-        }
-    }
-    Ok(cur)
+/// Opens (creating missing directories) the parent directory of `rel`,
+/// refusing symlinks and non-directories on the way.
+fn parent_dir(root: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    safe::mkdir_all_in_root(root, parent, 0o755)
+        .with_context(|| format!("archive entry {}", rel.display()))
 }
 
 struct DirMeta {
-    path: PathBuf,
+    rel: PathBuf,
     mode: u32,
     mtime: i64,
 }
 
 /// Unpacks the tar stream `r` into `root` (which must exist).
 pub fn unpack(r: impl Read, root: &Path, mode: UnpackMode) -> Result<UnpackStats> {
+    let root_fd = safe::open_root(root)?;
+    let root_fd = root_fd.as_fd();
     let mut archive = tar::Archive::new(r);
     let mut stats = UnpackStats::default();
     let mut dirs: Vec<DirMeta> = Vec::new();
@@ -104,17 +95,14 @@ pub fn unpack(r: impl Read, root: &Path, mode: UnpackMode) -> Result<UnpackStats
             continue; // "./" itself
         }
         stats.entries += 1;
-        let parent = safe_parent(root, &rel)?;
-        let fname = rel
-            .file_name()
-            .context("entry without a name")?
-            .to_string_lossy()
-            .into_owned();
+        let parent = parent_dir(root_fd, &rel)?;
+        let dir = parent.as_fd();
+        let name = rel.file_name().context("entry without a name")?;
+        let fname = name.to_string_lossy().into_owned();
         if let Some(target) = fname.strip_prefix(WHITEOUT_PREFIX) {
-            whiteout(root, &parent, &rel, target, mode, &written)?;
+            whiteout(dir, &rel, target, mode, &written)?;
             continue;
         }
-        let dest = parent.join(&fname);
         written.insert(rel.clone());
         let h = entry.header().clone();
         let perm = h.mode().context("entry mode")? & 0o7777;
@@ -123,78 +111,103 @@ pub fn unpack(r: impl Read, root: &Path, mode: UnpackMode) -> Result<UnpackStats
         let gid = h.gid().unwrap_or(0) as u32;
         let mtime = h.mtime().unwrap_or(0) as i64;
         let kind = h.entry_type();
-        let existing = fs::symlink_metadata(&dest).ok();
-        let keep_dir =
-            kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
+        let existing = safe::stat_at(dir, name)?;
+        let keep_dir = kind == EntryType::Directory
+            && existing
+                .as_ref()
+                .is_some_and(|st| safe::kind(st) == SFlag::S_IFDIR);
         if existing.is_some() && !keep_dir {
-            remove_any(&dest)?;
+            safe::remove_at(dir, name).with_context(|| format!("replacing {}", rel.display()))?;
         }
+        let ctx = |what: &str| format!("{what} {}", rel.display());
         match kind {
             EntryType::Directory => {
-                if !dest.is_dir() {
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&dest)
-                        .with_context(|| format!("creating {}", dest.display()))?;
+                if !keep_dir {
+                    nix::sys::stat::mkdirat(
+                        Some(dir.as_raw_fd()),
+                        name,
+                        Mode::from_bits_truncate(0o755),
+                    )
+                    .with_context(|| ctx("creating"))?;
                 }
-                lchown(&dest, Some(uid), Some(gid))
-                    .with_context(|| format!("chown {}", dest.display()))?;
+                chown_at(dir, name, uid, gid).with_context(|| ctx("chown"))?;
+                // Mode and mtime last (see below), by reopening in the root.
                 dirs.push(DirMeta {
-                    path: dest.clone(),
+                    rel: rel.clone(),
                     mode: perm,
                     mtime,
                 });
             }
             EntryType::Regular | EntryType::Continuous => {
-                let mut f = File::options()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(0o600)
-                    .open(&dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-                std::io::copy(&mut entry, &mut f)
-                    .with_context(|| format!("writing {}", dest.display()))?;
+                let fd = nix::fcntl::openat(
+                    Some(dir.as_raw_fd()),
+                    name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .with_context(|| ctx("creating"))?;
+                // SAFETY: fd was just opened and is owned by nobody else.
+                let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                std::io::copy(&mut entry, &mut f).with_context(|| ctx("writing"))?;
                 std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                    .with_context(|| format!("chown {}", dest.display()))?;
+                    .with_context(|| ctx("chown"))?;
                 // chmod after chown: chown clears setuid bits.
-                f.set_permissions(fs::Permissions::from_mode(perm))
-                    .with_context(|| format!("chmod {}", dest.display()))?;
-                set_mtime(&dest, mtime)?;
+                fchmod(f.as_raw_fd(), Mode::from_bits_truncate(perm))
+                    .with_context(|| ctx("chmod"))?;
+                // The capability xattr after chown too (chown drops it).
+                if let Some(value) = kept_xattr(&mut entry) {
+                    xattr::FileExt::set_xattr(&f, KEPT_XATTR, &value)
+                        .with_context(|| ctx(&format!("setting {KEPT_XATTR} on")))?;
+                }
+                let t = TimeSpec::new(mtime, 0);
+                futimens(f.as_raw_fd(), &t, &t).with_context(|| ctx("setting mtime of"))?;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .with_context(|| format!("symlink {} has no target", rel.display()))?;
                 let target = PathBuf::from(String::from_utf8_lossy(&target).into_owned());
-                symlink(&target, &dest).with_context(|| format!("symlink {}", dest.display()))?;
-                lchown(&dest, Some(uid), Some(gid))
-                    .with_context(|| format!("chown {}", dest.display()))?;
-                set_mtime(&dest, mtime)?;
+                symlinkat(&target, Some(dir.as_raw_fd()), name).with_context(|| ctx("symlink"))?;
+                chown_at(dir, name, uid, gid).with_context(|| ctx("chown"))?;
+                set_mtime_at(dir, name, mtime).with_context(|| ctx("setting mtime of"))?;
             }
             EntryType::Link => {
                 let raw = entry
                     .link_name_bytes()
                     .with_context(|| format!("hardlink {} has no target", rel.display()))?;
                 let target_rel = clean_name(&raw)?;
-                let target_parent = safe_parent(root, &target_rel)?;
-                let target = target_parent.join(
-                    target_rel
-                        .file_name()
-                        .context("hardlink target without a name")?,
-                );
-                let tm = fs::symlink_metadata(&target).with_context(|| {
+                let (tparent, tname) = safe::split(&target_rel)
+                    .with_context(|| format!("hardlink {}", rel.display()))?;
+                let tdir = safe::open_dir_nofollow(root_fd, tparent).map_err(|e| {
+                    safe::walk_error(tparent, e).context(format!(
+                        "hardlink {} -> {}",
+                        rel.display(),
+                        target_rel.display()
+                    ))
+                })?;
+                let tst = safe::stat_at(tdir.as_fd(), tname)?.with_context(|| {
                     format!(
                         "hardlink {} -> {}: target missing",
                         rel.display(),
                         target_rel.display()
                     )
                 })?;
-                if tm.is_dir() {
+                if safe::kind(&tst) == SFlag::S_IFDIR {
                     bail!("refusing hardlink {} to a directory", rel.display());
                 }
-                fs::hard_link(&target, &dest)
-                    .with_context(|| format!("hardlink {}", dest.display()))?;
+                // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
+                linkat(
+                    Some(tdir.as_raw_fd()),
+                    tname,
+                    Some(dir.as_raw_fd()),
+                    name,
+                    AtFlags::empty(),
+                )
+                .with_context(|| ctx("hardlink"))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let sflag = match kind {
@@ -202,20 +215,21 @@ pub fn unpack(r: impl Read, root: &Path, mode: UnpackMode) -> Result<UnpackStats
                     EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                let major = u64::from(h.device_major().ok().flatten().unwrap_or(0));
-                let minor = u64::from(h.device_minor().ok().flatten().unwrap_or(0));
-                mknod(
-                    &dest,
+                let major = h.device_major().ok().flatten().unwrap_or(0);
+                let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                mknodat(
+                    Some(dir.as_raw_fd()),
+                    name,
                     sflag,
                     Mode::from_bits_truncate(perm),
-                    libc::makedev(major as u32, minor as u32),
+                    libc::makedev(major, minor),
                 )
-                .with_context(|| format!("mknod {}", dest.display()))?;
-                lchown(&dest, Some(uid), Some(gid))
-                    .with_context(|| format!("chown {}", dest.display()))?;
-                fs::set_permissions(&dest, fs::Permissions::from_mode(perm))
-                    .with_context(|| format!("chmod {}", dest.display()))?;
-                set_mtime(&dest, mtime)?;
+                .with_context(|| ctx("mknod"))?;
+                chown_at(dir, name, uid, gid).with_context(|| ctx("chown"))?;
+                // The node is never opened for I/O: O_PATH, then chmod by fd.
+                let node = safe::open_entry(dir, name).with_context(|| ctx("opening"))?;
+                safe::chmod_fd(node.as_fd(), perm).with_context(|| ctx("chmod"))?;
+                set_mtime_at(dir, name, mtime).with_context(|| ctx("setting mtime of"))?;
             }
             EntryType::XGlobalHeader => continue,
             other => bail!(
@@ -223,69 +237,118 @@ pub fn unpack(r: impl Read, root: &Path, mode: UnpackMode) -> Result<UnpackStats
                 rel.display()
             ),
         }
-        if let Some(exts) = entry.pax_extensions().ok().flatten() {
-            for ext in exts.flatten() {
-                if ext.key().ok() == Some(&format!("SCHILY.xattr.{KEPT_XATTR}")[..]) {
-                    xattr::set(&dest, KEPT_XATTR, ext.value_bytes())
-                        .with_context(|| format!("setting {KEPT_XATTR} on {}", dest.display()))?;
-                }
-            }
-        }
     }
     // Directory modes and mtimes last: adding children changes dir mtimes,
     // and a read-only directory mode must not block its own extraction.
+    // Each directory is reopened inside the root without following symlinks:
+    // if a later entry replaced it (with a symlink, a file), it is skipped.
     for d in dirs.iter().rev() {
-        fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode))
-            .with_context(|| format!("chmod {}", d.path.display()))?;
-        set_mtime(&d.path, d.mtime)?;
+        let fd = match safe::open_in_root(
+            root_fd,
+            &d.rel,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT | Errno::EXDEV) => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("reopening directory {}", d.rel.display()))
+            }
+        };
+        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(d.mode))
+            .with_context(|| format!("chmod {}", d.rel.display()))?;
+        let t = TimeSpec::new(d.mtime, 0);
+        futimens(fd.as_raw_fd(), &t, &t)
+            .with_context(|| format!("setting mtime of {}", d.rel.display()))?;
     }
     Ok(stats)
 }
 
+/// The `security.capability` value a PAX header carries, if any.
+fn kept_xattr<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<Vec<u8>> {
+    let key = format!("SCHILY.xattr.{KEPT_XATTR}");
+    let exts = entry.pax_extensions().ok().flatten()?;
+    for ext in exts.flatten() {
+        if ext.key().ok() == Some(key.as_str()) {
+            return Some(ext.value_bytes().to_vec());
+        }
+    }
+    None
+}
+
 fn whiteout(
-    root: &Path,
-    parent: &Path,
+    dir: BorrowedFd<'_>,
     rel: &Path,
     target: &str,
     mode: UnpackMode,
     written: &HashSet<PathBuf>,
 ) -> Result<()> {
+    let parent_rel = rel.parent().unwrap_or(Path::new(""));
     let fname = format!("{WHITEOUT_PREFIX}{target}");
     if fname == OPAQUE_WHITEOUT {
         match mode {
-            UnpackMode::Overlay => xattr::set(parent, OPAQUE_XATTR, b"y")
-                .with_context(|| format!("marking {} opaque", parent.display()))?,
+            UnpackMode::Overlay => {
+                // xattrs need a real (non-O_PATH) fd of the directory itself.
+                let d = safe::open_subdir(dir, OsStr::new("."))
+                    .with_context(|| format!("opening {}", parent_rel.display()))?;
+                let f = File::from(d);
+                xattr::FileExt::set_xattr(&f, OPAQUE_XATTR, b"y")
+                    .with_context(|| format!("marking {} opaque", parent_rel.display()))?;
+            }
             UnpackMode::Apply => {
-                let parent_rel = parent.strip_prefix(root).unwrap_or(Path::new(""));
-                for e in
-                    fs::read_dir(parent).with_context(|| format!("reading {}", parent.display()))?
+                for child in safe::list_dir(dir)
+                    .with_context(|| format!("reading {}", parent_rel.display()))?
                 {
-                    let e = e?;
-                    if !written.contains(&parent_rel.join(e.file_name())) {
-                        remove_any(&e.path())?;
+                    if !written.contains(&parent_rel.join(&child)) {
+                        safe::remove_at(dir, &child)?;
                     }
                 }
             }
         }
         return Ok(());
     }
-    if target.is_empty() || target == "." || target == ".." || target.starts_with(WHITEOUT_PREFIX) {
+    if target.is_empty()
+        || target == "."
+        || target == ".."
+        || target.contains('/')
+        || target.starts_with(WHITEOUT_PREFIX)
+    {
         bail!("refusing malformed whiteout {}", rel.display());
     }
-    let victim = parent.join(target);
-    match mode {
-        UnpackMode::Overlay => {
-            remove_any(&victim)?;
-            mknod(&victim, SFlag::S_IFCHR, Mode::empty(), 0)
-                .with_context(|| format!("creating whiteout {}", victim.display()))?;
-        }
-        UnpackMode::Apply => remove_any(&victim)?,
+    let victim = OsStr::new(target);
+    safe::remove_at(dir, victim)?;
+    if mode == UnpackMode::Overlay {
+        mknodat(
+            Some(dir.as_raw_fd()),
+            victim,
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            0,
+        )
+        .with_context(|| format!("creating whiteout {}", parent_rel.join(target).display()))?;
     }
     Ok(())
 }
 
-fn set_mtime(path: &Path, mtime: i64) -> Result<()> {
+/// lchown of `name` in `dir`.
+fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> nix::Result<()> {
+    fchownat(
+        Some(dir.as_raw_fd()),
+        name,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+}
+
+/// Sets the mtime (and atime) of `name` in `dir`, not following a symlink.
+fn set_mtime_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64) -> nix::Result<()> {
     let t = TimeSpec::new(mtime, 0);
-    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .with_context(|| format!("setting mtime of {}", path.display()))
+    utimensat(
+        Some(dir.as_raw_fd()),
+        name,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
 }
