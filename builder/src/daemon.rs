@@ -1,10 +1,20 @@
 //! berth-buildd's gRPC service: the engine and store behind the
-//! `berth.builder.v1.Builder` API, served on a unix socket.
+//! `berth.builder.v1.Builder` API, served on a unix socket (see [`socket`]
+//! for who may connect: access is root on the host).
+//!
+//! Requests are bounded: a Dockerfile of at most
+//! [`crate::dockerfile::MAX_DOCKERFILE_SIZE`], a build context stream of at
+//! most `--max-context-size`, image configs of at most
+//! [`crate::image::MAX_CONFIG_SIZE`]; names are checked against the
+//! reference grammar. Refusals are INVALID_ARGUMENT / RESOURCE_EXHAUSTED.
+pub mod socket;
+
 use crate::engine::{build, BuildOptions};
 use crate::exec::run::Runtime;
 use crate::export::{self, Format};
+use crate::image::TooLarge;
 use crate::progress::{Event, EventKind, Progress};
-use crate::store::Store;
+use crate::store::{InvalidReference, Store};
 use berth_proto::v1::builder_server::{Builder, BuilderServer};
 use berth_proto::v1::{self as pb, build_event, build_request};
 use std::io::Write;
@@ -15,14 +25,28 @@ use tonic::{Request, Response, Status, Streaming};
 
 const CHUNK: usize = 1 << 20;
 
+/// Default of `--max-context-size`: 8 GiB of build context tar per build.
+pub const DEFAULT_MAX_CONTEXT_SIZE: u64 = 8 << 30;
+
 pub struct Service {
     store: Store,
     runtime: Runtime,
+    max_context_size: u64,
 }
 
 impl Service {
     pub fn new(store: Store, runtime: Runtime) -> Self {
-        Self { store, runtime }
+        Self {
+            store,
+            runtime,
+            max_context_size: DEFAULT_MAX_CONTEXT_SIZE,
+        }
+    }
+
+    /// Caps the bytes of build context a client may stream.
+    pub fn with_max_context_size(mut self, bytes: u64) -> Self {
+        self.max_context_size = bytes;
+        self
     }
 }
 
@@ -30,9 +54,16 @@ fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("{e:#}"))
 }
 
+/// Maps an error to a gRPC status: bad names are the caller's fault
+/// (INVALID_ARGUMENT), as are oversized inputs; lookups that found nothing
+/// are NOT_FOUND; the rest is INTERNAL.
 fn not_found_or_internal(e: anyhow::Error) -> Status {
     let msg = format!("{e:#}");
-    if msg.contains("not found") {
+    if e.chain()
+        .any(|c| c.is::<InvalidReference>() || c.is::<TooLarge>())
+    {
+        Status::invalid_argument(msg)
+    } else if msg.contains("not found") {
         Status::not_found(msg)
     } else {
         Status::internal(msg)
@@ -118,12 +149,28 @@ impl Builder for Service {
                 "the first build message must carry the options",
             ));
         };
+        // Checked before the context is accepted, so a bad request costs nothing.
+        for t in &o.tags {
+            crate::store::canonical_tag(t)
+                .map_err(|e| Status::invalid_argument(format!("tag {t:?}: {e}")))?;
+        }
+        crate::dockerfile::check_dockerfile_size(o.dockerfile_content.len() as u64)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let work = self.store.temp_dir("ctx-").map_err(internal)?;
         let tar_path = work.path().join("context.tar");
         let mut file =
             std::fs::File::create(&tar_path).map_err(|e| Status::internal(e.to_string()))?;
+        let mut received: u64 = 0;
         while let Some(m) = stream.message().await? {
             if let Some(build_request::Msg::ContextChunk(data)) = m.msg {
+                received += data.len() as u64;
+                if received > self.max_context_size {
+                    // Dropping `work` removes what was written so far.
+                    return Err(Status::resource_exhausted(format!(
+                        "the build context is too large: more than {} bytes (berth-buildd --max-context-size)",
+                        self.max_context_size
+                    )));
+                }
                 file.write_all(&data)
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
@@ -149,19 +196,18 @@ impl Builder for Service {
         _: Request<pb::ListImagesRequest>,
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
         let store = self.store.clone();
+        // From the index and per-image summaries: no config is parsed here.
         let images = blocking(move || {
-            let mut out = Vec::new();
-            for i in store.images()? {
-                let img = store.resolve(&i.descriptor.digest)?;
-                out.push(pb::ImageSummary {
+            Ok(store
+                .image_summaries()?
+                .into_iter()
+                .map(|i| pb::ImageSummary {
                     tags: i.tags,
-                    digest: i.descriptor.digest,
-                    size: img.manifest.layers.iter().map(|l| l.size).sum::<u64>()
-                        + img.manifest.config.size,
-                    created: img.config.created.unwrap_or_default(),
-                });
-            }
-            Ok(out)
+                    digest: i.digest,
+                    size: i.size,
+                    created: i.created,
+                })
+                .collect())
         })
         .await?;
         Ok(Response::new(pb::ListImagesResponse { images }))
@@ -195,6 +241,7 @@ impl Builder for Service {
     ) -> Result<Response<pb::Empty>, Status> {
         let store = self.store.clone();
         let r = req.into_inner();
+        crate::store::canonical_tag(&r.tag).map_err(|e| Status::invalid_argument(e.to_string()))?;
         blocking(move || store.tag(&r.source, &r.tag)).await?;
         Ok(Response::new(pb::Empty {}))
     }
@@ -355,6 +402,9 @@ fn run_build(
     )
     .context("unpacking the build context")?;
     let mut opts = BuildOptions::new(context.clone(), runtime);
+    for t in &o.tags {
+        crate::store::canonical_tag(t)?;
+    }
     if !o.dockerfile_content.is_empty() {
         let p = work.join("Dockerfile");
         std::fs::write(&p, &o.dockerfile_content)?;
@@ -381,15 +431,25 @@ fn run_build(
     Ok(())
 }
 
-/// Serves the API on `socket` until SIGINT/SIGTERM.
-pub async fn serve(store: Store, runtime: Runtime, socket: PathBuf) -> anyhow::Result<()> {
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub socket: PathBuf,
+    /// Group owning the socket (mode 0660); 0 = root.
+    pub gid: u32,
+    pub max_context_size: u64,
+}
+
+/// Serves the API on `opts.socket` until SIGINT/SIGTERM.
+pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow::Result<()> {
     use anyhow::Context;
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .with_context(|| format!("binding {}", socket.display()))?;
+    let socket = opts.socket.clone();
+    let std_listener = socket::bind(&socket, opts.gid)?;
+    std_listener
+        .set_nonblocking(true)
+        .context("making the socket non-blocking")?;
+    let listener = tokio::net::UnixListener::from_std(std_listener)
+        .with_context(|| format!("listening on {}", socket.display()))?;
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -401,7 +461,10 @@ pub async fn serve(store: Store, runtime: Runtime, socket: PathBuf) -> anyhow::R
     eprintln!("berth-buildd: listening on {}", socket.display());
     tonic::transport::Server::builder()
         .add_service(
-            BuilderServer::new(Service::new(store, runtime)).max_decoding_message_size(64 << 20),
+            BuilderServer::new(
+                Service::new(store, runtime).with_max_context_size(opts.max_context_size),
+            )
+            .max_decoding_message_size(64 << 20),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await

@@ -285,15 +285,37 @@ fn put_file_blob(store: &Store, path: &Path, expected: Option<&str>) -> Result<(
 }
 
 fn import_oci(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
-    let index: Index =
-        serde_json::from_slice(&fs::read(dir.join("index.json"))?).context("parsing index.json")?;
+    use crate::image::{read_limited, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
+    let index: Index = serde_json::from_slice(&read_limited(
+        &dir.join("index.json"),
+        "index.json",
+        MAX_MANIFEST_SIZE,
+    )?)
+    .context("parsing index.json")?;
+    // Every name is checked before anything is stored.
+    for d in &index.manifests {
+        if let Some(n) = d.annotations.get(ANNOTATION_REF_NAME) {
+            crate::store::canonical_tag(n).context("index.json names an image")?;
+        }
+    }
     let mut out = Vec::new();
     for d in &index.manifests {
         let blob = |digest: &str| -> Result<std::path::PathBuf> {
             Ok(dir.join("blobs/sha256").join(hex_part(digest)?))
         };
-        let manifest: Manifest =
-            serde_json::from_slice(&fs::read(blob(&d.digest)?)?).context("parsing manifest")?;
+        let manifest: Manifest = serde_json::from_slice(&read_limited(
+            &blob(&d.digest)?,
+            "manifest",
+            MAX_MANIFEST_SIZE,
+        )?)
+        .context("parsing manifest")?;
+        crate::image::check_size(
+            format!("image config {}", manifest.config.digest),
+            fs::metadata(blob(&manifest.config.digest)?)
+                .context("image config blob")?
+                .len(),
+            MAX_CONFIG_SIZE,
+        )?;
         for l in &manifest.layers {
             put_file_blob(store, &blob(&l.digest)?, Some(&l.digest))?;
         }
@@ -316,16 +338,27 @@ fn import_oci(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
 }
 
 fn import_docker(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
-    let entries: Vec<DockerManifestEntry> =
-        serde_json::from_slice(&fs::read(dir.join("manifest.json"))?)
-            .context("parsing manifest.json")?;
+    use crate::image::{read_limited, MAX_ARCHIVE_MANIFEST_SIZE, MAX_CONFIG_SIZE};
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&read_limited(
+        &dir.join("manifest.json"),
+        "manifest.json",
+        MAX_ARCHIVE_MANIFEST_SIZE,
+    )?)
+    .context("parsing manifest.json")?;
+    // Every name is checked before anything is stored.
+    for e in &entries {
+        for t in e.repo_tags.iter().flatten() {
+            crate::store::canonical_tag(t).context("manifest.json RepoTags")?;
+        }
+    }
     let mut out = Vec::new();
     for e in entries {
         let safe = |p: &str| -> Result<std::path::PathBuf> {
             let clean = crate::layer::unpack::clean_name(p.as_bytes())?;
             Ok(dir.join(clean))
         };
-        let cfg_bytes = fs::read(safe(&e.config)?).context("reading image config")?;
+        let cfg_bytes = read_limited(&safe(&e.config)?, "image config", MAX_CONFIG_SIZE)
+            .context("reading image config")?;
         let config: ImageConfig =
             serde_json::from_slice(&cfg_bytes).context("parsing image config")?;
         let mut layers = Vec::new();

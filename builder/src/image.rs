@@ -13,6 +13,58 @@ pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.man
 pub const MEDIA_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// Largest image config berth writes or reads: 4 MiB, the limit
+/// containers/image (podman, skopeo, CRI-O) applies to config blobs, so an
+/// image berth produces stays usable there. Real configs are kilobytes; the
+/// cap keeps a hostile Dockerfile or archive from making every later read of
+/// the image cost hundreds of megabytes.
+pub const MAX_CONFIG_SIZE: u64 = 4 << 20;
+/// Largest manifest or index: 4 MiB, the Docker registry's and
+/// containers/image's limit on manifest bodies.
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Largest docker-archive `manifest.json`: 1 MiB, as containers/image.
+pub const MAX_ARCHIVE_MANIFEST_SIZE: u64 = 1 << 20;
+
+/// A blob, file or stream over one of berth's size limits.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is too large: {size} bytes, the limit is {limit} bytes")]
+pub struct TooLarge {
+    pub what: String,
+    pub size: u64,
+    pub limit: u64,
+}
+
+/// Fails with [`TooLarge`] when `size` exceeds `limit`.
+pub fn check_size(what: impl Into<String>, size: u64, limit: u64) -> Result<(), TooLarge> {
+    if size > limit {
+        return Err(TooLarge {
+            what: what.into(),
+            size,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a whole file of at most `limit` bytes (checked on the open file,
+/// then enforced while reading, so a file growing meanwhile is caught too).
+pub fn read_limited(path: &std::path::Path, what: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
+    check_size(what, len, limit)?;
+    let mut data = Vec::with_capacity(len as usize);
+    f.take(limit + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {}", path.display()))?;
+    check_size(what, data.len() as u64, limit)?;
+    Ok(data)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Descriptor {
     #[serde(rename = "mediaType")]

@@ -41,19 +41,17 @@ impl Backend for Embedded {
     }
 
     fn images(&self) -> Result<Vec<ImageRow>> {
-        let mut rows = Vec::new();
-        for i in self.store.images()? {
-            let img = self.store.resolve(&i.descriptor.digest)?;
-            let size =
-                img.manifest.layers.iter().map(|l| l.size).sum::<u64>() + img.manifest.config.size;
-            rows.push(ImageRow {
+        Ok(self
+            .store
+            .image_summaries()?
+            .into_iter()
+            .map(|i| ImageRow {
                 tags: i.tags,
-                digest: i.descriptor.digest,
-                size,
-                created: img.config.created.unwrap_or_default(),
-            });
-        }
-        Ok(rows)
+                digest: i.digest,
+                size: i.size,
+                created: i.created,
+            })
+            .collect())
     }
 
     fn inspect(&self, name: &str) -> Result<(String, String, String)> {

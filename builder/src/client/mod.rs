@@ -103,6 +103,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let be = backend(&cli)?;
     match cli.command {
         Command::Build(b) => {
+            // Refuse bad names before any work (the store refuses them too).
+            for t in &b.tag {
+                crate::store::canonical_tag(t).with_context(|| format!("-t {t:?}"))?;
+            }
             let outputs: Vec<(Format, PathBuf)> = b
                 .output
                 .iter()
@@ -194,7 +198,10 @@ pub fn run(cli: Cli) -> Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        Command::Tag { source, target } => be.tag(&source, &target)?,
+        Command::Tag { source, target } => {
+            crate::store::canonical_tag(&target)?;
+            be.tag(&source, &target)?
+        }
         Command::Rmi { images } => {
             for i in images {
                 be.remove(&i)?;

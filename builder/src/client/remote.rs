@@ -135,8 +135,8 @@ impl Backend for Remote {
             ..Default::default()
         };
         if let Some(df) = &opts.dockerfile {
-            o.dockerfile_content =
-                std::fs::read_to_string(df).with_context(|| format!("reading {}", df.display()))?;
+            o.dockerfile_content = crate::dockerfile::read_dockerfile(df)
+                .with_context(|| format!("reading {}", df.display()))?;
         }
         for (id, p) in &opts.secrets {
             o.secrets.insert(

@@ -65,6 +65,25 @@ pub use resolve::{
     BuildPlan, ResolveOptions, ResolvedNode, ResolvedStage, PREDEFINED_ARGS,
 };
 
+/// Largest Dockerfile accepted: 2 MiB, buildx's limit on Dockerfiles it
+/// fetches (docker/buildx#2716; BuildKit's parser also refuses lines over
+/// 64 KiB). Real Dockerfiles are kilobytes; a huge one costs minutes and
+/// gigabytes to parse and yields an image config nothing can read.
+pub const MAX_DOCKERFILE_SIZE: u64 = 2 << 20;
+
+/// Refuses a Dockerfile of `size` bytes over [`MAX_DOCKERFILE_SIZE`].
+pub fn check_dockerfile_size(size: u64) -> Result<(), crate::image::TooLarge> {
+    crate::image::check_size("the Dockerfile", size, MAX_DOCKERFILE_SIZE)
+}
+
+/// Reads a Dockerfile, refusing one over [`MAX_DOCKERFILE_SIZE`] before
+/// reading it.
+pub fn read_dockerfile(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let data = crate::image::read_limited(path, "the Dockerfile", MAX_DOCKERFILE_SIZE)?;
+    String::from_utf8(data).with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
 #[cfg(test)]
 mod parser_tests;
 #[cfg(test)]

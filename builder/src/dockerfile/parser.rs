@@ -11,6 +11,9 @@ use super::words::{extract_flags, parse_json_array, parse_words, split_whitespac
 
 /// Parses a Dockerfile. Errors name the line: `Dockerfile:7: unknown instruction: RUNN`.
 pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
+    // Every caller is covered, whatever way the text arrived.
+    super::check_dockerfile_size(source.len() as u64)
+        .map_err(|e| ParseError::new(0, e.to_string()))?;
     let mut reader = LineReader::new(source);
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();

@@ -183,7 +183,7 @@ fn build_inner(
         .dockerfile
         .clone()
         .unwrap_or_else(|| context.join("Dockerfile"));
-    let text = std::fs::read_to_string(&dockerfile_path)
+    let text = dockerfile::read_dockerfile(&dockerfile_path)
         .with_context(|| format!("reading {}", dockerfile_path.display()))?;
     let name = dockerfile_path
         .file_name()

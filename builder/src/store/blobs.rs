@@ -34,6 +34,25 @@ impl Store {
         fs::read(&p).with_context(|| format!("reading blob {digest}"))
     }
 
+    /// Reads a blob of at most `limit` bytes; larger ones fail with
+    /// [`crate::image::TooLarge`] before anything is read.
+    pub fn read_blob_limited(&self, digest: &str, what: &str, limit: u64) -> Result<Vec<u8>> {
+        let p = self.blob_path(digest)?;
+        crate::image::read_limited(&p, &format!("{what} {digest}"), limit)
+            .with_context(|| format!("reading blob {digest}"))
+    }
+
+    /// Parses a JSON blob of at most `limit` bytes.
+    pub fn read_json_limited<T: DeserializeOwned>(
+        &self,
+        digest: &str,
+        what: &str,
+        limit: u64,
+    ) -> Result<T> {
+        let data = self.read_blob_limited(digest, what, limit)?;
+        serde_json::from_slice(&data).with_context(|| format!("parsing blob {digest}"))
+    }
+
     pub fn read_json<T: DeserializeOwned>(&self, digest: &str) -> Result<T> {
         let data = self.read_blob(digest)?;
         serde_json::from_slice(&data).with_context(|| format!("parsing blob {digest}"))

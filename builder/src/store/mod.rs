@@ -1,7 +1,9 @@
 //! The image store: an OCI image layout (`oci-layout`, `index.json`,
 //! `blobs/sha256/`) plus berth's own side directories:
 //! `snapshots/<diffid-hex>/` (each layer unpacked alone, in overlayfs format, used as a lowerdir),
-//! `cache/<key-hex>.json` (build cache entries) and `tmp/` (work space, wiped on open).
+//! `cache/<key-hex>.json` (build cache entries), `summaries/<manifest-hex>.json`
+//! (what `images` lists: size and creation time, so listing never parses
+//! configs) and `tmp/` (work space, wiped on open).
 //!
 //! Crash consistency: blobs and snapshots are created under `tmp/` and renamed
 //! into place; `index.json` is replaced atomically and only after everything it
@@ -10,11 +12,17 @@ mod blobs;
 mod refs;
 
 pub use blobs::BlobWriter;
-pub use refs::normalize_ref;
+pub use refs::{
+    canonical_tag, looks_like_content_address, normalize_ref, parse_reference, InvalidReference,
+    Reference,
+};
 
 use crate::digest::hex_part;
 use crate::fsutil::{atomic_write, disk_usage, remove_any, replace_file};
-use crate::image::{Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_INDEX};
+use crate::image::{
+    check_size, Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF_NAME, MAX_CONFIG_SIZE,
+    MAX_MANIFEST_SIZE, MEDIA_INDEX,
+};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -72,6 +80,25 @@ pub struct ImageEntry {
     pub tags: Vec<String>,
 }
 
+/// One image as `images` lists it, from the index and the image's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSummary {
+    pub digest: String,
+    pub tags: Vec<String>,
+    /// Manifest's layers plus config, compressed sizes.
+    pub size: u64,
+    pub created: String,
+}
+
+/// `summaries/<manifest-hex>.json`: computed once, when an image enters the
+/// index (or on first listing of an older store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSummary {
+    size: u64,
+    #[serde(default)]
+    created: String,
+}
+
 /// What a build step produced, keyed by the step's cache key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CacheEntry {
@@ -112,7 +139,7 @@ impl Store {
     /// interrupted operations from `tmp/`.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        for d in ["blobs/sha256", "snapshots", "cache", "tmp"] {
+        for d in ["blobs/sha256", "snapshots", "cache", "summaries", "tmp"] {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
@@ -235,11 +262,24 @@ impl Store {
         atomic_write(&self.index_path(), &data)
     }
 
-    /// Resolves a tag (`name`, `name:tag`), a manifest digest or a unique digest prefix.
+    /// Resolves a tag (`name`, `name:tag`), a manifest digest
+    /// (`sha256:<hex>`, `name@sha256:<hex>`) or a unique digest prefix.
+    /// Manifest and config are read only up to berth's size limits.
     pub fn resolve(&self, name: &str) -> Result<ResolvedImage> {
         let descriptor = self.find_descriptor(name)?;
-        let manifest: Manifest = self.read_json(&descriptor.digest)?;
-        let config: ImageConfig = self.read_json(&manifest.config.digest)?;
+        self.resolve_descriptor(descriptor)
+    }
+
+    fn resolve_descriptor(&self, descriptor: Descriptor) -> Result<ResolvedImage> {
+        let manifest: Manifest =
+            self.read_json_limited(&descriptor.digest, "manifest", MAX_MANIFEST_SIZE)?;
+        check_size(
+            format!("image config {}", manifest.config.digest),
+            manifest.config.size,
+            MAX_CONFIG_SIZE,
+        )?;
+        let config: ImageConfig =
+            self.read_json_limited(&manifest.config.digest, "image config", MAX_CONFIG_SIZE)?;
         Ok(ResolvedImage {
             descriptor,
             manifest,
@@ -248,7 +288,60 @@ impl Store {
     }
 
     fn find_descriptor(&self, name: &str) -> Result<Descriptor> {
-        let index = self.index()?;
+        Self::find_in(&self.index()?, name)
+            .with_context(|| format!("looking up {name:?} in store {}", self.root.display()))
+    }
+
+    /// Finds `name` in `index`. A content address (`sha256:<hex...>`, a
+    /// 64-hex id, `name@digest`) is looked up by content only: no stored
+    /// name can stand in for a digest. Other names are tags first, then (if
+    /// they are hex) unique digest prefixes, as Docker does.
+    fn find_in(index: &Index, name: &str) -> Result<Descriptor> {
+        let by_prefix = |prefix: &str| -> Result<Option<Descriptor>> {
+            let found: BTreeMap<&str, &Descriptor> = index
+                .manifests
+                .iter()
+                .filter(|d| {
+                    d.digest
+                        .strip_prefix("sha256:")
+                        .is_some_and(|h| h.starts_with(prefix))
+                })
+                .map(|d| (d.digest.as_str(), d))
+                .collect();
+            match found.len() {
+                0 => Ok(None),
+                1 => {
+                    let (_, d) = found.into_iter().next().context("unreachable")?;
+                    let mut d = d.clone();
+                    d.annotations.clear();
+                    Ok(Some(d))
+                }
+                _ => bail!("image reference {name:?} is ambiguous"),
+            }
+        };
+        let is_hex = |s: &str| s.len() >= 4 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if name.contains('@') {
+            let r = parse_reference(name)?;
+            let digest = r.digest.context("unreachable: '@' without digest")?;
+            let hex = hex_part(&digest)?;
+            return by_prefix(hex)?.with_context(|| format!("image {name:?} not found"));
+        }
+        if let Some(hex) = name.strip_prefix("sha256:") {
+            if !is_hex(hex) {
+                return Err(InvalidReference {
+                    input: name.to_string(),
+                    reason: "malformed digest",
+                }
+                .into());
+            }
+            return by_prefix(&hex.to_ascii_lowercase())?
+                .with_context(|| format!("image {name:?} not found"));
+        }
+        if looks_like_content_address(name) {
+            return by_prefix(&name.to_ascii_lowercase())?
+                .with_context(|| format!("image {name:?} not found"));
+        }
+        parse_reference(name)?;
         let wanted = normalize_ref(name);
         if let Some(d) = index
             .manifests
@@ -257,26 +350,72 @@ impl Store {
         {
             return Ok(d.clone());
         }
-        let prefix = name.strip_prefix("sha256:").unwrap_or(name);
-        if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let found: BTreeMap<&str, &Descriptor> = index
-                .manifests
-                .iter()
-                .filter(|d| d.digest["sha256:".len()..].starts_with(prefix))
-                .map(|d| (d.digest.as_str(), d))
-                .collect();
-            match found.len() {
-                1 => {
-                    let (_, d) = found.into_iter().next().context("unreachable")?;
-                    let mut d = d.clone();
-                    d.annotations.clear();
-                    return Ok(d);
-                }
-                n if n > 1 => bail!("image reference {name:?} is ambiguous"),
-                _ => {}
+        if is_hex(name) {
+            if let Some(d) = by_prefix(&name.to_ascii_lowercase())? {
+                return Ok(d);
             }
         }
-        bail!("image {name:?} not found in store {}", self.root.display())
+        bail!("image {name:?} not found")
+    }
+
+    fn summary_path(&self, manifest_digest: &str) -> Result<PathBuf> {
+        Ok(self
+            .root
+            .join("summaries")
+            .join(format!("{}.json", hex_part(manifest_digest)?)))
+    }
+
+    /// Computes and records what `images` shows for a manifest. Reads the
+    /// manifest and config once, within the size limits.
+    fn write_summary(&self, desc: &Descriptor) -> Result<StoredSummary> {
+        let img = self.resolve_descriptor(desc.clone())?;
+        let summary = StoredSummary {
+            size: img.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+                + img.manifest.config.size,
+            created: img.config.created.unwrap_or_default(),
+        };
+        let data = serde_json::to_vec(&summary).context("serializing image summary")?;
+        // Derived data: a lost summary is recomputed on the next listing.
+        replace_file(&self.summary_path(&desc.digest)?, &data)?;
+        Ok(summary)
+    }
+
+    fn read_summary(&self, digest: &str) -> Result<StoredSummary> {
+        let path = self.summary_path(digest)?;
+        match fs::read(&path) {
+            Ok(data) if data.len() < 64 << 10 => {
+                if let Ok(s) = serde_json::from_slice(&data) {
+                    return Ok(s);
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        // A store made before summaries existed, or a damaged summary.
+        self.write_summary(&Descriptor {
+            media_type: crate::image::MEDIA_MANIFEST.into(),
+            digest: digest.to_string(),
+            size: 0,
+            annotations: BTreeMap::new(),
+            platform: None,
+        })
+    }
+
+    /// What `images` lists: the index and one small summary file per
+    /// image, never the image configs themselves.
+    pub fn image_summaries(&self) -> Result<Vec<ImageSummary>> {
+        let mut out = Vec::new();
+        for i in self.images()? {
+            let s = self.read_summary(&i.descriptor.digest)?;
+            out.push(ImageSummary {
+                digest: i.descriptor.digest,
+                tags: i.tags,
+                size: s.size,
+                created: s.created,
+            });
+        }
+        Ok(out)
     }
 
     /// All images (one entry per manifest digest) with their tags.
@@ -315,6 +454,7 @@ impl Store {
             }
         }
         let config_bytes = serde_json::to_vec(config).context("serializing image config")?;
+        check_size("image config", config_bytes.len() as u64, MAX_CONFIG_SIZE)?;
         let config_digest = self.put_blob(&config_bytes)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -348,13 +488,16 @@ impl Store {
     /// Adds a manifest (whose blobs exist) to the index, moving each tag to it.
     /// With no tags, the image is kept untagged (a later prune removes it).
     pub fn add_to_index(&self, desc: &Descriptor, tags: &[String]) -> Result<()> {
+        let names: BTreeSet<String> = tags
+            .iter()
+            .map(|t| canonical_tag(t))
+            .collect::<Result<_, _>>()?;
+        if !self.summary_path(&desc.digest)?.exists() {
+            self.write_summary(desc)?;
+        }
         self.sync_blob_dir()?;
         let _lock = self.lock()?;
         let mut index = self.index()?;
-        let names: BTreeSet<String> = tags.iter().map(|t| normalize_ref(t)).collect();
-        for n in &names {
-            refs::validate_ref(n)?;
-        }
         index
             .manifests
             .retain(|d| match d.annotations.get(ANNOTATION_REF_NAME) {
@@ -387,27 +530,37 @@ impl Store {
 
     /// Points `tag` at the image `source` resolves to.
     pub fn tag(&self, source: &str, tag: &str) -> Result<()> {
+        canonical_tag(tag)?;
         let desc = self.find_descriptor(source)?;
         self.add_to_index(&desc, &[tag.to_string()])
     }
 
     /// Removes a tag, or every index entry of a digest. Blobs stay until `prune`.
     pub fn remove(&self, name: &str) -> Result<()> {
-        let desc = self.find_descriptor(name)?;
         let _lock = self.lock()?;
         let mut index = self.index()?;
         let wanted = normalize_ref(name);
         let before = index.manifests.len();
-        let by_tag = index
-            .manifests
-            .iter()
-            .any(|d| d.annotations.get(ANNOTATION_REF_NAME) == Some(&wanted));
+        let content_form =
+            name.contains('@') || name.starts_with("sha256:") || looks_like_content_address(name);
+        // Names are matched as stored, unvalidated, so that a bad name left
+        // by an older berth can still be removed.
+        let by_tag = !content_form
+            && index
+                .manifests
+                .iter()
+                .any(|d| d.annotations.get(ANNOTATION_REF_NAME) == Some(&wanted));
         if by_tag {
             index
                 .manifests
                 .retain(|d| d.annotations.get(ANNOTATION_REF_NAME) != Some(&wanted));
         } else {
-            index.manifests.retain(|d| d.digest != desc.digest);
+            let desc = Self::find_in(&index, name)
+                .with_context(|| format!("looking up {name:?} in store {}", self.root.display()))?;
+            // A digest-shaped name an older berth stored goes with it.
+            index.manifests.retain(|d| {
+                d.digest != desc.digest && d.annotations.get(ANNOTATION_REF_NAME) != Some(&wanted)
+            });
         }
         if index.manifests.len() == before {
             bail!("image {name:?} not found");
@@ -503,6 +656,17 @@ impl Store {
                 report.reclaimed_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
                 remove_any(&e.path())?;
                 report.removed_blobs += 1;
+            }
+        }
+        let summaries = self.root.join("summaries");
+        for e in
+            fs::read_dir(&summaries).with_context(|| format!("reading {}", summaries.display()))?
+        {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let digest = format!("sha256:{}", name.trim_end_matches(".json"));
+            if !blobs.contains(&digest) {
+                remove_any(&e.path())?;
             }
         }
         let snaps = self.root.join("snapshots");

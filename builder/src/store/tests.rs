@@ -140,3 +140,109 @@ fn work_dirs_of_dead_owners_are_cleaned_on_open() {
     assert!(!live_path.exists());
     assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn names_cannot_stand_in_for_digests() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let mut a_cfg = ImageConfig::default();
+    a_cfg.rootfs.diff_ids.push(crate::digest::sha256_of(b"a"));
+    let a = s
+        .commit_image(&a_cfg, vec![layer(&s, b"a")], &["a".into()])
+        .unwrap();
+    let mut b_cfg = ImageConfig::default();
+    b_cfg.rootfs.diff_ids.push(crate::digest::sha256_of(b"b"));
+    let b = s
+        .commit_image(&b_cfg, vec![layer(&s, b"b")], &["b".into()])
+        .unwrap();
+    for bad in [
+        a.digest.clone(),
+        a.digest["sha256:".len()..].to_string(),
+        "../../../../etc/passwd:latest".to_string(),
+        format!("x@{}", a.digest),
+    ] {
+        let e = s.tag("b", &bad).unwrap_err();
+        assert!(
+            e.chain().any(|c| c.is::<InvalidReference>()),
+            "{bad}: {e:#}"
+        );
+    }
+    assert!(s
+        .commit_image(
+            &b_cfg,
+            vec![layer(&s, b"b")],
+            std::slice::from_ref(&a.digest)
+        )
+        .is_err());
+
+    // Even a digest-shaped name left in the index by an older berth does
+    // not capture lookups by digest.
+    let mut index = s.index().unwrap();
+    let mut forged = b.clone();
+    forged
+        .annotations
+        .insert(ANNOTATION_REF_NAME.into(), a.digest.clone());
+    index.manifests.push(forged);
+    s.write_index(&index).unwrap();
+    assert_eq!(s.resolve(&a.digest).unwrap().descriptor.digest, a.digest);
+    assert_eq!(
+        s.resolve(&a.digest["sha256:".len()..])
+            .unwrap()
+            .descriptor
+            .digest,
+        a.digest
+    );
+    assert_eq!(
+        s.resolve(&format!("a@{}", a.digest))
+            .unwrap()
+            .descriptor
+            .digest,
+        a.digest
+    );
+    assert_eq!(s.resolve("b").unwrap().descriptor.digest, b.digest);
+    let e = s.resolve("../x").unwrap_err();
+    assert!(
+        format!("{e:#}").contains("invalid reference format"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn listing_uses_summaries_and_configs_are_capped() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let mut cfg = ImageConfig {
+        created: Some("2024-01-02T03:04:05Z".into()),
+        ..Default::default()
+    };
+    cfg.rootfs.diff_ids.push(crate::digest::sha256_of(b"l"));
+    let l = layer(&s, b"l");
+    let desc = s
+        .commit_image(&cfg, vec![l.clone()], &["app".into()])
+        .unwrap();
+    let list = s.image_summaries().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].digest, desc.digest);
+    assert_eq!(list[0].tags, vec!["app:latest"]);
+    assert_eq!(list[0].created, "2024-01-02T03:04:05Z");
+    let m: Manifest = s.read_json(&desc.digest).unwrap();
+    assert_eq!(list[0].size, l.size + m.config.size);
+    // Listing does not read the config: it still works with the config gone.
+    fs::remove_file(s.blob_path(&m.config.digest).unwrap()).unwrap();
+    assert_eq!(s.image_summaries().unwrap(), list);
+
+    // A config over the cap is refused when written.
+    let mut big = ImageConfig::default();
+    big.config.labels.insert(
+        "x".into(),
+        "y".repeat(crate::image::MAX_CONFIG_SIZE as usize),
+    );
+    let e = s
+        .commit_image(&big, Vec::new(), &["big".into()])
+        .unwrap_err();
+    assert!(e.chain().any(|c| c.is::<crate::image::TooLarge>()), "{e:#}");
+    // Prune drops summaries of images that are gone.
+    s.remove("app").unwrap();
+    s.prune().unwrap();
+    assert_eq!(fs::read_dir(d.path().join("summaries")).unwrap().count(), 0);
+}
