@@ -204,7 +204,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
             );
         }
     }
-    validate_sysctls(spec)
+    validate_sysctls(spec)?;
+    // Labels the host cannot apply are refused, never dropped.
+    crate::lsm::validate(spec)
 }
 
 /// IPC-namespaced sysctls besides `fs.mqueue.*`.

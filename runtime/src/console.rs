@@ -1,6 +1,12 @@
 //! Terminals: the container side makes a pty inside the container's devpts
 //! and hands the master to whoever listens on `--console-socket` (containerd,
 //! conmon, or berth's own foreground `run`/`exec`) via SCM_RIGHTS.
+//!
+//! The slave side is only ever used through the descriptor the master gives
+//! out (`TIOCGPTPEER`), never by its `/dev/pts/N` path: with a shared or
+//! hostile /dev that path can be swapped for a symlink to a host procfs
+//! file, which would then become the process's stdio or be bind-mounted at
+//! /dev/console (CVE-2025-52565).
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
@@ -46,6 +52,9 @@ pub fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
 
 pub struct Pty {
     pub master: OwnedFd,
+    /// The slave, opened by the master (TIOCGPTPEER).
+    pub slave: OwnedFd,
+    /// The slave's name, for the console socket's peer only.
     pub slave_path: String,
 }
 
@@ -59,14 +68,34 @@ pub fn open_pty(size: Option<(u16, u16)>) -> Result<Pty> {
     if let Some((rows, cols)) = size {
         set_size(master.as_raw_fd(), rows, cols)?;
     }
+    let slave = open_peer(master.as_raw_fd())?;
     // SAFETY: PtyMaster owns a valid fd; we take ownership of it.
     let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
-    Ok(Pty { master, slave_path })
+    Ok(Pty {
+        master,
+        slave,
+        slave_path,
+    })
+}
+
+/// TIOCGPTPEER: the master opens its own slave, so no path in the
+/// container's /dev is involved; it also fails on anything but a pty master,
+/// which proves /dev/ptmx gave us one.
+fn open_peer(master: RawFd) -> Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags by value and returns a new fd.
+    let fd = unsafe { libc::ioctl(master, libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("open the pty slave from its master (TIOCGPTPEER)");
+    }
+    // SAFETY: fresh descriptor owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Allocate a pty sized per process.consoleSize, send its master over the
-/// console socket `sock` (then closed) and return the slave's path.
-pub fn hand_over_pty(sock: RawFd, process: &oci_spec::runtime::Process) -> Result<String> {
+/// console socket `sock` (then closed) and return the slave.
+pub fn hand_over_pty(sock: RawFd, process: &oci_spec::runtime::Process) -> Result<OwnedFd> {
     let size = process
         .console_size()
         .map(|b| (b.height() as u16, b.width() as u16));
@@ -74,7 +103,7 @@ pub fn hand_over_pty(sock: RawFd, process: &oci_spec::runtime::Process) -> Resul
     send_fd(sock, pty.master.as_raw_fd(), &pty.slave_path)?;
     drop(pty.master);
     let _ = nix::unistd::close(sock);
-    Ok(pty.slave_path)
+    Ok(pty.slave)
 }
 
 pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
@@ -104,22 +133,26 @@ pub fn get_size(fd: RawFd) -> Option<(u16, u16)> {
 
 /// Make the pty slave the process's stdio and controlling terminal.
 /// The caller must already be a session leader (setsid).
-pub fn attach_slave(slave_path: &str) -> Result<()> {
-    let slave = nix::fcntl::open(
-        slave_path,
-        OFlag::O_RDWR | OFlag::O_NOCTTY,
-        nix::sys::stat::Mode::empty(),
-    )
-    .with_context(|| format!("open pty slave {slave_path}"))?;
+pub fn attach_slave(slave: OwnedFd) -> Result<()> {
     for target in 0..3 {
-        nix::unistd::dup2(slave, target).context("dup pty slave onto stdio")?;
+        if slave.as_raw_fd() != target {
+            nix::unistd::dup2(slave.as_raw_fd(), target).context("dup pty slave onto stdio")?;
+        } else {
+            // dup2 would have cleared close-on-exec; do it by hand.
+            nix::fcntl::fcntl(
+                target,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .context("keep pty slave open across exec")?;
+        }
     }
     // SAFETY: TIOCSCTTY with arg 0 on our own session.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
         return Err(std::io::Error::last_os_error()).context("set controlling terminal");
     }
-    if slave > 2 {
-        let _ = nix::unistd::close(slave);
+    if slave.as_raw_fd() <= 2 {
+        // It is one of our stdio descriptors now: keep it open.
+        let _ = slave.into_raw_fd();
     }
     Ok(())
 }

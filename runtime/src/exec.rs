@@ -45,6 +45,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     }
     let spec = state::load_spec(root, &a.id)?;
     let process = build_process(&spec, a)?;
+    crate::lsm::validate_process(&process)?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && a.detach && a.console_socket.is_none() {
         bail!("cannot allocate tty if berth will detach without setting console socket");
@@ -364,7 +365,7 @@ fn child(
     if process.terminal().unwrap_or(false) {
         let sock = console_fd.context("terminal requested without console socket")?;
         let slave = console::hand_over_pty(sock, process)?;
-        console::attach_slave(&slave)?;
+        console::attach_slave(slave)?;
     }
     let prepared = prepare_process(process, seccomp, preserve_fds, plan)?;
     chan.send(&Msg::Ready)?;

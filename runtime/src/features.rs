@@ -154,8 +154,10 @@ pub fn features() -> Value {
                 "knownFlags": names(seccomp::KNOWN_FLAGS),
                 "supportedFlags": names(&seccomp::supported_flags()),
             },
-            "apparmor": { "enabled": false },
-            "selinux": { "enabled": false },
+            // berth applies both when the host has them enabled and refuses
+            // labels otherwise (lsm.rs): "enabled" says which case this is.
+            "apparmor": { "enabled": crate::lsm::apparmor_enabled() },
+            "selinux": { "enabled": crate::lsm::selinux_enabled() },
             "intelRdt": { "enabled": false },
             "mountExtensions": { "idmap": { "enabled": false } },
         },
@@ -218,7 +220,14 @@ mod tests {
         let supported = sc.supported_flags().as_ref().unwrap();
         assert!(supported.iter().all(|f| known.contains(f)));
 
-        assert_eq!(linux.apparmor().as_ref().unwrap().enabled(), &Some(false));
+        assert_eq!(
+            linux.apparmor().as_ref().unwrap().enabled(),
+            &Some(crate::lsm::apparmor_enabled())
+        );
+        assert_eq!(
+            linux.selinux().as_ref().unwrap().enabled(),
+            &Some(crate::lsm::selinux_enabled())
+        );
         let idmap = linux.mount_extensions().as_ref().unwrap().idmap();
         assert_eq!(idmap.as_ref().unwrap().enabled(), &Some(false));
 

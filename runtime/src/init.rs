@@ -240,6 +240,7 @@ fn write_sysctls(spec: &Spec) -> Result<()> {
     let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
         return Ok(());
     };
+    let procfs = crate::procfs::ProcFs::open()?;
     let mut keys: Vec<_> = sysctl.keys().collect();
     keys.sort();
     for key in keys {
@@ -252,8 +253,9 @@ fn write_sysctls(spec: &Spec) -> Result<()> {
         } else {
             key.replace('.', "/")
         };
-        let path = Path::new("/proc/sys").join(rel);
-        std::fs::write(&path, &sysctl[key])
+        // Through a verified procfs: the container's /proc may be anything.
+        procfs
+            .write(&Path::new("sys").join(rel), &sysctl[key])
             .with_context(|| format!("write sysctl {key}={}", sysctl[key]))?;
     }
     Ok(())
@@ -266,8 +268,8 @@ fn setup_terminal(ctx: &InitContext, process: &Process) -> Result<()> {
         .console_socket
         .context("process.terminal is set but no console socket was given")?;
     let slave = console::hand_over_pty(sock, process)?;
-    rootfs::bind_console(Path::new(&slave))?;
-    console::attach_slave(&slave)
+    rootfs::bind_console(&slave)?;
+    console::attach_slave(slave)
 }
 
 /// Block until `berth start` writes to exec.fifo.
@@ -323,11 +325,15 @@ pub fn prepare_process<'a>(
     preserve_fds: u32,
     plan: &Plan,
 ) -> Result<Prepared<'a>> {
+    // While still privileged; takes effect at the execve.
+    crate::lsm::apply_exec_labels(process)?;
     if let Some(rl) = process.rlimits() {
         process::set_rlimits(rl)?;
     }
     if let Some(adj) = process.oom_score_adj() {
-        process::set_oom_score_adj("self", adj)?;
+        crate::procfs::ProcFs::open()?
+            .write_self("oom_score_adj", &adj.to_string())
+            .with_context(|| format!("set oom_score_adj to {adj}"))?;
     }
     process::set_io_priority(process)?;
     process::set_scheduler(process)?;

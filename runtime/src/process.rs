@@ -58,11 +58,6 @@ fn rlimit_resource(debug_name: &str) -> Result<libc::__rlimit_resource_t> {
     })
 }
 
-pub fn set_oom_score_adj(pid: &str, adj: i32) -> Result<()> {
-    std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
-        .with_context(|| format!("set oom_score_adj to {adj}"))
-}
-
 pub fn set_io_priority(process: &Process) -> Result<()> {
     let Some(io) = process.io_priority() else {
         return Ok(());

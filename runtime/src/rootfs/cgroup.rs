@@ -111,6 +111,7 @@ fn read_proc_cgroup() -> Result<Vec<CgroupEntry>> {
 }
 
 pub(crate) fn mount_cgroup(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()> {
+    super::mounts::check_proc_dest(ctx, dest, None, "cgroup")?;
     let unified = statfs(CGROUP_ROOT)
         .map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
         .with_context(|| format!("statfs {}", CGROUP_ROOT))?;

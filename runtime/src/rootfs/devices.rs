@@ -1,19 +1,20 @@
 //! Device nodes and the /dev symlinks the OCI runtime-spec requires.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::mount::MsFlags;
-use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::sys::stat::{fchmodat, fstat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
 use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType, Spec};
 
-use super::mounts::{mount_err, sys_mount};
+use super::mounts::{check_proc_dest, check_proc_target, mount_err, sys_mount};
 use super::paths::{self, fd_path, Last};
-use super::RootfsContext;
+use super::{fdmount, RootfsContext};
 
 /// "Default Devices" of config-linux.md.
 pub(crate) fn default_devices() -> Result<Vec<LinuxDevice>> {
@@ -142,7 +143,10 @@ fn create_device(ctx: &RootfsContext, d: &LinuxDevice) -> Result<()> {
 
 /// Bind-mounts the host's node at the device's path onto an empty file.
 fn bind_device(ctx: &RootfsContext, dest: &Path, d: &LinuxDevice) -> Result<()> {
+    // A hostile image's /dev may lead into /proc (`dev -> /proc/sys/...`).
+    check_proc_dest(ctx, dest, Some(d.path()), "bind")?;
     let target = paths::create_in_root(ctx.rootfs, dest, Last::File)?;
+    check_proc_target(ctx, &target, dest, Some(d.path()), "bind")?;
     sys_mount(
         Some(d.path()),
         &fd_path(&target),
@@ -208,17 +212,85 @@ pub(crate) fn setup_ptmx(ctx: &RootfsContext) -> Result<()> {
 }
 
 /// Creates /dev/console and binds the terminal's pty slave onto it. Called
-/// after `enter`, so `/` is the container root.
-pub fn bind_console(pty_slave_path: &Path) -> Result<()> {
+/// after `enter`, so `/` is the container root and everything in it may be
+/// hostile (a shared /dev, an image's symlinks): the slave comes as the
+/// descriptor its master opened, the target is opened without following a
+/// final symlink and must be a regular file or a character device off
+/// procfs, and the mount goes from descriptor to descriptor
+/// (CVE-2025-52565, as runc's fix).
+pub fn bind_console(slave: &OwnedFd) -> Result<()> {
     let dest = Path::new("/dev/console");
-    let target = paths::create_in_root(Path::new("/"), dest, Last::File)?;
-    // Without a /proc in the container the descriptor cannot serve as the
-    // target; inside the container root the plain path is equally confined.
-    let via = if Path::new("/proc/self/fd").is_dir() {
-        fd_path(&target)
-    } else {
-        dest.to_path_buf()
+    let root = Path::new("/");
+    let pty = fstat(slave.as_raw_fd()).map_err(|e| anyhow!("stat pty slave: {}", e.desc()))?;
+    if SFlag::from_bits_truncate(pty.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR {
+        bail!("the pty slave is not a character device");
+    }
+    let dev = paths::create_in_root(root, Path::new("/dev"), Last::Dir)?;
+    let target = open_console_target(&dev)?;
+    check_console_target(&target)?;
+    let err = |what: &str, e: Errno| anyhow!("{what} the pty onto {:?}: {}", dest, e.desc());
+    let tree = fdmount::clone_tree(slave, false).map_err(|e| err("clone", e))?;
+    fdmount::move_onto(&tree, &target).map_err(|e| err("mount", e))?;
+    drop(target);
+    // What is at /dev/console now must be our pty and nothing else.
+    let now = openat(
+        Some(dev.as_raw_fd()),
+        "console",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| anyhow!("reopen {:?}: {}", dest, e.desc()))?;
+    // SAFETY: fresh descriptor owned from here on.
+    let now = unsafe { OwnedFd::from_raw_fd(now) };
+    let st = fstat(now.as_raw_fd()).map_err(|e| anyhow!("stat {:?}: {}", dest, e.desc()))?;
+    if st.st_rdev != pty.st_rdev || st.st_ino != pty.st_ino {
+        bail!("{:?} is not the container's pty after mounting it", dest);
+    }
+    Ok(())
+}
+
+/// /dev/console inside `dev`, created empty (mode 0) when missing, never
+/// through a symlink.
+fn open_console_target(dev: &OwnedFd) -> Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = match openat(Some(dev.as_raw_fd()), "console", flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => {
+            let created = openat(
+                Some(dev.as_raw_fd()),
+                "console",
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_WRONLY
+                    | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| anyhow!("create /dev/console: {}", e.desc()))?;
+            let _ = nix::unistd::close(created);
+            openat(Some(dev.as_raw_fd()), "console", flags, Mode::empty())
+                .map_err(|e| anyhow!("open /dev/console: {}", e.desc()))?
+        }
+        Err(e) => bail!("open /dev/console: {}", e.desc()),
     };
-    sys_mount(Some(pty_slave_path), &via, None, MsFlags::MS_BIND, None)
-        .map_err(|e| mount_err(&pty_slave_path.to_string_lossy(), dest, Path::new("/"), e))
+    // SAFETY: fresh descriptor owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The console target must be a regular file or a character device (a
+/// symlink, directory, fifo... is refused) and must not be on procfs.
+fn check_console_target(target: &OwnedFd) -> Result<()> {
+    let st = fstat(target.as_raw_fd()).map_err(|e| anyhow!("stat /dev/console: {}", e.desc()))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFREG && kind != SFlag::S_IFCHR {
+        bail!(
+            "/dev/console in the container is not a regular file or character device (mode {:o}): refusing to mount the console there",
+            st.st_mode
+        );
+    }
+    let fs = fstatfs(target).map_err(|e| anyhow!("statfs /dev/console: {}", e.desc()))?;
+    if fs.filesystem_type() == PROC_SUPER_MAGIC {
+        bail!("/dev/console in the container is on procfs: refusing to mount the console there");
+    }
+    Ok(())
 }

@@ -2,14 +2,18 @@
 //! rootfs propagation, readonlyPaths, maskedPaths, read-only /dev and root.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
+use nix::sys::stat::{fstat, makedev, SFlag};
+use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
 
 use super::mounts::{mount_flags_of, sys_mount};
-use super::{options, paths, pivot, RootfsContext};
+use super::paths::Missing;
+use super::{fdmount, options, paths, pivot, RootfsContext};
 
 pub fn finalize(ctx: &RootfsContext) -> Result<()> {
     create_cwd(ctx)?;
@@ -27,12 +31,13 @@ pub fn finalize(ctx: &RootfsContext) -> Result<()> {
     {
         readonly_path(Path::new(p))?;
     }
+    let mut devnull = None;
     for p in linux
         .and_then(|l| l.masked_paths().as_ref())
         .into_iter()
         .flatten()
     {
-        mask_path(Path::new(p))?;
+        mask_path(Path::new(p), &mut devnull)?;
     }
     remount_dev_readonly(ctx)?;
     if ctx
@@ -66,56 +71,104 @@ fn create_cwd(ctx: &RootfsContext) -> Result<()> {
 }
 
 /// Bind the path onto itself and make that read-only, keeping the source
-/// mount's nosuid/nodev/noexec (which a user namespace could not clear).
+/// mount's nosuid/nodev/noexec (mount_setattr only touches `ro`). The path
+/// is resolved once, inside the root, and the bind goes from that
+/// descriptor onto itself.
 fn readonly_path(p: &Path) -> Result<()> {
     let p = paths::clean(p);
     let err = |what: &str, e: Errno| anyhow!("readonly path {:?}: {}: {}", p, what, e.desc());
-    match sys_mount(Some(&p), &p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
-        Ok(()) => {}
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(err("bind", e)),
-    }
-    let keep = mount_flags_of(&p).map_err(|e| err("statvfs", e))?
-        & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
-    sys_mount(
-        Some(&p),
-        &p,
-        None,
-        keep | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None,
-    )
-    .map_err(|e| err("remount read-only", e))
+    let Some(target) = paths::walk(Path::new("/"), &p, Missing::Lexical)?.fd else {
+        return Ok(());
+    };
+    let tree = fdmount::clone_tree(&target, true).map_err(|e| err("bind", e))?;
+    set_tree_attrs_top(&tree, libc::MOUNT_ATTR_RDONLY).map_err(|e| err("make read-only", e))?;
+    fdmount::move_onto(&tree, &target).map_err(|e| err("mount", e))
 }
 
 /// Files are covered with /dev/null, directories with an empty read-only
-/// tmpfs; paths that do not exist need no masking.
-fn mask_path(p: &Path) -> Result<()> {
+/// tmpfs; paths that do not exist need no masking. `devnull` is the
+/// container's /dev/null, verified (see [`open_dev_null`]); the mount goes
+/// from descriptor to descriptor, so neither the mask's source nor its
+/// target can be redirected by a symlink swapped in meanwhile
+/// (CVE-2025-31133), and the result is checked.
+fn mask_path(p: &Path, devnull: &mut Option<OwnedFd>) -> Result<()> {
     let p = paths::clean(p);
     let err = |what: &str, e: Errno| anyhow!("mask path {:?}: {}: {}", p, what, e.desc());
-    let md = match fs::metadata(&p) {
-        Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(anyhow!("mask path {:?}: stat: {}", p, e)),
+    let Some(target) = paths::walk(Path::new("/"), &p, Missing::Lexical)?.fd else {
+        return Ok(());
     };
-    if md.is_dir() {
-        sys_mount(
-            Some(Path::new("tmpfs")),
-            &p,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            None,
-        )
-        .map_err(|e| err("mount read-only tmpfs", e))
+    let st = fstat(target.as_raw_fd()).map_err(|e| err("stat", e))?;
+    let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+    let tree = if is_dir {
+        fdmount::new_fs(c"tmpfs", libc::MOUNT_ATTR_RDONLY)
+            .map_err(|e| err("make read-only tmpfs", e))?
     } else {
-        sys_mount(
-            Some(Path::new("/dev/null")),
-            &p,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )
-        .map_err(|e| err("bind /dev/null", e))
+        if devnull.is_none() {
+            *devnull = Some(open_dev_null()?);
+        }
+        let Some(null) = devnull.as_ref() else {
+            unreachable!("set just above");
+        };
+        fdmount::clone_tree(null, false).map_err(|e| err("clone /dev/null", e))?
+    };
+    fdmount::move_onto(&tree, &target).map_err(|e| err("mount", e))?;
+    drop(target);
+    verify_masked(&p, is_dir)
+}
+
+/// The container's /dev/null, which must really be the null device (1:3):
+/// an image or a shared /dev may have made it a symlink to a procfs file.
+fn open_dev_null() -> Result<OwnedFd> {
+    let fd = paths::open_in_root(Path::new("/"), Path::new("/dev/null"))?;
+    let st = fstat(fd.as_raw_fd()).map_err(|e| anyhow!("stat /dev/null: {}", e.desc()))?;
+    let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    if !is_chr || st.st_rdev != makedev(1, 3) {
+        bail!("/dev/null in the container is not the null device (1:3): refusing to mask paths with it");
     }
+    Ok(fd)
+}
+
+/// After masking, the path must show the null device or an empty tmpfs.
+fn verify_masked(p: &Path, is_dir: bool) -> Result<()> {
+    let fd = paths::open_in_root(Path::new("/"), p)?;
+    let ok = if is_dir {
+        fstatfs(&fd).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
+    } else {
+        fstat(fd.as_raw_fd()).is_ok_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+                && st.st_rdev == makedev(1, 3)
+        })
+    };
+    if !ok {
+        bail!(
+            "mask path {:?}: after masking it is not covered by the mask",
+            p
+        );
+    }
+    Ok(())
+}
+
+/// mount_setattr on the top mount of a detached tree only.
+fn set_tree_attrs_top(tree: &OwnedFd, set: u64) -> nix::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (of the size passed) and the empty
+    // NUL-terminated path; the descriptor stays open for the call.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    Errno::result(res).map(drop)
 }
 
 /// A read-only /dev was mounted writable so devices could be created.

@@ -9,6 +9,7 @@
 
 mod cgroup;
 mod devices;
+pub(crate) mod fdmount;
 mod finalize;
 mod mountinfo;
 mod mounts;

@@ -16,12 +16,12 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sys::stat::{fstat, mknod, Mode, SFlag};
-use nix::sys::statfs::{statfs, PROC_SUPER_MAGIC};
+use nix::sys::statfs::{fstatfs, statfs, PROC_SUPER_MAGIC};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use oci_spec::runtime::Mount;
 
 use super::options::{self, MountOptions};
-use super::paths::{self, fd_path, Last};
+use super::paths::{self, fd_path, Last, Missing};
 use super::{cgroup, RootfsContext};
 
 /// Entries under /proc that may be covered (what lxcfs emulates), as runc.
@@ -152,6 +152,66 @@ pub(crate) fn check_proc_mount(
     bail!("{:?} cannot be mounted because it is inside /proc", dest)
 }
 
+/// [`check_proc_mount`] on where `dest` really leads inside the rootfs, before
+/// anything is created there: a symlink on the way (`/myvol -> /proc`,
+/// `/a -> /proc/self`) must not smuggle a mount onto procfs.
+pub(crate) fn check_proc_dest(
+    ctx: &RootfsContext,
+    dest: &Path,
+    bind_source: Option<&Path>,
+    fstype: &str,
+) -> Result<()> {
+    let resolved = Path::new("/").join(paths::walk(ctx.rootfs, dest, Missing::Lexical)?.rel);
+    check_proc_mount(&resolved, bind_source, fstype)
+        .with_context(|| proc_context(ctx, dest, &resolved))
+}
+
+/// The same rule on the descriptor the mount will go through, which is
+/// what the kernel will really cover: its path names the resolved
+/// destination, and a target that is on procfs anywhere but under /proc
+/// (a procfs mounted elsewhere by the config) is refused too.
+pub(crate) fn check_proc_target(
+    ctx: &RootfsContext,
+    target: &OwnedFd,
+    dest: &Path,
+    bind_source: Option<&Path>,
+    fstype: &str,
+) -> Result<()> {
+    let host = fs::read_link(fd_path(target))
+        .with_context(|| format!("find where mount target {:?} resolved", dest))?;
+    let rel = host.strip_prefix(ctx.rootfs).map_err(|_| {
+        anyhow!(
+            "mount target {:?} resolved to {:?}, outside the rootfs {}",
+            dest,
+            host,
+            ctx.rootfs.display()
+        )
+    })?;
+    let resolved = Path::new("/").join(rel);
+    let on_procfs = fstatfs(target)
+        .map_err(|e| anyhow!("statfs mount target {:?}: {}", dest, e.desc()))?
+        .filesystem_type()
+        == PROC_SUPER_MAGIC;
+    if on_procfs && !resolved.starts_with("/proc") && fstype != "proc" {
+        return Err(anyhow!(
+            "{:?} cannot be mounted because it is on procfs",
+            resolved
+        ))
+        .with_context(|| proc_context(ctx, dest, &resolved));
+    }
+    check_proc_mount(&resolved, bind_source, fstype)
+        .with_context(|| proc_context(ctx, dest, &resolved))
+}
+
+fn proc_context(ctx: &RootfsContext, dest: &Path, resolved: &Path) -> String {
+    format!(
+        "mount destination {:?} resolves to {:?} in the rootfs {}",
+        dest,
+        resolved,
+        ctx.rootfs.display()
+    )
+}
+
 /// A bind mount: the target takes the source's kind (dir or file); flags
 /// other than bind/rec need a second `MS_REMOUNT|MS_BIND` call.
 pub(crate) fn bind(
@@ -175,7 +235,7 @@ pub(crate) fn bind(
     }
     let meta = fs::metadata(&source)
         .with_context(|| format!("bind mount source {:?} for {:?}", source, dest))?;
-    check_proc_mount(dest, Some(&source), "bind")?;
+    check_proc_dest(ctx, dest, Some(&source), "bind")?;
     let kind = if meta.is_dir() { Last::Dir } else { Last::File };
     let target = paths::create_in_root(ctx.rootfs, dest, kind).with_context(|| {
         format!(
@@ -184,6 +244,7 @@ pub(crate) fn bind(
             ctx.rootfs.display()
         )
     })?;
+    check_proc_target(ctx, &target, dest, Some(&source), "bind")?;
     let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
     sys_mount(Some(&source), &fd_path(&target), None, flags, None)
         .map_err(|e| mount_err(&source.to_string_lossy(), dest, ctx.rootfs, e))?;
@@ -311,8 +372,9 @@ fn kernel_fs(
     opts: &MountOptions,
 ) -> Result<()> {
     ensure_not_special(ctx.rootfs, dest, typ)?;
-    check_proc_mount(dest, None, typ)?;
+    check_proc_dest(ctx, dest, None, typ)?;
     let target = paths::create_in_root(ctx.rootfs, dest, Last::Dir)?;
+    check_proc_target(ctx, &target, dest, None, typ)?;
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     match sys_mount(
         Some(&source),
@@ -358,8 +420,9 @@ fn ensure_not_special(rootfs: &Path, dest: &Path, typ: &str) -> Result<()> {
 /// supports `tmpcopyup`, and delays `ro` until its contents are in place
 /// (for /dev until `finalize`, after the device nodes exist).
 fn tmpfs(ctx: &RootfsContext, m: &Mount, dest: &Path, opts: &MountOptions) -> Result<()> {
-    check_proc_mount(dest, None, "tmpfs")?;
+    check_proc_dest(ctx, dest, None, "tmpfs")?;
     let (target, existed) = paths::open_or_create(ctx.rootfs, dest, Last::Dir)?;
+    check_proc_target(ctx, &target, dest, None, "tmpfs")?;
     let covered = fstat(target.as_raw_fd())
         .map_err(|e| anyhow!("stat mount target {:?}: {}", dest, e.desc()))?;
     // Kept open so the covered contents stay reachable once the tmpfs is on top.
@@ -373,7 +436,7 @@ fn tmpfs(ctx: &RootfsContext, m: &Mount, dest: &Path, opts: &MountOptions) -> Re
     };
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from("tmpfs"));
-    let data = opts.data_string();
+    let data = with_mount_label(ctx, opts.data_string());
     sys_mount(
         Some(&source),
         &fd_path(&target),
@@ -426,20 +489,26 @@ fn generic(
     typ: &str,
     opts: &MountOptions,
 ) -> Result<()> {
-    check_proc_mount(dest, None, typ)?;
+    check_proc_dest(ctx, dest, None, typ)?;
     let target = paths::create_in_root(ctx.rootfs, dest, Last::Dir)?;
+    check_proc_target(ctx, &target, dest, None, typ)?;
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let mut flags = opts.flags;
     if dest == Path::new("/dev") {
         // Device nodes still have to be created: ro is applied in finalize.
         flags.remove(MsFlags::MS_RDONLY);
     }
+    let data = if typ == "devpts" {
+        with_mount_label(ctx, opts.data_string())
+    } else {
+        opts.data_string()
+    };
     match sys_mount(
         Some(&source),
         &fd_path(&target),
         Some(typ),
         flags,
-        Some(&opts.data_string()),
+        Some(&data),
     ) {
         Ok(()) => {}
         // A user namespace that does not own the IPC namespace cannot mount
@@ -454,6 +523,17 @@ fn generic(
     }
     drop(target);
     apply_propagation(ctx.rootfs, dest, &opts.propagation)
+}
+
+/// linux.mountLabel as the SELinux `context=` of the filesystems runc
+/// labels (tmpfs, devpts); the config is refused up front when SELinux is
+/// not enabled (lsm::validate), so a label here is one the kernel takes.
+fn with_mount_label(ctx: &RootfsContext, data: String) -> String {
+    match crate::lsm::mount_context(ctx.spec) {
+        Some(c) if data.is_empty() => c,
+        Some(c) => format!("{data},{c}"),
+        None => data,
+    }
 }
 
 fn open_dir(p: &Path) -> Result<OwnedFd> {
