@@ -1,10 +1,13 @@
 //! Snapshots: each layer lives unpacked alone in `snapshots/<diffid-hex>/`
 //! in overlayfs format; a step's root filesystem is an overlay mount whose
-//! lowerdirs are its parent layers and whose upperdir collects its changes.
+//! lowerdirs are its parent layers and whose upperdir collects its changes
+//! ([`overlay`] mounts any number of them, up to overlayfs's 500).
+mod overlay;
+
 use crate::layer::{open_decompressed, unpack, UnpackMode};
 use crate::store::Store;
 use anyhow::{Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -64,29 +67,18 @@ impl OverlayMount {
         for d in [&upper, &work, &merged, &empty] {
             fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let lower: Vec<String> = if lowers.is_empty() {
-            vec![empty.display().to_string()]
+        // Overlay's order: top layer first.
+        let lower: Vec<PathBuf> = if lowers.is_empty() {
+            vec![empty.clone()]
         } else {
-            lowers
-                .iter()
-                .rev()
-                .map(|p| p.display().to_string())
-                .collect()
+            lowers.iter().rev().cloned().collect()
         };
-        let opts = format!(
-            // volatile: no syncs on umount; the layer blob is what gets fsynced.
-            "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off,volatile",
-            lower.join(":"),
-            upper.display(),
-            work.display()
-        );
-        mount(
-            Some("overlay"),
-            &merged,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(opts.as_str()),
-        )
+        overlay::Overlay {
+            lowers: &lower,
+            upper: &upper,
+            work: &work,
+        }
+        .mount(&merged)
         .with_context(|| {
             format!(
                 "mounting overlay on {} ({} lowers)",
@@ -123,9 +115,59 @@ impl Drop for OverlayMount {
     }
 }
 
-/// Best-effort unmount of leftovers from a crashed build below `dir`.
+/// Best-effort unmount of leftovers from a crashed build below `dir`: the
+/// overlay roots and every other mount below it (a RUN step's staged mount
+/// sources are binds of build contexts: removing the directory while they
+/// are mounted would delete the host files they show).
 pub fn unmount_stale(dir: &Path) {
     for sub in ["merged", "rootfs"] {
         let _ = umount2(&dir.join(sub), MntFlags::MNT_DETACH);
+    }
+    let mut below = mounts_below(dir);
+    // Deepest first.
+    below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in below {
+        let _ = umount2(&p, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mount points strictly below `dir`, from /proc/self/mountinfo.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p != dir && p.starts_with(dir))
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(super::unescape_mountinfo(r"/a\040b\134c"), r"/a b\c");
+        assert_eq!(super::unescape_mountinfo(r"/plain\04"), r"/plain\04");
     }
 }

@@ -762,17 +762,12 @@ impl StageExec<'_, '_> {
                     }
                     None => self.context.clone(),
                 };
-                let src = resolve_in_root(&root, m.source.as_deref().unwrap_or("/"))?;
-                if !src.exists() {
-                    bail!(
-                        "bind mount source {:?} not found",
-                        m.source.as_deref().unwrap_or("/")
-                    );
-                }
+                // Resolved inside `root` by fd when the step starts.
                 Ok(Some(RunMount {
                     target,
                     source: MountSource::Bind {
-                        src,
+                        root,
+                        path: PathBuf::from(m.source.as_deref().unwrap_or("/")),
                         readonly: m.readonly,
                     },
                 }))
@@ -802,8 +797,8 @@ impl StageExec<'_, '_> {
                 }
                 Ok(Some(RunMount {
                     target,
-                    source: MountSource::Bind {
-                        src: dir,
+                    source: MountSource::Cache {
+                        dir,
                         readonly: m.readonly,
                     },
                 }))
@@ -856,7 +851,8 @@ impl StageExec<'_, '_> {
                 Ok(Some(RunMount {
                     target,
                     source: MountSource::Bind {
-                        src: copy,
+                        root: work.to_path_buf(),
+                        path: PathBuf::from(copy.file_name().context("secret copy name")?),
                         readonly: true,
                     },
                 }))

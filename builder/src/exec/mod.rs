@@ -1,5 +1,6 @@
 //! Executing build steps: user resolution, RUN containers, file copies.
 pub mod copy;
 pub mod glob;
+pub mod mounts;
 pub mod run;
 pub mod user;

@@ -2,10 +2,14 @@
 //! writes a bundle (config.json) whose root is the step's overlay mount and
 //! calls `<runtime> --root R run --bundle B <id>`, streaming output lines.
 use super::user::ResolvedUser;
+use crate::fsutil::safe;
 use anyhow::{bail, Context, Result};
+use nix::sys::stat::SFlag;
 use serde_json::{json, Value};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
@@ -27,11 +31,26 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Where an extra RUN mount comes from.
+/// Where an extra RUN mount comes from. Sources are opened by fd when the
+/// step starts (see [`super::mounts`]), never handed to the runtime as paths.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MountSource {
-    Bind { src: PathBuf, readonly: bool },
-    Tmpfs { size: Option<u64> },
+    /// `path` resolved inside `root` (a context, another stage's root, the
+    /// step's work dir for secrets) as if `root` were `/`. Read-write means
+    /// a throwaway copy-on-write layer over the source.
+    Bind {
+        root: PathBuf,
+        path: PathBuf,
+        readonly: bool,
+    },
+    /// A persistent cache directory of the store, shared by steps.
+    Cache {
+        dir: PathBuf,
+        readonly: bool,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +100,12 @@ impl Runtime {
         req: &RunRequest,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        let config = build_config(rootfs, req);
+        let staging = bundle.join("mounts");
+        std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+        // Dropped (mounts detached) when this function returns, after the
+        // runtime is gone and before the caller removes the work directory.
+        let (sources, _staged) = super::mounts::stage(&req.mounts, &staging)?;
+        let config = build_config(rootfs, req, &sources);
         let stubs = missing_mount_points(rootfs, &config);
         std::fs::write(
             bundle.join("config.json"),
@@ -105,7 +129,7 @@ impl Runtime {
             rt: self,
             id: id.clone(),
         };
-        let mut child = Command::new(&self.binary)
+        let mut child = no_inherited_fds(Command::new(&self.binary))
             .arg("--root")
             .arg(&self.state_root)
             .args(["run", "--bundle"])
@@ -170,7 +194,7 @@ struct DeleteGuard<'a> {
 
 impl Drop for DeleteGuard<'_> {
     fn drop(&mut self) {
-        let _ = Command::new(&self.rt.binary)
+        let _ = no_inherited_fds(Command::new(&self.rt.binary))
             .arg("--root")
             .arg(&self.rt.state_root)
             .args(["delete", "--force", &self.id])
@@ -178,6 +202,32 @@ impl Drop for DeleteGuard<'_> {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The runtime gets stdio and nothing else: every other fd of the builder
+/// (store locks, context files, sockets, and fds the builder itself
+/// inherited) is marked close-on-exec in the child just before exec, so a
+/// RUN step can never reach one through `/proc/self/fd/N` (`WORKDIR
+/// /proc/self/fd/N`, CVE-2024-21626). CLOSE_RANGE_CLOEXEC rather than
+/// closing keeps std's own exec-error pipe working.
+fn no_inherited_fds(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only makes one async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 fn find_default() -> Option<PathBuf> {
@@ -199,7 +249,8 @@ fn find_default() -> Option<PathBuf> {
 
 /// The OCI runtime config for a RUN step: runc's defaults plus Docker's
 /// capabilities, the step's process, extra mounts and network mode.
-pub fn build_config(rootfs: &Path, req: &RunRequest) -> Value {
+/// `sources[i]` is the staged source of `req.mounts[i]` (see [`super::mounts`]).
+pub fn build_config(rootfs: &Path, req: &RunRequest, sources: &[PathBuf]) -> Value {
     let mut spec = serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap_or(json!({}));
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
     spec["ociVersion"] = json!("1.0.2");
@@ -222,9 +273,9 @@ pub fn build_config(rootfs: &Path, req: &RunRequest) -> Value {
         "noNewPrivileges": false,
     });
     let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
-    for m in &req.mounts {
+    for (m, src) in req.mounts.iter().zip(sources) {
         mounts.push(match &m.source {
-            MountSource::Bind { src, readonly } => {
+            MountSource::Bind { readonly, .. } | MountSource::Cache { readonly, .. } => {
                 let mut opts = vec!["rbind"];
                 if *readonly {
                     opts.push("ro");
@@ -251,41 +302,78 @@ pub fn build_config(rootfs: &Path, req: &RunRequest) -> Value {
 
 /// Mount destinations that don't exist in the rootfs yet: the runtime will
 /// create them, and they must not end up in the layer. Returns the topmost
-/// missing ancestor of each.
+/// missing ancestor of each, relative to `rootfs`. The walk is made by fd
+/// inside the root and stops at a symlink (the runtime resolves those inside
+/// the root itself; what it creates there is left alone).
 fn missing_mount_points(rootfs: &Path, config: &Value) -> Vec<PathBuf> {
+    let Ok(root) = safe::open_root(rootfs) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for m in config["mounts"].as_array().into_iter().flatten() {
         let Some(dest) = m["destination"].as_str() else {
             continue;
         };
-        let mut cur = rootfs.to_path_buf();
-        for comp in Path::new(dest).components().skip(1) {
-            cur.push(comp);
-            if std::fs::symlink_metadata(&cur).is_err() {
-                if !out.contains(&cur) {
-                    out.push(cur.clone());
+        let mut rel = PathBuf::new();
+        let mut dir = None::<OwnedFd>;
+        for comp in Path::new(dest).components() {
+            let Component::Normal(name) = comp else {
+                continue;
+            };
+            rel.push(name);
+            let cur = dir.as_ref().map_or(root.as_fd(), |d| d.as_fd());
+            match safe::stat_at(cur, name) {
+                Ok(None) => {
+                    if !out.contains(&rel) {
+                        out.push(rel.clone());
+                    }
+                    break;
                 }
-                break;
+                Ok(Some(st)) if safe::kind(&st) == SFlag::S_IFDIR => {
+                    match safe::open_subdir(cur, name) {
+                        Ok(fd) => dir = Some(fd),
+                        Err(_) => break,
+                    }
+                }
+                _ => break,
             }
         }
     }
     out
 }
 
-/// Removes mount stubs the runtime created, if they still hold nothing but stubs.
+/// Removes mount stubs the runtime created, if they still hold nothing but
+/// stubs. `stubs` are relative to `rootfs`; each is looked up inside the
+/// root without following any symlink, so a step that replaced a parent of
+/// a stub with a symlink (to a host directory) gets nothing removed.
 fn remove_stubs(rootfs: &Path, stubs: &[PathBuf]) {
-    fn only_stubs(p: &Path) -> bool {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(p)
-                .map(|rd| rd.flatten().all(|e| only_stubs(&e.path())))
-                .unwrap_or(false),
-            Ok(m) => m.is_file() && m.len() == 0,
-            Err(_) => true,
+    fn only_stubs(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+        match safe::stat_at(dir, name) {
+            Ok(None) => true,
+            Ok(Some(st)) if safe::kind(&st) == SFlag::S_IFDIR => {
+                let Ok(sub) = safe::open_subdir(dir, name) else {
+                    return false;
+                };
+                safe::list_dir(sub.as_fd())
+                    .map(|names| names.iter().all(|n| only_stubs(sub.as_fd(), n)))
+                    .unwrap_or(false)
+            }
+            Ok(Some(st)) => safe::kind(&st) == SFlag::S_IFREG && st.st_size == 0,
+            Err(_) => false,
         }
     }
+    let Ok(root) = safe::open_root(rootfs) else {
+        return;
+    };
     for s in stubs {
-        if s.starts_with(rootfs) && only_stubs(s) {
-            let _ = crate::fsutil::remove_any(s);
+        let Ok((parent, name)) = safe::split(s) else {
+            continue;
+        };
+        let Ok(dir) = safe::open_dir_nofollow(root.as_fd(), parent) else {
+            continue;
+        };
+        if only_stubs(dir.as_fd(), name) {
+            let _ = safe::remove_at(dir.as_fd(), name);
         }
     }
 }
@@ -312,7 +400,7 @@ mod tests {
                 source: MountSource::Tmpfs { size: None },
             }],
         };
-        let c = build_config(Path::new("/r"), &req);
+        let c = build_config(Path::new("/r"), &req, &[PathBuf::new()]);
         assert_eq!(c["process"]["args"][2], "true");
         assert_eq!(c["process"]["user"]["uid"], 5);
         assert_eq!(c["root"]["path"], "/r");
@@ -334,6 +422,7 @@ mod tests {
                 network_host: true,
                 ..req
             },
+            &[PathBuf::new()],
         );
         assert!(!host["linux"]["namespaces"]
             .as_array()
@@ -350,7 +439,7 @@ mod tests {
             {"destination": "/proc"}, {"destination": "/dev/pts"}, {"destination": "/run/secrets/x"}
         ]});
         let stubs = missing_mount_points(d.path(), &cfg);
-        assert_eq!(stubs, vec![d.path().join("dev"), d.path().join("run")]);
+        assert_eq!(stubs, vec![PathBuf::from("dev"), PathBuf::from("run")]);
         std::fs::create_dir_all(d.path().join("dev/pts")).unwrap();
         std::fs::create_dir_all(d.path().join("run/secrets")).unwrap();
         std::fs::write(d.path().join("run/secrets/x"), b"").unwrap();
@@ -358,5 +447,22 @@ mod tests {
         remove_stubs(d.path(), &stubs);
         assert!(!d.path().join("dev").exists());
         assert!(d.path().join("run/real").exists(), "real content is kept");
+    }
+
+    #[test]
+    fn stub_removal_never_follows_a_replaced_parent() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("stub")).unwrap();
+        std::fs::write(outside.path().join("stub/empty"), b"").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("x")).unwrap();
+        let cfg = json!({"mounts": [{"destination": "/x/stub"}]});
+        let stubs = missing_mount_points(d.path(), &cfg);
+        assert_eq!(stubs, vec![PathBuf::from("x/stub")]);
+        // The step swaps /x for a symlink to a host directory.
+        std::fs::rename(d.path().join("x"), d.path().join("y")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("x")).unwrap();
+        remove_stubs(d.path(), &stubs);
+        assert!(outside.path().join("stub/empty").exists());
     }
 }

@@ -45,13 +45,13 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
 
 /// `rel` as a path the kernel resolves relative to a dirfd ("." for empty).
 fn rel_arg(rel: &Path) -> &Path {
-    let s = rel.as_os_str();
-    if s.is_empty() {
+    // Leading slashes are fine with RESOLVE_IN_ROOT, but keep it relative
+    // so the same string also works with plain openat.
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
-        // Leading slashes are fine with RESOLVE_IN_ROOT, but keep it relative
-        // so the same string also works with plain openat.
-        rel.strip_prefix("/").unwrap_or(rel)
+        rel
     }
 }
 
@@ -268,6 +268,7 @@ mod tests {
         symlink("/", r.join("up")).unwrap();
         let root = open_root(r).unwrap();
         assert!(open_dir_nofollow(root.as_fd(), Path::new("a/b")).is_ok());
+        assert!(open_dir_nofollow(root.as_fd(), Path::new("/")).is_ok());
         assert_eq!(
             open_dir_nofollow(root.as_fd(), Path::new("evil")).unwrap_err(),
             Errno::ELOOP
