@@ -303,11 +303,11 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     for &abi in &extra {
         // Foreign-ABI programs never see the native seccomp(2) calls that install the
         // rest, so they can go first, in the order abi_programs chose.
-        for (program, _) in abi_programs(profile, default, abi, arch)? {
-            programs.push(retarget(program, abi)?);
+        for (program, _) in abi_programs(profile, default, abi, arch, true)? {
+            programs.push(program);
         }
     }
-    let mut native = abi_programs(profile, default, Abi::Native, arch)?;
+    let mut native = abi_programs(profile, default, Abi::Native, arch, gated)?;
     // Each installed program also filters the seccomp(2) calls installing the next ones,
     // so the (single) program that may deny `seccomp` has to go last.
     match native.iter().filter(|(_, blocks)| *blocks).count() {
@@ -319,11 +319,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
         ),
     }
     for (program, _) in native {
-        programs.push(if gated {
-            retarget(program, Abi::Native)?
-        } else {
-            program
-        });
+        programs.push(program);
     }
     if programs.is_empty() {
         // An allow-everything profile still installs a filter, so the process is in
@@ -381,13 +377,22 @@ fn extra_abis(profile: &LinuxSeccomp) -> Vec<Abi> {
 }
 
 /// The profile's programs for one ABI in install order, each with whether it may deny
-/// the native `seccomp` syscall.
+/// the native `seccomp` syscall. `gated`: an ABI gate is installed, so each program
+/// only judges its own ABI (see `retarget`).
 fn abi_programs(
     profile: &LinuxSeccomp,
     default: Verdict,
     abi: Abi,
     arch: TargetArch,
+    gated: bool,
 ) -> Result<Vec<(BpfProgram, bool)>> {
+    let finish = |program: BpfProgram| -> Result<BpfProgram> {
+        if gated {
+            retarget(program, abi)
+        } else {
+            Ok(program)
+        }
+    };
     let mut matched = RuleSet::default();
     // Non-ALLOW verdicts in order of first appearance in the profile.
     let mut by_verdict: Vec<(Verdict, RuleSet)> = Vec::new();
@@ -433,7 +438,16 @@ fn abi_programs(
             Some(Matcher::Always)
         );
         let blocks = abi == Abi::Native && !allowed && default != Verdict::Log;
-        let program = build(matched, default.action(), SeccompAction::Allow, arch)?;
+        let program = finish(build(
+            matched,
+            default.action(),
+            SeccompAction::Allow,
+            arch,
+        )?)?;
+        let program = match enosys_threshold(profile, default, abi) {
+            Some(last) => with_enosys_stub(program, abi, last),
+            None => program,
+        };
         programs.push((program, blocks));
     }
     // Reverse order: the first verdict in the profile is installed last and so is the
@@ -445,16 +459,80 @@ fn abi_programs(
         let blocks =
             verdict != Verdict::Log && seccomp_nr.is_some_and(|nr| set.0.contains_key(&nr));
         programs.push((
-            build(set, SeccompAction::Allow, verdict.action(), arch)?,
+            finish(build(set, SeccompAction::Allow, verdict.action(), arch)?)?,
             blocks,
         ));
     }
     Ok(programs)
 }
 
+/// The largest syscall number the profile names for `abi` when calls above it must
+/// fail with ENOSYS rather than get `defaultAction`, as runc's patched filters do:
+/// a syscall newer than anything the profile knows is one the profile cannot have
+/// meant to deny, and ENOSYS lets libc fall back to an older call (EPERM would not).
+/// runc applies this only to architectures the profile lists, only when the default
+/// action denies (not ALLOW, LOG or TRACE), and not when it already is ENOSYS.
+fn enosys_threshold(profile: &LinuxSeccomp, default: Verdict, abi: Abi) -> Option<u32> {
+    const ENOSYS: u32 = libc::ENOSYS as u32;
+    if matches!(
+        default,
+        Verdict::Allow | Verdict::Log | Verdict::Trace(_) | Verdict::Errno(ENOSYS)
+    ) {
+        return None;
+    }
+    let listed = |a: Arch| profile.architectures().iter().flatten().any(|x| *x == a);
+    let abi_listed = match abi {
+        Abi::Native if cfg!(target_arch = "aarch64") => listed(Arch::ScmpArchAarch64),
+        Abi::Native => listed(Arch::ScmpArchX86_64),
+        Abi::I386 => listed(Arch::ScmpArchX86),
+    };
+    if !abi_listed {
+        return None;
+    }
+    profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|entry| entry.names().iter())
+        .filter_map(|name| abi.number(name))
+        .max()
+        .and_then(|nr| u32::try_from(nr).ok())
+}
+
+/// Prepends to `program` a check that answers ENOSYS for syscalls of `abi` numbered
+/// above `last`; everything else (other arches, x32 calls, known numbers) falls
+/// through to the program unchanged. BPF jumps are relative, so the program is
+/// valid behind any prefix.
+fn with_enosys_stub(program: BpfProgram, abi: Abi, last: u32) -> BpfProgram {
+    use bpf::*;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+    let x32_check = abi == Abi::Native && cfg!(target_arch = "x86_64");
+    let mut stub = vec![stmt(BPF_LD | BPF_W | BPF_ABS, ARCH)];
+    // Skips to the program: past the NR load, the optional x32 test, JGT and RET.
+    let to_program = if x32_check { 4 } else { 3 };
+    stub.push(jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        audit_arch(abi),
+        0,
+        to_program,
+    ));
+    stub.push(stmt(BPF_LD | BPF_W | BPF_ABS, NR));
+    if x32_check {
+        // x32 numbers carry bit 30: the ABI gate rules on them.
+        stub.push(jump(BPF_JMP | BPF_JSET | BPF_K, X32_SYSCALL_BIT, 2, 0));
+    }
+    stub.push(jump(BPF_JMP | BPF_JGT | BPF_K, last, 0, 1));
+    stub.push(stmt(BPF_RET | BPF_K, enosys));
+    stub.extend(program);
+    stub
+}
+
 /// Hand-written classic BPF for what seccompiler cannot express: arch dispatch.
 mod bpf {
-    pub use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    pub use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W,
+    };
     use seccompiler::sock_filter;
 
     /// Offsets in `struct seccomp_data { int nr; __u32 arch; ... }`.
@@ -798,6 +876,60 @@ mod tests {
 
     fn personality(p: u64) -> libc::c_long {
         unsafe { libc::syscall(libc::SYS_personality, p) }
+    }
+
+    fn native_arch() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::ScmpArchAarch64
+        } else {
+            Arch::ScmpArchX86_64
+        }
+    }
+
+    /// Allows only what the probing child needs to exit.
+    fn deny_by_default(default: LinuxSeccompAction, archs: Vec<Arch>) -> LinuxSeccomp {
+        let mut p = profile(
+            default,
+            vec![rule(
+                &["exit", "exit_group"],
+                LinuxSeccompAction::ScmpActAllow,
+                None,
+            )
+            .build()
+            .unwrap()],
+        );
+        p.set_architectures(Some(archs));
+        p
+    }
+
+    fn syscall_1000() -> libc::c_long {
+        unsafe { libc::syscall(1000) }
+    }
+
+    #[test]
+    fn syscalls_newer_than_the_profile_get_enosys() {
+        use LinuxSeccompAction::*;
+        let f = compile(&deny_by_default(ScmpActErrno, vec![native_arch()])).unwrap();
+        assert_eq!(probe(&f, syscall_1000), Outcome::Errno(libc::ENOSYS));
+        // Known numbers below the largest one named still get the default action.
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(libc::EPERM));
+
+        // Also under a killing default: ENOSYS, not death.
+        let f = compile(&deny_by_default(ScmpActKillProcess, vec![native_arch()])).unwrap();
+        assert_eq!(probe(&f, syscall_1000), Outcome::Errno(libc::ENOSYS));
+        assert_eq!(probe(&f, getcwd), Outcome::Signal(libc::SIGSYS));
+    }
+
+    #[test]
+    fn enosys_only_where_runc_patches() {
+        use LinuxSeccompAction::*;
+        // Architecture not listed: runc has nothing to patch, the default applies.
+        let f = compile(&deny_by_default(ScmpActErrno, Vec::new())).unwrap();
+        assert_eq!(probe(&f, syscall_1000), Outcome::Errno(libc::EPERM));
+        // A permissive default (LOG) is left alone: the call reaches the kernel.
+        let f = compile(&deny_by_default(ScmpActLog, vec![native_arch()])).unwrap();
+        assert_eq!(probe(&f, syscall_1000), Outcome::Errno(libc::ENOSYS));
+        assert_eq!(probe(&f, getcwd), Outcome::Errno(0));
     }
 
     #[test]
