@@ -1,8 +1,12 @@
-//! The device cgroup rules a container actually gets: the spec's own rules,
-//! then the devices every container needs (runc's built-in allow list),
-//! then one rule per device listed in `linux.devices`. Without these a
-//! spec that starts with "deny all" (as `berth spec`/`runc spec` do) would
-//! leave /dev/null unusable.
+//! The device cgroup rules a container actually gets: the spec's own
+//! `linux.resources.devices` rules, then the devices every container needs
+//! (runc's built-in allow list). Without the latter a spec that starts with
+//! "deny all" (as `berth spec`/`runc spec` do) would leave /dev/null unusable.
+//!
+//! `linux.devices` only asks for device *nodes*: listing a device there
+//! grants no access, exactly as with runc. Only `resources.devices` may
+//! allow a device, so a config that denies /dev/kmsg keeps it denied even
+//! when the node exists in the container.
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Spec};
 
@@ -48,13 +52,6 @@ pub fn effective_resources(spec: &Spec) -> LinuxResources {
         .unwrap_or_default();
     let mut devices = res.devices().clone().unwrap_or_default();
     devices.extend(builtin_allowed());
-    for d in linux
-        .and_then(|l| l.devices().as_ref())
-        .into_iter()
-        .flatten()
-    {
-        devices.push(rule(d.typ(), Some(d.major()), Some(d.minor()), "rwm"));
-    }
     res.set_devices(Some(devices));
     res
 }
@@ -85,5 +82,27 @@ mod tests {
         assert!(devices
             .iter()
             .any(|d| d.major() == Some(1) && d.minor() == Some(3)));
+    }
+
+    #[test]
+    fn linux_devices_grant_no_access() {
+        let mut spec = Spec::default();
+        let kmsg = oci_spec::runtime::LinuxDeviceBuilder::default()
+            .path("/dev/kmsg")
+            .typ(LinuxDeviceType::C)
+            .major(1)
+            .minor(11)
+            .build()
+            .unwrap();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_devices(Some(vec![kmsg]));
+        spec.set_linux(Some(linux));
+        let devices = effective_resources(&spec).devices().clone().unwrap();
+        assert!(
+            !devices
+                .iter()
+                .any(|d| d.allow() && d.major() == Some(1) && d.minor() == Some(11)),
+            "a node in linux.devices must not be allowed by the device cgroup: {devices:?}"
+        );
     }
 }
