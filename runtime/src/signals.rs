@@ -7,11 +7,12 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
 /// A signal number from `9`, `KILL`, `SIGKILL`, `kill`, `RTMIN+3` or
-/// `SIGRTMAX-1` (as runc accepts them).
+/// `SIGRTMAX-1` (as runc accepts them). `0` is valid, as with kill(2) and
+/// runc: it checks that the process exists without signalling it.
 pub fn parse(s: &str) -> Result<i32> {
     let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     if let Ok(n) = s.parse::<i32>() {
-        if n < 1 || n > rtmax {
+        if n < 0 || n > rtmax {
             bail!("invalid signal {s:?}");
         }
         return Ok(n);
@@ -63,7 +64,8 @@ mod tests {
         assert_eq!(parse("37").unwrap(), 37);
         assert!(parse("NOPE").is_err());
         assert!(parse("999").is_err());
-        assert!(parse("0").is_err());
+        assert_eq!(parse("0").unwrap(), 0);
+        assert!(parse("-1").is_err());
         assert!(parse("RTMAX+1").is_err());
         assert!(parse("RTMIN+x").is_err());
     }
