@@ -1,10 +1,16 @@
 //! OCI hooks: run each with the container state on stdin, its own args and
 //! env, and a timeout; report failures with the hook's output.
+//!
+//! Working directory, as runc's: prestart, createRuntime and poststart hooks
+//! run in the bundle directory, createContainer hooks in the container's
+//! rootfs (the caller passes it: only init knows it), startContainer hooks
+//! where the container process is, poststop hooks where the caller is.
 
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Hook;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,11 +38,29 @@ impl Kind {
     }
 }
 
-/// Run `hooks` in order; stop at the first failure.
+/// Run `hooks` in order; stop at the first failure. Hooks that runc runs in
+/// the bundle directory get the `bundle` of `state` as their working directory.
 pub fn run_all(kind: Kind, hooks: &[Hook], state: &serde_json::Value) -> Result<()> {
+    let bundle = match kind {
+        Kind::Prestart | Kind::CreateRuntime | Kind::Poststart => {
+            state.get("bundle").and_then(|b| b.as_str()).map(Path::new)
+        }
+        Kind::CreateContainer | Kind::StartContainer | Kind::Poststop => None,
+    };
+    run_all_in(kind, hooks, state, bundle)
+}
+
+/// Run `hooks` in order in `dir` (the caller's cwd when `None`); stop at the
+/// first failure.
+pub fn run_all_in(
+    kind: Kind,
+    hooks: &[Hook],
+    state: &serde_json::Value,
+    dir: Option<&Path>,
+) -> Result<()> {
     let input = serde_json::to_vec(state)?;
     for (i, hook) in hooks.iter().enumerate() {
-        run_one(hook, &input).with_context(|| {
+        run_one(hook, &input, dir).with_context(|| {
             format!(
                 "error running {} hook #{i} ({})",
                 kind.name(),
@@ -47,8 +71,11 @@ pub fn run_all(kind: Kind, hooks: &[Hook], state: &serde_json::Value) -> Result<
     Ok(())
 }
 
-fn run_one(hook: &Hook, state: &[u8]) -> Result<()> {
+fn run_one(hook: &Hook, state: &[u8], dir: Option<&Path>) -> Result<()> {
     let mut cmd = Command::new(hook.path());
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
     match hook.args() {
         Some(args) if !args.is_empty() => {
             cmd.arg0(&args[0]).args(&args[1..]);
@@ -134,6 +161,22 @@ mod tests {
         let got = std::fs::read_to_string(&out).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(got, "{\"id\":\"x\"} bar\n");
+    }
+
+    #[test]
+    fn bundle_hooks_run_in_the_bundle() {
+        let dir = std::env::temp_dir().join(format!("berth-hook-cwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let state = serde_json::json!({"id": "x", "bundle": dir});
+        let h = hook(&format!("pwd >> {}", out.display()), None);
+        run_all(Kind::CreateRuntime, std::slice::from_ref(&h), &state).unwrap();
+        run_all(Kind::Poststart, std::slice::from_ref(&h), &state).unwrap();
+        run_all_in(Kind::CreateContainer, &[h], &state, Some(Path::new("/"))).unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let d = dir.display();
+        assert_eq!(got, format!("{d}\n{d}\n/\n"));
     }
 
     #[test]

@@ -153,7 +153,9 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     let hooks = spec.hooks().clone().unwrap_or_default();
     let state = hook_state(ctx, host_pid, "creating");
     if let Some(h) = hooks.create_container() {
-        hooks::run_all(hooks::Kind::CreateContainer, h, &state)?;
+        // runc runs them in the container's rootfs (still reachable by its host path:
+        // the pivot comes after).
+        hooks::run_all_in(hooks::Kind::CreateContainer, h, &state, Some(ctx.rootfs))?;
     }
 
     rootfs::enter(&rctx)?;
