@@ -119,18 +119,38 @@ impl Bundle {
 pub struct Runtime {
     pub root: TempDir,
     pub log: PathBuf,
+    /// The runtime binary: berth, or runc for side-by-side comparisons.
+    pub bin: PathBuf,
 }
 
 impl Runtime {
     pub fn new() -> Result<Runtime> {
-        let root = TempDir::new("berth-root")?;
-        let log = root.path().join("berth.log");
-        Ok(Runtime { root, log })
+        Self::with_binary(berth_bin())
     }
 
-    /// `berth --root R --log L --log-format json ARGS...`
+    /// runc (the reference runtime) from PATH, with a state root of its own,
+    /// driven exactly like berth.
+    pub fn runc() -> Result<Runtime> {
+        let status = Command::new("runc")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .context("runc not found (scripts/deps.sh installs it)")?;
+        if !status.success() {
+            bail!("runc --version failed");
+        }
+        Self::with_binary(PathBuf::from("runc"))
+    }
+
+    fn with_binary(bin: PathBuf) -> Result<Runtime> {
+        let root = TempDir::new("berth-root")?;
+        let log = root.path().join("berth.log");
+        Ok(Runtime { root, log, bin })
+    }
+
+    /// `<bin> --root R --log L --log-format json ARGS...`
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(berth_bin());
+        let mut c = Command::new(&self.bin);
         c.arg("--root").arg(self.root.path());
         c.arg("--log")
             .arg(&self.log)

@@ -1,0 +1,236 @@
+//! Behaviours a runc drop-in must share, checked by running the same scenario
+//! through runc 1.1.5 (the reference) and berth in the same test and comparing
+//! what the container and the caller see.
+
+use anyhow::{bail, Context, Result};
+use berth_integration::harness::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+/// Both runtimes, reference first, each with a state root of its own.
+fn runtimes() -> Result<[(&'static str, Runtime); 2]> {
+    Ok([("runc", Runtime::runc()?), ("berth", Runtime::new()?)])
+}
+
+fn bundle_path(b: &Bundle) -> String {
+    b.path().display().to_string()
+}
+
+/// Foreground run of `script` in a fresh busybox bundle changed by `edit`;
+/// returns (exit code, stdout).
+fn run_script(
+    rt: &Runtime,
+    id: &str,
+    script: &str,
+    edit: impl Fn(&mut Bundle),
+) -> Result<(i32, String)> {
+    let mut b = Bundle::busybox()?;
+    b.sh(script);
+    edit(&mut b);
+    let (code, out, err) = rt.run(id, &b)?;
+    if code != 0 && out.is_empty() {
+        bail!("{id}: exit {code}: {err}{}", rt.log_text());
+    }
+    Ok((code, out))
+}
+
+#[test]
+fn kill_with_signal_zero_checks_liveness() -> Result<()> {
+    for (name, rt) in runtimes()? {
+        let mut b = Bundle::busybox()?;
+        b.args(&["sleep", "100"]);
+        b.write()?;
+        let id = unique("kill0");
+        rt.ok(&["run", "-d", "--bundle", &bundle_path(&b), &id])?;
+        rt.ok(&["kill", &id, "0"])
+            .with_context(|| format!("{name}: kill 0 of a running container"))?;
+        rt.ok(&["kill", "--all", &id, "0"])
+            .with_context(|| format!("{name}: kill --all 0 of a running container"))?;
+        assert_eq!(rt.status(&id)?, "running", "{name}: signal 0 must not kill");
+        rt.ok(&["kill", &id, "KILL"])?;
+        rt.wait_status(&id, "stopped")?;
+        let out = rt.output(&["kill", &id, "0"])?;
+        assert!(
+            !out.status.success(),
+            "{name}: kill 0 of a stopped container"
+        );
+        assert!(
+            rt.log_text().contains("container not running"),
+            "{name}: {}",
+            rt.log_text()
+        );
+        rt.ok(&["delete", &id])?;
+    }
+    Ok(())
+}
+
+/// A hook that appends "<its name> <its working directory>" to `out`.
+fn cwd_hook(script: &Path, name: &str) -> Value {
+    json!({"path": script, "args": ["hook", name]})
+}
+
+#[test]
+fn hooks_run_in_the_directories_runc_uses() -> Result<()> {
+    let tmp = TempDir::new("hook-cwd")?;
+    let out = tmp.path().join("out");
+    let script = tmp.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1 $(pwd)\" >> {}\n", out.display()),
+    )?;
+    Command::new("chmod").arg("+x").arg(&script).status()?;
+    let mut seen = Vec::new();
+    for (name, rt) in runtimes()? {
+        let mut b = Bundle::busybox()?;
+        b.args(&["true"]);
+        let hooks: serde_json::Map<String, Value> = [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "poststart",
+            "poststop",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), json!([cwd_hook(&script, k)])))
+        .collect();
+        b.config["hooks"] = Value::Object(hooks);
+        b.write()?;
+        let id = unique("hookcwd");
+        let _ = std::fs::remove_file(&out);
+        // The caller stands somewhere else than the bundle, as containerd does.
+        let in_root = |args: &[&str]| -> Result<()> {
+            let o = rt.cmd(args).current_dir("/").output()?;
+            if !o.status.success() {
+                bail!(
+                    "{name} {args:?}: {}{}",
+                    String::from_utf8_lossy(&o.stderr),
+                    rt.log_text()
+                );
+            }
+            Ok(())
+        };
+        let create = rt
+            .cmd(&["create", "--bundle", &bundle_path(&b), &id])
+            .current_dir("/")
+            .stdout(std::fs::File::create(tmp.path().join("create.out"))?)
+            .stderr(std::fs::File::create(tmp.path().join("create.err"))?)
+            .status()?;
+        if !create.success() {
+            bail!("{name} create: {}", rt.log_text());
+        }
+        in_root(&["start", &id])?;
+        rt.wait_status(&id, "stopped")?;
+        in_root(&["delete", &id])?;
+        let bundle = std::fs::canonicalize(b.path())?;
+        let lines =
+            std::fs::read_to_string(&out)?.replace(&bundle.display().to_string(), "<bundle>");
+        seen.push((name, lines));
+    }
+    assert_eq!(
+        seen[1].1, seen[0].1,
+        "hook working directories differ (berth vs runc)"
+    );
+    assert!(
+        seen[0].1.contains("createContainer <bundle>/rootfs"),
+        "{}",
+        seen[0].1
+    );
+    Ok(())
+}
+
+#[test]
+fn linux_devices_do_not_bypass_the_device_cgroup() -> Result<()> {
+    // /dev/kmsg is created by linux.devices but resources.devices denies
+    // everything (runc's default spec): opening it for writing (no syslog
+    // permission check on that path) must fail with EPERM from the device cgroup.
+    let script = "(: > /dev/kmsg) 2>/dev/null && echo opened || echo denied";
+    let mut got = Vec::new();
+    for (name, rt) in runtimes()? {
+        let (_, out) = run_script(&rt, &unique("kmsg"), script, |b| {
+            b.config["linux"]["devices"] = json!([{
+                "path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o644
+            }]);
+            b.config["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
+        })?;
+        got.push((name, out.trim().to_string()));
+    }
+    assert_eq!(got[0].1, "denied", "runc: {got:?}");
+    assert_eq!(got[1].1, got[0].1, "{got:?}");
+    Ok(())
+}
+
+/// A static program that makes the raw syscall numbered argv[1] and prints
+/// "<return value> <errno>".
+fn syscall_probe(dir: &Path) -> Result<std::path::PathBuf> {
+    let src = dir.join("probe.c");
+    std::fs::write(
+        &src,
+        "#include <errno.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+         int main(int argc, char **argv) {\n\
+           long r = syscall(atol(argv[1]));\n\
+           printf(\"%ld %d\\n\", r, r < 0 ? errno : 0);\n\
+           return 0;\n\
+         }\n",
+    )?;
+    let bin = dir.join("probe");
+    let status = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .context("gcc (static) for the syscall probe")?;
+    if !status.success() {
+        bail!("compiling the syscall probe failed");
+    }
+    Ok(bin)
+}
+
+/// Default-deny profile allowing every syscall name containers-common's
+/// profile knows (so glibc and both runtimes work), native arch listed.
+fn allow_known_profile() -> Result<Value> {
+    let docker: Value = serde_json::from_slice(
+        &std::fs::read("/usr/share/containers/seccomp.json")
+            .context("containers-common's seccomp.json (scripts/deps.sh installs it)")?,
+    )?;
+    let mut names: Vec<String> = docker["syscalls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "SCMP_ARCH_AARCH64",
+        _ => "SCMP_ARCH_X86_64",
+    };
+    Ok(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": [arch],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]
+    }))
+}
+
+#[test]
+fn syscalls_unknown_to_the_profile_get_enosys() -> Result<()> {
+    let tmp = TempDir::new("enosys")?;
+    let probe = syscall_probe(tmp.path())?;
+    let profile = allow_known_profile()?;
+    let mut got = Vec::new();
+    for (name, rt) in runtimes()? {
+        // 1000: newer than any syscall the profile names; 248 (add_key on
+        // x86_64): known but not allowed, so the default action (EPERM) applies.
+        let (_, out) = run_script(&rt, &unique("enosys"), "/probe 1000; /probe 248", |b| {
+            std::fs::copy(&probe, b.rootfs().join("probe")).expect("copy probe");
+            b.config["linux"]["seccomp"] = profile.clone();
+        })?;
+        got.push((name, out));
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(got[0].1, "-1 38\n-1 1\n", "runc: {got:?}");
+    }
+    assert_eq!(got[1].1, got[0].1, "berth vs runc: {got:?}");
+    Ok(())
+}
