@@ -129,6 +129,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .and_then(|p| p.to_str().map(str::to_string));
     let resolved = Cgroup::resolve(cgroups_path.as_deref(), &args.id)?;
     rollback.cgroup = Some(resolved.clone());
+    // If this process is killed from here on, `delete --force` finds the
+    // cgroups (and below, init) through this record: state.json comes last.
+    let mut pending = state::Pending {
+        cgroup: Some(resolved.clone()),
+        init_pid: 0,
+        init_start_time: 0,
+    };
+    state::save_pending(&dir, &pending)?;
     let (user_join_wanted, pid_join_wanted) = (
         plan.join
             .iter()
@@ -200,6 +208,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         Some(cg) if self_placing => Some(Placement::new(cg)?),
         _ => None,
     };
+    let direct_clone =
+        user_join.is_none() && pid_join.is_none() && !plan.creates(LinuxNamespaceType::Time);
+    // Only root can write the id maps of a non-dumpable process.
+    let dumpable_until_mapped =
+        plan.creates(LinuxNamespaceType::User) && !nix::unistd::Uid::effective().is_root();
+    if !dumpable_until_mapped {
+        // Inherited by init at clone: no instant in which a process already
+        // in a joined namespace could open init's /proc/<pid>/fd.
+        crate::process::set_dumpable(false)?;
+    }
     let ctx = InitContext {
         id: &args.id,
         spec: &spec,
@@ -215,6 +233,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         console_socket,
         seccomp: compiled.as_ref(),
         placement: placement.as_ref(),
+        die_with_parent: direct_clone,
+        dumpable_until_mapped,
     };
     let (pid, placed) = spawn_init(
         &ctx,
@@ -226,6 +246,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     )?;
     rollback.pid = Some(pid);
     drop(child_chan);
+    pending.init_pid = pid;
+    pending.init_start_time = state::proc_stat(pid).map_or(0, |(_, t)| t);
+    state::save_pending(&dir, &pending)?;
     drop(fifo);
     drop(console_stream);
 
@@ -297,6 +320,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     if let Some(p) = &args.pidfd_socket {
         send_pidfd(p, pid)?;
     }
+    // Init stops dying with us only now (see init::wait_for_created).
+    parent_chan
+        .send(&Msg::Created)
+        .context("container init exited during create")?;
+    parent_chan.expect(Msg::Detached)?;
     rollback.armed = false;
     crate::logging::debug(&format!("created container {} (init pid {pid})", st.id));
     Ok(Created { state: st, spec })

@@ -86,23 +86,40 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         .or(theirs.as_ref().map(|s| s.as_raw_fd()));
 
     let (parent_chan, child_chan) = sync::pair()?;
-    // What the process does once it exists: join the remaining namespaces
-    // (`joined` are entered already), set itself up, exec.
-    let child_main = |joined: &[LinuxNamespaceType]| {
+    // The process is born in the container's pid namespace: it must be
+    // non-dumpable from its first instant (it inherits this flag), or a
+    // process of the container could open /proc/<pid>/fd/N and walk out
+    // through one of the fds it inherited from us before they are closed.
+    crate::process::set_dumpable(false)?;
+    // What the process does once it exists: drop every inherited fd it does
+    // not need (the parent's end of the channel, cgroup dirs, ...), join
+    // the remaining namespaces (`joined` are entered already) and its v1
+    // cgroups, set itself up, exec.
+    let child_main = |joined: &[LinuxNamespaceType], placement: Option<&Placement>| {
         let rest: Vec<(LinuxNamespaceType, &File)> = ns_files
             .iter()
             .filter(|(t, _)| *t != LinuxNamespaceType::Pid && !joined.contains(t))
             .map(|(t, f)| (*t, f))
             .collect();
-        let err = match child(
-            &child_chan,
-            &rest,
-            &process,
-            &plan,
-            compiled.as_ref(),
-            console_fd,
-            a.preserve_fds,
-        ) {
+        let mut keep: Vec<RawFd> = rest.iter().map(|(_, f)| f.as_raw_fd()).collect();
+        keep.push(child_chan.as_raw_fd());
+        keep.extend(console_fd);
+        let contained = crate::process::close_fds_except(
+            crate::init::first_unpreserved_fd(a.preserve_fds),
+            &keep,
+        )
+        .and_then(|()| placement.map_or(Ok(()), cgroup_join::join_v1_self));
+        let err = match contained.and_then(|()| {
+            child(
+                &child_chan,
+                &rest,
+                &process,
+                &plan,
+                compiled.as_ref(),
+                console_fd,
+                a.preserve_fds,
+            )
+        }) {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -134,7 +151,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             let pid = intermediate::spawn(
                 CloneFlags::empty(),
                 enter,
-                || child_main(&[LinuxNamespaceType::User]),
+                || child_main(&[LinuxNamespaceType::User], None),
                 &child_chan,
                 &parent_chan,
             )?;
@@ -162,15 +179,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             let spawned = match cgroup_join::clone_placed(CloneFlags::empty(), placement.as_ref())?
             {
                 None => {
-                    drop(parent_chan);
-                    if let Some(p) = &placement {
-                        if let Err(e) = cgroup_join::join_v1_self(p) {
-                            let _ = child_chan.send(&Msg::Error(format!("{e:#}")));
-                            // SAFETY: leave without running the parent's destructors.
-                            unsafe { libc::_exit(127) }
-                        }
-                    }
-                    child_main(&[]);
+                    child_main(&[], placement.as_ref());
                     unreachable!("the exec'd process's setup execs or exits")
                 }
                 Some(child) => child,
@@ -284,6 +293,13 @@ fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
     if a.no_new_privs {
         p.set_no_new_privileges(Some(true));
     }
+    // runc's --apparmor / --process-label (checked by lsm::validate_process).
+    if let Some(profile) = &a.apparmor {
+        p.set_apparmor_profile(Some(profile.clone()));
+    }
+    if let Some(label) = &a.process_label {
+        p.set_selinux_label(Some(label.clone()));
+    }
     if !a.cap.is_empty() {
         // runc adds --cap capabilities to the bounding, effective and permitted sets.
         let added = a
@@ -367,7 +383,7 @@ fn child(
         let slave = console::hand_over_pty(sock, process)?;
         console::attach_slave(slave)?;
     }
-    let prepared = prepare_process(process, seccomp, preserve_fds, plan)?;
+    let prepared = prepare_process(process, seccomp, preserve_fds, plan, &[chan.as_raw_fd()])?;
     chan.send(&Msg::Ready)?;
     prepared.exec()
 }

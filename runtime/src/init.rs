@@ -17,7 +17,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::fs::File;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 /// Everything init needs, borrowed from the parent's memory (init is a
@@ -40,6 +40,15 @@ pub struct InitContext<'a> {
     pub seccomp: Option<&'a CompiledSeccomp>,
     /// Set when init must join its v1 cgroups itself (see cgroup_join).
     pub placement: Option<&'a crate::cgroup_join::Placement>,
+    /// `create` clones init itself: init dies with it (PR_SET_PDEATHSIG)
+    /// until the container is created. Not when an intermediate process
+    /// clones init (it exits at once); init then notices a dead `create`
+    /// by EOF on the sync channel.
+    pub die_with_parent: bool,
+    /// An unprivileged parent writes init's id maps through
+    /// `/proc/<pid>/uid_map`, which it may only open while init is
+    /// dumpable: init turns non-dumpable once the maps are written.
+    pub dumpable_until_mapped: bool,
 }
 
 /// Run init; never returns. Errors go to the parent while it listens.
@@ -99,7 +108,61 @@ impl CgroupEntry<'_, '_> {
     }
 }
 
+/// First thing after clone: tie init's life to `create`'s, hide its /proc
+/// entries from the container and drop every fd it inherited from the
+/// parent but does not need: the state-dir lock, cgroup dirs, the parent's
+/// end of the sync channel (holding it, init would never see EOF when
+/// `create` dies), log and console fds.
+fn contain_at_birth(ctx: &InitContext) -> Result<()> {
+    if ctx.die_with_parent {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("set parent-death signal");
+        }
+    }
+    if !ctx.dumpable_until_mapped {
+        process::set_dumpable(false)?;
+    }
+    let mut keep = vec![ctx.chan.as_raw_fd(), ctx.fifo];
+    keep.extend(ctx.console_socket);
+    keep.extend(ctx.joins.iter().map(|(_, f)| f.as_raw_fd()));
+    process::close_fds_except(first_unpreserved_fd(ctx.preserve_fds), &keep)?;
+    // The parent may have died before the prctl took effect (getppid()
+    // cannot tell: it is 0 in a new pid namespace). With its end of the
+    // channel closed here, our end hangs up if it is gone.
+    if ctx.chan.peer_gone()? {
+        bail!("berth create exited while the container was being created");
+    }
+    Ok(())
+}
+
+/// Lowest fd that is neither stdio nor one of the caller's --preserve-fds.
+pub fn first_unpreserved_fd(preserve_fds: u32) -> RawFd {
+    3 + RawFd::try_from(preserve_fds).unwrap_or(RawFd::MAX - 3)
+}
+
+/// After `Ready`: wait for `create` to save the container's state. EOF
+/// means `create` died (or failed) first: leave instead of waiting on
+/// exec.fifo for ever. Then stop dying with `create`, which now exits.
+fn wait_for_created(ctx: &InitContext) -> Result<()> {
+    match ctx.chan.recv()? {
+        Some(Msg::Created) => {}
+        Some(other) => bail!("unexpected message from parent: {other:?}"),
+        None => bail!("berth create exited before the container was created"),
+    }
+    if ctx.die_with_parent {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("clear parent-death signal");
+        }
+    }
+    // `create` waits for this before it exits, or its exit could still
+    // deliver the signal.
+    ctx.chan.send(&Msg::Detached)
+}
+
 fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
+    contain_at_birth(ctx)?;
     // The parent blocks signals to forward them (run); the container must not inherit that.
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("reset signal mask")?;
@@ -111,6 +174,11 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     if ctx.placement.is_none() {
         // The parent moves us into our cgroups and writes our id maps first.
         cgroups.wait_for_parent()?;
+    }
+    if ctx.dumpable_until_mapped {
+        // The maps are written (Continue came after them).
+        cgroups.wait_for_parent()?;
+        process::set_dumpable(false)?;
     }
     let spec = ctx.spec;
     let process = spec
@@ -168,9 +236,16 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
         process::set_personality(&p)?;
     }
 
-    let prepared = prepare_process(process, ctx.seccomp, ctx.preserve_fds, ctx.plan)?;
+    let prepared = prepare_process(
+        process,
+        ctx.seccomp,
+        ctx.preserve_fds,
+        ctx.plan,
+        &[ctx.chan.as_raw_fd(), ctx.fifo],
+    )?;
 
     ctx.chan.send(&Msg::Ready)?;
+    wait_for_created(ctx)?;
     wait_for_start(ctx.fifo)?;
 
     if let Some(h) = hooks.start_container() {
@@ -321,12 +396,19 @@ impl Prepared<'_> {
 /// order: limits and priorities while privileged; seccomp before dropping
 /// CAP_SYS_ADMIN unless no_new_privs lets it go last; bounding set, user,
 /// cwd, capabilities, no_new_privs; fds marked close-on-exec.
+///
+/// First of all every fd but stdio, the preserved ones and `keep` (what
+/// the runtime side still needs until execve) is closed: nothing from the
+/// host may be reachable through /proc/self/fd when the cwd is entered or
+/// the process runs. After the chdir the cwd must lie inside our root.
 pub fn prepare_process<'a>(
     process: &Process,
     seccomp: Option<&'a CompiledSeccomp>,
     preserve_fds: u32,
     plan: &Plan,
+    keep: &[RawFd],
 ) -> Result<Prepared<'a>> {
+    process::close_fds_except(first_unpreserved_fd(preserve_fds), keep)?;
     // While still privileged; takes effect at the execve.
     crate::lsm::apply_exec_labels(process)?;
     if let Some(rl) = process.rlimits() {
@@ -362,6 +444,7 @@ pub fn prepare_process<'a>(
     }
     nix::unistd::chdir(cwd)
         .with_context(|| format!("chdir to cwd ({:?}) set in config.json failed", cwd))?;
+    process::verify_cwd_in_root()?;
     process::apply_caps(&caps)?;
     if nnp {
         process::set_no_new_privs()?;

@@ -27,11 +27,14 @@ pub fn spawn(
     parent_chan: &sync::Channel,
 ) -> Result<i32> {
     let (mut rd, mut wr) = std::io::pipe().context("pipe for intermediate")?;
+    let parent = nix::unistd::getpid();
     // SAFETY: berth is single-threaded here; the child only clones and exits.
     match unsafe { nix::unistd::fork() }.context("fork intermediate")? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let res = enter().and_then(|()| cgroup_join::clone_placed(flags, None));
+            let res = die_with(parent)
+                .and_then(|()| enter())
+                .and_then(|()| cgroup_join::clone_placed(flags, None));
             match res {
                 Ok(None) => {
                     // Never returns: it execs the container process or exits.
@@ -66,4 +69,18 @@ pub fn spawn(
             Ok(i32::from_le_bytes(buf))
         }
     }
+}
+
+/// Die with the berth process that forked us: a killed `create` or `exec`
+/// must not leave an intermediate behind (it holds the caller's end of
+/// the sync channel, so its child would wait for a message for ever).
+fn die_with(parent: nix::unistd::Pid) -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("set parent-death signal");
+    }
+    if nix::unistd::getppid() != parent {
+        bail!("berth exited while starting the container process");
+    }
+    Ok(())
 }

@@ -226,16 +226,17 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let dir = state::container_dir(root, id);
     let st = match state::load(root, id) {
         Ok(st) => st,
-        Err(e) => {
-            // A create that died before state.json existed leaves a bare dir.
-            if dir.is_dir() && !dir.join(state::STATE_FILE).exists() {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            if force {
-                return Ok(());
-            }
-            return Err(e);
+        Err(e) if dir.is_dir() && !dir.join(state::STATE_FILE).exists() => {
+            // A create that died (or is still running) before state.json
+            // existed: its processes and cgroups are in creating.json.
+            return match remove_half_made(&dir, force)? {
+                Some(st) => destroy(root, &st),
+                None if force => Ok(()),
+                None => Err(e),
+            };
         }
+        Err(_) if force => return Ok(()),
+        Err(e) => return Err(e),
     };
     let _lock = state::lock(&dir)?;
     match state::status(root, &st) {
@@ -247,6 +248,107 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         ),
     }
     destroy(root, &st)
+}
+
+/// Cleans up after a `create` that was killed before it saved state.json:
+/// kills init and every process in the container's cgroups (in each
+/// hierarchy: a half-placed init may be in only some of them), removes the
+/// cgroups and the directory. Without `force` a create still in progress
+/// (it holds the directory's lock) is left alone. Returns the state if the
+/// create turned out to finish meanwhile: the caller deletes it as usual.
+fn remove_half_made(dir: &Path, force: bool) -> Result<Option<ContainerState>> {
+    let pending = state::load_pending(dir);
+    let lock = match state::try_lock(dir)? {
+        Some(lock) => lock,
+        None if !force => return Ok(None),
+        None => {
+            // Killing init makes a live `create` fail and roll back; wait
+            // (bounded) for it to let go of the directory.
+            if let Some(p) = &pending {
+                kill_pending(p);
+            }
+            match wait_for_lock(dir, Duration::from_secs(10))? {
+                Some(lock) => lock,
+                None => bail!("container is still being created: {}", dir.display()),
+            }
+        }
+    };
+    if !dir.is_dir() {
+        return Ok(None); // the create's own rollback removed it
+    }
+    if dir.join(state::STATE_FILE).exists() {
+        drop(lock);
+        let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let root = dir.parent().unwrap_or(Path::new("/"));
+        return state::load(root, id).map(Some);
+    }
+    if let Some(p) = &pending {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kill_pending(p) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(cg) = &p.cgroup {
+            cg.destroy()
+                .context("remove cgroup of half-created container")?;
+        }
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
+    Ok(None)
+}
+
+/// SIGKILLs the recorded init (if it is still that process) and every
+/// live member of the pending container's cgroups; true if any was found.
+fn kill_pending(p: &state::Pending) -> bool {
+    let mut pids = p.cgroup.as_ref().map(cgroup_members).unwrap_or_default();
+    if p.init_pid > 0
+        && state::proc_stat(p.init_pid)
+            .is_some_and(|(s, start)| start == p.init_start_time && s != 'Z' && s != 'X')
+    {
+        pids.push(p.init_pid);
+    }
+    let mut found = false;
+    for pid in pids {
+        if state::proc_stat(pid).is_some_and(|(s, _)| s != 'Z' && s != 'X') {
+            found = true;
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    found
+}
+
+/// Every process in the cgroup's directories of all hierarchies, nested
+/// cgroups included.
+fn cgroup_members(cg: &berth_cgroups::Cgroup) -> Vec<i32> {
+    fn walk(dir: &Path, out: &mut Vec<i32>) {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for d in cg.dirs() {
+        walk(&d, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn wait_for_lock(dir: &Path, limit: Duration) -> Result<Option<state::StateLock>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(lock) = state::try_lock(dir)? {
+            return Ok(Some(lock));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Kill everything left, remove the cgroup, run poststop hooks, drop state.

@@ -9,6 +9,7 @@ use oci_spec::runtime::{
     LinuxCapabilities, LinuxPersonality, LinuxPersonalityDomain, PosixRlimit, Process,
 };
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -275,6 +276,92 @@ pub fn set_no_new_privs() -> Result<()> {
     // SAFETY: plain prctl flags.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("set no_new_privs");
+    }
+    Ok(())
+}
+
+/// Close every fd numbered `first` or above except those in `keep`.
+///
+/// Close-on-exec is not enough (CVE-2024-21626): until the final execve a
+/// leaked directory fd (state dir, cgroup dir, ...) is reachable as
+/// `/proc/self/fd/N` — as a `process.cwd`, or through `/proc/<pid>/fd/N`
+/// from another process in the container — and leads out of the rootfs.
+pub fn close_fds_except(first: RawFd, keep: &[RawFd]) -> Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&k| k >= first).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut lo = first;
+    for k in keep.iter().copied().chain(std::iter::once(RawFd::MAX)) {
+        if k > lo && !close_range(lo, k - 1) {
+            return close_fds_by_listing(first, &keep);
+        }
+        lo = k.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// close_range(2) of [lo, hi]; false when the kernel lacks it (pre-5.9).
+fn close_range(lo: RawFd, hi: RawFd) -> bool {
+    // SAFETY: close_range only closes entries of our own fd table; the fds
+    // closed are ones nothing in this process will use again.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            lo as libc::c_uint,
+            hi as libc::c_uint,
+            0,
+        ) == 0
+    }
+}
+
+/// [`close_fds_except`] for kernels without close_range: list, then close
+/// (closing while reading /proc/self/fd would skip entries).
+fn close_fds_by_listing(first: RawFd, keep: &[RawFd]) -> Result<()> {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .context("list /proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd >= first && !keep.contains(&fd) {
+            // SAFETY: as in close_range; EBADF (the listing's own fd) is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// PR_SET_DUMPABLE. A non-dumpable process's `/proc/<pid>/fd`, `/cwd`,
+/// `/root`, `/mem` ... can only be opened with CAP_SYS_PTRACE over the
+/// user namespace its memory was created in — the host's for a clone of
+/// berth — so processes of the container cannot reach the runtime's fds.
+/// The final execve makes the user's process dumpable again (as usual).
+pub fn set_dumpable(dumpable: bool) -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("set dumpable flag");
+    }
+    Ok(())
+}
+
+/// Refuse a working directory outside our root: chdir through a leaked fd
+/// or magic link leaves cwd outside the container's mount tree, which
+/// getcwd(2) reports as "(unreachable)..." rather than an absolute path.
+pub fn verify_cwd_in_root() -> Result<()> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: the raw syscall (not glibc's wrapper, which hides the
+    // "(unreachable)" prefix behind ENOENT) writes at most buf.len() bytes.
+    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        // ENOENT: the directory was removed after chdir; ERANGE: too long
+        // to name. Neither says the cwd is outside our root: refuse anyway,
+        // as runc does, rather than run from a directory we cannot place.
+        return Err(err).context(
+            "current working directory could not be determined -- possible container breakout detected",
+        );
+    }
+    if buf.first() != Some(&b'/') {
+        bail!("current working directory is outside of container mount namespace root -- possible container breakout detected");
     }
     Ok(())
 }

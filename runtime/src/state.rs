@@ -5,6 +5,8 @@
 //! - `config.json`: the spec the container was created from (exec and
 //!   delete need its process defaults, seccomp profile and hooks)
 //! - `exec.fifo`: exists from create until start; init blocks reading it
+//! - `creating.json`: [`Pending`], the cgroup and init pid of a container
+//!   being created (all there is of one whose `create` was killed)
 //!
 //! The directory itself is flock'd by every command that read-modifies the
 //! container (no lock file: one file create less per container).
@@ -22,6 +24,10 @@ pub const OCI_VERSION: &str = "1.0.2";
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// Written by `create` before it makes cgroups or processes, removed with
+/// the directory: what `delete --force` needs to clean up after a `create`
+/// that was killed before state.json existed.
+pub const PENDING_FILE: &str = "creating.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +86,28 @@ pub struct OciState {
     pub owner: String,
 }
 
+/// A container under construction: enough to find and remove its
+/// processes and cgroups when `create` dies half-way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    pub cgroup: Option<Cgroup>,
+    /// 0 until init is cloned.
+    pub init_pid: i32,
+    pub init_start_time: u64,
+}
+
+pub fn save_pending(dir: &Path, pending: &Pending) -> Result<()> {
+    let tmp = dir.join(".creating.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(pending)?)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    fs::rename(&tmp, dir.join(PENDING_FILE)).context("rename creating.json into place")
+}
+
+/// The pending record of a half-made container, if it has a readable one.
+pub fn load_pending(dir: &Path) -> Option<Pending> {
+    serde_json::from_slice(&fs::read(dir.join(PENDING_FILE)).ok()?).ok()
+}
+
 /// The state given to hooks on stdin (runtime-spec "State").
 pub fn hook_state(state: &ContainerState, status: Status, pid: i32) -> serde_json::Value {
     let mut v = serde_json::json!({
@@ -115,7 +143,7 @@ pub fn container_dir(root: &Path, id: &str) -> PathBuf {
 
 /// Held for the life of a command that changes a container.
 pub struct StateLock {
-    _lock: Flock<File>,
+    _lock: Option<Flock<File>>,
 }
 
 pub fn lock(dir: &Path) -> Result<StateLock> {
@@ -123,7 +151,25 @@ pub fn lock(dir: &Path) -> Result<StateLock> {
     let lock = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .with_context(|| format!("lock {}", dir.display()))?;
-    Ok(StateLock { _lock: lock })
+    Ok(StateLock { _lock: Some(lock) })
+}
+
+/// [`lock`] without waiting: None while another command holds it. A
+/// directory that vanished meanwhile counts as lockable (returns a lock on
+/// nothing) so callers re-check it.
+pub fn try_lock(dir: &Path) -> Result<Option<StateLock>> {
+    let file = match File::open(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some(StateLock { _lock: None }))
+        }
+        Err(e) => return Err(e).with_context(|| format!("open {} for locking", dir.display())),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(StateLock { _lock: Some(lock) })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("lock {}", dir.display())),
+    }
 }
 
 /// Load a container's state; errors say "does not exist" the way containerd expects.

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum Msg {
@@ -19,6 +19,13 @@ pub enum Msg {
     /// init → parent: fully set up, now blocked on exec.fifo (or, for
     /// exec/run, about to exec the process).
     Ready,
+    /// parent → init: state.json is saved, the container exists. Until
+    /// then init dies with its parent (see init::contain_at_birth); after
+    /// it, init outlives `create` and waits for `start`.
+    Created,
+    /// init → parent: parent-death signal cleared; `create` may exit now
+    /// without taking init with it.
+    Detached,
     /// init → parent: setup failed; the text is the user-facing error.
     Error(String),
 }
@@ -38,11 +45,34 @@ pub fn pair() -> Result<(Channel, Channel)> {
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl Channel {
     pub fn send(&self, msg: &Msg) -> Result<()> {
         let data = serde_json::to_vec(msg)?;
         send(self.fd.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL).context("send sync message")?;
         Ok(())
+    }
+
+    /// True when the other end is closed (checked without waiting).
+    pub fn peer_gone(&self) -> Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::empty())];
+        loop {
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("poll sync channel"),
+                Ok(_) => break,
+            }
+        }
+        Ok(fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)))
     }
 
     /// Receive one message; `None` when the peer is gone.
