@@ -1,0 +1,529 @@
+//! Issue 9, builder filesystem attacks (items 6–10), performed against the
+//! real berth-build binary: hostile layer tars through ADD, load + bundle and
+//! FROM; RUN mount-stub teardown through a swapped symlink; a bind source
+//! swapped for a symlink while builds run; read-write binds writing into the
+//! build context; `WORKDIR /proc/self/fd/N`. Each test plants a canary
+//! outside every root and asserts the host side is untouched.
+//!
+//! RUN steps use berth ($BERTH_BIN) when set, else runc.
+use berth_integration::harness::{berth_bin, TempDir};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn builder_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
+        return PathBuf::from(dir).join("berth-build");
+    }
+    if let Some(p) = std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .and_then(|p| p.parent().map(|d| d.join("berth-build")))
+        .filter(|p| p.exists())
+    {
+        return p;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-build")
+}
+
+fn runtime() -> PathBuf {
+    match std::env::var_os("BERTH_BIN") {
+        Some(_) => berth_bin(),
+        None => PathBuf::from("/usr/sbin/runc"),
+    }
+}
+
+/// A store, a scratch area and a canary directory outside both.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = TempDir::new("bb-contain").unwrap();
+        for d in ["store", "canary"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let canary = dir.path().join("canary");
+        std::fs::set_permissions(&canary, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(canary.join("secret"), secret_of(&canary)).unwrap();
+        std::fs::set_permissions(
+            canary.join("secret"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        Env { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn canary(&self) -> PathBuf {
+        self.path().join("canary")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(builder_bin());
+        c.arg("--root")
+            .arg(self.path().join("store"))
+            .arg("--runtime")
+            .arg(runtime())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "berth-build {args:?} failed: {}",
+            text(&o)
+        );
+        text(&o)
+    }
+
+    /// A context dir holding busybox.tar and `dockerfile`.
+    fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
+        let ctx = self.path().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        busybox_tar(
+            &ctx.join("busybox.tar"),
+            &self.path().join(format!("{name}-rootfs")),
+        );
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        ctx
+    }
+
+    fn build(&self, ctx: &Path) -> Output {
+        self.run(&[
+            "build",
+            "--no-cache",
+            "--progress",
+            "plain",
+            ctx.to_str().unwrap(),
+        ])
+    }
+
+    /// The canary is exactly as planted: mode, mtime, owner, content, and
+    /// nothing added or removed.
+    fn assert_canary_untouched(&self, what: &str) {
+        let c = self.canary();
+        let m = std::fs::metadata(&c).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o700, "{what}: canary dir mode changed");
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (0, 0),
+            "{what}: canary dir owner changed"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&c)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["secret"], "{what}: canary dir content changed");
+        assert_eq!(
+            std::fs::read_to_string(c.join("secret")).unwrap(),
+            secret_of(&c),
+            "{what}: canary file changed"
+        );
+        let sm = std::fs::metadata(c.join("secret")).unwrap();
+        assert_eq!(
+            sm.mode() & 0o7777,
+            0o600,
+            "{what}: canary file mode changed"
+        );
+    }
+}
+
+/// A token only the canary holds: seeing it in build output means a RUN
+/// step read the host.
+fn secret_of(canary: &Path) -> String {
+    format!(
+        "canary-{:x}",
+        Sha256::digest(canary.as_os_str().as_encoded_bytes())
+    )
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A tar of a minimal static-busybox root filesystem.
+fn busybox_tar(dest: &Path, scratch: &Path) {
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(scratch.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "cat", "ls", "mkdir", "mv", "ln", "rm", "rmdir", "touch", "true", "echo", "seq",
+        "sleep", "pwd", "test",
+    ] {
+        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(scratch.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    std::fs::write(scratch.join("etc/group"), "root:x:0:\n").unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(scratch)
+        .args(["--numeric-owner", "-cf"])
+        .arg(dest)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A tar with raw names (the tar crate's own path checks bypassed), so
+/// hostile entries can be written as an attacker would.
+fn raw_tar(entries: &[(&str, tar::EntryType, &str, u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_size(0);
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// `d/` (mode 0777) then `d -> canary`: the directory-mode pass of an
+/// unsafe unpacker chmods the canary to 0777.
+fn dir_then_symlink(canary: &Path) -> Vec<u8> {
+    raw_tar(&[
+        ("d/", tar::EntryType::Directory, "", 0o777),
+        (
+            "d",
+            tar::EntryType::Symlink,
+            canary.to_str().unwrap(),
+            0o777,
+        ),
+    ])
+}
+
+/// Entries that reach outside through a symlink, `..`, an absolute name or
+/// a hardlink; each must be refused.
+fn escaping_tars(canary: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let c = canary.to_str().unwrap();
+    vec![
+        (
+            "file through a symlink",
+            raw_tar(&[
+                ("a", tar::EntryType::Symlink, c, 0o777),
+                ("a/secret", tar::EntryType::Regular, "", 0o644),
+            ]),
+        ),
+        (
+            "device through a symlink",
+            raw_tar(&[
+                ("a", tar::EntryType::Symlink, c, 0o777),
+                ("a/null", tar::EntryType::Char, "", 0o666),
+            ]),
+        ),
+        (
+            "whiteout through a symlink",
+            raw_tar(&[
+                ("a", tar::EntryType::Symlink, c, 0o777),
+                ("a/.wh.secret", tar::EntryType::Regular, "", 0o644),
+            ]),
+        ),
+        (
+            "dot-dot",
+            raw_tar(&[(
+                "../../../../../../../../x",
+                tar::EntryType::Regular,
+                "",
+                0o644,
+            )]),
+        ),
+        (
+            "hardlink through a symlink",
+            raw_tar(&[
+                ("a", tar::EntryType::Symlink, c, 0o777),
+                ("h", tar::EntryType::Link, "a/secret", 0o644),
+            ]),
+        ),
+    ]
+}
+
+/// A docker-archive of an image whose only layer is `layer`.
+fn docker_archive(layer: &[u8], tag: &str) -> Vec<u8> {
+    let diff_id = format!("sha256:{:x}", Sha256::digest(layer));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+    })
+    .to_string();
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": [tag], "Layers": ["layer.tar"],
+    }])
+    .to_string();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("manifest.json", manifest.as_bytes()),
+        ("config.json", config.as_bytes()),
+        ("layer.tar", layer),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Item 6 through ADD: the dir-then-symlink tar builds without touching the
+/// canary, and every escaping tar is refused with the canary untouched.
+#[test]
+fn add_of_hostile_tars_stays_inside_the_root() {
+    let env = Env::new();
+    let ctx = env.context("add", "FROM scratch\nADD evil.tar /\n");
+    std::fs::write(ctx.join("evil.tar"), dir_then_symlink(&env.canary())).unwrap();
+    let o = env.build(&ctx);
+    env.assert_canary_untouched("ADD dir-then-symlink");
+    assert!(o.status.success(), "{}", text(&o));
+    for (what, tar) in escaping_tars(&env.canary()) {
+        std::fs::write(ctx.join("evil.tar"), tar).unwrap();
+        let o = env.build(&ctx);
+        assert!(!o.status.success(), "ADD of {what} was accepted");
+        env.assert_canary_untouched(&format!("ADD {what}"));
+        assert!(!env.path().join("x").exists());
+    }
+}
+
+/// Item 6 through `load` + `bundle` (apply onto a host directory) and
+/// through `FROM` (the layer unpacked as an overlay snapshot).
+#[test]
+fn load_bundle_and_from_of_a_hostile_image_stay_inside_the_root() {
+    let env = Env::new();
+    let archive = env.path().join("hostile.tar");
+    std::fs::write(
+        &archive,
+        docker_archive(&dir_then_symlink(&env.canary()), "hostile:1"),
+    )
+    .unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    env.assert_canary_untouched("load");
+    let bundle = env.path().join("bundle");
+    env.ok(&["bundle", "hostile:1", bundle.to_str().unwrap()]);
+    env.assert_canary_untouched("bundle");
+    assert!(std::fs::symlink_metadata(bundle.join("rootfs/d"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // FROM: snapshot unpack, then a RUN step on top of it.
+    let ctx = env.context("from", "FROM hostile:1\nADD busybox.tar /\nRUN true\n");
+    let o = env.build(&ctx);
+    env.assert_canary_untouched("FROM");
+    assert!(o.status.success(), "{}", text(&o));
+    // Escaping layers are refused by load+bundle and FROM alike.
+    for (i, (what, tar)) in escaping_tars(&env.canary()).into_iter().enumerate() {
+        let tag = format!("esc{i}:1");
+        std::fs::write(&archive, docker_archive(&tar, &tag)).unwrap();
+        env.ok(&["load", "-i", archive.to_str().unwrap()]);
+        let b = env.path().join(format!("bundle-{i}"));
+        let o = env.run(&["bundle", &tag, b.to_str().unwrap()]);
+        assert!(!o.status.success(), "bundle of {what} was accepted");
+        env.assert_canary_untouched(&format!("bundle {what}"));
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM {tag}\nRUN true\n")).unwrap();
+        let o = env.build(&ctx);
+        assert!(!o.status.success(), "FROM of {what} was accepted");
+        env.assert_canary_untouched(&format!("FROM {what}"));
+    }
+}
+
+/// Item 7: the step moves /x (which holds a tmpfs stub) away and puts a
+/// symlink to a host directory in its place; stub teardown must not follow
+/// it and delete the host's `stub/`.
+#[test]
+fn mount_stub_teardown_does_not_follow_a_swapped_symlink() {
+    let env = Env::new();
+    let host = env.path().join("hostdir");
+    std::fs::create_dir_all(host.join("stub")).unwrap();
+    std::fs::write(host.join("stub/empty"), b"").unwrap();
+    // WORKDIR recreates /x inside the RUN step's own upper layer, where
+    // overlayfs lets the step rename it.
+    let df = format!(
+        "FROM scratch\nADD busybox.tar /\nWORKDIR /x\nRUN cd / && rmdir /x\n\
+         RUN --mount=type=tmpfs,target=/x/stub cd / && mv /x /y && ln -s {} /x\n",
+        host.display()
+    );
+    let ctx = env.context("stub", &df);
+    let o = env.build(&ctx);
+    assert!(
+        host.join("stub/empty").exists(),
+        "stub teardown deleted a host directory: {}",
+        text(&o)
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Item 8: while builds bind-mount `sub` from the context, a parallel stage
+/// and a host thread keep swapping it for a symlink to the canary or `/`.
+/// No build may see or write the canary, or see the host's root.
+#[test]
+fn bind_source_swapped_for_a_symlink_reaches_nothing() {
+    let env = Env::new();
+    let canary = env.canary();
+    let df = format!(
+        "FROM scratch AS base\nADD busybox.tar /\n\
+         FROM base AS swapper\n\
+         RUN --mount=type=bind,rw,target=/ctx for i in $(seq 300); do rm -rf /ctx/sub; ln -s / /ctx/sub; rm -f /ctx/sub; mkdir /ctx/sub; done\n\
+         FROM base\n\
+         RUN --mount=type=bind,source=sub,target=/m,rw cat /m/secret /m/{c}/secret 2>/dev/null; ls /m; echo pwned > /m/pwned; echo pwned > /m/{c}/pwned; true\n",
+        c = canary.display()
+    );
+    let ctx = env.context("race", &df);
+    std::fs::create_dir(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("sub/inside"), b"inside\n").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (sub, stop, canary) = (ctx.join("sub"), stop.clone(), canary.clone());
+        let moved = ctx.join("sub.real");
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // sub: real dir -> symlink (to the canary or /) -> real dir.
+                if std::fs::rename(&sub, &moved).is_ok() {
+                    let target: &Path = if i.is_multiple_of(2) {
+                        &canary
+                    } else {
+                        Path::new("/")
+                    };
+                    let _ = std::os::unix::fs::symlink(target, &sub);
+                    std::thread::yield_now();
+                    let _ = std::fs::remove_file(&sub);
+                    let _ = std::fs::rename(&moved, &sub);
+                }
+                i += 1;
+            }
+        })
+    };
+    // Host root entries a RUN step must never list.
+    let host_only = ["proc", "sys", "boot"];
+    let mut outputs = Vec::new();
+    for _ in 0..10 {
+        let o = env.build(&ctx);
+        outputs.push(text(&o));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+    env.assert_canary_untouched("bind-source race");
+    let secret = secret_of(&canary);
+    for out in &outputs {
+        assert!(!out.contains(&secret), "a RUN step read the canary:\n{out}");
+        let listed: Vec<&str> = out.lines().filter_map(|l| l.split("] ").nth(1)).collect();
+        for h in host_only {
+            assert!(
+                !listed.contains(&h),
+                "a RUN step listed the host's /{h}:\n{out}"
+            );
+        }
+    }
+    assert!(
+        !Path::new("/pwned").exists(),
+        "a RUN step wrote the host's /"
+    );
+    for d in ["sub", "sub.real"] {
+        assert!(
+            !ctx.join(d).join("pwned").exists(),
+            "a RUN step wrote the context"
+        );
+    }
+}
+
+/// Item 9: writes through `RUN --mount=type=bind,rw` land in a throwaway
+/// layer, never in the build context on the host.
+#[test]
+fn rw_bind_writes_do_not_reach_the_context() {
+    let env = Env::new();
+    let df = "FROM scratch\nADD busybox.tar /\n\
+              RUN --mount=type=bind,rw,target=/src echo pwned > /src/.git/hooks/post-checkout && echo new > /src/new && rm /src/keep && cat /src/.git/hooks/post-checkout\n\
+              RUN --mount=type=bind,rw,source=file,target=/f echo pwned > /f && cat /f\n";
+    let ctx = env.context("rw", df);
+    std::fs::create_dir_all(ctx.join(".git/hooks")).unwrap();
+    std::fs::write(ctx.join("keep"), b"keep\n").unwrap();
+    std::fs::write(ctx.join("file"), b"original\n").unwrap();
+    let o = env.build(&ctx);
+    assert!(o.status.success(), "{}", text(&o));
+    // The step saw its own writes...
+    assert!(text(&o).contains("pwned"), "{}", text(&o));
+    // ...and none reached the host.
+    assert!(!ctx.join(".git/hooks/post-checkout").exists());
+    assert!(!ctx.join("new").exists());
+    assert_eq!(std::fs::read(ctx.join("keep")).unwrap(), b"keep\n");
+    assert_eq!(std::fs::read(ctx.join("file")).unwrap(), b"original\n");
+}
+
+/// Item 10: `WORKDIR /proc/self/fd/N` for the fds a RUN container could
+/// inherit: ones the builder itself inherited (a host directory open at fd
+/// 20 in berth-build, as a calling tool might leave it) and the builder's
+/// or runtime's own low fds. No RUN step may read or write the host through
+/// its cwd: the build either fails or stays inside the container.
+#[test]
+fn workdir_proc_self_fd_reaches_nothing() {
+    let env = Env::new();
+    let canary = env.canary();
+    let secret = secret_of(&canary);
+    // From a cwd on the host, enough ".." reach the host's "/", from which
+    // the canary's absolute path is relative.
+    let rel = canary.strip_prefix("/").unwrap().display().to_string();
+    let ups = "../".repeat(30);
+    for n in (3..=12).chain([20]) {
+        let df = format!(
+            "FROM scratch\nADD busybox.tar /\nWORKDIR /proc/self/fd/{n}\n\
+             RUN cat secret 2>/dev/null; cat {ups}{rel}/secret 2>/dev/null; echo pwned > written 2>/dev/null; echo pwned > {ups}{rel}/written 2>/dev/null; true\n"
+        );
+        let ctx = env.context(&format!("fd{n}"), &df);
+        let dirfd = std::fs::File::open(&canary).unwrap();
+        let mut cmd = env.cmd(&[
+            "build",
+            "--no-cache",
+            "--progress",
+            "plain",
+            ctx.to_str().unwrap(),
+        ]);
+        {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let raw = dirfd.as_raw_fd();
+            // SAFETY: dup2 is async-signal-safe; fd 20 in the child is the
+            // canary directory, inheritable (dup2 clears close-on-exec).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(raw, 20) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let o = cmd.output().unwrap();
+        drop(dirfd);
+        let out = text(&o);
+        assert!(
+            !out.contains(&secret),
+            "fd {n}: a RUN step read the host:\n{out}"
+        );
+        env.assert_canary_untouched(&format!("WORKDIR /proc/self/fd/{n}"));
+    }
+}
