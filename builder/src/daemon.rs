@@ -472,3 +472,31 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn refusals_are_invalid_argument() {
+        let bad_name: anyhow::Error = crate::store::canonical_tag("../x").unwrap_err().into();
+        let s = not_found_or_internal(bad_name.context("tagging"));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("invalid reference format"), "{s:?}");
+        let big = crate::dockerfile::check_dockerfile_size(3 << 20)
+            .map_err(anyhow::Error::from)
+            .context("build")
+            .unwrap_err();
+        assert_eq!(
+            not_found_or_internal(big).code(),
+            tonic::Code::InvalidArgument
+        );
+        let missing = anyhow::anyhow!("image \"x\" not found");
+        assert_eq!(not_found_or_internal(missing).code(), tonic::Code::NotFound);
+        assert_eq!(
+            not_found_or_internal(anyhow::anyhow!("disk on fire")).code(),
+            tonic::Code::Internal
+        );
+    }
+}
