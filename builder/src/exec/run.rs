@@ -13,7 +13,11 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-/// Capabilities Docker and BuildKit give RUN steps (wider than runc's spec default).
+/// Capabilities RUN steps get: exactly Docker's default set, which is also
+/// what BuildKit grants (containerd's `defaultUnixCaps`), and nothing more
+/// (no CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH, ...). Only the bounding,
+/// effective and permitted sets are given: inheritable and ambient stay
+/// empty, so a non-root RUN user holds none of them.
 pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -429,6 +433,56 @@ mod tests {
             .unwrap()
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn run_steps_get_exactly_dockers_default_capabilities() {
+        let docker = [
+            "CHOWN",
+            "DAC_OVERRIDE",
+            "FOWNER",
+            "FSETID",
+            "KILL",
+            "SETGID",
+            "SETUID",
+            "SETPCAP",
+            "NET_BIND_SERVICE",
+            "NET_RAW",
+            "SYS_CHROOT",
+            "MKNOD",
+            "AUDIT_WRITE",
+            "SETFCAP",
+        ];
+        let mut want: Vec<String> = docker.iter().map(|c| format!("CAP_{c}")).collect();
+        want.sort();
+        let req = RunRequest {
+            args: vec!["true".into()],
+            env: vec![],
+            user: ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/".into(),
+            },
+            cwd: "/".into(),
+            network_host: false,
+            mounts: vec![],
+        };
+        let c = build_config(Path::new("/r"), &req, &[]);
+        let caps = &c["process"]["capabilities"];
+        for set in ["bounding", "effective", "permitted"] {
+            let mut got: Vec<String> = caps[set]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{set}");
+        }
+        for set in ["inheritable", "ambient"] {
+            assert!(caps[set].as_array().is_none_or(|a| a.is_empty()), "{set}");
+        }
     }
 
     #[test]
