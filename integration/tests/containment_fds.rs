@@ -58,17 +58,24 @@ impl Canary {
     }
 
     /// Shell that tries to read both canaries relative to `base` (a
-    /// directory path, possibly "." for the cwd), printing marked lines.
+    /// directory path, possibly "." for the cwd), printing marked lines,
+    /// and to write a file next to the secret.
     fn probe(&self, base: &str) -> String {
         format!(
             "echo \"SECRET:$(cat {base}/{UP}/{rel} 2>/dev/null)\"; \
-             echo \"HOSTNAME:$(cat {base}/{UP}/etc/hostname 2>/dev/null)\"",
-            rel = self.rel()
+             echo \"HOSTNAME:$(cat {base}/{UP}/etc/hostname 2>/dev/null)\"; \
+             echo pwned 2>/dev/null > {base}/{UP}/{written}; true",
+            rel = self.rel(),
+            written = self.rel().replace("/secret", "/written"),
         )
     }
 
-    /// Fails if `text` shows either canary.
+    /// Fails if `text` shows either canary or the container wrote the host.
     fn assert_absent(&self, text: &str, what: &str) {
+        assert!(
+            !self.dir.path().join("written").exists(),
+            "{what}: the container wrote into a host directory:\n{text}"
+        );
         assert!(
             !text.contains(&self.secret),
             "{what}: the container read the host's secret file:\n{text}"
@@ -310,10 +317,16 @@ fn output_with_host_dir_as_fd3(rt: &Runtime, dir: &Path, args: &[&str]) -> Resul
     let stdio = rt.root.path().join(unique("stdio"));
     cmd.stdout(std::fs::File::create(&stdio)?)
         .stderr(std::fs::File::create(stdio.with_extension("err"))?);
-    // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on fd 3.
+    // SAFETY: dup2 and fcntl are async-signal-safe. dup2 clears
+    // close-on-exec on fd 3, except when the fd already is 3.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -380,6 +393,36 @@ fn cwd_outside_the_root_is_refused() -> Result<()> {
     Ok(())
 }
 
+/// `--preserve-fds N` while fewer fds are open: berth's own fds must not
+/// take the free numbers and be handed to the container as "preserved".
+#[test]
+fn preserve_fds_beyond_the_open_ones_is_refused() -> Result<()> {
+    let canary = Canary::new()?;
+    let rt = Runtime::new()?;
+    let mut b = bundle()?;
+    b.sh(&canary.probe("."));
+    for n in 3..=10 {
+        b.config["process"]["cwd"] = json!(format!("/proc/self/fd/{n}"));
+        b.write()?;
+        let bundle = b.path().display().to_string();
+        let id = unique("preserve");
+        let mut cmd = rt.cmd(&["run", "--preserve-fds", "8", "--bundle", &bundle, &id]);
+        // SAFETY: close_range is async-signal-safe; berth starts with only stdio.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let out = cmd.output()?;
+        let all = text(&out);
+        canary.assert_absent(&all, &format!("run --preserve-fds 8 with cwd fd {n}"));
+        assert!(!out.status.success(), "cwd fd {n}: {all}");
+        assert!(all.contains("fd 3 is not open"), "cwd fd {n}: {all}");
+    }
+    Ok(())
+}
+
 /// Live processes (not zombies) whose command line mentions `id`: init
 /// and any intermediate are clones of `berth create ... ID`.
 fn processes_mentioning(id: &str) -> Vec<String> {
@@ -410,13 +453,23 @@ fn killed_create_leaves_nothing_after_delete_force() -> Result<()> {
     let mut b = bundle()?;
     b.args(&["sleep", "1000"]);
     let bundle = b.path().display().to_string();
+    let namespaces = b.config["linux"]["namespaces"].clone();
     for i in 0..24u64 {
-        // Half with a slow createRuntime hook, so kills land inside it too.
+        // Half with a slow createRuntime hook, so kills land inside it too;
+        // every third with a time namespace, which an intermediate process
+        // creates before it clones init (init's parent is then not create).
         b.config["hooks"] = if i % 2 == 1 {
             json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "0.03"]}]})
         } else {
             json!({})
         };
+        b.config["linux"]["namespaces"] = namespaces.clone();
+        if i % 3 == 2 {
+            b.config["linux"]["namespaces"]
+                .as_array_mut()
+                .context("namespaces")?
+                .push(json!({"type": "time"}));
+        }
         b.write()?;
         let id = unique("killed");
         let mut create = rt

@@ -86,6 +86,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             spec_template::write_spec(&bundle, cli.rootless())?;
         }
         Command::Create(a) => {
+            process::check_preserved_fds(a.preserve_fds)?;
             selfexe::ensure_cloned()?;
             create::create(&create::CreateOptions {
                 root,
@@ -96,6 +97,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Start(a) => lifecycle::start(root, &a.id)?,
         Command::Run(a) => {
+            process::check_preserved_fds(a.create.preserve_fds)?;
             selfexe::ensure_cloned()?;
             return run::run(root, a, cli.rootless_mode());
         }
@@ -104,6 +106,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Kill(a) => lifecycle::kill_container(root, &a.id, a.signal.as_deref(), a.all)?,
         Command::Delete(a) => lifecycle::delete(root, &a.id, a.force)?,
         Command::Exec(a) => {
+            process::check_preserved_fds(a.preserve_fds)?;
             selfexe::ensure_cloned()?;
             return exec::exec(root, a);
         }

@@ -330,6 +330,20 @@ fn close_fds_by_listing(first: RawFd, keep: &[RawFd]) -> Result<()> {
     Ok(())
 }
 
+/// `--preserve-fds N` hands fds 3..3+N to the container: each must be open
+/// before berth opens anything, or one of berth's own fds (the state-dir
+/// lock, a cgroup directory) would take the free number and be handed to
+/// the container as if the caller had passed it. runc fails the same way.
+pub fn check_preserved_fds(preserve_fds: u32) -> Result<()> {
+    for fd in 3..crate::init::first_unpreserved_fd(preserve_fds) {
+        // SAFETY: F_GETFD only reads the flags of an fd number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            bail!("--preserve-fds={preserve_fds}: fd {fd} is not open");
+        }
+    }
+    Ok(())
+}
+
 /// PR_SET_DUMPABLE. A non-dumpable process's `/proc/<pid>/fd`, `/cwd`,
 /// `/root`, `/mem` ... can only be opened with CAP_SYS_PTRACE over the
 /// user namespace its memory was created in — the host's for a clone of
