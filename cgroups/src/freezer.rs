@@ -46,6 +46,18 @@ pub(crate) fn is_frozen(loc: &Loc) -> Result<bool> {
     }
 }
 
+/// Frozen, or on its way there (v1 FREEZING; v2 cgroup.freeze set before the
+/// kernel reports `frozen 1`).
+pub(crate) fn is_frozen_or_freezing(loc: &Loc) -> Result<bool> {
+    match loc {
+        Loc::V1(dir) => Ok(matches!(
+            fsutil::read(&dir.join("freezer.state"))?.trim(),
+            "FROZEN" | "FREEZING"
+        )),
+        Loc::V2(_) => is_frozen(loc),
+    }
+}
+
 /// Writes the state repeatedly until it sticks: a v1 freeze can stay in FREEZING when a task
 /// forks concurrently, and re-writing FROZEN makes the kernel retry.
 fn v1_set(dir: &Path, state: &str) -> Result<()> {

@@ -264,6 +264,25 @@ impl Cgroup {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// runc's checks on a cgroup a new container is about to use: an error when it
+    /// already exists frozen (a process placed in it would hang in the freezer for ever),
+    /// otherwise the number of processes already in it (0 when it does not exist), which
+    /// the caller reports as runc does ("container's cgroup is not empty").
+    pub fn check_before_use(&self) -> Result<usize> {
+        if !self.exists() {
+            return Ok(0);
+        }
+        if let Ok(loc) = self.freezer_loc() {
+            let dir = match &loc {
+                Loc::V1(d) | Loc::V2(d) => d,
+            };
+            if dir.is_dir() && freezer::is_frozen_or_freezing(&loc)? {
+                bail!("container's cgroup unexpectedly frozen");
+            }
+        }
+        Ok(self.pids().map(|p| p.len()).unwrap_or(0))
+    }
+
     /// True if the cgroup directory exists in any hierarchy.
     pub fn exists(&self) -> bool {
         self.dirs().iter().any(|d| d.is_dir())

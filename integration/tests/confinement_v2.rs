@@ -24,6 +24,7 @@ const CHILD_TESTS: &[&str] = &[
     "v2_unavailable_controllers_are_clear_errors",
     "v2_events_stream_ends_with_container",
     "v2_rootless_in_a_delegated_cgroup",
+    "v2_frozen_cgroup_is_refused",
 ];
 
 #[test]
@@ -378,5 +379,53 @@ fn v2_rootless_in_a_delegated_cgroup() -> Result<()> {
     assert_eq!(ps, [pid]);
     berth(&["delete", "--force", &id])?;
     assert!(!container.dir("").exists(), "container cgroup left behind");
+    Ok(())
+}
+
+#[test]
+#[ignore = "runs inside v2_in_private_mount_namespace"]
+fn v2_frozen_cgroup_is_refused() -> Result<()> {
+    assert!(
+        in_v2_namespace(),
+        "run through v2_in_private_mount_namespace"
+    );
+    // runc: "container's cgroup unexpectedly frozen"; placing init there would
+    // freeze it (and its creator waiting for it) for ever.
+    let cg = CgroupGuard::new("berth-v2-frozen");
+    std::fs::create_dir_all(cg.dir(""))?;
+    std::fs::write(cg.dir("").join("cgroup.freeze"), "1")?;
+    let rt = Runtime::new()?;
+    let mut b = bundle_in(&cg)?;
+    b.args(&["true"]);
+    b.write()?;
+    let id = unique("frozen");
+    let mut child = rt
+        .cmd(&[
+            "run",
+            "-d",
+            "--bundle",
+            &b.path().display().to_string(),
+            &id,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let status = poll(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let status = status.context("run -d into a frozen v2 cgroup hung")?;
+    assert!(!status.success(), "run -d into a frozen cgroup succeeded");
+    assert!(
+        rt.log_text()
+            .contains("container's cgroup unexpectedly frozen"),
+        "{}",
+        rt.log_text()
+    );
+    assert!(
+        cg.dir("").is_dir(),
+        "the refused container removed the cgroup"
+    );
     Ok(())
 }

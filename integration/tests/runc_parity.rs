@@ -2,11 +2,15 @@
 //! through runc 1.1.5 (the reference) and berth in the same test and comparing
 //! what the container and the caller see.
 
+mod confinement_common;
+
 use anyhow::{bail, Context, Result};
 use berth_integration::harness::*;
+use confinement_common::{hierarchies, CgroupGuard};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Both runtimes, reference first, each with a state root of its own.
 fn runtimes() -> Result<[(&'static str, Runtime); 2]> {
@@ -232,5 +236,82 @@ fn syscalls_unknown_to_the_profile_get_enosys() -> Result<()> {
         assert_eq!(got[0].1, "-1 38\n-1 1\n", "runc: {got:?}");
     }
     assert_eq!(got[1].1, got[0].1, "berth vs runc: {got:?}");
+    Ok(())
+}
+
+/// `run -d` that may hang (it did, into a frozen cgroup): killed after `limit`.
+/// Returns whether it succeeded.
+fn run_detached_within(rt: &Runtime, b: &Bundle, id: &str, limit: Duration) -> Result<bool> {
+    b.write()?;
+    let mut child = rt
+        .cmd(&["run", "-d", "--bundle", &bundle_path(b), id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("run -d {id} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn frozen_cgroup_is_refused() -> Result<()> {
+    for (name, rt) in runtimes()? {
+        let cg = CgroupGuard::new("frozen");
+        let freezer = cg.dir("freezer");
+        std::fs::create_dir_all(&freezer)?;
+        std::fs::write(freezer.join("freezer.state"), "FROZEN")?;
+        let mut b = Bundle::busybox()?;
+        b.args(&["true"]);
+        b.config["linux"]["cgroupsPath"] = json!(cg.cgroups_path());
+        let ok = run_detached_within(&rt, &b, &unique("frozen"), Duration::from_secs(20))?;
+        assert!(!ok, "{name}: run -d into a frozen cgroup succeeded");
+        assert!(
+            rt.log_text()
+                .contains("container's cgroup unexpectedly frozen"),
+            "{name}: {}",
+            rt.log_text()
+        );
+        // The refused container leaves the cgroup it found where it was.
+        assert!(freezer.is_dir(), "{name} removed a cgroup it did not make");
+    }
+    Ok(())
+}
+
+#[test]
+fn non_empty_cgroup_is_reported() -> Result<()> {
+    for (name, rt) in runtimes()? {
+        let cg = CgroupGuard::new("shared");
+        // Another workload already lives in the cgroup, in every hierarchy.
+        let mut other = Command::new("sleep").arg("100").spawn()?;
+        for h in hierarchies() {
+            let dir = h.join(&cg.name);
+            if std::fs::create_dir_all(&dir).is_ok() {
+                let _ = std::fs::write(dir.join("cgroup.procs"), other.id().to_string());
+            }
+        }
+        let mut b = Bundle::busybox()?;
+        b.args(&["true"]);
+        b.config["linux"]["cgroupsPath"] = json!(cg.cgroups_path());
+        let id = unique("shared");
+        let ok = run_detached_within(&rt, &b, &id, Duration::from_secs(20))?;
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(ok, "{name}: run -d failed: {}", rt.log_text());
+        assert!(
+            rt.log_text()
+                .contains("container's cgroup is not empty: 1 process(es) found"),
+            "{name}: {}",
+            rt.log_text()
+        );
+    }
     Ok(())
 }

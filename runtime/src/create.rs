@@ -128,6 +128,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .as_ref()
         .and_then(|p| p.to_str().map(str::to_string));
     let resolved = Cgroup::resolve(cgroups_path.as_deref(), &args.id)?;
+    // runc's checks on a cgroup that already exists, made before the rollback owns it
+    // (a refused container must not remove somebody else's cgroup).
+    let already_there = resolved.check_before_use()?;
+    if already_there > 0 {
+        crate::logging::warn(&format!(
+            "container's cgroup is not empty: {already_there} process(es) found"
+        ));
+    }
     rollback.cgroup = Some(resolved.clone());
     // If this process is killed from here on, `delete --force` finds the
     // cgroups (and below, init) through this record: state.json comes last.
