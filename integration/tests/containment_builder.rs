@@ -166,7 +166,7 @@ fn busybox_tar(dest: &Path, scratch: &Path) {
     std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "cat", "ls", "mkdir", "mv", "ln", "rm", "rmdir", "touch", "true", "echo", "seq",
-        "sleep", "pwd", "test",
+        "sleep", "pwd", "test", "grep",
     ] {
         std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
     }
@@ -525,5 +525,33 @@ fn workdir_proc_self_fd_reaches_nothing() {
             "fd {n}: a RUN step read the host:\n{out}"
         );
         env.assert_canary_untouched(&format!("WORKDIR /proc/self/fd/{n}"));
+    }
+}
+
+/// Item 10: RUN steps hold Docker's default capability set and nothing more
+/// (CapEff 0xa80425fb: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID,
+/// SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD,
+/// AUDIT_WRITE, SETFCAP), none inheritable or ambient.
+#[test]
+fn run_steps_hold_dockers_default_capabilities() {
+    let env = Env::new();
+    let ctx = env.context(
+        "caps",
+        "FROM scratch\nADD busybox.tar /\nRUN grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status\n",
+    );
+    let o = env.build(&ctx);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.split(&format!("{key}:")).nth(1))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{key} missing:\n{out}"))
+    };
+    for key in ["CapPrm", "CapEff", "CapBnd"] {
+        assert_eq!(value(key), "00000000a80425fb", "{key}");
+    }
+    for key in ["CapInh", "CapAmb"] {
+        assert_eq!(value(key), "0000000000000000", "{key}");
     }
 }
