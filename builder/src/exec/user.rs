@@ -20,8 +20,21 @@ struct PasswdEntry {
     home: String,
 }
 
+/// Largest /etc/passwd or /etc/group read (an image could plant a huge one).
+const MAX_DB: u64 = 16 << 20;
+
+/// An `/etc` database of the image, read inside its root: a symlink such as
+/// `/etc/passwd -> /etc/shadow` resolves within the image, never on the host.
+fn read_db(rootfs: &Path, rel: &str) -> String {
+    crate::fsutil::safe::read_file_in_root(rootfs, Path::new(rel), MAX_DB)
+        .ok()
+        .flatten()
+        .map(|d| String::from_utf8_lossy(&d).into_owned())
+        .unwrap_or_default()
+}
+
 fn read_passwd(rootfs: &Path) -> Vec<PasswdEntry> {
-    let data = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let data = read_db(rootfs, "etc/passwd");
     data.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -37,7 +50,7 @@ fn read_passwd(rootfs: &Path) -> Vec<PasswdEntry> {
 
 /// (name, gid, members)
 fn read_group(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
-    let data = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let data = read_db(rootfs, "etc/group");
     data.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -137,5 +150,24 @@ mod tests {
         assert_eq!((r.uid, r.gid, r.home.as_str()), (4242, 7, "/"));
         assert!(resolve_user(d.path(), "nobody").is_err());
         assert!(resolve_user(d.path(), "app:nogroup").is_err());
+    }
+
+    #[test]
+    fn databases_are_read_inside_the_root() {
+        // A host file the image's /etc/passwd points at must not be read.
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(
+            host.path().join("passwd"),
+            "hostuser:x:4321:4321::/h:/bin/sh\n",
+        )
+        .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(host.path().join("passwd"), d.path().join("etc/passwd"))
+            .unwrap();
+        assert!(resolve_user(d.path(), "hostuser").is_err());
+        // A FIFO planted as /etc/group is not read (it would block).
+        nix::unistd::mkfifo(&d.path().join("etc/group"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(resolve_user(d.path(), "0").unwrap().uid, 0);
     }
 }

@@ -244,6 +244,35 @@ pub fn open_entry(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
     .map(owned)
 }
 
+/// Reads the regular file `rel` inside the tree at `root` (symlinks resolved
+/// as if `root` were `/`), at most `limit` bytes; None when it is missing or
+/// not a regular file (a FIFO or device planted by an image is never opened
+/// for reading: `O_NONBLOCK` for the open, then the type is checked).
+pub fn read_file_in_root(root: &Path, rel: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let root_fd = open_root(root)?;
+    let fd = match open_in_root(
+        root_fd.as_fd(),
+        rel,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+        ResolveFlag::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::ENXIO) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", rel.display())),
+    };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat")?;
+    if kind(&st) != SFlag::S_IFREG {
+        return Ok(None);
+    }
+    let mut data = Vec::new();
+    std::fs::File::from(fd)
+        .take(limit)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {}", rel.display()))?;
+    Ok(Some(data))
+}
+
 /// Splits a relative path into its parent and final name.
 pub fn split(rel: &Path) -> Result<(&Path, &OsStr)> {
     let name = rel
