@@ -1,17 +1,25 @@
 //! `berth create`: the parent side of container creation.
 //!
 //! Order of events (parent ⇄ init over the sync channel):
-//! 1. validate the bundle, claim `<root>/<id>` (mkdir is the duplicate-id check)
+//! 1. validate the bundle, claim `<root>/<id>` (mkdir is the duplicate-id
+//!    check), record the cgroup in `creating.json` (see below)
 //! 2. make exec.fifo, compile seccomp, create the unified cgroup directory
 //!    (everything when init cannot place itself: see step 4)
-//! 3. clone init into its new namespaces (via an intermediate process when
-//!    a user or pid namespace must be joined first, or a time ns created)
+//! 3. turn non-dumpable (init inherits it), clone init into its new
+//!    namespaces (via an intermediate process when a user or pid namespace
+//!    must be joined first, or a time ns created), record its pid; init
+//!    closes every fd it does not need and dies with us (see init.rs)
 //! 4. while init mounts its rootfs: save config.json, create and configure
 //!    the cgroups, write id maps, send `Continue`; init joins its v1
 //!    cgroups before its first cgroupfs mount
 //! 5. init finishes the mounts, asks for prestart/createRuntime hooks
 //! 6. init runs createContainer hooks, pivots, finishes setup, says `Ready`
-//! 7. save state.json and the pid file. Any failure undoes 1–6.
+//! 7. save state.json and the pid file, send `Created`; init stops dying
+//!    with us and says `Detached`. Any failure undoes 1–6.
+//!
+//! If this process is killed half-way, init notices (parent-death signal,
+//! or EOF on the channel) and exits, and `delete --force` finds the
+//! cgroups and init through `creating.json` (lifecycle::delete).
 
 use crate::bundle::{self, Bundle, TimeOffset};
 use crate::cgroup_join::{self, Placement};
