@@ -4,6 +4,14 @@
 //! already has the parsed spec in memory, which saves an exec and a JSON
 //! parse per container. It talks to its parent over [`sync::Channel`] until
 //! it is fully set up, then blocks on `exec.fifo` until `berth start`.
+//!
+//! Being a clone, init starts with every fd berth had open (state-dir lock,
+//! cgroup directories, the parent's end of the channel). In the container's
+//! namespaces any of them would lead back to the host, as a cwd of
+//! `/proc/self/fd/N` or through `/proc/1/fd/N` (CVE-2024-21626): init is
+//! born non-dumpable, closes all but what it needs at once and everything
+//! but the channel and the fifo before it enters the cwd, which must then
+//! lie inside its root ([`prepare_process`], shared with `exec`).
 
 use crate::console;
 use crate::hooks;
