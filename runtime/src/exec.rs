@@ -330,7 +330,7 @@ fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
     Ok(p)
 }
 
-/// /proc/<init>/ns/* for every namespace the container has, skipping ones
+/// `/proc/<init>/ns/*` for every namespace the container has, skipping ones
 /// identical to ours (setns into the same user ns fails with EINVAL).
 fn open_container_namespaces(pid: i32, plan: &Plan) -> Result<Vec<(LinuxNamespaceType, File)>> {
     let mut out = Vec::new();
