@@ -185,9 +185,17 @@ fn unavailable_controllers_are_named() {
     let e =
         g.cg.apply(&resources(r#"{"unified": {"memory.max": "100"}}"#))
             .unwrap_err();
+    // runc's v1 manager (v1 and hybrid hosts) refuses `unified` outright.
     assert!(
-        format!("{e:#}").contains("\"memory\" is not available"),
+        format!("{e:#}").contains("invalid configuration: cannot use unified on cgroup v1"),
         "{e:#}"
+    );
+    let e =
+        g.cg.apply(&resources(r#"{"unified": {"hugetlb.2MB.max": "0"}}"#))
+            .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("cannot use unified on cgroup v1"),
+        "even for a controller of the hybrid's v2 tree: {e:#}"
     );
     if g.cg.v1_dir("rdma").is_none() {
         let e =

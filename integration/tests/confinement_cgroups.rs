@@ -330,10 +330,10 @@ fn update_rejects_bad_input_and_leaves_container_untouched() -> Result<()> {
             "{\"pids\": {\"limit\": \"seven\"}}",
             "invalid resources JSON",
         ),
-        // memory is a v1 controller here: not available through unified.
+        // A hybrid host: runc's v1 manager refuses `unified` with this wording.
         (
             r#"{"pids":{"limit":7},"memory":{"limit":10485760},"unified":{"memory.max":"1"}}"#,
-            "controller \"memory\" is not available",
+            "invalid configuration: cannot use unified on cgroup v1",
         ),
         (
             r#"{"pids":{"limit":7},"hugepageLimits":[{"pageSize":"3MB","limit":0}]}"#,
@@ -341,7 +341,7 @@ fn update_rejects_bad_input_and_leaves_container_untouched() -> Result<()> {
         ),
         (
             r#"{"pids":{"limit":7},"unified":{"../x":"1"}}"#,
-            "invalid file name",
+            "cannot use unified on cgroup v1",
         ),
         // The kernel would take the memory limit, then refuse the quota.
         (

@@ -315,3 +315,30 @@ fn non_empty_cgroup_is_reported() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn unified_resources_need_a_pure_v2_host() -> Result<()> {
+    // On a v1 or hybrid host runc refuses `unified` even for a controller the
+    // hybrid's v2 tree holds (hugetlb here); on a pure v2 host both accept it.
+    let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for (name, rt) in runtimes()? {
+        let cg = CgroupGuard::new("unified");
+        let mut b = Bundle::busybox()?;
+        b.args(&["true"]);
+        b.config["linux"]["cgroupsPath"] = json!(cg.cgroups_path());
+        b.config["linux"]["resources"]["unified"] = json!({"hugetlb.2MB.max": "4194304"});
+        let (code, _, _) = rt.run(&unique("unified"), &b)?;
+        if pure_v2 {
+            assert_eq!(code, 0, "{name}: {}", rt.log_text());
+        } else {
+            assert_ne!(code, 0, "{name} accepted unified on a hybrid host");
+            assert!(
+                rt.log_text()
+                    .contains("invalid configuration: cannot use unified on cgroup v1"),
+                "{name}: {}",
+                rt.log_text()
+            );
+        }
+    }
+    Ok(())
+}

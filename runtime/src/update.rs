@@ -393,8 +393,10 @@ fn validate(cg: &Cgroup, d: &LinuxResources) -> Result<()> {
 }
 
 fn validate_unified(cg: &Cgroup, u: &HashMap<String, String>) -> Result<()> {
-    let Some(dir) = cg.unified_dir() else {
-        bail!("cannot update unified resources: this container has no cgroup v2 hierarchy");
+    // runc's v1 manager, which it uses on hybrid hosts too, refuses `unified` outright.
+    let dir = match (cg.mode(), cg.unified_dir()) {
+        (berth_cgroups::CgroupMode::V2, Some(dir)) => dir,
+        _ => bail!("invalid configuration: cannot use unified on cgroup v1"),
     };
     let controllers = v2_controllers(cg);
     let mut keys: Vec<&String> = u.keys().collect();

@@ -117,12 +117,16 @@ fn rdma(cg: &Cgroup, limits: &HashMap<String, LinuxRdma>) -> Result<()> {
 }
 
 /// `unified`: raw v2 file writes. Keys are file names in the container's v2 cgroup.
+/// Only on a pure v2 host, as runc: its v1 manager (used for v1 *and* hybrid hosts)
+/// refuses any `unified` entry, even for a controller the hybrid's v2 tree holds, with
+/// this wording, which callers match.
 fn unified(cg: &Cgroup, u: &HashMap<String, String>) -> Result<()> {
     if u.is_empty() {
         return Ok(());
     }
-    let Some(dir) = cg.unified_dir() else {
-        bail!("linux.resources.unified requires cgroup v2, but this host uses cgroup v1 only");
+    let dir = match (cg.mode(), cg.unified_dir()) {
+        (crate::CgroupMode::V2, Some(dir)) => dir,
+        _ => bail!("invalid configuration: cannot use unified on cgroup v1"),
     };
     let available = crate::v2_available(dir)?;
     let mut keys: Vec<&String> = u.keys().collect();
