@@ -2,7 +2,7 @@
 //!
 //! berth does not re-exec itself for init (unlike runc): the cloned child
 //! already has the parsed spec in memory, which saves an exec and a JSON
-//! parse per container. It talks to its parent over [`Channel`](crate::sync::Channel) until
+//! parse per container. It talks to its parent over [`Channel`] until
 //! it is fully set up, then blocks on `exec.fifo` until `berth start`.
 //!
 //! Being a clone, init starts with every fd berth had open (state-dir lock,
