@@ -190,6 +190,35 @@ fn sysctl_and_oom_score_adj_reach_the_real_procfs() -> Result<()> {
     canary.assert_unchanged()
 }
 
+/// The kernel's last capability decides how much of the bounding set is
+/// dropped: read from the image's fake /proc/sys/kernel/cap_last_cap ("0")
+/// it kept every capability but CAP_CHOWN there, which the container's root
+/// regains at its next execve (or through an image binary's file caps).
+#[test]
+fn a_fake_cap_last_cap_does_not_keep_the_bounding_set() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    mounts(&mut b).retain(|m| m["destination"] != "/proc");
+    mounts(&mut b).push(json!({"destination": "/realproc", "type": "proc", "source": "proc"}));
+    let fake = b.rootfs().join("proc/sys/kernel");
+    std::fs::create_dir_all(&fake)?;
+    std::fs::write(fake.join("cap_last_cap"), "0\n")?;
+    let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set] = caps.clone();
+    }
+    b.config["process"]["noNewPrivileges"] = json!(false);
+    b.sh("grep -E '^Cap(Bnd|Eff)' /realproc/self/status");
+    let (code, out, err) = rt.run(&unique("caplast"), &b)?;
+    assert_eq!(code, 0, "{err}");
+    // AUDIT_WRITE (29), KILL (5), NET_BIND_SERVICE (10) and nothing else.
+    assert_eq!(
+        out, "CapEff:\t0000000020000420\nCapBnd:\t0000000020000420\n",
+        "the bounding set kept capabilities the config does not grant"
+    );
+    Ok(())
+}
+
 /// Receives the pty master `create` sends over a console socket.
 struct ConsoleSocket {
     _dir: TempDir,

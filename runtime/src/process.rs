@@ -146,15 +146,20 @@ pub fn set_personality(p: &LinuxPersonality) -> Result<()> {
 }
 
 /// Highest capability the running kernel knows; caps above it can't be set.
-/// Read once: it cannot change while we run, and every capability set
-/// (five of them, plus the bounding-set drop) asks.
+/// Asked of the kernel (PR_CAPBSET_READ fails past the last capability), not
+/// read from /proc/sys/kernel/cap_last_cap: inside the container /proc may
+/// be the image's own files, and a lower number there would leave the rest
+/// of the bounding set in place. Probed once: it cannot change while we
+/// run, and every capability set (five of them, plus the bounding-set drop)
+/// asks.
 fn last_cap() -> u8 {
     static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *LAST.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(40)
+        let known = |n: u8| {
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(n), 0, 0, 0) >= 0 }
+        };
+        (0..64u8).take_while(|n| known(*n)).last().unwrap_or(0)
     })
 }
 
