@@ -229,11 +229,17 @@ fn racing_reader_cannot_open_exec_runtime_fds() -> Result<()> {
     let rt = Runtime::new()?;
     let mut b = bundle()?;
     b.config["root"]["readonly"] = json!(false);
+    // The runtime side keeps the binary's name (comm: at most 15 bytes)
+    // until its execve.
+    let comm: String = berth_bin()
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(15).collect())
+        .context("berth binary has no file name")?;
     let reader = format!(
         "while [ ! -e /stop ]; do \
            for d in /proc/[0-9]*; do \
              read -r c < $d/comm || continue; \
-             [ \"$c\" = berth ] || continue; \
+             [ \"$c\" = {comm} ] || continue; \
              echo \"SEEN $d\" >> /found; \
              for f in $d/fd/*; do \
                case $f in */fd/[012]) continue;; esac; \
@@ -243,7 +249,7 @@ fn racing_reader_cannot_open_exec_runtime_fds() -> Result<()> {
              done; \
            done 2>/dev/null; \
          done",
-        rel = canary.rel()
+        rel = canary.rel(),
     );
     b.sh(&reader);
     let id = unique("race");
