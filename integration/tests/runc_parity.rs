@@ -342,3 +342,43 @@ fn unified_resources_need_a_pure_v2_host() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn exec_failures_exit_255_and_process_status_passes_through() -> Result<()> {
+    for (name, rt) in runtimes()? {
+        let code =
+            |args: &[&str]| -> Result<i32> { Ok(rt.output(args)?.status.code().unwrap_or(-1)) };
+        assert_eq!(code(&["exec", "no-such-container", "true"])?, 255, "{name}");
+        assert!(
+            rt.log_text().contains("exec failed: "),
+            "{name}: {}",
+            rt.log_text()
+        );
+        assert!(
+            rt.log_text().contains("does not exist"),
+            "{name}: {}",
+            rt.log_text()
+        );
+
+        let mut b = Bundle::busybox()?;
+        b.args(&["sleep", "100"]);
+        b.write()?;
+        let id = unique("exec255");
+        rt.ok(&["run", "-d", "--bundle", &bundle_path(&b), &id])?;
+        assert_eq!(code(&["exec", &id, "sh", "-c", "exit 7"])?, 7, "{name}");
+        assert_eq!(code(&["exec", &id, "/no/such/binary"])?, 255, "{name}");
+        assert_eq!(
+            code(&["exec", "--pid-file", "/no/such/dir/pid", &id, "true"])?,
+            255,
+            "{name}"
+        );
+        rt.ok(&["pause", &id])?;
+        assert_eq!(code(&["exec", &id, "true"])?, 255, "{name}: paused");
+        rt.ok(&["resume", &id])?;
+        rt.ok(&["kill", &id, "KILL"])?;
+        rt.wait_status(&id, "stopped")?;
+        assert_eq!(code(&["exec", &id, "true"])?, 255, "{name}: stopped");
+        rt.ok(&["delete", &id])?;
+    }
+    Ok(())
+}

@@ -51,12 +51,21 @@ fn main() {
     logging::init(cli.log.clone(), format, cli.debug);
     match dispatch(&cli) {
         Ok(code) => std::process::exit(code),
+        // runc exits 255 when `exec` itself fails, so callers can tell that apart
+        // from the process's own exit status (1..254), and says so.
+        Err(e) if matches!(cli.command, Some(Command::Exec(_))) => {
+            logging::error(&format!("exec failed: {e:#}"));
+            std::process::exit(EXEC_FAILED);
+        }
         Err(e) => {
             logging::error(&format!("{e:#}"));
             std::process::exit(1);
         }
     }
 }
+
+/// Exit status of an `exec` that could not run its process (runc's).
+const EXEC_FAILED: i32 = 255;
 
 fn print_version() {
     println!("berth version {}", env!("CARGO_PKG_VERSION"));
