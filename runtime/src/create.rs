@@ -447,7 +447,8 @@ fn write_time_offsets(offsets: &[TimeOffset]) -> Result<()> {
     if text.is_empty() {
         return Ok(());
     }
-    std::fs::write("/proc/self/timens_offsets", &text)
+    crate::procfs::ProcFs::open()?
+        .write_self("timens_offsets", &text)
         .with_context(|| format!("write time namespace offsets {text:?}"))
 }
 
@@ -478,7 +479,8 @@ fn write_id_maps(
         map_with_helper(pid, "newuidmap", uids)?;
     }
     if own(gids, nix::unistd::Gid::effective().as_raw()) {
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+        crate::procfs::ProcFs::open()?
+            .write(Path::new(&format!("{pid}/setgroups")), "deny")
             .context("deny setgroups before writing an unprivileged gid_map")?;
         write_map(pid, "gid_map", gids)?;
     } else {
@@ -495,7 +497,8 @@ fn write_map(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
         .iter()
         .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
         .collect();
-    std::fs::write(format!("/proc/{pid}/{file}"), &text)
+    crate::procfs::ProcFs::open()?
+        .write(Path::new(&format!("{pid}/{file}")), &text)
         .with_context(|| format!("write {file} {text:?}"))
 }
 

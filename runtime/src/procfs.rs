@@ -105,6 +105,22 @@ impl ProcFs {
         Ok(())
     }
 
+    /// Reads `rel` (small procfs files: one read of up to 4 KiB).
+    pub fn read(&self, rel: &Path) -> Result<String> {
+        let fd = self.open_file(rel, OFlag::O_RDONLY)?;
+        let mut buf = vec![0u8; 4096];
+        let n = nix::unistd::read(fd.as_raw_fd(), &mut buf)
+            .map_err(|e| anyhow!("read /proc/{}: {}", rel.display(), e.desc()))?;
+        buf.truncate(n);
+        String::from_utf8(buf).map_err(|_| anyhow!("read /proc/{}: not UTF-8", rel.display()))
+    }
+
+    /// Reads `rel` under this process's own directory (`/proc/self/rel`).
+    pub fn read_self(&self, rel: &str) -> Result<String> {
+        let dir = self.link("self")?;
+        self.read(&dir.join(rel))
+    }
+
     /// Writes `rel` under this process's own directory (`/proc/self/rel`).
     pub fn write_self(&self, rel: &str, data: &str) -> Result<()> {
         let dir = self.link("self")?;
@@ -238,6 +254,15 @@ mod tests {
         assert!(verify_root(&fd).is_err());
         let sub = open_dir(Path::new("/proc/sys")).unwrap();
         assert!(verify_root(&sub).is_err());
+    }
+
+    #[test]
+    fn reads_match_the_path_view() {
+        let p = ProcFs::open().unwrap();
+        assert_eq!(
+            p.read_self("oom_score_adj").unwrap(),
+            std::fs::read_to_string("/proc/self/oom_score_adj").unwrap()
+        );
     }
 
     #[test]
