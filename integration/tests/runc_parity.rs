@@ -382,3 +382,44 @@ fn exec_failures_exit_255_and_process_status_passes_through() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn log_file_is_created_and_debug_reaches_it_for_every_command() -> Result<()> {
+    for (name, rt) in runtimes()? {
+        let mut b = Bundle::busybox()?;
+        b.args(&["sleep", "100"]);
+        b.write()?;
+        let id = unique("debuglog");
+        rt.ok(&["run", "-d", "--bundle", &bundle_path(&b), &id])?;
+        // A quiet, successful command still creates its --log file.
+        let quiet = rt.root.path().join("quiet.log");
+        let out = Command::new(&rt.bin)
+            .arg("--root")
+            .arg(rt.root.path())
+            .arg("--log")
+            .arg(&quiet)
+            .args(["state", &id])
+            .output()?;
+        assert!(out.status.success(), "{name} state");
+        assert!(quiet.exists(), "{name}: --log not created by state");
+        // exec --debug writes debug lines to its log.
+        let debug_log = rt.root.path().join("exec-debug.log");
+        let out = Command::new(&rt.bin)
+            .arg("--root")
+            .arg(rt.root.path())
+            .arg("--debug")
+            .arg("--log")
+            .arg(&debug_log)
+            .args(["--log-format", "json", "exec", &id, "true"])
+            .output()?;
+        assert!(out.status.success(), "{name} exec --debug");
+        let text = std::fs::read_to_string(&debug_log)
+            .with_context(|| format!("{name}: exec --debug wrote no log"))?;
+        assert!(
+            text.lines().any(|l| l.contains("\"level\":\"debug\"")),
+            "{name}: no debug line from exec: {text}"
+        );
+        rt.ok(&["delete", "--force", &id])?;
+    }
+    Ok(())
+}

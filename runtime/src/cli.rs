@@ -122,6 +122,29 @@ pub enum Command {
     Events(EventsArgs),
 }
 
+impl Command {
+    /// The subcommand's name, for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Spec(_) => "spec",
+            Command::Create(_) => "create",
+            Command::Start(_) => "start",
+            Command::Run(_) => "run",
+            Command::State(_) => "state",
+            Command::List(_) => "list",
+            Command::Kill(_) => "kill",
+            Command::Delete(_) => "delete",
+            Command::Exec(_) => "exec",
+            Command::Ps(_) => "ps",
+            Command::Features => "features",
+            Command::Pause(_) => "pause",
+            Command::Resume(_) => "resume",
+            Command::Update(_) => "update",
+            Command::Events(_) => "events",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct IdArg {
     pub id: String,

@@ -42,8 +42,15 @@ struct Logger {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
-/// Configure the process-wide logger from the global CLI flags.
+/// Configure the process-wide logger from the global CLI flags. The `--log`
+/// file is created now, as runc does for every command, so a caller that reads
+/// it after a quiet success finds an empty file rather than none.
 pub fn init(file: Option<PathBuf>, format: LogFormat, debug: bool) {
+    if let Some(path) = &file {
+        if let Err(e) = OpenOptions::new().create(true).append(true).open(path) {
+            eprintln!("berth: cannot open log {}: {e}", path.display());
+        }
+    }
     let _ = LOGGER.set(Logger {
         file,
         format,

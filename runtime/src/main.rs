@@ -49,7 +49,16 @@ fn main() {
         }
     };
     logging::init(cli.log.clone(), format, cli.debug);
-    match dispatch(&cli) {
+    let started = std::time::Instant::now();
+    let name = cli.command.as_ref().map_or("berth", Command::name);
+    logging::debug(&format!("{name}: start"));
+    let result = dispatch(&cli);
+    logging::debug(&format!(
+        "{name}: {} after {:?}",
+        if result.is_ok() { "done" } else { "failed" },
+        started.elapsed()
+    ));
+    match result {
         Ok(code) => std::process::exit(code),
         // runc exits 255 when `exec` itself fails, so callers can tell that apart
         // from the process's own exit status (1..254), and says so.
