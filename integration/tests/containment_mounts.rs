@@ -190,6 +190,42 @@ fn sysctl_and_oom_score_adj_reach_the_real_procfs() -> Result<()> {
     canary.assert_unchanged()
 }
 
+/// In a user namespace without a procfs of its own the kernel refuses a
+/// private procfs instance, and the fallback, the container's /proc, is the
+/// image's fake: the sysctl must be refused, not written into the fake.
+#[test]
+fn sysctl_into_a_fake_proc_is_refused_when_no_real_one_is_at_hand() -> Result<()> {
+    let rt = Runtime::new()?;
+    let mut b = Bundle::busybox()?;
+    mounts(&mut b).retain(|m| {
+        let d = m["destination"].as_str().unwrap_or_default();
+        d != "/proc" && !d.starts_with("/sys")
+    });
+    let ns = b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces");
+    ns.push(json!({"type": "user"}));
+    let ids = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    b.config["linux"]["uidMappings"] = ids.clone();
+    b.config["linux"]["gidMappings"] = ids;
+    let fake = b.rootfs().join("proc");
+    std::fs::create_dir_all(fake.join("sys/net/ipv4"))?;
+    std::fs::write(fake.join("sys/net/ipv4/ip_forward"), "0\n")?;
+    b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    b.sh("true");
+    let (code, _, err) = rt.run(&unique("fakeproc-userns"), &b)?;
+    assert_ne!(code, 0, "a sysctl was written into the image's fake /proc");
+    assert!(
+        err.contains("write sysctls") && err.contains("not on procfs"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fake.join("sys/net/ipv4/ip_forward"))?,
+        "0\n"
+    );
+    assert_nothing_left(&rt, &b)
+}
+
 /// The kernel's last capability decides how much of the bounding set is
 /// dropped: read from the image's fake /proc/sys/kernel/cap_last_cap ("0")
 /// it kept every capability but CAP_CHOWN there, which the container's root

@@ -325,7 +325,7 @@ fn write_sysctls(spec: &Spec) -> Result<()> {
     let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
         return Ok(());
     };
-    let procfs = crate::procfs::ProcFs::open()?;
+    let procfs = crate::procfs::ProcFs::open().context("write sysctls")?;
     let mut keys: Vec<_> = sysctl.keys().collect();
     keys.sort();
     for key in keys {
