@@ -28,6 +28,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// Flags of every staged mount.
+const MOUNT_SAFETY: MsFlags = MsFlags::MS_NODEV.union(MsFlags::MS_NOSUID);
+
 /// Mounts made for one step; detached (deepest first) on drop, before the
 /// work directory holding them is removed.
 #[derive(Debug, Default)]
@@ -120,16 +123,15 @@ fn bind_fd(
     )
     .with_context(|| format!("bind-mounting a mount source on {}", point.display()))?;
     staged.mounted.push(point.to_path_buf());
+    // nodev, nosuid: a device node or setuid file that a client's context
+    // tar or another stage planted is inert through the mount (the runtime's
+    // bind of this point inherits the flags).
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MOUNT_SAFETY;
     if readonly {
-        mount(
-            None::<&str>,
-            point,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .with_context(|| format!("making {} read-only", point.display()))?;
+        flags |= MsFlags::MS_RDONLY;
     }
+    mount(None::<&str>, point, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("restricting the mount on {}", point.display()))?;
     Ok(())
 }
 
@@ -165,7 +167,7 @@ fn throwaway(
         Some("overlay"),
         &merged,
         Some("overlay"),
-        MsFlags::empty(),
+        MOUNT_SAFETY,
         Some(opts.as_str()),
     )
     .with_context(|| format!("mounting a copy-on-write overlay on {}", merged.display()))?;
@@ -232,6 +234,26 @@ mod tests {
         drop(staged);
         assert_eq!(fs::read(ctx.path().join("sub/f")).unwrap(), b"ctx");
         assert!(!ctx.path().join("sub/new").exists());
+        // Device nodes in a source are inert (nodev), in every kind of mount.
+        nix::sys::stat::mknod(
+            &ctx.path().join("sub/null"),
+            SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            libc::makedev(1, 3),
+        )
+        .unwrap();
+        let again = work.path().join("again");
+        fs::create_dir(&again).unwrap();
+        let mounts = [
+            bind(ctx.path(), "sub", true),
+            bind(ctx.path(), "sub", false),
+        ];
+        let (srcs, staged) = stage(&mounts, &again).unwrap();
+        for s in &srcs {
+            let e = fs::File::open(s.join("null")).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{}", s.display());
+        }
+        drop(staged);
         // An absolute symlink out of the context resolves inside it: missing.
         let err = stage(&[bind(ctx.path(), "abs/host", true)], work.path()).unwrap_err();
         assert!(format!("{err:#}").contains("not found"), "{err:#}");

@@ -280,7 +280,9 @@ pub fn build_config(rootfs: &Path, req: &RunRequest, sources: &[PathBuf]) -> Val
     for (m, src) in req.mounts.iter().zip(sources) {
         mounts.push(match &m.source {
             MountSource::Bind { readonly, .. } | MountSource::Cache { readonly, .. } => {
-                let mut opts = vec!["rbind"];
+                // nosuid, nodev as on the staged source (see super::mounts),
+                // repeated so the runtime's remount keeps them.
+                let mut opts = vec!["rbind", "nosuid", "nodev"];
                 if *readonly {
                     opts.push("ro");
                 }
