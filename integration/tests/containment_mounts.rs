@@ -44,8 +44,9 @@ impl HostCanary {
     }
 }
 
-/// Nothing of a refused container may stay: no state, no mount.
-fn assert_nothing_left(rt: &Runtime, b: &Bundle) -> Result<()> {
+/// Nothing of a refused container may stay: no state, no mount, no cgroup.
+fn assert_nothing_left(rt: &Runtime, b: &Bundle, id: &str) -> Result<()> {
+    assert!(!cgroup_exists(id), "cgroup {id} left behind");
     let left: Vec<_> = std::fs::read_dir(rt.root.path())?
         .flatten()
         .filter(|e| e.path().is_dir())
@@ -96,7 +97,8 @@ fn symlinked_volume_destination_cannot_cover_proc() -> Result<()> {
     }));
     b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
     b.sh("cat /proc/canary; stat -f -c %T /proc");
-    let (code, out, err) = rt.run(&unique("myvol"), &b)?;
+    let id = unique("myvol");
+    let (code, out, err) = rt.run(&id, &b)?;
     assert_ne!(code, 0, "the volume was mounted: {out}");
     assert!(
         !out.contains("volume"),
@@ -111,7 +113,7 @@ fn symlinked_volume_destination_cannot_cover_proc() -> Result<()> {
         "0\n",
         "the sysctl was written into the volume"
     );
-    assert_nothing_left(&rt, &b)?;
+    assert_nothing_left(&rt, &b, &id)?;
     canary.assert_unchanged()
 }
 
@@ -127,14 +129,15 @@ fn symlinked_destination_cannot_reach_proc_self() -> Result<()> {
         "source": vol.path(), "options": ["rbind", "rw"]
     }));
     b.sh("cat /proc/1/attr/canary");
-    let (code, out, err) = rt.run(&unique("attr"), &b)?;
+    let id = unique("attr");
+    let (code, out, err) = rt.run(&id, &b)?;
     assert_ne!(code, 0, "a volume landed on /proc/1/attr: {out}");
     assert!(!out.contains("volume"));
     assert!(
         err.contains("\"/a/attr\"") && err.contains("inside /proc"),
         "error must name the destination: {err}"
     );
-    assert_nothing_left(&rt, &b)
+    assert_nothing_left(&rt, &b, &id)
 }
 
 #[test]
@@ -213,7 +216,8 @@ fn sysctl_into_a_fake_proc_is_refused_when_no_real_one_is_at_hand() -> Result<()
     std::fs::write(fake.join("sys/net/ipv4/ip_forward"), "0\n")?;
     b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
     b.sh("true");
-    let (code, _, err) = rt.run(&unique("fakeproc-userns"), &b)?;
+    let id = unique("fakeproc-userns");
+    let (code, _, err) = rt.run(&id, &b)?;
     assert_ne!(code, 0, "a sysctl was written into the image's fake /proc");
     assert!(
         err.contains("write sysctls") && err.contains("not on procfs"),
@@ -223,7 +227,7 @@ fn sysctl_into_a_fake_proc_is_refused_when_no_real_one_is_at_hand() -> Result<()
         std::fs::read_to_string(fake.join("sys/net/ipv4/ip_forward"))?,
         "0\n"
     );
-    assert_nothing_left(&rt, &b)
+    assert_nothing_left(&rt, &b, &id)
 }
 
 /// The kernel's last capability decides how much of the bounding set is
@@ -416,7 +420,7 @@ fn console_target_that_is_a_symlink_is_refused() -> Result<()> {
     let (ok, _master, log) = create_with_terminal(&rt, &b, &id)?;
     assert!(!ok, "a symlinked /dev/console was mounted through");
     assert!(log.contains("/dev/console"), "{log}");
-    assert_nothing_left(&rt, &b)
+    assert_nothing_left(&rt, &b, &id)
 }
 
 /// CVE-2025-31133: the image's /dev/null is a symlink to a writable procfs
@@ -434,7 +438,8 @@ fn masked_paths_are_masked_with_the_real_null_device() -> Result<()> {
     b.config["linux"]["maskedPaths"] = json!(["/proc/timer_list", "/proc/keys"]);
     // `; true` keeps sh as pid 1 (no exec of the last command).
     b.sh("echo pwned > /proc/timer_list; echo pwned > /proc/keys; cat /proc/timer_list /proc/keys /proc/1/comm; true");
-    let (code, out, err) = rt.run(&unique("mask"), &b)?;
+    let id = unique("mask");
+    let (code, out, err) = rt.run(&id, &b)?;
     assert!(
         !out.contains("pwned"),
         "a masked path exposed a procfs file: {out}"
@@ -444,7 +449,7 @@ fn masked_paths_are_masked_with_the_real_null_device() -> Result<()> {
     } else {
         assert!(err.contains("/dev/null"), "{err}");
     }
-    assert_nothing_left(&rt, &b)?;
+    assert_nothing_left(&rt, &b, &id)?;
     canary.assert_unchanged()?;
 
     // A sound /dev still gets its masks, with the null device.
@@ -486,7 +491,8 @@ fn lsm_fields_are_applied_or_refused_never_dropped() -> Result<()> {
     let mut b = Bundle::busybox()?;
     b.config["process"]["apparmorProfile"] = json!("berth-no-such-profile");
     b.sh("cat /proc/self/attr/current");
-    let (code, out, err) = rt.run(&unique("aa"), &b)?;
+    let id = unique("aa");
+    let (code, out, err) = rt.run(&id, &b)?;
     assert_ne!(code, 0, "an AppArmor profile was silently dropped: {out}");
     if !host_apparmor_enabled() {
         assert!(
@@ -494,28 +500,30 @@ fn lsm_fields_are_applied_or_refused_never_dropped() -> Result<()> {
             "{err}"
         );
     }
-    assert_nothing_left(&rt, &b)?;
+    assert_nothing_left(&rt, &b, &id)?;
 
     // SELinux process label and mount label.
     if !host_selinux_enabled() {
         let mut b = Bundle::busybox()?;
         b.config["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
         b.sh("true");
-        let (code, _, err) = rt.run(&unique("se"), &b)?;
+        let id = unique("se");
+        let (code, _, err) = rt.run(&id, &b)?;
         assert_ne!(code, 0);
         assert!(
             err.contains("selinux label is specified in config, but selinux is disabled"),
             "{err}"
         );
-        assert_nothing_left(&rt, &b)?;
+        assert_nothing_left(&rt, &b, &id)?;
 
         let mut b = Bundle::busybox()?;
         b.config["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0");
         b.sh("true");
-        let (code, _, err) = rt.run(&unique("ml"), &b)?;
+        let id = unique("ml");
+        let (code, _, err) = rt.run(&id, &b)?;
         assert_ne!(code, 0);
         assert!(err.contains("linux.mountLabel"), "{err}");
-        assert_nothing_left(&rt, &b)?;
+        assert_nothing_left(&rt, &b, &id)?;
     }
 
     // exec: --apparmor and a process.json profile are refused the same way.
