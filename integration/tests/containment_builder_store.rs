@@ -160,9 +160,11 @@ impl Daemon {
             });
         }
         // A stale socket left at the path is not the daemon's.
-        let stale = std::fs::symlink_metadata(socket).ok().map(|m| m.ino());
+        // (An inode number can be reused after unlink: compare ctime too.)
+        let id = |m: &std::fs::Metadata| (m.ino(), m.ctime(), m.ctime_nsec());
+        let stale = std::fs::symlink_metadata(socket).ok().map(|m| id(&m));
         let child = cmd.spawn().unwrap();
-        let d = Daemon {
+        let mut d = Daemon {
             child,
             socket: socket.to_path_buf(),
         };
@@ -170,7 +172,7 @@ impl Daemon {
         loop {
             if let Some(m) = std::fs::symlink_metadata(socket)
                 .ok()
-                .filter(|m| Some(m.ino()) != stale)
+                .filter(|m| Some(id(m)) != stale)
             {
                 assert!(m.file_type().is_socket());
                 assert_eq!(
@@ -179,6 +181,9 @@ impl Daemon {
                     "the socket must never be reachable with wider permissions"
                 );
                 break;
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!("berth-buildd exited before listening: {st}");
             }
             assert!(Instant::now() < deadline, "berth-buildd did not start");
             std::thread::sleep(Duration::from_millis(1));
@@ -376,35 +381,23 @@ fn tags_are_references_and_never_stand_in_for_digests() {
 }
 
 #[test]
-fn buildd_socket_is_root_only_and_requests_are_bounded() {
+fn buildd_socket_is_0660_root_and_unreachable_for_others() {
     let env = Env::new();
-    let (a, _) = two_images(&env);
-    // A world-writable directory: only the socket's own mode protects it.
-    let sockdir = env.path().join("run");
-    std::fs::create_dir(&sockdir).unwrap();
-    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&sockdir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let socket = sockdir.join("buildd.sock");
+    let socket = world_writable_socket_dir(&env).join("buildd.sock");
     // A stale socket from a crashed daemon is replaced.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let d = Daemon::start(&env, &socket, &["--max-context-size", "1048576"]);
+    let d = Daemon::start(&env, &socket, &[]);
     let m = std::fs::symlink_metadata(&socket).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 0, 0o660));
-    let leftovers: Vec<_> = std::fs::read_dir(&sockdir).unwrap().collect();
+    let leftovers: Vec<_> = std::fs::read_dir(socket.parent().unwrap())
+        .unwrap()
+        .collect();
     assert_eq!(leftovers.len(), 1, "no staging directory left behind");
 
     // Root can use it; an unprivileged user cannot even connect.
     let o = d.client(&["images"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = Command::new(builder_bin("berth-build"))
-        .arg("--addr")
-        .arg(d.addr())
-        .arg("images")
-        .uid(65534)
-        .gid(65534)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = client_as(&d, 65534, 65534);
     assert!(
         !o.status.success(),
         "nobody must not reach buildd: {}",
@@ -415,6 +408,50 @@ fn buildd_socket_is_root_only_and_requests_are_bounded() {
         err.contains("ermission denied") || err.contains("EACCES") || err.contains("transport"),
         "{err}"
     );
+}
+
+#[test]
+fn buildd_socket_group_is_configurable() {
+    let env = Env::new();
+    let socket = world_writable_socket_dir(&env).join("buildd.sock");
+    let d = Daemon::start(&env, &socket, &["--group", "65534"]);
+    let m = std::fs::symlink_metadata(&socket).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 65534, 0o660));
+    // A member of the group gets in; anyone else does not.
+    let o = client_as(&d, 65534, 65534);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = client_as(&d, 65533, 65533);
+    assert!(!o.status.success(), "{}", text(&o));
+}
+
+/// A directory anyone may write: only the socket's own mode protects it.
+fn world_writable_socket_dir(env: &Env) -> PathBuf {
+    let dir = env.path().join("run");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// `berth-build images` against the daemon as uid:gid (no supplementary groups).
+fn client_as(d: &Daemon, uid: u32, gid: u32) -> Output {
+    Command::new(builder_bin("berth-build"))
+        .arg("--addr")
+        .arg(d.addr())
+        .arg("images")
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn buildd_refuses_bad_names_and_oversized_requests() {
+    let env = Env::new();
+    let (a, _) = two_images(&env);
+    let socket = env.path().join("buildd.sock");
+    let d = Daemon::start(&env, &socket, &["--max-context-size", "1048576"]);
 
     // Names are refused over gRPC too.
     let o = d.client(&["tag", "img-b", &a]);
