@@ -25,6 +25,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 const CHUNK: usize = 1 << 20;
 
+/// Largest gRPC message the daemon decodes.
+const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
 /// Default of `--max-context-size`: 8 GiB of build context tar per build.
 pub const DEFAULT_MAX_CONTEXT_SIZE: u64 = 8 << 30;
 
@@ -464,7 +467,10 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
             BuilderServer::new(
                 Service::new(store, runtime).with_max_context_size(opts.max_context_size),
             )
-            .max_decoding_message_size(64 << 20),
+            // One message is at most a 1 MiB chunk, or the build options
+            // with a Dockerfile (≤ 2 MiB) and secrets: 16 MiB bounds what a
+            // client can make the daemon buffer per call before any check.
+            .max_decoding_message_size(MAX_MESSAGE_SIZE),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
