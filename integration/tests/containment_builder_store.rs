@@ -413,8 +413,13 @@ fn buildd_socket_is_0660_root_and_unreachable_for_others() {
 #[test]
 fn buildd_socket_group_is_configurable() {
     let env = Env::new();
-    let socket = world_writable_socket_dir(&env).join("buildd.sock");
+    // Directories the daemon makes for its socket are 0755 even under umask 000.
+    let socket = env.path().join("made/by/buildd/buildd.sock");
     let d = Daemon::start(&env, &socket, &["--group", "65534"]);
+    for dir in ["made", "made/by", "made/by/buildd"] {
+        let m = std::fs::metadata(env.path().join(dir)).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o755, "{dir}");
+    }
     let m = std::fs::symlink_metadata(&socket).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 65534, 0o660));
     // A member of the group gets in; anyone else does not.

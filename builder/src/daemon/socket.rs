@@ -10,7 +10,7 @@
 //! into place. There is no moment at which the final path is a socket with
 //! looser permissions.
 use anyhow::{bail, Context, Result};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -41,7 +41,13 @@ pub fn bind(path: &Path, gid: u32) -> Result<UnixListener> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Directories made here are 0755 even under umask 000: a writable
+    // directory would let others move the socket away and put theirs there.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => bail!(
             "{} exists and is not a socket: refusing to replace it",
