@@ -268,6 +268,8 @@ pub fn write_local(store: &Store, img: &ResolvedImage, dest: &Path) -> Result<()
 pub fn import(store: &Store, archive: impl Read) -> Result<Vec<(String, String)>> {
     let dir = store.temp_dir("import-")?;
     unpack(archive, dir.path(), UnpackMode::Apply).context("unpacking archive")?;
+    // Members are read by path below: no symlink out, no FIFO, no device.
+    crate::fsutil::safe::plain_tree(dir.path()).context("checking archive")?;
     if dir.path().join("index.json").exists() {
         import_oci(store, dir.path())
     } else if dir.path().join("manifest.json").exists() {

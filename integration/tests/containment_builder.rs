@@ -660,3 +660,94 @@ fn runtime_inherits_only_stdio_from_the_builder() {
     // run and delete --force: at least two runtime calls were recorded.
     assert!(seen >= 6, "{listing}");
 }
+
+/// `load` of an image archive whose members are symlinks to host files or
+/// FIFOs: nothing of the host reaches the store, and the import never
+/// blocks. (An archive's own relative links, as `docker save` writes for
+/// shared layers, keep working: `load_bundle_and_from...` and builder_e2e.)
+#[test]
+fn load_reads_no_host_file_through_archive_symlinks() {
+    let env = Env::new();
+    // A gzip-looking host file: imported layers that are compressed are
+    // stored without a diff_id check, so the old import stored it as is.
+    let host_file = env.path().join("host-secret.tar.gz");
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00];
+    gz.extend_from_slice(secret_of(&env.canary()).as_bytes());
+    std::fs::write(&host_file, &gz).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{}", "0".repeat(64))] },
+    })
+    .to_string();
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["leak:1"], "Layers": ["layer.tar"],
+    }])
+    .to_string();
+    let archive = |layer: (tar::EntryType, &str)| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("manifest.json", manifest.as_bytes()),
+            ("config.json", config.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).unwrap();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_path("layer.tar").unwrap();
+        h.set_entry_type(layer.0);
+        h.set_mode(0o644);
+        h.set_size(0);
+        if !layer.1.is_empty() {
+            h.set_link_name(layer.1).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let path = env.path().join("leak.tar");
+    for (what, layer) in [
+        (
+            "symlink to a host file",
+            (tar::EntryType::Symlink, host_file.to_str().unwrap()),
+        ),
+        ("FIFO", (tar::EntryType::Fifo, "")),
+    ] {
+        std::fs::write(&path, archive(layer)).unwrap();
+        let mut child = env
+            .cmd(&["load", "-i", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("load of an archive with a {what} hangs");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(
+            !status.success(),
+            "load of an archive with a {what} was accepted"
+        );
+        // No blob of the store holds the host file.
+        let blobs = env.path().join("store/blobs/sha256");
+        for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            assert_ne!(
+                std::fs::read(e.path()).unwrap(),
+                gz,
+                "{what}: the host file was imported as {}",
+                e.path().display()
+            );
+        }
+    }
+}

@@ -273,6 +273,63 @@ pub fn read_file_in_root(root: &Path, rel: &Path, limit: u64) -> Result<Option<V
     Ok(Some(data))
 }
 
+/// Makes the unpacked archive at `root` plain, so that its members can be
+/// read by path afterwards: every symlink is replaced by a hard link to the
+/// regular file it names inside `root` (resolved as if `root` were `/`, as
+/// `docker save` links shared layers), and any other kind of entry (FIFO,
+/// device, socket, a link to a directory or to nothing) is refused. A
+/// hostile image archive thus cannot make an import read a host file or
+/// block on a FIFO.
+pub fn plain_tree(root: &Path) -> Result<()> {
+    let root_fd = open_root(root)?;
+    plain_dir(root_fd.as_fd(), root_fd.as_fd(), Path::new(""))
+}
+
+fn plain_dir(root: BorrowedFd<'_>, dir: BorrowedFd<'_>, rel: &Path) -> Result<()> {
+    for name in list_dir(dir)? {
+        let child = rel.join(&name);
+        let Some(st) = stat_at(dir, &name)? else {
+            continue;
+        };
+        match kind(&st) {
+            SFlag::S_IFDIR => {
+                let sub = open_subdir(dir, &name)
+                    .with_context(|| format!("opening {}", child.display()))?;
+                plain_dir(root, sub.as_fd(), &child)?;
+            }
+            SFlag::S_IFREG => {}
+            SFlag::S_IFLNK => {
+                let target = open_in_root(root, &child, OFlag::O_PATH, ResolveFlag::empty())
+                    .map_err(|e| walk_error(&child, e))?;
+                let tst = nix::sys::stat::fstat(target.as_raw_fd()).context("fstat")?;
+                if kind(&tst) != SFlag::S_IFREG {
+                    bail!("archive member {} is a link to a non-file", child.display());
+                }
+                unlinkat(
+                    Some(dir.as_raw_fd()),
+                    name.as_os_str(),
+                    UnlinkatFlags::NoRemoveDir,
+                )
+                .with_context(|| format!("removing {}", child.display()))?;
+                // The magic link names the opened inode itself.
+                nix::unistd::linkat(
+                    None,
+                    fd_path(target.as_fd()).as_path(),
+                    Some(dir.as_raw_fd()),
+                    Path::new(&name),
+                    nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+                )
+                .with_context(|| format!("linking {}", child.display()))?;
+            }
+            _ => bail!(
+                "archive member {} is not a file or directory",
+                child.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Splits a relative path into its parent and final name.
 pub fn split(rel: &Path) -> Result<(&Path, &OsStr)> {
     let name = rel
@@ -318,6 +375,29 @@ mod tests {
         assert!(!outside.path().join("x").exists());
         mkdir_all_in_root(root.as_fd(), Path::new("n/m"), 0o755).unwrap();
         assert!(r.join("n/m").is_dir());
+    }
+
+    #[test]
+    fn plain_tree_turns_inside_links_into_files_and_refuses_the_rest() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("host"), b"host").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("a")).unwrap();
+        fs::write(r.join("a/layer.tar"), b"layer").unwrap();
+        symlink("../a/layer.tar", r.join("shared")).unwrap();
+        plain_tree(r).unwrap();
+        assert!(!fs::symlink_metadata(r.join("shared"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(r.join("shared")).unwrap(), b"layer");
+        // An absolute link resolves inside the root: there, nothing.
+        symlink(outside.path().join("host"), r.join("evil")).unwrap();
+        assert!(plain_tree(r).is_err());
+        fs::remove_file(r.join("evil")).unwrap();
+        nix::unistd::mkfifo(&r.join("fifo"), Mode::S_IRWXU).unwrap();
+        assert!(plain_tree(r).is_err());
     }
 
     #[test]
