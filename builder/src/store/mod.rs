@@ -393,13 +393,26 @@ impl Store {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         }
         // A store made before summaries existed, or a damaged summary.
-        self.write_summary(&Descriptor {
+        let desc = Descriptor {
             media_type: crate::image::MEDIA_MANIFEST.into(),
             digest: digest.to_string(),
             size: 0,
             annotations: BTreeMap::new(),
             platform: None,
-        })
+        };
+        match self.write_summary(&desc) {
+            Ok(s) => Ok(s),
+            // An image an older berth let in with a config over the limit
+            // (or a damaged one) is still listed, from its manifest alone,
+            // rather than making every listing fail.
+            Err(_) => {
+                let m: Manifest = self.read_json_limited(digest, "manifest", MAX_MANIFEST_SIZE)?;
+                Ok(StoredSummary {
+                    size: m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size,
+                    created: String::new(),
+                })
+            }
+        }
     }
 
     /// What `images` lists: the index and one small summary file per

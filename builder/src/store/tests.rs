@@ -246,3 +246,53 @@ fn listing_uses_summaries_and_configs_are_capped() {
     s.prune().unwrap();
     assert_eq!(fs::read_dir(d.path().join("summaries")).unwrap().count(), 0);
 }
+
+#[test]
+fn an_old_image_with_an_oversized_config_is_listed_not_loaded() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let mut cfg = ImageConfig::default();
+    cfg.rootfs.diff_ids.push(crate::digest::sha256_of(b"l"));
+    let l = layer(&s, b"l");
+    let ok = s
+        .commit_image(&cfg, vec![l.clone()], &["ok".into()])
+        .unwrap();
+    // What an older berth could store: a config over the cap, no summary.
+    let mut big = cfg.clone();
+    big.config.labels.insert(
+        "pad".into(),
+        "y".repeat(crate::image::MAX_CONFIG_SIZE as usize),
+    );
+    let big_bytes = serde_json::to_vec(&big).unwrap();
+    let big_digest = s.put_blob(&big_bytes).unwrap();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(crate::image::MEDIA_MANIFEST.into()),
+        config: Descriptor {
+            media_type: crate::image::MEDIA_CONFIG.into(),
+            digest: big_digest,
+            size: big_bytes.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        layers: vec![l.clone()],
+        annotations: BTreeMap::new(),
+    };
+    let m_bytes = serde_json::to_vec(&manifest).unwrap();
+    let m_digest = s.put_blob(&m_bytes).unwrap();
+    let mut index = s.index().unwrap();
+    let mut desc = ok.clone();
+    desc.digest = m_digest.clone();
+    desc.size = m_bytes.len() as u64;
+    desc.annotations
+        .insert(ANNOTATION_REF_NAME.into(), "old:latest".into());
+    index.manifests.push(desc);
+    s.write_index(&index).unwrap();
+
+    let list = s.image_summaries().unwrap();
+    assert_eq!(list.len(), 2);
+    let old = list.iter().find(|i| i.digest == m_digest).unwrap();
+    assert_eq!(old.size, l.size + big_bytes.len() as u64);
+    let e = s.resolve("old").unwrap_err();
+    assert!(e.chain().any(|c| c.is::<crate::image::TooLarge>()), "{e:#}");
+}
