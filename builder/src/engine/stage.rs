@@ -1038,6 +1038,7 @@ impl StageExec<'_, '_> {
                     match item {
                         Item::Data { name, data, mode } => {
                             let sel = Selected {
+                                root: PathBuf::new(),
                                 path: PathBuf::new(),
                                 rel: name.clone(),
                                 name: name.clone(),

@@ -1,21 +1,24 @@
 //! COPY/ADD file operations: selecting sources inside a root (context or
 //! another stage), hashing them for the cache, and copying them into a rootfs.
 use super::glob::{component_match, has_meta, Filter};
-use crate::fsutil::{remove_any, resolve_in_root};
+use crate::fsutil::{remove_any, resolve_in_root, safe};
 use anyhow::{bail, Context, Result};
-use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::fcntl::{OFlag, ResolveFlag};
+use nix::sys::stat::{utimensat, FileStat, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, Metadata};
-use std::os::unix::fs::{
-    lchown, symlink, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt,
-};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{lchown, symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// One selected source: a host path inside the source root and the name it
 /// gets at the destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selected {
+    /// The source root `path` was resolved in (empty for data sources).
+    pub root: PathBuf,
     pub path: PathBuf,
     /// Path relative to the source root (for messages and excludes).
     pub rel: String,
@@ -39,6 +42,7 @@ pub fn select(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
     }
     if comps.is_empty() {
         return Ok(vec![Selected {
+            root: root.to_path_buf(),
             path: root.to_path_buf(),
             rel: String::new(),
             name: String::new(),
@@ -76,6 +80,7 @@ pub fn select(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
         };
         let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
         out.push(Selected {
+            root: root.to_path_buf(),
             path,
             rel,
             name,
@@ -108,59 +113,137 @@ pub fn hash_selected(
     excludes: &Filter,
     files: &mut Vec<(String, String)>,
 ) -> Result<String> {
-    let meta = fs::metadata(&sel.path).with_context(|| format!("stat {}", sel.path.display()))?;
-    hash_entry(&sel.path, &sel.rel, &meta, excludes, files)
+    let src = Src::open_selected(sel)?;
+    hash_entry(&src, &sel.rel, excludes, files)
+}
+
+/// A source entry held by an `O_PATH` fd that never followed a symlink,
+/// with the stat of that very inode. The walk over a source tree goes from
+/// fd to child fd: a directory or file swapped for a symlink while the
+/// build reads it (the context belongs to whoever runs the build) is copied
+/// as that symlink or refused, never followed to a host file.
+struct Src {
+    fd: OwnedFd,
+    st: FileStat,
+}
+
+impl Src {
+    /// The top-level source: `sel.path` was resolved inside `sel.root`
+    /// (symlinks followed there), so it must now be free of symlinks.
+    fn open_selected(sel: &Selected) -> Result<Src> {
+        let root = safe::open_root(&sel.root)?;
+        let rel = sel
+            .path
+            .strip_prefix(&sel.root)
+            .with_context(|| format!("{} is outside its source", sel.path.display()))?;
+        let fd = safe::open_in_root(
+            root.as_fd(),
+            rel,
+            OFlag::O_PATH,
+            ResolveFlag::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(|e| safe::walk_error(rel, e))
+        .with_context(|| format!("source {:?} changed while it was read", sel.rel))?;
+        Self::from_fd(fd)
+    }
+
+    fn from_fd(fd: OwnedFd) -> Result<Src> {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat of a source")?;
+        Ok(Src { fd, st })
+    }
+
+    fn child(&self, name: &OsStr) -> Result<Src> {
+        let fd = safe::open_entry(self.fd.as_fd(), name)
+            .with_context(|| format!("opening {}", Path::new(name).display()))?;
+        Self::from_fd(fd)
+    }
+
+    fn kind(&self) -> SFlag {
+        safe::kind(&self.st)
+    }
+
+    fn names(&self) -> Result<Vec<OsString>> {
+        let mut names = safe::list_dir(self.fd.as_fd())?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// A reader of this regular file (the inode that was opened).
+    fn reader(&self) -> Result<File> {
+        if self.kind() != SFlag::S_IFREG {
+            bail!("not a regular file");
+        }
+        File::open(safe::fd_path(self.fd.as_fd())).context("reopening a source file")
+    }
+
+    fn link_target(&self) -> Result<PathBuf> {
+        nix::fcntl::readlinkat(Some(self.fd.as_raw_fd()), "")
+            .map(PathBuf::from)
+            .context("reading a symlink")
+    }
+
+    /// The kept capability xattr of a file or directory (read through the
+    /// fd's magic link, which names the inode itself).
+    fn cap_xattr(&self) -> Option<Vec<u8>> {
+        if !matches!(self.kind(), SFlag::S_IFREG | SFlag::S_IFDIR) {
+            return None;
+        }
+        xattr::get(
+            safe::fd_path(self.fd.as_fd()),
+            crate::layer::tarw::KEPT_XATTR,
+        )
+        .ok()
+        .flatten()
+    }
 }
 
 fn hash_entry(
-    path: &Path,
+    src: &Src,
     rel: &str,
-    meta: &Metadata,
     excludes: &Filter,
     files: &mut Vec<(String, String)>,
 ) -> Result<String> {
     let mut h = Sha256::new();
-    let ft = meta.file_type();
-    h.update(format!("{:o}:{}:{}:", meta.mode(), meta.uid(), meta.gid()));
-    if let Ok(Some(cap)) = xattr::get(path, crate::layer::tarw::KEPT_XATTR) {
+    let st = &src.st;
+    h.update(format!("{:o}:{}:{}:", st.st_mode, st.st_uid, st.st_gid));
+    if let Some(cap) = src.cap_xattr() {
         h.update(b"cap:");
         h.update(&cap);
     }
-    if ft.is_dir() {
-        h.update(b"dir\0");
-        let mut names: Vec<_> = fs::read_dir(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()?;
-        names.sort();
-        for n in names {
-            let child_rel = join_rel(rel, &n.to_string_lossy());
-            if excludes.skip(&child_rel) {
-                continue;
+    match src.kind() {
+        SFlag::S_IFDIR => {
+            h.update(b"dir\0");
+            for n in src.names().with_context(|| format!("reading {rel}"))? {
+                let child_rel = join_rel(rel, &n.to_string_lossy());
+                if excludes.skip(&child_rel) {
+                    continue;
+                }
+                let child = src.child(&n)?;
+                let ch = hash_entry(&child, &child_rel, excludes, files)?;
+                h.update((n.len() as u64).to_le_bytes());
+                h.update(n.as_encoded_bytes());
+                h.update(ch.as_bytes());
             }
-            let child = path.join(&n);
-            let m = fs::symlink_metadata(&child)?;
-            let ch = hash_entry(&child, &child_rel, &m, excludes, files)?;
-            h.update((n.len() as u64).to_le_bytes());
-            h.update(n.as_encoded_bytes());
-            h.update(ch.as_bytes());
         }
-    } else if ft.is_symlink() {
-        h.update(b"symlink\0");
-        h.update(fs::read_link(path)?.as_os_str().as_encoded_bytes());
-    } else if ft.is_file() {
-        h.update(format!("file:{}\0", meta.len()));
-        let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
-    } else {
-        h.update(format!(
-            "special:{:o}:{}",
-            meta.mode() & libc::S_IFMT,
-            meta.rdev()
-        ));
+        SFlag::S_IFLNK => {
+            h.update(b"symlink\0");
+            h.update(src.link_target()?.as_os_str().as_encoded_bytes());
+        }
+        SFlag::S_IFREG => {
+            h.update(format!("file:{}\0", st.st_size));
+            let mut f = src.reader().with_context(|| format!("opening {rel}"))?;
+            std::io::copy(&mut f, &mut h).with_context(|| format!("reading {rel}"))?;
+        }
+        _ => {
+            h.update(format!(
+                "special:{:o}:{}",
+                st.st_mode & libc::S_IFMT,
+                st.st_rdev
+            ));
+        }
     }
     let out = hex::encode(h.finalize());
-    if !ft.is_dir() {
+    if src.kind() != SFlag::S_IFDIR {
         files.push((rel.to_string(), out.clone()));
     }
     Ok(out)
@@ -230,23 +313,17 @@ pub fn make_parents(rootfs: &Path, path: &Path, owner: Option<(u32, u32)>) -> Re
 /// resolved inside `rootfs`. Directories merge into existing ones.
 pub fn copy_tree(rootfs: &Path, sel: &Selected, dst: &Path, opts: &CopyOptions) -> Result<u64> {
     // The top-level source was already resolved: copy what it points to.
-    let meta = fs::metadata(&sel.path).with_context(|| format!("stat {}", sel.path.display()))?;
+    let src = Src::open_selected(sel)?;
     make_parents(rootfs, dst, opts.owner)?;
-    copy_entry(rootfs, &sel.path, &sel.rel, &meta, dst, opts)
+    copy_entry(rootfs, &src, &sel.rel, dst, opts)
 }
 
-fn copy_entry(
-    rootfs: &Path,
-    src: &Path,
-    rel: &str,
-    meta: &Metadata,
-    dst: &Path,
-    opts: &CopyOptions,
-) -> Result<u64> {
-    let ft = meta.file_type();
+fn copy_entry(rootfs: &Path, src: &Src, rel: &str, dst: &Path, opts: &CopyOptions) -> Result<u64> {
+    let st = &src.st;
+    let kind = src.kind();
     let existing = fs::symlink_metadata(dst).ok();
     let mut count = 1;
-    if ft.is_dir() {
+    if kind == SFlag::S_IFDIR {
         match &existing {
             Some(m) if m.is_dir() => {}
             Some(_) => {
@@ -255,28 +332,22 @@ fn copy_entry(
             }
             None => fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?,
         }
-        let mut names: Vec<_> = fs::read_dir(src)
-            .with_context(|| format!("reading {}", src.display()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()?;
-        names.sort();
-        for n in names {
+        for n in src.names().with_context(|| format!("reading {rel}"))? {
             let child_rel = join_rel(rel, &n.to_string_lossy());
             if opts.filter.skip(&child_rel) {
                 continue;
             }
-            let child = src.join(&n);
-            let m = fs::symlink_metadata(&child)?;
+            let child = src.child(&n)?;
             // Re-resolve inside the rootfs: an existing entry may be a symlink.
             let target = dst.join(&n);
             let target = match fs::symlink_metadata(&target) {
-                Ok(tm) if tm.file_type().is_symlink() && m.is_dir() => {
+                Ok(tm) if tm.file_type().is_symlink() && child.kind() == SFlag::S_IFDIR => {
                     let rel_t = target.strip_prefix(rootfs).context("outside rootfs")?;
                     resolve_in_root(rootfs, &rel_t.to_string_lossy())?
                 }
                 _ => target,
             };
-            count += copy_entry(rootfs, &child, &child_rel, &m, &target, opts)?;
+            count += copy_entry(rootfs, &child, &child_rel, &target, opts)?;
         }
     } else {
         if let Some(m) = &existing {
@@ -285,48 +356,50 @@ fn copy_entry(
             }
             remove_any(dst)?;
         }
-        if ft.is_symlink() {
-            let t = fs::read_link(src)?;
-            symlink(&t, dst).with_context(|| format!("symlink {}", dst.display()))?;
-        } else if ft.is_file() {
-            let mut from = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-            let mut to = File::options()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(dst)
-                .with_context(|| format!("creating {}", dst.display()))?;
-            std::io::copy(&mut from, &mut to)
-                .with_context(|| format!("copying to {}", dst.display()))?;
-            // Metadata through the open fd: no more path lookups per file.
-            let (uid, gid) = opts.owner.unwrap_or((meta.uid(), meta.gid()));
-            std::os::unix::fs::fchown(&to, Some(uid), Some(gid))
-                .with_context(|| format!("chown {}", dst.display()))?;
-            let mode = opts.chmod.unwrap_or(meta.mode() & 0o7777);
-            to.set_permissions(fs::Permissions::from_mode(mode))
-                .with_context(|| format!("chmod {}", dst.display()))?;
-            let mtime = std::time::UNIX_EPOCH
-                + std::time::Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec() as u32);
-            to.set_times(fs::FileTimes::new().set_modified(mtime).set_accessed(mtime))
-                .with_context(|| format!("setting mtime of {}", dst.display()))?;
-            return Ok(count);
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-            nix::sys::stat::mknod(dst, kind, nix::sys::stat::Mode::empty(), meta.rdev())
-                .with_context(|| format!("mknod {}", dst.display()))?;
-        } else {
-            return Ok(0); // sockets are skipped
+        match kind {
+            SFlag::S_IFLNK => {
+                let t = src.link_target()?;
+                symlink(&t, dst).with_context(|| format!("symlink {}", dst.display()))?;
+            }
+            SFlag::S_IFREG => {
+                let mut from = src.reader().with_context(|| format!("opening {rel}"))?;
+                let mut to = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(dst)
+                    .with_context(|| format!("creating {}", dst.display()))?;
+                std::io::copy(&mut from, &mut to)
+                    .with_context(|| format!("copying to {}", dst.display()))?;
+                // Metadata through the open fd: no more path lookups per file.
+                let (uid, gid) = opts.owner.unwrap_or((st.st_uid, st.st_gid));
+                std::os::unix::fs::fchown(&to, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {}", dst.display()))?;
+                let mode = opts.chmod.unwrap_or(st.st_mode & 0o7777);
+                to.set_permissions(fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("chmod {}", dst.display()))?;
+                let mtime = std::time::UNIX_EPOCH
+                    + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+                to.set_times(fs::FileTimes::new().set_modified(mtime).set_accessed(mtime))
+                    .with_context(|| format!("setting mtime of {}", dst.display()))?;
+                return Ok(count);
+            }
+            SFlag::S_IFIFO | SFlag::S_IFCHR | SFlag::S_IFBLK => {
+                nix::sys::stat::mknod(dst, kind, nix::sys::stat::Mode::empty(), st.st_rdev)
+                    .with_context(|| format!("mknod {}", dst.display()))?;
+            }
+            _ => return Ok(0), // sockets are skipped
         }
     }
-    let (uid, gid) = opts.owner.unwrap_or((meta.uid(), meta.gid()));
+    let (uid, gid) = opts.owner.unwrap_or((st.st_uid, st.st_gid));
     lchown(dst, Some(uid), Some(gid)).with_context(|| format!("chown {}", dst.display()))?;
-    if !ft.is_symlink() {
-        let mode = opts.chmod.unwrap_or(meta.mode() & 0o7777);
+    if kind != SFlag::S_IFLNK {
+        let mode = opts.chmod.unwrap_or(st.st_mode & 0o7777);
         fs::set_permissions(dst, fs::Permissions::from_mode(mode))
             .with_context(|| format!("chmod {}", dst.display()))?;
     }
-    let t = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    let t = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
     utimensat(None, dst, &t, &t, UtimensatFlags::NoFollowSymlink)
         .with_context(|| format!("setting mtime of {}", dst.display()))?;
     Ok(count)
@@ -365,6 +438,7 @@ pub fn write_file(
 mod tests {
     use super::*;
     use crate::exec::glob::Excludes;
+    use std::os::unix::fs::MetadataExt;
 
     fn ctx() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -458,5 +532,38 @@ mod tests {
         let dst = destination_for(root.path(), "/etc/readme.txt", &f, false).unwrap();
         copy_tree(root.path(), &f, &dst, &CopyOptions::default()).unwrap();
         assert_eq!(fs::read(root.path().join("etc/readme.txt")).unwrap(), b"r");
+    }
+
+    #[test]
+    fn sources_swapped_for_symlinks_after_selection_are_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("x.h"), b"host secret").unwrap();
+        let d = ctx();
+        let sel = select(d.path(), "src").unwrap().remove(0);
+        // After selection, src/sub becomes a symlink to a host directory.
+        fs::remove_dir_all(d.path().join("src/sub")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("src/sub")).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dst = root.path().join("app");
+        copy_tree(root.path(), &sel, &dst, &CopyOptions::default()).unwrap();
+        assert!(fs::symlink_metadata(dst.join("sub"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let mut files = Vec::new();
+        hash_selected(&sel, &Filter::default(), &mut files).unwrap();
+        assert!(!files.iter().any(|(p, _)| p == "src/sub/x.h"));
+        // The selected directory itself swapped: refused.
+        fs::rename(d.path().join("src"), d.path().join("src.real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("src")).unwrap();
+        assert!(copy_tree(
+            root.path(),
+            &sel,
+            &root.path().join("b"),
+            &CopyOptions::default()
+        )
+        .is_err());
+        assert!(hash_selected(&sel, &Filter::default(), &mut Vec::new()).is_err());
+        assert!(!root.path().join("b/x.h").exists());
     }
 }
