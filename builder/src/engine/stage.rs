@@ -1055,7 +1055,7 @@ impl StageExec<'_, '_> {
                         }
                         Item::Path(sel) => {
                             if is_add && !sel.is_dir {
-                                if let Some(reader) = archive_reader(&sel.path)? {
+                                if let Some(reader) = archive_reader(sel)? {
                                     let dir = resolve_in_root(merged, &dest)?;
                                     make_parents(merged, &dir.join("x"), None)?;
                                     layer::unpack(reader, &dir, UnpackMode::Apply)
@@ -1214,13 +1214,15 @@ fn shell_script(cmd: &str, heredocs: &[dockerfile::Heredoc]) -> String {
 }
 
 /// A reader for `path` if it is a (possibly gzip/zstd compressed) tar archive.
-fn archive_reader(path: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
+fn archive_reader(sel: &Selected) -> Result<Option<Box<dyn std::io::Read>>> {
     use std::io::Read;
     let mut head = Vec::with_capacity(512);
-    let mut r = layer::open_decompressed(path)?;
+    let mut r = layer::decompressed(crate::exec::copy::open_selected_file(sel)?)?;
     r.by_ref().take(512).read_to_end(&mut head).ok();
     if head.len() >= 262 && &head[257..262] == b"ustar" {
-        return Ok(Some(layer::open_decompressed(path)?));
+        return Ok(Some(layer::decompressed(
+            crate::exec::copy::open_selected_file(sel)?,
+        )?));
     }
     Ok(None)
 }

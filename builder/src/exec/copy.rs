@@ -309,6 +309,14 @@ pub fn make_parents(rootfs: &Path, path: &Path, owner: Option<(u32, u32)>) -> Re
     Ok(())
 }
 
+/// Opens the selected regular file for reading, as [`copy_tree`] reaches it
+/// (reopened in its root without following a symlink).
+pub fn open_selected_file(sel: &Selected) -> Result<File> {
+    Src::open_selected(sel)?
+        .reader()
+        .with_context(|| format!("opening {}", sel.rel))
+}
+
 /// Copies `src` (file, symlink or directory tree) to `dst`, which has been
 /// resolved inside `rootfs`. Directories merge into existing ones.
 pub fn copy_tree(rootfs: &Path, sel: &Selected, dst: &Path, opts: &CopyOptions) -> Result<u64> {

@@ -41,8 +41,14 @@ impl Compression {
 /// (media types from other tools are not always accurate).
 pub fn open_decompressed(path: &std::path::Path) -> Result<Box<dyn std::io::Read>> {
     use anyhow::Context;
-    use std::io::{BufRead, BufReader};
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    decompressed(f)
+}
+
+/// [`open_decompressed`] for a file that is already open.
+pub fn decompressed(f: std::fs::File) -> Result<Box<dyn std::io::Read>> {
+    use anyhow::Context;
+    use std::io::{BufRead, BufReader};
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().context("reading layer header")?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
