@@ -323,7 +323,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         }
     }
     parent_chan.send(&Msg::HooksDone)?;
-    parent_chan.expect(Msg::Ready)?;
+    let agent = seccomp::notify::Agent::from_spec(&spec);
+    parent_chan.expect_serving(Msg::Ready, |listener| {
+        seccomp::notify::hand_over(agent.as_ref(), listener, pid, hook_state.clone())
+    })?;
     crate::logging::debug("init ready");
 
     st.init_start_time = state::proc_stat(pid)

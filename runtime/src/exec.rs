@@ -213,7 +213,14 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     parent_chan
         .send(&Msg::Continue { host_pid: pid })
         .map_err(abort)?;
-    parent_chan.expect(Msg::Ready).map_err(abort)?;
+    let agent = crate::seccomp::notify::Agent::from_spec(&spec);
+    parent_chan
+        .expect_serving(Msg::Ready, |listener| {
+            // runc: the container's state (init's pid, running) for the exec'd `pid`.
+            let state = state::hook_state(&st, Status::Running, st.init_pid);
+            crate::seccomp::notify::hand_over(agent.as_ref(), listener, pid, state)
+        })
+        .map_err(abort)?;
     // The channel is close-on-exec: EOF means execve succeeded.
     match parent_chan.recv() {
         Ok(None) => {}
@@ -383,7 +390,14 @@ fn child(
         let slave = console::hand_over_pty(sock, process)?;
         console::attach_slave(slave)?;
     }
-    let prepared = prepare_process(process, seccomp, preserve_fds, plan, &[chan.as_raw_fd()])?;
+    let prepared = prepare_process(
+        process,
+        seccomp,
+        chan,
+        preserve_fds,
+        plan,
+        &[chan.as_raw_fd()],
+    )?;
     chan.send(&Msg::Ready)?;
     prepared.exec()
 }

@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(sc.enabled(), &Some(true));
         let actions = sc.actions().as_ref().unwrap();
         assert!(actions.contains(&LinuxSeccompAction::ScmpActErrno));
-        assert!(!actions.contains(&LinuxSeccompAction::ScmpActNotify));
+        assert!(actions.contains(&LinuxSeccompAction::ScmpActNotify));
         assert_eq!(sc.operators().as_ref().unwrap().len(), 7);
         assert!(!sc.archs().as_ref().unwrap().is_empty());
         let known = sc.known_flags().as_ref().unwrap();

@@ -244,9 +244,11 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
         process::set_personality(&p)?;
     }
 
+    // Installs the seccomp filter too, so startContainer hooks run confined (as runc).
     let prepared = prepare_process(
         process,
         ctx.seccomp,
+        ctx.chan,
         ctx.preserve_fds,
         ctx.plan,
         &[ctx.chan.as_raw_fd(), ctx.fifo],
@@ -383,19 +385,15 @@ fn wait_for_start(fifo: RawFd) -> Result<()> {
     Ok(())
 }
 
-/// A process ready to exec: identity, caps, limits applied; the binary found.
-pub struct Prepared<'a> {
+/// A process ready to exec: identity, caps, limits and seccomp applied; the binary found.
+pub struct Prepared {
     path: std::path::PathBuf,
     args: Vec<String>,
     env: Vec<String>,
-    late_seccomp: Option<&'a CompiledSeccomp>,
 }
 
-impl Prepared<'_> {
+impl Prepared {
     pub fn exec(self) -> Result<std::convert::Infallible> {
-        if let Some(f) = &self.late_seccomp {
-            f.install().context("install seccomp filter")?;
-        }
         process::exec(&self.path, &self.args, &self.env)
     }
 }
@@ -403,19 +401,23 @@ impl Prepared<'_> {
 /// Apply everything in `process` that must happen before exec, in runc's
 /// order: limits and priorities while privileged; seccomp before dropping
 /// CAP_SYS_ADMIN unless no_new_privs lets it go last; bounding set, user,
-/// cwd, capabilities, no_new_privs; fds marked close-on-exec.
+/// cwd, capabilities, no_new_privs; fds marked close-on-exec. Like runc,
+/// seccomp is in place when this returns (so startContainer hooks are
+/// confined), and a SCMP_ACT_NOTIFY listener has reached the agent through
+/// the runtime on `chan` (see seccomp::notify).
 ///
 /// First of all every fd but stdio, the preserved ones and `keep` (what
 /// the runtime side still needs until execve) is closed: nothing from the
 /// host may be reachable through /proc/self/fd when the cwd is entered or
 /// the process runs. After the chdir the cwd must lie inside our root.
-pub fn prepare_process<'a>(
+pub fn prepare_process(
     process: &Process,
-    seccomp: Option<&'a CompiledSeccomp>,
+    seccomp: Option<&CompiledSeccomp>,
+    chan: &Channel,
     preserve_fds: u32,
     plan: &Plan,
     keep: &[RawFd],
-) -> Result<Prepared<'a>> {
+) -> Result<Prepared> {
     process::close_fds_except(first_unpreserved_fd(preserve_fds), keep)?;
     // While still privileged; takes effect at the execve.
     crate::lsm::apply_exec_labels(process)?;
@@ -433,7 +435,7 @@ pub fn prepare_process<'a>(
     let nnp = process.no_new_privileges().unwrap_or(false);
     if !nnp {
         if let Some(f) = seccomp {
-            f.install().context("install seccomp filter")?;
+            crate::seccomp::notify::install(f, chan)?;
         }
     }
     let caps = CapSets::from_spec(process.capabilities());
@@ -466,12 +468,13 @@ pub fn prepare_process<'a>(
     let first = args.first().context("process.args must not be empty")?;
     let path = process::find_executable(first, &env)?;
     process::cloexec_from(3 + preserve_fds)?;
-    Ok(Prepared {
-        path,
-        args,
-        env,
-        late_seccomp: if nnp { seccomp } else { None },
-    })
+    if nnp {
+        // As late as runc: fewer calls run under the filter.
+        if let Some(f) = seccomp {
+            crate::seccomp::notify::install(f, chan)?;
+        }
+    }
+    Ok(Prepared { path, args, env })
 }
 
 fn setgroups_allowed() -> bool {

@@ -47,11 +47,22 @@
 //! so listing SCMP_ARCH_X32 is accepted but not filtered by number). On aarch64,
 //! seccompiler's own arch check kills 32-bit ARM syscalls (SCMP_ARCH_ARM not filtered).
 //!
-//! Not supported, rejected with an error: SCMP_ACT_NOTIFY and `listenerPath`.
+//! # SCMP_ACT_NOTIFY
+//! All notify rules (of every filtered ABI) go into one program, since only one filter
+//! in a stack may have a listener: it is installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER`
+//! and [`CompiledSeccomp::install`] returns the listener fd, which [`notify`] hands to
+//! the agent at `listenerPath` the way runc does. seccompiler has no notify action: the
+//! program is built with a placeholder action whose returns are then rewritten to
+//! `SECCOMP_RET_USER_NOTIF`. Like runc, the default action may not be NOTIFY; nor may
+//! `sendmsg` be notified, since the process that installs the filter needs it to pass
+//! the listener on (runc forbids `write` for the same reason).
 
+pub mod notify;
 mod syscalls;
 
 use std::collections::BTreeMap;
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, bail, Context, Result};
 use oci_spec::runtime::{
@@ -71,6 +82,7 @@ pub const SUPPORTED_ACTIONS: &[LinuxSeccompAction] = &[
     LinuxSeccompAction::ScmpActKillProcess,
     LinuxSeccompAction::ScmpActKillThread,
     LinuxSeccompAction::ScmpActLog,
+    LinuxSeccompAction::ScmpActNotify,
     LinuxSeccompAction::ScmpActTrace,
     LinuxSeccompAction::ScmpActTrap,
 ];
@@ -150,12 +162,17 @@ pub struct CompiledSeccomp {
     programs: Vec<BpfProgram>,
     /// `SECCOMP_FILTER_FLAG_*` bits passed with every program.
     flags: libc::c_ulong,
+    /// Index in `programs` of the SCMP_ACT_NOTIFY program, installed with a listener.
+    listener: Option<usize>,
 }
 
 impl CompiledSeccomp {
     /// Installs the filters on the calling thread (all threads with TSYNC). The kernel
     /// requires no_new_privs or CAP_SYS_ADMIN; the caller orders that like runc does.
-    pub fn install(&self) -> Result<()> {
+    /// Returns the listener fd (close-on-exec) when the profile has SCMP_ACT_NOTIFY
+    /// rules: until someone answers on it, notified calls block.
+    pub fn install(&self) -> Result<Option<OwnedFd>> {
+        let mut listener = None;
         for (i, program) in self.programs.iter().enumerate() {
             let len = u16::try_from(program.len())
                 .map_err(|_| anyhow!("seccomp: filter {i} has {} instructions", program.len()))?;
@@ -163,19 +180,26 @@ impl CompiledSeccomp {
                 len,
                 filter: program.as_ptr() as *mut libc::sock_filter,
             };
+            let with_listener = self.listener == Some(i);
+            let mut flags = self.flags;
+            if with_listener {
+                flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+                if flags & libc::SECCOMP_FILTER_FLAG_TSYNC != 0 {
+                    // The kernel refuses TSYNC with NEW_LISTENER unless a failed sync is
+                    // reported as ESRCH (the return value is the fd, not a thread id).
+                    flags |= libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+                }
+            }
             // SAFETY: `fprog` points at a live program with the layout the kernel expects
             // (size checked above); the kernel copies it before returning.
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_seccomp,
                     libc::SECCOMP_SET_MODE_FILTER,
-                    self.flags,
+                    flags,
                     &fprog as *const libc::sock_fprog,
                 )
             };
-            if rc > 0 {
-                bail!("seccomp: TSYNC failed: thread {rc} could not be synchronized");
-            }
             if rc < 0 {
                 let err = std::io::Error::last_os_error();
                 let hint = if err.raw_os_error() == Some(libc::EACCES) {
@@ -183,13 +207,24 @@ impl CompiledSeccomp {
                 } else {
                     ""
                 };
-                bail!(
-                    "seccomp: installing filter {i} (flags {:#x}): {err}{hint}",
-                    self.flags
-                );
+                bail!("seccomp: installing filter {i} (flags {flags:#x}): {err}{hint}");
+            }
+            if with_listener {
+                let fd = RawFd::try_from(rc)
+                    .map_err(|_| anyhow!("seccomp: listener fd {rc} out of range"))?;
+                // SAFETY: with NEW_LISTENER the kernel returns a fresh fd we now own.
+                listener = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            } else if rc > 0 {
+                bail!("seccomp: TSYNC failed: thread {rc} could not be synchronized");
             }
         }
-        Ok(())
+        Ok(listener)
+    }
+
+    /// Whether `install` returns a listener fd that must reach the agent.
+    #[cfg(test)]
+    fn has_listener(&self) -> bool {
+        self.listener.is_some()
     }
 
     /// Number of BPF programs `install` loads for the profile itself (without the gate).
@@ -209,6 +244,8 @@ enum Verdict {
     Trap,
     Trace(u32),
     Log,
+    /// SCMP_ACT_NOTIFY: the call waits for the agent holding the listener fd.
+    Notify,
 }
 
 impl Verdict {
@@ -224,9 +261,7 @@ impl Verdict {
             LinuxSeccompAction::ScmpActTrap => Verdict::Trap,
             LinuxSeccompAction::ScmpActTrace => Verdict::Trace(data),
             LinuxSeccompAction::ScmpActLog => Verdict::Log,
-            LinuxSeccompAction::ScmpActNotify => {
-                bail!("seccomp: action {action} is not supported")
-            }
+            LinuxSeccompAction::ScmpActNotify => Verdict::Notify,
         })
     }
 
@@ -239,9 +274,16 @@ impl Verdict {
             Verdict::Trap => SeccompAction::Trap,
             Verdict::Trace(m) => SeccompAction::Trace(m),
             Verdict::Log => SeccompAction::Log,
+            // Rewritten to SECCOMP_RET_USER_NOTIF by `to_user_notif`.
+            Verdict::Notify => NOTIFY_PLACEHOLDER,
         }
     }
 }
+
+/// The action a notify program is built with before `to_user_notif` rewrites its
+/// returns: TRAP never appears in a notify program otherwise (its mismatch action is
+/// ALLOW and seccompiler's arch check returns KILL_PROCESS).
+const NOTIFY_PLACEHOLDER: SeccompAction = SeccompAction::Trap;
 
 /// When a syscall matches: always, or when any of the rules (AND of conditions) holds.
 #[derive(Debug, Clone)]
@@ -282,9 +324,7 @@ impl RuleSet {
 /// Compiles `profile` for the native architecture (plus i386 on x86_64 when the profile
 /// lists SCMP_ARCH_X86). Errors read "seccomp: ..." and need no extra context.
 pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
-    if profile.listener_path().is_some() {
-        bail!("seccomp: listenerPath is not supported (SCMP_ACT_NOTIFY is not implemented)");
-    }
+    check_notify(profile)?;
     if filtered_archs().is_empty() {
         bail!(
             "seccomp: no syscall table for architecture {}",
@@ -300,17 +340,24 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     // With a gate ruling on arches, each program only judges its own ABI.
     let gated = gate.is_some();
     let mut programs: Vec<BpfProgram> = gate.into_iter().collect();
+    // (ABI, its notify program): merged into one program below.
+    let mut notify: Vec<(Abi, BpfProgram)> = Vec::new();
     for &abi in &extra {
         // Foreign-ABI programs never see the native seccomp(2) calls that install the
         // rest, so they can go first, in the order abi_programs chose.
-        for (program, _) in abi_programs(profile, default, abi, arch, true)? {
+        let (abi_progs, abi_notify) = abi_programs(profile, default, abi, arch, true)?;
+        for (program, _) in abi_progs {
             programs.push(program);
         }
+        notify.extend(abi_notify.map(|(p, _)| (abi, p)));
     }
-    let mut native = abi_programs(profile, default, Abi::Native, arch, gated)?;
+    let (mut native, native_notify) = abi_programs(profile, default, Abi::Native, arch, gated)?;
+    let notify_blocks_seccomp = native_notify.as_ref().is_some_and(|(_, b)| *b);
+    notify.extend(native_notify.map(|(p, _)| (Abi::Native, p)));
     // Each installed program also filters the seccomp(2) calls installing the next ones,
     // so the (single) program that may deny `seccomp` has to go last.
-    match native.iter().filter(|(_, blocks)| *blocks).count() {
+    let blockers = native.iter().filter(|(_, blocks)| *blocks).count();
+    match blockers {
         0 => {}
         1 => native.sort_by_key(|(_, blocks)| *blocks), // stable: keeps the tie order
         _ => bail!(
@@ -318,9 +365,27 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
              berth loads one BPF program per action and could not install them all"
         ),
     }
+    if notify_blocks_seccomp && blockers > 0 {
+        // A notified `seccomp` would wait for an agent that gets the listener only
+        // once every program is installed.
+        bail!(
+            "seccomp: SCMP_ACT_NOTIFY on the seccomp syscall cannot be combined with \
+             another action denying it"
+        );
+    }
+    let notify_at = programs.len() + native.len() - blockers;
     for (program, _) in native {
         programs.push(program);
     }
+    let listener = match merge_by_arch(notify) {
+        Some(program) => {
+            // Before the program that may deny `seccomp`; last when it notifies
+            // `seccomp` itself (then no program follows it).
+            programs.insert(notify_at, program);
+            Some(notify_at)
+        }
+        None => None,
+    };
     if programs.is_empty() {
         // An allow-everything profile still installs a filter, so the process is in
         // seccomp mode 2 as with runc (and the flags take effect).
@@ -336,7 +401,71 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     for flag in profile.flags().iter().flatten() {
         flags |= flag_bits(*flag);
     }
-    Ok(CompiledSeccomp { programs, flags })
+    Ok(CompiledSeccomp {
+        programs,
+        flags,
+        listener,
+    })
+}
+
+/// runc's rules for SCMP_ACT_NOTIFY, plus berth's own: the process that installs the
+/// filter passes the listener to its parent with `sendmsg`, which must not wait for it.
+fn check_notify(profile: &LinuxSeccomp) -> Result<()> {
+    if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
+        bail!("seccomp: SCMP_ACT_NOTIFY cannot be used as default action");
+    }
+    let notified: Vec<&String> = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|s| s.action() == LinuxSeccompAction::ScmpActNotify)
+        .flat_map(|s| s.names().iter())
+        .collect();
+    if notified.iter().any(|n| *n == "sendmsg") {
+        bail!(
+            "seccomp: SCMP_ACT_NOTIFY cannot be used for the sendmsg syscall \
+             (berth passes the listener fd on with it)"
+        );
+    }
+    if !notified.is_empty() && profile.listener_path().is_none() {
+        bail!("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath");
+    }
+    Ok(())
+}
+
+/// One program running `programs` (each retargeted to its ABI) by the arch of the
+/// call: `LD arch; JEQ <abi>, +1; JA past; <program>` for all but the last, which
+/// takes what is left. JA has a 32-bit offset, so any program length fits.
+fn merge_by_arch(mut programs: Vec<(Abi, BpfProgram)>) -> Option<BpfProgram> {
+    use bpf::*;
+    let (_, last) = programs.pop()?;
+    let mut merged = Vec::new();
+    for (abi, program) in programs {
+        merged.push(stmt(BPF_LD | BPF_W | BPF_ABS, ARCH));
+        merged.push(jump(BPF_JMP | BPF_JEQ | BPF_K, audit_arch(abi), 1, 0));
+        // Program lengths are far below u32::MAX (the kernel caps them at 4096).
+        merged.push(stmt(BPF_JMP | BPF_JA, program.len() as u32));
+        merged.extend(program);
+    }
+    merged.extend(last);
+    Some(merged)
+}
+
+/// Rewrites the placeholder returns of a notify program to SECCOMP_RET_USER_NOTIF.
+fn to_user_notif(mut program: BpfProgram) -> Result<BpfProgram> {
+    use bpf::*;
+    let placeholder = libc::SECCOMP_RET_TRAP;
+    let mut rewritten = 0;
+    for insn in program.iter_mut() {
+        if u32::from(insn.code) == BPF_RET | BPF_K && insn.k == placeholder {
+            insn.k = libc::SECCOMP_RET_USER_NOTIF;
+            rewritten += 1;
+        }
+    }
+    if rewritten == 0 {
+        bail!("seccomp: unexpected seccompiler program: no notify return to rewrite");
+    }
+    Ok(program)
 }
 
 /// A syscall ABI the filters check by number.
@@ -377,15 +506,17 @@ fn extra_abis(profile: &LinuxSeccomp) -> Vec<Abi> {
 }
 
 /// The profile's programs for one ABI in install order, each with whether it may deny
-/// the native `seccomp` syscall. `gated`: an ABI gate is installed, so each program
-/// only judges its own ABI (see `retarget`).
+/// (or, for the notify program, hold up) the native `seccomp` syscall; the notify
+/// program comes apart, as `compile` merges those of all ABIs. `gated`: an ABI gate is
+/// installed, so each program only judges its own ABI (see `retarget`).
+#[allow(clippy::type_complexity)]
 fn abi_programs(
     profile: &LinuxSeccomp,
     default: Verdict,
     abi: Abi,
     arch: TargetArch,
     gated: bool,
-) -> Result<Vec<(BpfProgram, bool)>> {
+) -> Result<(Vec<(BpfProgram, bool)>, Option<(BpfProgram, bool)>)> {
     let finish = |program: BpfProgram| -> Result<BpfProgram> {
         if gated {
             retarget(program, abi)
@@ -450,6 +581,7 @@ fn abi_programs(
         };
         programs.push((program, blocks));
     }
+    let mut notify = None;
     // Reverse order: the first verdict in the profile is installed last and so is the
     // one the kernel keeps when two verdicts of equal precedence both match.
     for (verdict, set) in by_verdict.into_iter().rev() {
@@ -458,12 +590,14 @@ fn abi_programs(
         }
         let blocks =
             verdict != Verdict::Log && seccomp_nr.is_some_and(|nr| set.0.contains_key(&nr));
-        programs.push((
-            finish(build(set, SeccompAction::Allow, verdict.action(), arch)?)?,
-            blocks,
-        ));
+        let program = finish(build(set, SeccompAction::Allow, verdict.action(), arch)?)?;
+        if verdict == Verdict::Notify {
+            notify = Some((to_user_notif(program)?, blocks));
+        } else {
+            programs.push((program, blocks));
+        }
     }
-    Ok(programs)
+    Ok((programs, notify))
 }
 
 /// The largest syscall number the profile names for `abi` when calls above it must
@@ -533,6 +667,8 @@ mod bpf {
     pub use libc::{
         BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W,
     };
+    /// Unconditional jump by `k` (not exported by libc).
+    pub const BPF_JA: u32 = 0x00;
     use seccompiler::sock_filter;
 
     /// Offsets in `struct seccomp_data { int nr; __u32 arch; ... }`.
@@ -790,6 +926,7 @@ pub(crate) mod docker {
 mod tests {
     use super::*;
     use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder};
+    use std::os::fd::AsRawFd;
 
     /// How a forked child that installed the filter and ran one probe ended.
     #[derive(Debug, PartialEq, Eq)]
@@ -1241,15 +1378,8 @@ mod tests {
     }
 
     #[test]
-    fn rejects_notify_and_bad_index() {
+    fn rejects_bad_index_and_notify_misuse() {
         use LinuxSeccompAction::*;
-        let p = profile(
-            ScmpActAllow,
-            vec![rule(&["getcwd"], ScmpActNotify, None).build().unwrap()],
-        );
-        let err = compile(&p).unwrap_err().to_string();
-        assert_eq!(err, "seccomp: action SCMP_ACT_NOTIFY is not supported");
-
         let p = profile(
             ScmpActAllow,
             vec![rule(&["getcwd"], ScmpActErrno, None)
@@ -1260,12 +1390,238 @@ mod tests {
         let err = format!("{:#}", compile(&p).unwrap_err());
         assert!(err.contains("argument index 6"), "{err}");
 
+        // Notify rules need an agent to go to.
+        let p = profile(
+            ScmpActAllow,
+            vec![rule(&["getcwd"], ScmpActNotify, None).build().unwrap()],
+        );
+        let err = compile(&p).unwrap_err().to_string();
+        assert!(err.contains("listenerPath"), "{err}");
+
+        let mut p = profile(
+            ScmpActAllow,
+            vec![rule(&["sendmsg", "getcwd"], ScmpActNotify, None)
+                .build()
+                .unwrap()],
+        );
+        p.set_listener_path(Some("/run/x.sock".into()));
+        let err = compile(&p).unwrap_err().to_string();
+        assert!(err.contains("sendmsg"), "{err}");
+
+        let mut p = profile(ScmpActNotify, vec![]);
+        p.set_listener_path(Some("/run/x.sock".into()));
+        let err = compile(&p).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "seccomp: SCMP_ACT_NOTIFY cannot be used as default action"
+        );
+
+        // A listenerPath without notify rules is accepted (runc ignores it too).
         let mut p = profile(ScmpActAllow, vec![]);
         p.set_listener_path(Some("/run/x.sock".into()));
-        assert!(compile(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("listenerPath"));
+        assert!(!compile(&p).unwrap().has_listener());
+    }
+
+    /// Like `probe`, with a supervisor: the child sends the listener fd over a socketpair
+    /// and the parent answers every notification with `answer` as errno. Returns the
+    /// outcome and the syscall numbers (with their arch) the parent was asked about.
+    fn probe_notified(
+        filter: &CompiledSeccomp,
+        answer: i32,
+        probe: impl FnOnce() -> libc::c_long,
+    ) -> (Outcome, Vec<(u32, i32)>) {
+        let mut sv = [0; 2];
+        // SAFETY: socketpair writes two fds into sv.
+        let rc =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, sv.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: as in `probe`; the child only makes raw syscalls with stack buffers.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            unsafe {
+                libc::close(sv[0]);
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    libc::_exit(201);
+                }
+                let fd = match filter.install() {
+                    Ok(Some(fd)) => fd,
+                    _ => libc::_exit(200),
+                };
+                if send_fd_raw(sv[1], fd.as_raw_fd()) < 0 {
+                    libc::_exit(202);
+                }
+                libc::close(fd.as_raw_fd());
+                std::mem::forget(fd);
+                let rc = probe();
+                let code = if rc < 0 { *libc::__errno_location() } else { 0 };
+                libc::_exit(code);
+            }
+        }
+        // SAFETY: our end of the pair, owned from here on.
+        let ours = unsafe { OwnedFd::from_raw_fd(sv[0]) };
+        unsafe { libc::close(sv[1]) };
+        let listener = crate::console::recv_fd(ours.as_raw_fd()).expect("listener fd");
+        let mut seen = Vec::new();
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd on the stack.
+            let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+            assert!(n > 0, "no notification and no exit within 10s");
+            if pfd.revents & libc::POLLIN == 0 {
+                break; // POLLHUP: the filtered process is gone
+            }
+            // SAFETY: seccomp_notif is plain data; the kernel fills it in.
+            let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+            if unsafe {
+                libc::ioctl(
+                    listener.as_raw_fd(),
+                    libc::SECCOMP_IOCTL_NOTIF_RECV,
+                    &mut req,
+                )
+            } != 0
+            {
+                continue; // the call was interrupted meanwhile
+            }
+            seen.push((req.data.arch, req.data.nr));
+            let mut resp = libc::seccomp_notif_resp {
+                id: req.id,
+                val: 0,
+                error: -answer,
+                flags: 0,
+            };
+            // SAFETY: the response struct lives on the stack for the call.
+            unsafe {
+                libc::ioctl(
+                    listener.as_raw_fd(),
+                    libc::SECCOMP_IOCTL_NOTIF_SEND,
+                    &mut resp,
+                )
+            };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let outcome = if libc::WIFSIGNALED(status) {
+            Outcome::Signal(libc::WTERMSIG(status))
+        } else {
+            let code = libc::WEXITSTATUS(status);
+            assert!(code < 200, "child could not install the filter ({code})");
+            Outcome::Errno(code)
+        };
+        (outcome, seen)
+    }
+
+    /// sendmsg(SCM_RIGHTS) with stack buffers only (for the forked child).
+    unsafe fn send_fd_raw(sock: RawFd, fd: RawFd) -> isize {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        #[repr(C)]
+        struct Cmsg {
+            hdr: libc::cmsghdr,
+            fd: RawFd,
+            _pad: u32,
+        }
+        let mut cmsg: Cmsg = std::mem::zeroed();
+        cmsg.hdr.cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        cmsg.hdr.cmsg_level = libc::SOL_SOCKET;
+        cmsg.hdr.cmsg_type = libc::SCM_RIGHTS;
+        cmsg.fd = fd;
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = (&mut cmsg as *mut Cmsg).cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        libc::sendmsg(sock, &msg, 0)
+    }
+
+    #[test]
+    fn notify_rules_reach_the_listener() {
+        use LinuxSeccompAction::*;
+        let mut p = profile(
+            ScmpActAllow,
+            vec![
+                rule(&["getcwd"], ScmpActNotify, None).build().unwrap(),
+                rule(&["getppid"], ScmpActErrno, Some(13)).build().unwrap(),
+                // KILL outranks NOTIFY when both match.
+                rule(&["getuid"], ScmpActNotify, None).build().unwrap(),
+                rule(&["getuid"], ScmpActKillProcess, None).build().unwrap(),
+            ],
+        );
+        p.set_listener_path(Some("/run/agent.sock".into()));
+        let f = compile(&p).unwrap();
+        assert!(f.has_listener());
+        let (out, seen) = probe_notified(&f, 77, getcwd);
+        assert_eq!(out, Outcome::Errno(77));
+        assert_eq!(
+            seen,
+            vec![(audit_arch(Abi::Native), libc::SYS_getcwd as i32)]
+        );
+        let (out, seen) = probe_notified(&f, 77, || unsafe { libc::syscall(libc::SYS_getppid) });
+        assert_eq!((out, seen), (Outcome::Errno(13), vec![]));
+        let (out, seen) = probe_notified(&f, 77, || unsafe { libc::syscall(libc::SYS_getuid) });
+        assert_eq!((out, seen), (Outcome::Signal(libc::SIGSYS), vec![]));
+        let (out, seen) = probe_notified(&f, 77, || unsafe { libc::syscall(libc::SYS_getpid) });
+        assert_eq!((out, seen), (Outcome::Errno(0), vec![]));
+    }
+
+    #[test]
+    fn notify_with_a_denying_default_and_tsync() {
+        use LinuxSeccompAction::*;
+        // Only notify rules besides what the child needs, under ERRNO, with TSYNC (which
+        // needs TSYNC_ESRCH next to NEW_LISTENER).
+        let mut p = deny_by_default(ScmpActErrno, vec![native_arch()]);
+        let mut rules = p.syscalls().clone().unwrap();
+        rules.push(rule(&["mkdir"], ScmpActNotify, None).build().unwrap());
+        rules.push(
+            rule(&["close", "munmap", "sendmsg"], ScmpActAllow, None)
+                .build()
+                .unwrap(),
+        );
+        p.set_syscalls(Some(rules));
+        p.set_flags(Some(vec![LinuxSeccompFilterFlag::SeccompFilterFlagTsync]));
+        p.set_listener_path(Some("/run/agent.sock".into()));
+        let f = compile(&p).unwrap();
+        let (out, seen) = probe_notified(&f, 5, mkdir_bad);
+        assert_eq!(out, Outcome::Errno(5));
+        assert_eq!(seen.len(), 1);
+        let (out, seen) = probe_notified(&f, 5, getcwd);
+        assert_eq!((out, seen), (Outcome::Errno(libc::EPERM), vec![]));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn notify_covers_i386_in_the_same_program() {
+        use LinuxSeccompAction::*;
+        let mut p = profile(
+            ScmpActAllow,
+            vec![
+                rule(&["getpid"], ScmpActNotify, None).build().unwrap(),
+                rule(&["getppid"], ScmpActErrno, Some(9)).build().unwrap(),
+            ],
+        );
+        p.set_architectures(Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86]));
+        p.set_listener_path(Some("/run/agent.sock".into()));
+        let f = compile(&p).unwrap();
+        let (out, seen) = probe_notified(&f, 21, || int80(I386_GETPID, 0));
+        assert_eq!(out, Outcome::Errno(21));
+        assert_eq!(seen, vec![(audit_arch(Abi::I386), I386_GETPID as i32)]);
+        let (out, seen) = probe_notified(&f, 21, || unsafe { libc::syscall(libc::SYS_getpid) });
+        assert_eq!(out, Outcome::Errno(21));
+        assert_eq!(
+            seen,
+            vec![(audit_arch(Abi::Native), libc::SYS_getpid as i32)]
+        );
+        // i386 getppid (64) is x86_64's semget: neither notified nor confused.
+        let (out, seen) = probe_notified(&f, 21, || int80(I386_GETPPID, 0));
+        assert_eq!((out, seen), (Outcome::Errno(9), vec![]));
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! a closed peer reads as EOF (init died) instead of hanging.
 
 use anyhow::{bail, Context, Result};
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum Msg {
@@ -26,6 +30,11 @@ pub enum Msg {
     /// init → parent: parent-death signal cleared; `create` may exit now
     /// without taking init with it.
     Detached,
+    /// init/exec'd process → parent: the seccomp listener fd is attached
+    /// (SCM_RIGHTS); hand it to the agent at `listenerPath`.
+    SeccompListener,
+    /// parent → init/exec'd process: the agent has the listener.
+    SeccompListenerDone,
     /// init → parent: setup failed; the text is the user-facing error.
     Error(String),
 }
@@ -75,20 +84,86 @@ impl Channel {
             .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)))
     }
 
+    /// Send `msg` with `fd` attached (SCM_RIGHTS).
+    pub fn send_with_fd(&self, msg: &Msg, fd: BorrowedFd) -> Result<()> {
+        let data = serde_json::to_vec(msg)?;
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &[IoSlice::new(&data)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .context("send sync message with fd")?;
+        Ok(())
+    }
+
     /// Receive one message; `None` when the peer is gone.
     pub fn recv(&self) -> Result<Option<Msg>> {
+        // A stray fd is closed here: only `recv_with_fd` callers expect one.
+        Ok(self.recv_with_fd()?.map(|(msg, _)| msg))
+    }
+
+    /// Receive one message and the fd attached to it, if any (close-on-exec).
+    pub fn recv_with_fd(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    return serde_json::from_slice(&buf[..n])
-                        .map(Some)
-                        .context("decode sync message")
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let (n, fd) = match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    let mut fd = None;
+                    for c in m.cmsgs().context("read sync control message")? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                // SAFETY: the kernel just installed this fd for us.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                fd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    (m.bytes, fd)
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(nix::errno::Errno::ECONNRESET) => return Ok(None),
                 Err(e) => return Err(e).context("receive sync message"),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            let msg = serde_json::from_slice(&buf[..n]).context("decode sync message")?;
+            return Ok(Some((msg, fd)));
+        }
+    }
+
+    /// Like `expect`, while answering `SeccompListener` messages on the way:
+    /// `serve` gets each listener fd, and the peer a `SeccompListenerDone`.
+    pub fn expect_serving(
+        &self,
+        want: Msg,
+        mut serve: impl FnMut(OwnedFd) -> Result<()>,
+    ) -> Result<()> {
+        loop {
+            match self.recv_with_fd()? {
+                Some((Msg::SeccompListener, Some(fd))) => {
+                    serve(fd)?;
+                    self.send(&Msg::SeccompListenerDone)?;
+                }
+                Some((Msg::SeccompListener, None)) => {
+                    bail!("seccomp listener message without a file descriptor")
+                }
+                Some((m, _)) if m == want => return Ok(()),
+                Some((Msg::Error(e), _)) => bail!("{e}"),
+                Some((other, _)) => {
+                    bail!("unexpected message from peer: {other:?} (wanted {want:?})")
+                }
+                None => bail!("container init exited unexpectedly (wanted {want:?})"),
             }
         }
     }
