@@ -7,13 +7,21 @@
 //! hostile /dev that path can be swapped for a symlink to a host procfs
 //! file, which would then become the process's stdio or be bind-mounted at
 //! /dev/console (CVE-2025-52565).
+//!
+//! As runc: the slave belongs to the process's uid (its gid stays the one
+//! devpts gave it, `gid=5` in the usual config), and when the peer is
+//! berth's own foreground `run`/`exec` the pty does no newline translation
+//! (ONLCR off) while the caller's terminal keeps its output processing, so
+//! the bytes a process writes reach a pipe unchanged and a terminal
+//! translates them once.
 
 use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -93,17 +101,67 @@ fn open_peer(master: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Allocate a pty sized per process.consoleSize, send its master over the
-/// console socket `sock` (then closed) and return the slave.
-pub fn hand_over_pty(sock: RawFd, process: &oci_spec::runtime::Process) -> Result<OwnedFd> {
+/// Who receives the pty master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A `--console-socket` listener (containerd, conmon, ...): it gets
+    /// the terminal as the kernel sets it up.
+    ConsoleSocket,
+    /// berth's own foreground `run`/`exec`, which proxies the terminal to
+    /// its caller's: newline translation is left to the caller's terminal.
+    Foreground,
+}
+
+/// Allocate a pty sized per process.consoleSize, give the slave to the
+/// process's user, send the master over the console socket `sock` (then
+/// closed) and return the slave.
+pub fn hand_over_pty(
+    sock: RawFd,
+    process: &oci_spec::runtime::Process,
+    peer: Peer,
+) -> Result<OwnedFd> {
     let size = process
         .console_size()
         .map(|b| (b.height() as u16, b.width() as u16));
     let pty = open_pty(size)?;
+    if peer == Peer::Foreground {
+        // Before the master leaves: the process cannot have written yet.
+        clear_onlcr(pty.master.as_fd())?;
+    }
+    give_to_user(&pty.slave, process.user().uid())?;
     send_fd(sock, pty.master.as_raw_fd(), &pty.slave_path)?;
     drop(pty.master);
     let _ = nix::unistd::close(sock);
     Ok(pty.slave)
+}
+
+/// runc's ClearONLCR: no `\n` → `\r\n` on output. Termios requests on a
+/// pty master act on its slave, whose settings the process sees.
+fn clear_onlcr(master: BorrowedFd) -> Result<()> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, OutputFlags, SetArg};
+    let mut t = tcgetattr(master).context("read pty settings")?;
+    t.output_flags.remove(OutputFlags::ONLCR);
+    tcsetattr(master, SetArg::TCSANOW, &t).context("clear ONLCR on the pty")
+}
+
+/// The process's terminal must be its own (runc's fixStdioPermissions):
+/// only the uid changes, through the descriptor, never by path; the gid
+/// devpts gave the slave stays. As runc, a uid or gid the user namespace
+/// does not map (EINVAL), an owner it may not change (EPERM) or a
+/// read-only /dev (EROFS) leaves the terminal as it is.
+fn give_to_user(slave: &OwnedFd, uid: u32) -> Result<()> {
+    let st = nix::sys::stat::fstat(slave.as_raw_fd()).context("stat the pty slave")?;
+    if st.st_uid == uid {
+        return Ok(());
+    }
+    match nix::unistd::fchown(
+        slave.as_raw_fd(),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        None,
+    ) {
+        Ok(()) | Err(Errno::EINVAL | Errno::EPERM | Errno::EROFS) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("give the pty slave to uid {uid}")),
+    }
 }
 
 pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
@@ -165,12 +223,16 @@ pub struct RawMode {
 
 impl RawMode {
     pub fn enable() -> RawMode {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, OutputFlags, SetArg};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok();
         if let Some(t) = &saved {
             let mut raw = t.clone();
             cfmakeraw(&mut raw);
+            // Output processing stays on, as in runc (containerd/console's
+            // SetRaw): the container's pty does no translation (see
+            // hand_over_pty), so this terminal does it, once.
+            raw.output_flags.insert(OutputFlags::OPOST);
             let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
         }
         RawMode { saved }

@@ -247,6 +247,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         chan: &child_chan,
         fifo: fifo.as_raw_fd(),
         console_socket,
+        // `run` in the foreground passes its own socket (see run.rs).
+        console_peer: if opts.console_fd.is_some() {
+            console::Peer::Foreground
+        } else {
+            console::Peer::ConsoleSocket
+        },
         seccomp: compiled.as_ref(),
         placement: placement.as_ref(),
         die_with_parent: direct_clone,

@@ -84,6 +84,12 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         .as_ref()
         .map(|s| s.as_raw_fd())
         .or(theirs.as_ref().map(|s| s.as_raw_fd()));
+    // Without --console-socket the master comes to our foreground proxy.
+    let console_peer = if console_stream.is_some() {
+        console::Peer::ConsoleSocket
+    } else {
+        console::Peer::Foreground
+    };
 
     let (parent_chan, child_chan) = sync::pair()?;
     // The process is born in the container's pid namespace: it must be
@@ -116,7 +122,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
                 &process,
                 &plan,
                 compiled.as_ref(),
-                console_fd,
+                console_fd.map(|fd| (fd, console_peer)),
                 a.preserve_fds,
             )
         }) {
@@ -368,7 +374,7 @@ fn child(
     process: &Process,
     plan: &Plan,
     seccomp: Option<&seccomp::CompiledSeccomp>,
-    console_fd: Option<RawFd>,
+    console: Option<(RawFd, console::Peer)>,
     preserve_fds: u32,
 ) -> Result<std::convert::Infallible> {
     nix::sys::signal::sigprocmask(
@@ -386,8 +392,8 @@ fn child(
     }
     nix::unistd::setsid().context("setsid")?;
     if process.terminal().unwrap_or(false) {
-        let sock = console_fd.context("terminal requested without console socket")?;
-        let slave = console::hand_over_pty(sock, process)?;
+        let (sock, peer) = console.context("terminal requested without console socket")?;
+        let slave = console::hand_over_pty(sock, process, peer)?;
         console::attach_slave(slave)?;
     }
     let prepared = prepare_process(

@@ -45,6 +45,8 @@ pub struct InitContext<'a> {
     /// Read end of exec.fifo (O_NONBLOCK): readable once `start` writes.
     pub fifo: RawFd,
     pub console_socket: Option<RawFd>,
+    /// Who gets the pty master over `console_socket`.
+    pub console_peer: console::Peer,
     pub seccomp: Option<&'a CompiledSeccomp>,
     /// Set when init must join its v1 cgroups itself (see cgroup_join).
     pub placement: Option<&'a crate::cgroup_join::Placement>,
@@ -354,7 +356,7 @@ fn setup_terminal(ctx: &InitContext, process: &Process) -> Result<()> {
     let sock = ctx
         .console_socket
         .context("process.terminal is set but no console socket was given")?;
-    let slave = console::hand_over_pty(sock, process)?;
+    let slave = console::hand_over_pty(sock, process, ctx.console_peer)?;
     rootfs::bind_console(&slave)?;
     console::attach_slave(slave)
 }
