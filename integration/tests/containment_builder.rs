@@ -751,3 +751,74 @@ fn load_reads_no_host_file_through_archive_symlinks() {
         }
     }
 }
+
+/// A static program that makes the raw syscall numbered argv[i] for each
+/// argument and prints "<nr> <return value> <errno>" per call.
+fn syscall_probe(dest: &Path) {
+    let src = dest.with_extension("c");
+    std::fs::write(
+        &src,
+        "#include <errno.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+         int main(int argc, char **argv) {\n\
+           for (int i = 1; i < argc; i++) {\n\
+             long r = syscall(atol(argv[i]), 0, 0, 0, 0, 0, 0);\n\
+             printf(\"probe %s %ld %d\\n\", argv[i], r, r < 0 ? errno : 0);\n\
+           }\n\
+           return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    let status = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dest)
+        .arg(&src)
+        .status()
+        .expect("gcc for the syscall probe");
+    assert!(status.success(), "compiling the syscall probe failed");
+    std::fs::remove_file(&src).unwrap();
+}
+
+/// RUN steps run under the engines' default seccomp profile, as BuildKit's
+/// sandboxed RUN steps do: move_pages (279) is denied with EPERM, add_key
+/// (248, not in the profile) gets the default ENOSYS. Unconfined (the
+/// explicit opt-out), both reach the kernel: move_pages of no pages
+/// succeeds, add_key with a NULL type faults.
+#[test]
+fn run_steps_are_confined_by_the_default_seccomp_profile() {
+    if std::env::consts::ARCH != "x86_64" {
+        panic!("syscall numbers below are x86_64's");
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "seccomp",
+        "FROM scratch\nADD busybox.tar /\nCOPY probe /probe\nRUN /probe 279 248\n",
+    );
+    syscall_probe(&ctx.join("probe"));
+    let o = env.build(&ctx);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("probe 279 -1 1\n"),
+        "move_pages not denied:\n{out}"
+    );
+    assert!(
+        out.contains("probe 248 -1 38\n"),
+        "add_key not ENOSYS:\n{out}"
+    );
+
+    let o = env
+        .cmd(&[
+            "build",
+            "--no-cache",
+            "--progress",
+            "plain",
+            ctx.to_str().unwrap(),
+        ])
+        .env("BERTH_SECCOMP_PROFILE", "unconfined")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("probe 279 0 0\n"), "unconfined:\n{out}");
+    assert!(out.contains("probe 248 -1 14\n"), "unconfined:\n{out}");
+}

@@ -3,4 +3,5 @@ pub mod copy;
 pub mod glob;
 pub mod mounts;
 pub mod run;
+pub mod seccomp;
 pub mod user;

@@ -109,7 +109,12 @@ impl Runtime {
         // Dropped (mounts detached) when this function returns, after the
         // runtime is gone and before the caller removes the work directory.
         let (sources, _staged) = super::mounts::stage(&req.mounts, &staging)?;
-        let config = build_config(rootfs, req, &sources);
+        let mut config = build_config(rootfs, req, &sources);
+        // BuildKit confines every sandboxed RUN step with the engines' default
+        // seccomp profile; so do we (see super::seccomp for where it comes from).
+        if let Some(profile) = super::seccomp::run_step_profile(DEFAULT_CAPS)? {
+            config["linux"]["seccomp"] = profile;
+        }
         let stubs = missing_mount_points(rootfs, &config);
         std::fs::write(
             bundle.join("config.json"),
