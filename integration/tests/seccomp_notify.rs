@@ -453,3 +453,44 @@ fn start_container_hooks_run_under_seccomp_like_runc() -> Result<()> {
     }
     Ok(())
 }
+
+/// The same notify scenario through runc (the reference) and berth: what the container
+/// sees and what the agent receives have the same shape.
+#[test]
+fn notify_matches_runc() -> Result<()> {
+    let mut results = Vec::new();
+    for (name, rt) in [("runc", Runtime::runc()?), ("berth", Runtime::new()?)] {
+        let agent = Agent::start(Answer::Pretend)?;
+        let b = bundle(
+            "mkdir /pretend; echo mkdir=$?; test -d /pretend && echo exists; echo end",
+            notify_profile(&agent.path(), vec![]),
+            true,
+        )?;
+        let id = unique("notify-parity");
+        let (code, out, err) = rt.run(&id, &b)?;
+        assert_eq!(code, 0, "{name}: {out}{err}{}", rt.log_text());
+        assert!(!b.rootfs().join("pretend").exists(), "{name}");
+        let states = agent.wait_states(1)?;
+        assert_eq!(states.len(), 1, "{name}");
+        let st = states[0].clone();
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v
+                .as_object()
+                .map_or(Vec::new(), |o| o.keys().cloned().collect());
+            k.sort();
+            k
+        };
+        results.push((
+            out,
+            keys(&st),
+            keys(&st["state"]),
+            st["fds"].clone(),
+            st["metadata"].clone(),
+            st["state"]["status"].clone(),
+            st["pid"] == st["state"]["pid"],
+        ));
+        drop(rt);
+    }
+    assert_eq!(results[0], results[1], "runc vs berth");
+    Ok(())
+}
