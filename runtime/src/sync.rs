@@ -178,3 +178,39 @@ impl Channel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn expect_serving_hands_over_attached_fds() {
+        let (a, b) = pair().unwrap();
+        let (x, _y) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.send_with_fd(&Msg::SeccompListener, x.as_fd()).unwrap();
+        a.send(&Msg::Ready).unwrap();
+        let mut served = Vec::new();
+        b.expect_serving(Msg::Ready, |fd| {
+            served.push(fd);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(served.len(), 1);
+        // The peer was told the listener is with the agent.
+        assert_eq!(a.recv().unwrap(), Some(Msg::SeccompListenerDone));
+
+        // A listener message without its fd is an error, as is the peer's own error.
+        a.send(&Msg::SeccompListener).unwrap();
+        let err = b.expect_serving(Msg::Ready, |_| Ok(())).unwrap_err();
+        assert!(
+            err.to_string().contains("without a file descriptor"),
+            "{err}"
+        );
+        a.send(&Msg::Error("boom".into())).unwrap();
+        let err = b.expect_serving(Msg::Ready, |_| Ok(())).unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+        drop(a);
+        assert_eq!(b.recv().unwrap(), None);
+    }
+}
