@@ -4,6 +4,8 @@
 //!   (the gid devpts gave it stays);
 //! - a foreground terminal passes the process's bytes unchanged (runc
 //!   clears ONLCR on the console it proxies itself: no `\r\n`);
+//! - in a user namespace, a bind source under a directory the container's
+//!   root may not search (0700, host root's) is opened on the host side.
 //!
 //! Foreground terminals are driven through a pty the test owns: the
 //! runtime gets its slave as stdio (as a person's shell would give it) and
@@ -15,6 +17,7 @@ use serde_json::json;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -298,4 +301,91 @@ fn recv_master(conn: &std::os::unix::net::UnixStream) -> Result<OwnedFd> {
         }
     }
     bail!("no pty master received")
+}
+
+/// A host directory only host root may enter, holding a readable volume.
+struct PrivateDir(TempDir);
+
+impl PrivateDir {
+    fn new() -> Result<PrivateDir> {
+        let d = TempDir::new("private-src")?;
+        std::fs::create_dir(d.path().join("vol"))?;
+        std::fs::write(d.path().join("vol/f"), "through-the-bind\n")?;
+        std::fs::write(d.path().join("file"), "a-file-bind\n")?;
+        std::fs::set_permissions(d.path().join("vol"), std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(
+            d.path().join("file"),
+            std::fs::Permissions::from_mode(0o644),
+        )?;
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700))?;
+        Ok(PrivateDir(d))
+    }
+}
+
+/// A busybox bundle in a user namespace (root = host uid/gid 100000),
+/// its rootfs owned by the mapped root.
+fn userns_bundle() -> Result<Bundle> {
+    let mut b = Bundle::busybox()?;
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .context("namespaces")?
+        .push(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    std::fs::create_dir_all(b.rootfs().join("mnt/vol"))?;
+    std::fs::write(b.rootfs().join("etc/f2"), "")?;
+    let status = Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(b.rootfs())
+        .status()?;
+    if !status.success() {
+        bail!("chown the rootfs to the mapped root");
+    }
+    Ok(b)
+}
+
+#[test]
+fn bind_source_under_a_private_dir_in_a_user_namespace() -> Result<()> {
+    let src = PrivateDir::new()?;
+    for (name, rt) in runtimes()? {
+        for (label, options) in [
+            ("bind", json!(["bind"])),
+            ("rbind ro", json!(["rbind", "ro"])),
+        ] {
+            let mut b = userns_bundle()?;
+            let mounts = b.config["mounts"].as_array_mut().context("mounts")?;
+            mounts.push(json!({
+                "destination": "/mnt/vol",
+                "type": "bind",
+                "source": src.0.path().join("vol"),
+                "options": options,
+            }));
+            mounts.push(json!({
+                "destination": "/etc/f2",
+                "type": "bind",
+                "source": src.0.path().join("file"),
+                "options": options,
+            }));
+            b.sh("cat /mnt/vol/f /etc/f2; id -u");
+            let id = unique("privsrc");
+            let (code, out, err) = rt.run(&id, &b)?;
+            assert_eq!(code, 0, "{name} ({label}): {out}{err}{}", rt.log_text());
+            assert_eq!(
+                out, "through-the-bind\na-file-bind\n0\n",
+                "{name} ({label})"
+            );
+            assert!(
+                host_mounts_containing(&id).is_empty(),
+                "{name}: mounts left behind"
+            );
+        }
+    }
+    // The source is untouched, and still closed to others.
+    let md = std::fs::metadata(src.0.path())?;
+    assert_eq!(md.permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::read_to_string(src.0.path().join("vol/f"))?,
+        "through-the-bind\n"
+    );
+    Ok(())
 }

@@ -234,6 +234,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         // in a joined namespace could open init's /proc/<pid>/fd.
         crate::process::set_dumpable(false)?;
     }
+    let sources_by_parent = crate::rootfs::sources::opened_by_parent(&plan);
     let ctx = InitContext {
         id: &args.id,
         spec: &spec,
@@ -253,6 +254,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         } else {
             console::Peer::ConsoleSocket
         },
+        bind_sources_from_parent: sources_by_parent,
         seccomp: compiled.as_ref(),
         placement: placement.as_ref(),
         die_with_parent: direct_clone,
@@ -296,7 +298,18 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     if plan.creates(LinuxNamespaceType::User) {
         write_id_maps(pid, linux.uid_mappings(), linux.gid_mappings())?;
     }
+    // Host root opens the bind sources init may not reach from its user
+    // namespace (rootfs::sources); init closes them after its mounts.
+    let bind_sources = if sources_by_parent {
+        crate::rootfs::sources::open_for_init(pid, &spec, &bundle_dir)?
+    } else {
+        Vec::new()
+    };
     parent_chan.send(&Msg::Continue { host_pid: pid })?;
+    if sources_by_parent {
+        crate::rootfs::sources::send(&parent_chan, &bind_sources)?;
+        drop(bind_sources);
+    }
     crate::logging::debug(&format!("init cloned (pid {pid})"));
     parent_chan.expect(Msg::RunCreateRuntimeHooks)?;
     crate::logging::debug("rootfs prepared");

@@ -47,6 +47,9 @@ pub struct InitContext<'a> {
     pub console_socket: Option<RawFd>,
     /// Who gets the pty master over `console_socket`.
     pub console_peer: console::Peer,
+    /// The parent sends the bind mount sources it opened for us after
+    /// `Continue` (see rootfs::sources).
+    pub bind_sources_from_parent: bool,
     pub seccomp: Option<&'a CompiledSeccomp>,
     /// Set when init must join its v1 cgroups itself (see cgroup_join).
     pub placement: Option<&'a crate::cgroup_join::Placement>,
@@ -214,12 +217,19 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     if !ctx.plan.has(LinuxNamespaceType::Mount) {
         bail!("config.json must request a mount namespace");
     }
+    let bind_sources = if ctx.bind_sources_from_parent {
+        cgroups.wait_for_parent()?;
+        rootfs::sources::receive(ctx.chan)?
+    } else {
+        Default::default()
+    };
     let rctx = RootfsContext {
         spec,
         rootfs: ctx.rootfs,
         bundle: ctx.bundle,
         no_pivot: ctx.no_pivot,
         in_user_ns: ctx.plan.has(LinuxNamespaceType::User),
+        bind_sources: &bind_sources,
     };
     rootfs::prepare(&rctx, &mut || cgroups.enter())?;
     cgroups.enter()?;

@@ -35,6 +35,12 @@ pub enum Msg {
     SeccompListener,
     /// parent → init/exec'd process: the agent has the listener.
     SeccompListenerDone,
+    /// parent → init, after `Continue`: the source of bind mount number
+    /// `mount` in the spec, opened by the parent (SCM_RIGHTS; see
+    /// rootfs::sources).
+    BindSource { mount: usize },
+    /// parent → init: every bind source has been sent.
+    BindSourcesSent,
     /// init → parent: setup failed; the text is the user-facing error.
     Error(String),
 }

@@ -149,7 +149,13 @@ fn mount_v2(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()>
                 .to_path_buf();
             let mut bind_opts = opts.clone();
             bind_opts.flags |= MsFlags::MS_BIND | MsFlags::MS_REC | default_flags();
-            mounts::bind(ctx, dest, &Path::new(CGROUP_ROOT).join(rel), &bind_opts)
+            mounts::bind(
+                ctx,
+                dest,
+                &Path::new(CGROUP_ROOT).join(rel),
+                None,
+                &bind_opts,
+            )
         }
         Err(e) => Err(mount_err("cgroup2", dest, ctx.rootfs, e)),
     }

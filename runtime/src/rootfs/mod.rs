@@ -16,6 +16,7 @@ mod mounts;
 mod options;
 mod paths;
 mod pivot;
+pub mod sources;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +43,8 @@ pub struct RootfsContext<'a> {
     /// The container has its own user namespace: mknod is impossible and
     /// device nodes are bind-mounted from the host.
     pub in_user_ns: bool,
+    /// Bind sources the runtime opened for init (see `sources`).
+    pub bind_sources: &'a sources::BindSources,
 }
 
 /// Sets up the mount tree inside the rootfs: propagation, the rootfs bind,
@@ -51,12 +54,14 @@ pub struct RootfsContext<'a> {
 /// latest before the devices are made.
 pub fn prepare(ctx: &RootfsContext, enter_cgroups: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     pivot::prepare_root(ctx)?;
-    for m in ctx.spec.mounts().iter().flatten() {
+    for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
         if matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
             enter_cgroups()?;
         }
-        mounts::mount_entry(ctx, m)?;
+        mounts::mount_entry(ctx, m, ctx.bind_sources.take(i).as_ref())?;
     }
+    // Before anything of the container runs (createContainer hooks).
+    ctx.bind_sources.close_rest();
     enter_cgroups()?;
     if devices::needs_setup_dev(ctx.spec) {
         devices::create_devices(ctx)?;

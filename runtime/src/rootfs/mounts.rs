@@ -22,7 +22,7 @@ use oci_spec::runtime::Mount;
 
 use super::options::{self, MountOptions};
 use super::paths::{self, fd_path, Last, Missing};
-use super::{cgroup, RootfsContext};
+use super::{cgroup, fdmount, RootfsContext};
 
 /// Entries under /proc that may be covered (what lxcfs emulates), as runc.
 const SAFE_PROC_MOUNTS: &[&str] = &[
@@ -80,8 +80,13 @@ pub(crate) fn mount_flags_of(path: &Path) -> nix::Result<MsFlags> {
         .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms))
 }
 
-/// Performs one entry of the spec's `mounts`.
-pub(crate) fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
+/// Performs one entry of the spec's `mounts`; `source_fd` is its bind
+/// source as the runtime opened it (see `sources`), if it did.
+pub(crate) fn mount_entry(
+    ctx: &RootfsContext,
+    m: &Mount,
+    source_fd: Option<&OwnedFd>,
+) -> Result<()> {
     let dest = paths::clean(m.destination());
     let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
@@ -94,7 +99,7 @@ pub(crate) fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
             .source()
             .as_deref()
             .ok_or_else(|| anyhow!("bind mount on {:?} has no source", dest))?;
-        bind(ctx, &dest, source, &opts)?;
+        bind(ctx, &dest, source, source_fd, &opts)?;
     } else {
         mount_typed(ctx, m, &dest, typ, &opts)?;
     }
@@ -213,11 +218,14 @@ fn proc_context(ctx: &RootfsContext, dest: &Path, resolved: &Path) -> String {
 }
 
 /// A bind mount: the target takes the source's kind (dir or file); flags
-/// other than bind/rec need a second `MS_REMOUNT|MS_BIND` call.
+/// other than bind/rec need a second `MS_REMOUNT|MS_BIND` call. With
+/// `source_fd` (the source opened by the runtime, see `sources`) `source`
+/// is only named in messages: the mount is cloned from the descriptor.
 pub(crate) fn bind(
     ctx: &RootfsContext,
     dest: &Path,
     source: &Path,
+    source_fd: Option<&OwnedFd>,
     opts: &MountOptions,
 ) -> Result<()> {
     let source: PathBuf = if source.is_absolute() {
@@ -233,10 +241,19 @@ pub(crate) fn bind(
             o
         );
     }
-    let meta = fs::metadata(&source)
-        .with_context(|| format!("bind mount source {:?} for {:?}", source, dest))?;
-    check_proc_dest(ctx, dest, Some(&source), "bind")?;
-    let kind = if meta.is_dir() { Last::Dir } else { Last::File };
+    let is_dir = match source_fd {
+        Some(fd) => fstat(fd.as_raw_fd())
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+            .map_err(|e| anyhow!("stat bind mount source {:?}: {}", source, e.desc())),
+        None => fs::metadata(&source)
+            .map(|m| m.is_dir())
+            .with_context(|| format!("bind mount source {:?} for {:?}", source, dest)),
+    }?;
+    // What the checks stat: the descriptor itself when there is one (its
+    // path may not be searchable from here).
+    let checked_source = source_fd.map(fd_path).unwrap_or_else(|| source.clone());
+    check_proc_dest(ctx, dest, Some(&checked_source), "bind")?;
+    let kind = if is_dir { Last::Dir } else { Last::File };
     let target = paths::create_in_root(ctx.rootfs, dest, kind).with_context(|| {
         format!(
             "create bind mount target {:?} (rootfs {})",
@@ -244,10 +261,18 @@ pub(crate) fn bind(
             ctx.rootfs.display()
         )
     })?;
-    check_proc_target(ctx, &target, dest, Some(&source), "bind")?;
-    let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-    sys_mount(Some(&source), &fd_path(&target), None, flags, None)
-        .map_err(|e| mount_err(&source.to_string_lossy(), dest, ctx.rootfs, e))?;
+    check_proc_target(ctx, &target, dest, Some(&checked_source), "bind")?;
+    let recursive = opts.flags.contains(MsFlags::MS_REC);
+    match source_fd {
+        Some(fd) => {
+            fdmount::clone_tree(fd, recursive).and_then(|tree| fdmount::move_onto(&tree, &target))
+        }
+        None => {
+            let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+            sys_mount(Some(&source), &fd_path(&target), None, flags, None)
+        }
+    }
+    .map_err(|e| mount_err(&source.to_string_lossy(), dest, ctx.rootfs, e))?;
     drop(target);
 
     let extra = options::remount_flags(opts.flags);
@@ -390,7 +415,7 @@ fn kernel_fs(
             drop(target);
             let mut bind_opts = opts.clone();
             bind_opts.flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
-            return bind(ctx, dest, Path::new("/sys"), &bind_opts);
+            return bind(ctx, dest, Path::new("/sys"), None, &bind_opts);
         }
         Err(e) => return Err(mount_err(typ, dest, ctx.rootfs, e)),
     }
@@ -517,7 +542,7 @@ fn generic(
             drop(target);
             let mut bind_opts = opts.clone();
             bind_opts.flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
-            return bind(ctx, dest, Path::new("/dev/mqueue"), &bind_opts);
+            return bind(ctx, dest, Path::new("/dev/mqueue"), None, &bind_opts);
         }
         Err(e) => return Err(mount_err(typ, dest, ctx.rootfs, e)),
     }

@@ -383,6 +383,7 @@ fn default_spec_container_is_set_up_and_isolated() {
                 bundle: &bundle,
                 no_pivot: false,
                 in_user_ns: false,
+                bind_sources: &Default::default(),
             };
             prepare(&ctx, &mut || Ok(()))?;
             enter(&ctx)?;
@@ -625,6 +626,7 @@ fn no_pivot_without_cgroupns_binds_own_cgroups() {
             bundle: &bundle,
             no_pivot: true,
             in_user_ns: false,
+            bind_sources: &Default::default(),
         };
         prepare(&ctx, &mut || Ok(()))?;
         // A handle on the host root, to look behind the chroot afterwards.
@@ -704,6 +706,7 @@ fn user_namespace_binds_devices_and_sysfs_and_keeps_locked_flags() {
             bundle: &bundle,
             no_pivot: false,
             in_user_ns: true,
+            bind_sources: &Default::default(),
         };
         prepare(&ctx, &mut || Ok(()))?;
         enter(&ctx)?;
@@ -760,6 +763,7 @@ fn without_dev_mount_devices_go_to_rootfs_dev_and_missing_paths_are_skipped() {
             bundle: &tmp.0,
             no_pivot: false,
             in_user_ns: false,
+            bind_sources: &Default::default(),
         };
         prepare(&ctx, &mut || Ok(()))?;
         enter(&ctx)?;
@@ -797,6 +801,7 @@ fn failed_mount_names_type_target_and_rootfs() {
             bundle: &tmp.0,
             no_pivot: false,
             in_user_ns: false,
+            bind_sources: &Default::default(),
         };
         prepare(&ctx, &mut || Ok(()))
     });
@@ -834,6 +839,7 @@ fn proc_is_never_mounted_through_a_symlink() {
             bundle: &tmp.0,
             no_pivot: false,
             in_user_ns: false,
+            bind_sources: &Default::default(),
         };
         prepare(&ctx, &mut || Ok(()))
     });
