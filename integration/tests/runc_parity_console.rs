@@ -389,3 +389,65 @@ fn bind_source_under_a_private_dir_in_a_user_namespace() -> Result<()> {
     );
     Ok(())
 }
+
+/// A tmpfs mounted on the host for one test, unmounted (lazily) on drop.
+struct HostMount(TempDir);
+
+impl HostMount {
+    fn tmpfs(options: &str) -> Result<HostMount> {
+        let d = TempDir::new("host-tmpfs")?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(d.path())
+            .status()?;
+        if !status.success() {
+            bail!("mount a tmpfs on {}", d.path().display());
+        }
+        Ok(HostMount(d))
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// The source opened on the host's behalf is still the host's mount as the
+/// container's namespace locked it: root in the container cannot lift
+/// `noexec`/`nosuid`/`nodev` the host set on it (a detached copy made in
+/// the host's own namespace would carry no such lock).
+#[test]
+fn bind_source_opened_for_a_user_namespace_keeps_the_host_locks() -> Result<()> {
+    let host = HostMount::tmpfs("nosuid,nodev,noexec,mode=0700")?;
+    std::fs::create_dir(host.0.path().join("vol"))?;
+    std::fs::write(host.0.path().join("vol/f"), "locked\n")?;
+    for (name, rt) in runtimes()? {
+        let mut b = userns_bundle()?;
+        b.config["mounts"]
+            .as_array_mut()
+            .context("mounts")?
+            .push(json!({
+                "destination": "/mnt/vol",
+                "type": "bind",
+                "source": host.0.path().join("vol"),
+                "options": ["bind"],
+            }));
+        for set in ["bounding", "effective", "permitted"] {
+            b.config["process"]["capabilities"][set]
+                .as_array_mut()
+                .context("capabilities")?
+                .push(json!("CAP_SYS_ADMIN"));
+        }
+        b.sh("cat /mnt/vol/f; \
+             mount -o remount,bind,exec,suid,dev /mnt/vol 2>/dev/null && echo lifted; \
+             grep ' /mnt/vol ' /proc/self/mountinfo | grep -q noexec && echo still-noexec; \
+             mount -o remount,bind,ro,nosuid,nodev,noexec /mnt/vol && echo may-remount");
+        let id = unique("locks");
+        let (code, out, err) = rt.run(&id, &b)?;
+        assert_eq!(code, 0, "{name}: {out}{err}{}", rt.log_text());
+        // The last line shows the remount itself is possible there.
+        assert_eq!(out, "locked\nstill-noexec\nmay-remount\n", "{name}");
+    }
+    Ok(())
+}
