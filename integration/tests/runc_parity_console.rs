@@ -451,3 +451,52 @@ fn bind_source_opened_for_a_user_namespace_keeps_the_host_locks() -> Result<()> 
     }
     Ok(())
 }
+
+/// The same through a user namespace the container joins (another
+/// container's): init is cloned by an intermediate process there, and
+/// becomes root in it before it mounts.
+#[test]
+fn bind_source_under_a_private_dir_in_a_joined_user_namespace() -> Result<()> {
+    let src = PrivateDir::new()?;
+    for (name, rt) in runtimes()? {
+        let mut owner = userns_bundle()?;
+        owner.args(&["sleep", "1000"]);
+        owner.write()?;
+        let owner_id = unique("usernsowner");
+        rt.ok(&["run", "-d", "--bundle", &bundle_path(&owner), &owner_id])?;
+        let pid = rt.state(&owner_id)?["pid"]
+            .as_i64()
+            .context("owner's pid")?;
+
+        let mut b = userns_bundle()?;
+        for ns in b.config["linux"]["namespaces"]
+            .as_array_mut()
+            .context("namespaces")?
+        {
+            if ns["type"] == "user" {
+                ns["path"] = json!(format!("/proc/{pid}/ns/user"));
+            }
+        }
+        b.config["mounts"]
+            .as_array_mut()
+            .context("mounts")?
+            .push(json!({
+                "destination": "/mnt/vol",
+                "type": "bind",
+                "source": src.0.path().join("vol"),
+                "options": ["rbind"],
+            }));
+        b.sh("cat /mnt/vol/f; id -u; readlink /proc/self/ns/user");
+        let id = unique("joinedns");
+        let (code, out, err) = rt.run(&id, &b)?;
+        assert_eq!(code, 0, "{name}: {out}{err}{}", rt.log_text());
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/user"))?;
+        assert_eq!(
+            out,
+            format!("through-the-bind\n0\n{}\n", theirs.display()),
+            "{name}"
+        );
+        rt.ok(&["delete", "--force", &owner_id])?;
+    }
+    Ok(())
+}

@@ -199,7 +199,9 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
         .as_ref()
         .context("config.json has no process")?;
 
-    if ctx.plan.creates(LinuxNamespaceType::User) {
+    // Created, or joined by the intermediate that cloned us: either way we
+    // are nobody there until we take uid 0 (mounts would fail EOVERFLOW).
+    if ctx.plan.has(LinuxNamespaceType::User) {
         become_root_in_userns();
     }
     for (t, f) in ctx.joins {

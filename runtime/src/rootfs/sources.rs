@@ -15,6 +15,14 @@
 //! The descriptors are `O_PATH`: they give no access to the contents, and
 //! init closes them as soon as the mounts are made, before any container
 //! code can run.
+//!
+//! Why not a detached copy (`open_tree(OPEN_TREE_CLONE)`) made in the
+//! host's own namespace: moved into the container's, it would carry none
+//! of the locks the kernel puts on mounts a less privileged namespace
+//! inherits, and root in the container could remount the host's
+//! `nosuid`/`nodev`/`noexec`/`ro` mount without them (checked by a test).
+//! Opened in init's namespace, the source is that namespace's locked copy
+//! and its clone stays locked.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
