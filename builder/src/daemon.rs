@@ -35,6 +35,9 @@ pub struct Service {
     store: Store,
     runtime: Runtime,
     max_context_size: u64,
+    /// The daemon's registries config (plain http, CAs, mirrors); the
+    /// credentials come with each request.
+    hosts: std::sync::Arc<crate::registry::HostsConfig>,
 }
 
 impl Service {
@@ -43,13 +46,93 @@ impl Service {
             store,
             runtime,
             max_context_size: DEFAULT_MAX_CONTEXT_SIZE,
+            hosts: Default::default(),
         }
+    }
+
+    /// Sets the registries config used for pulls, pushes and `FROM`.
+    pub fn with_registries(mut self, hosts: crate::registry::HostsConfig) -> Self {
+        self.hosts = std::sync::Arc::new(hosts);
+        self
+    }
+
+    /// Registry access for one request, with the credentials it carried.
+    fn registry(
+        &self,
+        creds: Vec<pb::RegistryCredential>,
+        platform: &str,
+    ) -> anyhow::Result<crate::registry::Registry> {
+        let mut reg = crate::registry::Registry {
+            hosts: self.hosts.clone(),
+            credentials: given_credentials(creds),
+            platform: crate::registry::PlatformSpec::host(),
+        };
+        if !platform.is_empty() {
+            reg.platform = crate::registry::PlatformSpec::parse(platform)?;
+        }
+        Ok(reg)
     }
 
     /// Caps the bytes of build context a client may stream.
     pub fn with_max_context_size(mut self, bytes: u64) -> Self {
         self.max_context_size = bytes;
         self
+    }
+}
+
+/// The credentials of a request, keyed by normalized host.
+fn given_credentials(creds: Vec<pb::RegistryCredential>) -> crate::registry::Credentials {
+    crate::registry::Credentials::Given(
+        creds
+            .into_iter()
+            .map(|c| {
+                (
+                    crate::registry::auth::normalize_host(&c.registry),
+                    crate::registry::Credential {
+                        username: c.username,
+                        secret: c.secret,
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Sends transfer events to the client stream.
+struct TransferChannel(mpsc::Sender<Result<pb::TransferEvent, Status>>);
+
+impl crate::registry::TransferProgress for TransferChannel {
+    fn event(&self, e: crate::registry::TransferEvent) {
+        use crate::registry::TransferKind as K;
+        use pb::transfer_event::Kind;
+        let kind = match e.kind {
+            K::Resolved => Kind::Resolved,
+            K::Started => Kind::Started,
+            K::Progress => Kind::Progress,
+            K::Done => Kind::Done,
+            K::Exists => Kind::Exists,
+            K::Mounted => Kind::Mounted,
+            K::Info => Kind::Info,
+        };
+        let _ = self.0.blocking_send(Ok(pb::TransferEvent {
+            kind: kind as i32,
+            id: e.id,
+            current: e.current,
+            total: e.total,
+            message: e.message,
+            ..Default::default()
+        }));
+    }
+}
+
+/// Maps a failed transfer to a status: bad references are INVALID_ARGUMENT,
+/// refused credentials UNAUTHENTICATED, missing images NOT_FOUND.
+fn transfer_status(e: anyhow::Error) -> Status {
+    let msg = format!("{e:#}");
+    if msg.contains("401 Unauthorized") {
+        Status::unauthenticated(msg)
+    } else {
+        not_found_or_internal(e)
     }
 }
 
@@ -138,6 +221,67 @@ impl Write for ChunkWriter {
 impl Builder for Service {
     type BuildStream = ReceiverStream<Result<pb::BuildEvent, Status>>;
     type ExportStream = ReceiverStream<Result<pb::Chunk, Status>>;
+    type PullStream = ReceiverStream<Result<pb::TransferEvent, Status>>;
+    type PushStream = ReceiverStream<Result<pb::TransferEvent, Status>>;
+
+    async fn pull(
+        &self,
+        req: Request<pb::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let r = req.into_inner();
+        let reg = self
+            .registry(r.credentials, &r.platform)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        crate::registry::RemoteRef::parse(&r.reference)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let progress = TransferChannel(tx.clone());
+            let last = match crate::registry::pull(&store, &reg, &r.reference, &progress) {
+                Ok(o) => Ok(pb::TransferEvent {
+                    kind: pb::transfer_event::Kind::Complete as i32,
+                    digest: o.digest,
+                    name: o.name.unwrap_or_default(),
+                    count: o.fetched as u64,
+                    bytes: o.fetched_bytes,
+                    ..Default::default()
+                }),
+                Err(e) => Err(transfer_status(e)),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn push(
+        &self,
+        req: Request<pb::PushRequest>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let r = req.into_inner();
+        let reg = self
+            .registry(r.credentials, "")
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let progress = TransferChannel(tx.clone());
+            let dest = (!r.destination.is_empty()).then_some(r.destination.as_str());
+            let last = match crate::registry::push(&store, &reg, &r.image, dest, &progress) {
+                Ok(o) => Ok(pb::TransferEvent {
+                    kind: pb::transfer_event::Kind::Complete as i32,
+                    digest: o.digest,
+                    name: o.reference,
+                    count: o.uploaded as u64,
+                    bytes: o.uploaded_bytes,
+                    ..Default::default()
+                }),
+                Err(e) => Err(transfer_status(e)),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 
     async fn build(
         &self,
@@ -182,9 +326,13 @@ impl Builder for Service {
         let (tx, rx) = mpsc::channel(256);
         let store = self.store.clone();
         let runtime = self.runtime.clone();
+        let mut o = o;
+        let reg = self
+            .registry(std::mem::take(&mut o.credentials), "")
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         tokio::task::spawn_blocking(move || {
             let progress = ChannelProgress(tx.clone());
-            if let Err(e) = run_build(&store, runtime, o, work.path(), &tar_path, &progress) {
+            if let Err(e) = run_build(&store, runtime, reg, o, work.path(), &tar_path, &progress) {
                 let mut ev = Event::new(EventKind::Error);
                 ev.message = format!("{e:#}");
                 progress.event(ev);
@@ -389,6 +537,7 @@ impl Builder for Service {
 fn run_build(
     store: &Store,
     runtime: Runtime,
+    registry: crate::registry::Registry,
     o: pb::BuildOptions,
     work: &Path,
     tar_path: &Path,
@@ -421,6 +570,8 @@ fn run_build(
     opts.no_cache = o.no_cache;
     opts.compression = o.compression.parse()?;
     opts.network_host = o.network == "host";
+    opts.registry = Some(registry);
+    opts.pull = o.pull;
     let secrets_dir = work.join("secrets");
     std::fs::create_dir(&secrets_dir)?;
     for (i, (id, data)) in o.secrets.into_iter().enumerate() {
@@ -441,6 +592,7 @@ pub struct ServeOptions {
     /// Group owning the socket (mode 0660); 0 = root.
     pub gid: u32,
     pub max_context_size: u64,
+    pub registries: crate::registry::HostsConfig,
 }
 
 /// Serves the API on `opts.socket` until SIGINT/SIGTERM.
@@ -465,7 +617,9 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
     tonic::transport::Server::builder()
         .add_service(
             BuilderServer::new(
-                Service::new(store, runtime).with_max_context_size(opts.max_context_size),
+                Service::new(store, runtime)
+                    .with_max_context_size(opts.max_context_size)
+                    .with_registries(opts.registries),
             )
             // One message is at most a 1 MiB chunk, or the build options
             // with a Dockerfile (≤ 2 MiB) and secrets: 16 MiB bounds what a

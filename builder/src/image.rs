@@ -81,6 +81,9 @@ pub struct Descriptor {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
+    /// CPU variant (`v7` for linux/arm/v7), as image indexes give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

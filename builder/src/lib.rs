@@ -9,6 +9,7 @@
 //! * [`snapshot`]: overlay mounts over unpacked layers.
 //! * [`export`]: oci / docker-archive / local outputs and imports;
 //!   [`bundle`]: OCI runtime bundles from images.
+//! * [`registry`]: pull from and push to OCI registries (auth, TLS, mirrors).
 //! * [`daemon`] (berth-buildd) and [`client`] (berth-build) over the gRPC
 //!   API of the `berth-proto` crate; [`ui`] renders progress.
 pub mod bundle;
@@ -23,6 +24,7 @@ pub mod fsutil;
 pub mod image;
 pub mod layer;
 pub mod progress;
+pub mod registry;
 pub mod snapshot;
 pub mod store;
 pub mod ui;

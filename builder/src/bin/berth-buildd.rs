@@ -39,6 +39,10 @@ struct Args {
     /// OCI runtime for RUN steps (default: berth next to this binary or on PATH).
     #[arg(long)]
     runtime: Option<PathBuf>,
+    /// Registries configuration (plain http, CA certificates, mirrors);
+    /// default /etc/berth/registries.toml when it exists.
+    #[arg(long = "registries-config")]
+    registries_config: Option<PathBuf>,
 }
 
 fn main() {
@@ -57,6 +61,9 @@ fn main() {
                 socket: args.socket,
                 gid,
                 max_context_size: args.max_context_size,
+                registries: berth_builder::registry::HostsConfig::load(
+                    args.registries_config.as_deref(),
+                )?,
             },
         ))
     })();

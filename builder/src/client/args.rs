@@ -18,6 +18,13 @@ pub struct Cli {
     /// OCI runtime for RUN steps (default: berth next to this binary or on PATH).
     #[arg(long, global = true)]
     pub runtime: Option<PathBuf>,
+    /// Directory of the Docker client config.json holding registry
+    /// credentials (default: $DOCKER_CONFIG, else ~/.docker).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Registries configuration (plain http, CA certificates, mirrors).
+    #[arg(long = "registries-config", global = true)]
+    pub registries_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,6 +66,35 @@ pub enum Command {
     Prune,
     /// Write an OCI runtime bundle (rootfs + config.json) for an image.
     Bundle { image: String, dir: PathBuf },
+    /// Download an image from a registry.
+    Pull {
+        reference: String,
+        /// Platform to choose from a multi-platform image (os/arch[/variant]).
+        #[arg(long)]
+        platform: Option<String>,
+        /// auto, plain or tty.
+        #[arg(long, default_value = "auto")]
+        progress: String,
+    },
+    /// Upload an image to a registry (as DEST, default its own name).
+    Push {
+        image: String,
+        dest: Option<String>,
+        /// auto, plain or tty.
+        #[arg(long, default_value = "auto")]
+        progress: String,
+    },
+    /// Store credentials for a registry in the Docker config.json.
+    Login {
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long = "password-stdin")]
+        password_stdin: bool,
+        registry: String,
+    },
+    /// Remove a registry's credentials.
+    Logout { registry: String },
 }
 
 #[derive(Debug, Args)]
@@ -90,5 +126,8 @@ pub struct BuildArgs {
     /// Default network of RUN steps: none or host.
     #[arg(long, default_value = "none")]
     pub network: String,
+    /// Pull every base image again, even if the store has it.
+    #[arg(long)]
+    pub pull: bool,
     pub context: PathBuf,
 }

@@ -1,10 +1,11 @@
 //! The in-process backend: engine and store in this process.
-use super::{Backend, ImageRow};
+use super::{Backend, ImageRow, RegistryAccess};
 use crate::engine::{build, BuildOptions};
 use crate::exec::run::Runtime;
 use crate::export::{self, Format};
 use crate::image::History;
 use crate::progress::Progress;
+use crate::registry::{PullOutcome, PushOutcome, TransferProgress};
 use crate::store::{DiskUsage, PruneReport, Store};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -12,13 +13,15 @@ use std::path::Path;
 pub struct Embedded {
     pub store: Store,
     pub runtime: Option<std::path::PathBuf>,
+    pub access: RegistryAccess,
 }
 
 impl Embedded {
-    pub fn new(root: &Path, runtime: Option<&Path>) -> Result<Self> {
+    pub fn new(root: &Path, runtime: Option<&Path>, access: RegistryAccess) -> Result<Self> {
         Ok(Self {
             store: Store::open(root)?,
             runtime: runtime.map(Path::to_path_buf),
+            access,
         })
     }
 
@@ -37,6 +40,7 @@ impl Backend for Embedded {
     fn build(&self, opts: &BuildOptions, progress: &dyn Progress) -> Result<String> {
         let mut opts = opts.clone();
         opts.runtime = Runtime::locate(self.runtime.as_deref(), self.store.root().join("runtime"))?;
+        opts.registry = Some(self.access.registry()?);
         Ok(build(&self.store, &opts, progress)?.descriptor.digest)
     }
 
@@ -104,5 +108,28 @@ impl Backend for Embedded {
         let img = self.store.resolve(name)?;
         let tags = self.tags_of(&img.descriptor.digest)?;
         export::export(&self.store, &img, &tags, format, dest)
+    }
+
+    fn pull(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+        progress: &dyn TransferProgress,
+    ) -> Result<PullOutcome> {
+        let mut reg = self.access.registry()?;
+        if let Some(p) = platform {
+            reg.platform = crate::registry::PlatformSpec::parse(p)?;
+        }
+        crate::registry::pull(&self.store, &reg, reference, progress)
+    }
+
+    fn push(
+        &self,
+        image: &str,
+        dest: Option<&str>,
+        progress: &dyn TransferProgress,
+    ) -> Result<PushOutcome> {
+        let reg = self.access.registry()?;
+        crate::registry::push(&self.store, &reg, image, dest, progress)
     }
 }

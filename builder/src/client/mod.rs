@@ -3,7 +3,9 @@
 //! (`--addr unix:///path`).
 mod args;
 mod embedded;
+mod login;
 mod remote;
+mod transfer_ui;
 
 pub use args::{Cli, Command};
 
@@ -11,6 +13,9 @@ use crate::engine::BuildOptions;
 use crate::export::Format;
 use crate::image::History;
 use crate::progress::Progress;
+use crate::registry::{
+    Credential, Credentials, HostsConfig, PullOutcome, PushOutcome, Registry, TransferProgress,
+};
 use crate::store::{DiskUsage, PruneReport};
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -43,6 +48,62 @@ pub trait Backend {
     fn bundle(&self, name: &str, dir: &Path) -> Result<()>;
     /// Exports to a directory (oci layout or local filesystem).
     fn export_dir(&self, name: &str, format: Format, dest: &Path) -> Result<()>;
+    /// Downloads `reference` from its registry into the store.
+    fn pull(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+        progress: &dyn TransferProgress,
+    ) -> Result<PullOutcome>;
+    /// Uploads the stored `image` to `dest` (default: its own name).
+    fn push(
+        &self,
+        image: &str,
+        dest: Option<&str>,
+        progress: &dyn TransferProgress,
+    ) -> Result<PushOutcome>;
+}
+
+/// How this client reaches registries: its registries config and its
+/// Docker config.json (credentials).
+#[derive(Debug, Clone)]
+pub struct RegistryAccess {
+    pub docker_config: PathBuf,
+    pub registries_config: Option<PathBuf>,
+}
+
+impl RegistryAccess {
+    pub fn from_cli(cli: &Cli) -> Self {
+        Self {
+            docker_config: crate::registry::auth::config_dir(cli.config.as_deref()),
+            registries_config: cli.registries_config.clone(),
+        }
+    }
+
+    /// Registry settings with credentials read from the Docker config.
+    pub fn registry(&self) -> Result<Registry> {
+        Ok(Registry::new(
+            HostsConfig::load(self.registries_config.as_deref())?,
+            Credentials::DockerConfig(self.docker_config.clone()),
+        ))
+    }
+
+    /// The credentials to send to the daemon for `hosts` (all configured
+    /// hosts when `None`, for builds whose `FROM` lines the client does not read).
+    pub fn credentials_for(&self, hosts: Option<&[String]>) -> Result<Vec<(String, Credential)>> {
+        let cfg = crate::registry::auth::DockerConfig::load(&self.docker_config)?;
+        let wanted = match hosts {
+            Some(h) => h.to_vec(),
+            None => cfg.hosts(),
+        };
+        let mut out = Vec::new();
+        for h in wanted {
+            if let Some(c) = cfg.get(&h)? {
+                out.push((h, c));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Entry point of the `berth-build` binary.
@@ -58,11 +119,13 @@ pub fn main() -> i32 {
 }
 
 fn backend(cli: &Cli) -> Result<Box<dyn Backend>> {
+    let access = RegistryAccess::from_cli(cli);
     match &cli.addr {
-        Some(addr) => Ok(Box::new(remote::Remote::connect(addr)?)),
+        Some(addr) => Ok(Box::new(remote::Remote::connect(addr, access)?)),
         None => Ok(Box::new(embedded::Embedded::new(
             &cli.root,
             cli.runtime.as_deref(),
+            access,
         )?)),
     }
 }
@@ -100,6 +163,25 @@ fn human(n: u64) -> String {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // Credentials are the client's business: no store or daemon needed.
+    match &cli.command {
+        Command::Login {
+            username,
+            password_stdin,
+            registry,
+        } => {
+            return login::login(
+                &RegistryAccess::from_cli(&cli),
+                username.as_deref(),
+                *password_stdin,
+                registry,
+            )
+        }
+        Command::Logout { registry } => {
+            return login::logout(&RegistryAccess::from_cli(&cli), registry)
+        }
+        _ => {}
+    }
     let be = backend(&cli)?;
     match cli.command {
         Command::Build(b) => {
@@ -145,6 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
             opts.target = b.target.clone();
             opts.no_cache = b.no_cache;
             opts.compression = b.compression.parse()?;
+            opts.pull = b.pull;
             opts.network_host = match b.network.as_str() {
                 "host" => true,
                 "none" | "default" => false,
@@ -257,6 +340,39 @@ pub fn run(cli: Cli) -> Result<()> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             be.bundle(&image, &dir)?;
         }
+        Command::Pull {
+            reference,
+            platform,
+            progress,
+        } => {
+            let ui = transfer_ui::renderer(progress.parse()?);
+            let o = be.pull(&reference, platform.as_deref(), ui.as_ref())?;
+            drop(ui);
+            eprintln!(
+                "pulled {} ({} blobs, {} downloaded)",
+                o.name.as_deref().unwrap_or(&reference),
+                o.fetched,
+                human(o.fetched_bytes)
+            );
+            println!("{}", o.digest);
+        }
+        Command::Push {
+            image,
+            dest,
+            progress,
+        } => {
+            let ui = transfer_ui::renderer(progress.parse()?);
+            let o = be.push(&image, dest.as_deref(), ui.as_ref())?;
+            drop(ui);
+            eprintln!(
+                "pushed {} ({} blobs, {} uploaded)",
+                o.reference,
+                o.uploaded,
+                human(o.uploaded_bytes)
+            );
+            println!("{}", o.digest);
+        }
+        Command::Login { .. } | Command::Logout { .. } => {}
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! The gRPC backend: the same commands, executed by berth-buildd.
-use super::{Backend, ImageRow};
+use super::{Backend, ImageRow, RegistryAccess};
 use crate::engine::BuildOptions;
 use crate::export::Format;
 use crate::image::History;
 use crate::progress::{Event, EventKind, Progress};
+use crate::registry::{PullOutcome, PushOutcome, TransferEvent, TransferKind, TransferProgress};
 use crate::store::{DiskUsage, PruneReport};
 use anyhow::{bail, Context, Result};
 use berth_proto::v1::builder_client::BuilderClient;
@@ -20,11 +21,12 @@ const CHUNK: usize = 1 << 20;
 pub struct Remote {
     rt: tokio::runtime::Runtime,
     client: BuilderClient<Channel>,
+    access: RegistryAccess,
 }
 
 impl Remote {
     /// Connects to `unix:///path/to/socket`.
-    pub fn connect(addr: &str) -> Result<Self> {
+    pub fn connect(addr: &str, access: RegistryAccess) -> Result<Self> {
         let Some(path) = addr.strip_prefix("unix://") else {
             bail!("unsupported address {addr:?}: want unix:///path/to/buildd.sock");
         };
@@ -47,7 +49,7 @@ impl Remote {
             })
             .with_context(|| format!("connecting to berth-buildd at {addr}"))?;
         let client = BuilderClient::new(channel).max_decoding_message_size(64 << 20);
-        Ok(Self { rt, client })
+        Ok(Self { rt, client, access })
     }
 
     fn client(&self) -> BuilderClient<Channel> {
@@ -72,6 +74,41 @@ impl Remote {
             Ok(())
         })
     }
+}
+
+/// The client's credentials as request fields.
+fn credentials(list: Vec<(String, crate::registry::Credential)>) -> Vec<pb::RegistryCredential> {
+    list.into_iter()
+        .map(|(host, c)| pb::RegistryCredential {
+            registry: host,
+            username: c.username,
+            secret: c.secret,
+        })
+        .collect()
+}
+
+/// Relays a Pull/Push event stream to `progress`; returns the COMPLETE event.
+async fn relay(
+    mut s: tonic::Streaming<pb::TransferEvent>,
+    progress: &dyn TransferProgress,
+) -> Result<pb::TransferEvent> {
+    use pb::transfer_event::Kind;
+    while let Some(ev) = s.message().await.map_err(status)? {
+        let kind = match Kind::try_from(ev.kind).unwrap_or(Kind::Info) {
+            Kind::Complete => return Ok(ev),
+            Kind::Info => TransferKind::Info,
+            Kind::Resolved => TransferKind::Resolved,
+            Kind::Started => TransferKind::Started,
+            Kind::Progress => TransferKind::Progress,
+            Kind::Done => TransferKind::Done,
+            Kind::Exists => TransferKind::Exists,
+            Kind::Mounted => TransferKind::Mounted,
+        };
+        progress.event(TransferEvent::new(
+            kind, &ev.id, ev.current, ev.total, ev.message,
+        ));
+    }
+    bail!("the daemon ended the transfer without a result")
 }
 
 fn status(s: tonic::Status) -> anyhow::Error {
@@ -132,6 +169,10 @@ impl Backend for Remote {
             } else {
                 "none".into()
             },
+            pull: opts.pull,
+            // The daemon pulls FROM images with the client's credentials;
+            // the client does not read the Dockerfile, so it sends them all.
+            credentials: credentials(self.access.credentials_for(None)?),
             ..Default::default()
         };
         if let Some(df) = &opts.dockerfile {
@@ -365,5 +406,63 @@ impl Backend for Remote {
             crate::layer::UnpackMode::Apply,
         )?;
         Ok(())
+    }
+
+    fn pull(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+        progress: &dyn TransferProgress,
+    ) -> Result<PullOutcome> {
+        let host = crate::registry::RemoteRef::parse(reference)?.host;
+        let reg = self.access.registry()?;
+        let mut hosts = reg.hosts.pull_hosts(&host);
+        hosts.dedup();
+        let req = pb::PullRequest {
+            reference: reference.to_string(),
+            platform: platform.unwrap_or_default().to_string(),
+            credentials: credentials(self.access.credentials_for(Some(&hosts))?),
+        };
+        let mut c = self.client();
+        let done = self.rt.block_on(async {
+            let s = c.pull(req).await.map_err(status)?.into_inner();
+            relay(s, progress).await
+        })?;
+        Ok(PullOutcome {
+            name: (!done.name.is_empty()).then_some(done.name),
+            digest: done.digest,
+            fetched: done.count as usize,
+            fetched_bytes: done.bytes,
+        })
+    }
+
+    fn push(
+        &self,
+        image: &str,
+        dest: Option<&str>,
+        progress: &dyn TransferProgress,
+    ) -> Result<PushOutcome> {
+        let host = crate::registry::RemoteRef::parse(dest.unwrap_or(image))
+            .map(|r| r.host)
+            .ok();
+        let req = pb::PushRequest {
+            image: image.to_string(),
+            destination: dest.unwrap_or_default().to_string(),
+            credentials: credentials(match host {
+                Some(h) => self.access.credentials_for(Some(&[h]))?,
+                None => Vec::new(),
+            }),
+        };
+        let mut c = self.client();
+        let done = self.rt.block_on(async {
+            let s = c.push(req).await.map_err(status)?.into_inner();
+            relay(s, progress).await
+        })?;
+        Ok(PushOutcome {
+            reference: done.name,
+            digest: done.digest,
+            uploaded: done.count as usize,
+            uploaded_bytes: done.bytes,
+        })
     }
 }

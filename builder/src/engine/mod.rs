@@ -1,6 +1,7 @@
 //! The build engine: runs the stages of a parsed Dockerfile (independent
 //! stages in parallel threads), produces layers through overlay snapshots,
 //! reuses content-addressed cache entries and commits the image to the store.
+mod bases;
 mod fetch;
 mod history;
 mod stage;
@@ -35,6 +36,11 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, PathBuf>,
     /// SOURCE_DATE_EPOCH: clamps file mtimes in layers and sets `created`.
     pub epoch: Option<i64>,
+    /// Registry access for `FROM` images missing from the store; `None`
+    /// builds from the store only.
+    pub registry: Option<crate::registry::Registry>,
+    /// `--pull`: re-resolve every (not digest-pinned) base in its registry.
+    pub pull: bool,
 }
 
 impl BuildOptions {
@@ -51,6 +57,8 @@ impl BuildOptions {
             network_host: false,
             secrets: BTreeMap::new(),
             epoch: crate::layer::tarw::source_date_epoch(),
+            registry: None,
+            pull: false,
         }
     }
 }
@@ -240,6 +248,7 @@ fn build_inner(
         None => df.stages.len() - 1,
     };
     let needed = needed_stages(&df, &bases, &global_args, &lexer, target);
+    bases::pull_bases(store, opts, &df.stages, &bases, &needed, progress)?;
     let mut step_base = vec![0u32; df.stages.len()];
     let mut n = 0u32;
     for s in &df.stages {

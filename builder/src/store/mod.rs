@@ -3,13 +3,15 @@
 //! `snapshots/<diffid-hex>/` (each layer unpacked alone, in overlayfs format, used as a lowerdir),
 //! `cache/<key-hex>.json` (build cache entries), `summaries/<manifest-hex>.json`
 //! (what `images` lists: size and creation time, so listing never parses
-//! configs) and `tmp/` (work space, wiped on open).
+//! configs), `sources/<digest-hex>` (registry repositories a blob is known
+//! to be in, see `sources.rs`) and `tmp/` (work space, wiped on open).
 //!
 //! Crash consistency: blobs and snapshots are created under `tmp/` and renamed
 //! into place; `index.json` is replaced atomically and only after everything it
 //! references exists, so an interrupted build never leaves a dangling reference.
 mod blobs;
 mod refs;
+mod sources;
 
 pub use blobs::BlobWriter;
 pub use refs::{
@@ -139,7 +141,14 @@ impl Store {
     /// interrupted operations from `tmp/`.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        for d in ["blobs/sha256", "snapshots", "cache", "summaries", "tmp"] {
+        for d in [
+            "blobs/sha256",
+            "snapshots",
+            "cache",
+            "summaries",
+            "sources",
+            "tmp",
+        ] {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
@@ -492,6 +501,7 @@ impl Store {
             platform: Some(crate::image::Platform {
                 architecture: config.architecture.clone(),
                 os: config.os.clone(),
+                variant: config.variant.clone(),
             }),
         };
         self.add_to_index(&desc, tags)?;
@@ -678,6 +688,14 @@ impl Store {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             let digest = format!("sha256:{}", name.trim_end_matches(".json"));
+            if !blobs.contains(&digest) {
+                remove_any(&e.path())?;
+            }
+        }
+        let sources = self.root.join("sources");
+        for e in fs::read_dir(&sources).with_context(|| format!("reading {}", sources.display()))? {
+            let e = e?;
+            let digest = format!("sha256:{}", e.file_name().to_string_lossy());
             if !blobs.contains(&digest) {
                 remove_any(&e.path())?;
             }
