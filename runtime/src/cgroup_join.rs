@@ -13,20 +13,52 @@
 //! When neither applies (e.g. init in a new user namespace cannot write the
 //! host's cgroup files) the parent falls back to `cgroup.procs`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use berth_cgroups::Cgroup;
 use nix::sched::CloneFlags;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct Placement {
     unified: Option<OwnedFd>,
+    /// The unified directory `unified` was opened from (for the
+    /// `cgroup.procs` fallback when clone3 cannot place the child).
+    unified_dir: Option<PathBuf>,
     v1_tasks: Vec<PathBuf>,
 }
 
 impl Placement {
     pub fn new(cg: &Cgroup) -> Result<Placement> {
-        let unified = match cg.unified_dir() {
+        Self::with_sub(cg, &SubCgroups::None)
+    }
+
+    /// The container's cgroups, or sub-cgroups of them (`exec --cgroup`).
+    /// A sub-cgroup must exist already, as with runc.
+    pub fn with_sub(cg: &Cgroup, sub: &SubCgroups) -> Result<Placement> {
+        // Which v1 directories get a sub-path: several controllers may
+        // share one hierarchy, so the override is by directory.
+        let mut v1_sub: Vec<(PathBuf, &Path)> = Vec::new();
+        if let SubCgroups::PerController(list) = sub {
+            for (ctrl, rel) in list {
+                let dir = cg.v1_dir(ctrl).ok_or_else(|| {
+                    anyhow::anyhow!("unknown controller {ctrl} in SubCgroupPaths")
+                })?;
+                v1_sub.retain(|(d, _)| d != dir);
+                v1_sub.push((dir.to_path_buf(), rel.as_path()));
+            }
+        }
+        let target = |dir: &Path| -> PathBuf {
+            match sub {
+                SubCgroups::None => dir.to_path_buf(),
+                SubCgroups::All(rel) => dir.join(rel),
+                SubCgroups::PerController(_) => v1_sub
+                    .iter()
+                    .find(|(d, _)| d == dir)
+                    .map_or_else(|| dir.to_path_buf(), |(_, rel)| dir.join(rel)),
+            }
+        };
+        let unified_dir = cg.unified_dir().map(&target);
+        let unified = match &unified_dir {
             Some(dir) => {
                 let fd = nix::fcntl::open(
                     dir,
@@ -45,10 +77,110 @@ impl Placement {
             .dirs()
             .into_iter()
             .filter(|d| Some(d.as_path()) != cg.unified_dir())
-            .map(|d| d.join("tasks"))
+            .map(|d| target(&d).join("tasks"))
             .collect();
-        Ok(Placement { unified, v1_tasks })
+        Ok(Placement {
+            unified,
+            unified_dir,
+            v1_tasks,
+        })
     }
+
+    /// The unified directory the process goes to, if any.
+    pub fn unified_dir(&self) -> Option<&Path> {
+        self.unified_dir.as_deref()
+    }
+
+    /// Moves another process (not ourselves) into every directory of this
+    /// placement: the slow, migrating path for when the process could not
+    /// place itself.
+    pub fn add_pid(&self, pid: i32) -> Result<()> {
+        let procs = self
+            .v1_tasks
+            .iter()
+            .filter_map(|t| t.parent())
+            .chain(self.unified_dir.as_deref())
+            .map(|d| d.join("cgroup.procs"));
+        for p in procs {
+            std::fs::write(&p, pid.to_string())
+                .with_context(|| format!("write {pid} to {}", p.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `exec --cgroup` arguments, as runc reads them: `sub` (or `:sub`) for
+/// every hierarchy, or `ctrl[,ctrl...]:sub` per v1 controller; paths are
+/// relative to the container's cgroup and may not leave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubCgroups {
+    None,
+    All(PathBuf),
+    PerController(Vec<(String, PathBuf)>),
+}
+
+impl SubCgroups {
+    pub fn parse(args: &[String]) -> Result<SubCgroups> {
+        let mut all: Option<&str> = None;
+        let mut per: Vec<(String, &str)> = Vec::new();
+        for arg in args {
+            let mut parts = arg.splitn(3, ':');
+            let (first, second) = (parts.next().unwrap_or(""), parts.next());
+            if parts.next().is_some() {
+                bail!("invalid --cgroup argument: {arg}");
+            }
+            match second {
+                None => {
+                    if args.len() != 1 {
+                        bail!("invalid --cgroup argument: {arg} (missing <controller>: prefix)");
+                    }
+                    all = Some(first);
+                }
+                Some(sub) => {
+                    for ctrl in first.split(',') {
+                        if ctrl.is_empty() {
+                            // runc: an empty controller name means all of them.
+                            all = Some(sub);
+                        } else {
+                            // A later mention of a controller wins (runc's map).
+                            per.retain(|(c, _)| c != ctrl);
+                            per.push((ctrl.to_string(), sub));
+                        }
+                    }
+                }
+            }
+        }
+        // runc's "" key takes precedence over any per-controller one.
+        if let Some(sub) = all {
+            return Ok(SubCgroups::All(relative_sub(sub)?));
+        }
+        if per.is_empty() {
+            return Ok(SubCgroups::None);
+        }
+        per.into_iter()
+            .map(|(c, sub)| Ok((c, relative_sub(sub)?)))
+            .collect::<Result<_>>()
+            .map(SubCgroups::PerController)
+    }
+}
+
+/// A sub-cgroup path made relative and lexically clean; refused (runc's
+/// words) when `..` would lead out of the container's cgroup. Checked by
+/// components, not by string prefix: `../<name>-other` is refused too.
+fn relative_sub(sub: &str) -> Result<PathBuf> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in sub.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    bail!("{sub} is not a sub cgroup path");
+                }
+            }
+            name => out.push(name),
+        }
+    }
+    Ok(out.iter().collect())
 }
 
 /// clone3 flag (bit 33): libc's constant is a c_int and overflows.
@@ -148,4 +280,51 @@ pub fn join_v1_self(placement: &Placement) -> Result<()> {
         std::fs::write(tasks, "0").with_context(|| format!("join cgroup {}", tasks.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<SubCgroups> {
+        SubCgroups::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn sub_cgroup_arguments_read_as_runc_reads_them() {
+        assert_eq!(parse(&[]).unwrap(), SubCgroups::None);
+        assert_eq!(parse(&["sub"]).unwrap(), SubCgroups::All("sub".into()));
+        assert_eq!(parse(&[":sub"]).unwrap(), SubCgroups::All("sub".into()));
+        assert_eq!(parse(&["/a/./b/"]).unwrap(), SubCgroups::All("a/b".into()));
+        assert_eq!(parse(&["a/../b"]).unwrap(), SubCgroups::All("b".into()));
+        assert_eq!(
+            parse(&["cpu:"]).unwrap(),
+            SubCgroups::PerController(vec![("cpu".into(), "".into())])
+        );
+        assert_eq!(
+            parse(&["cpu,memory:s", "cpu:t"]).unwrap(),
+            SubCgroups::PerController(vec![
+                ("memory".into(), "s".into()),
+                ("cpu".into(), "t".into())
+            ])
+        );
+        assert!(parse(&["a:b:c"])
+            .unwrap_err()
+            .to_string()
+            .contains("invalid --cgroup argument"));
+        assert!(parse(&["sub", "cpu:x"])
+            .unwrap_err()
+            .to_string()
+            .contains("missing <controller>: prefix"));
+    }
+
+    #[test]
+    fn escapes_are_not_sub_cgroups() {
+        for bad in ["..", "../x", "/../x", "sub/../..", "a/../../b"] {
+            let e = parse(&[bad]).unwrap_err().to_string();
+            assert_eq!(e, format!("{bad} is not a sub cgroup path"));
+        }
+        let e = parse(&["cpu:../x"]).unwrap_err().to_string();
+        assert_eq!(e, "../x is not a sub cgroup path");
+    }
 }

@@ -1,7 +1,7 @@
 //! `berth exec`: start a new process inside a running container, joining
 //! its namespaces and cgroup and applying the same confinement as init.
 
-use crate::cgroup_join::{self, Placement};
+use crate::cgroup_join::{self, Placement, SubCgroups};
 use crate::cli::ExecArgs;
 use crate::create::write_pid_file;
 use crate::init::prepare_process;
@@ -15,7 +15,7 @@ use nix::sched::CloneFlags;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -34,13 +34,93 @@ const JOIN_ORDER: [LinuxNamespaceType; 8] = [
 
 pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     let st = state::load(root, &a.id)?;
-    match state::status(root, &st) {
+    let init = InitHandle::pin(&st)?;
+    exec_pinned(root, a, &st, &init).map_err(|e| {
+        // Init died while we were joining it: whatever step noticed it
+        // (a vanished /proc/<pid>/ns entry, the child dying with the pid
+        // namespace), the caller's answer is runc's.
+        if init.exiting() {
+            e.context(STOPPED)
+        } else {
+            e
+        }
+    })
+}
+
+const STOPPED: &str = "cannot exec in a stopped container";
+
+/// A pidfd on the container's init, checked to be that init (same start
+/// time) once it is open: its pid cannot be reused while we hold it, and it
+/// tells whether init has exited since.
+struct InitHandle {
+    pidfd: Option<OwnedFd>,
+}
+
+impl InitHandle {
+    fn pin(st: &state::ContainerState) -> Result<InitHandle> {
+        if st.init_pid <= 0 {
+            return Ok(InitHandle { pidfd: None });
+        }
+        // SAFETY: pidfd_open(pid, 0) returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, st.init_pid, 0) };
+        if fd < 0 {
+            return match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::ESRCH) => bail!(STOPPED),
+                // pidfd_open missing (kernel < 5.3): the status check alone decides.
+                _ => Ok(InitHandle { pidfd: None }),
+            };
+        }
+        // SAFETY: fresh fd we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        if !state::init_alive(st) {
+            bail!(STOPPED);
+        }
+        Ok(InitHandle { pidfd: Some(pidfd) })
+    }
+
+    /// Has init exited since it was pinned? (A pidfd polls readable then.)
+    fn exited(&self) -> bool {
+        self.exited_within(nix::poll::PollTimeout::ZERO)
+    }
+
+    /// [`Self::exited`], allowing an exit in progress to finish: a dying
+    /// init has dropped its namespaces (their /proc entries are gone) a
+    /// moment before its pidfd reports the exit.
+    fn exiting(&self) -> bool {
+        self.exited_within(nix::poll::PollTimeout::from(200u16))
+    }
+
+    fn exited_within(&self, timeout: nix::poll::PollTimeout) -> bool {
+        let Some(fd) = &self.pidfd else {
+            return false;
+        };
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        loop {
+            match nix::poll::poll(&mut fds, timeout) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(n) => return n > 0,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn exec_pinned(
+    root: &Path,
+    a: &ExecArgs,
+    st: &state::ContainerState,
+    init: &InitHandle,
+) -> Result<i32> {
+    match state::status(root, st) {
         Status::Running | Status::Created => {}
         Status::Paused if a.ignore_paused => {}
         Status::Paused => {
             bail!("cannot exec in a paused container (use --ignore-paused to override)")
         }
-        Status::Stopped => bail!("cannot exec in a stopped container"),
+        Status::Stopped => bail!(STOPPED),
         Status::Creating => bail!("cannot exec in a container that is being created"),
     }
     let spec = state::load_spec(root, &a.id)?;
@@ -53,8 +133,22 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     if !terminal && a.console_socket.is_some() {
         bail!("cannot use console socket if berth will not detach or allocate tty");
     }
+    let sub_cgroups = SubCgroups::parse(&a.cgroup)?;
+    if sub_cgroups != SubCgroups::None && st.cgroup.is_none() {
+        bail!("--cgroup given but the container has no cgroup");
+    }
     let plan = Plan::from_spec(&spec)?;
     let ns_files = open_container_namespaces(st.init_pid, &plan)?;
+    // Opened while init was alive (pinned): they are its namespaces, not
+    // those of a process that took over its pid.
+    if init.exited() {
+        bail!(STOPPED);
+    }
+    crate::logging::debug(&format!(
+        "joining the namespaces of init {}: {}",
+        st.init_pid,
+        describe_joins(st.init_pid, &ns_files)
+    ));
     let compiled = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some(seccomp::compile(s)?),
         None => None,
@@ -115,8 +209,15 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             &keep,
         )
         .and_then(|()| placement.map_or(Ok(()), cgroup_join::join_v1_self));
-        let err = match contained.and_then(|()| {
-            child(
+        let result = match contained {
+            // Failed before the parent's `Continue`: take it first, or the
+            // parent, still about to send it, would see only our closed
+            // channel (EPIPE) instead of this error.
+            Err(e) => {
+                let _ = child_chan.recv();
+                Err(e)
+            }
+            Ok(()) => child(
                 &child_chan,
                 &rest,
                 &process,
@@ -124,8 +225,9 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
                 compiled.as_ref(),
                 console_fd.map(|fd| (fd, console_peer)),
                 a.preserve_fds,
-            )
-        }) {
+            ),
+        };
+        let err = match result {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -137,6 +239,8 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         .iter()
         .find(|(t, _)| *t == LinuxNamespaceType::User);
     let joined_pid_ns = ns_files.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid);
+    // `needs_unified`: the unified directory the process still has to be
+    // moved to (clone3 could not place it there).
     let (pid, needs_unified) = match user_ns {
         // Without host privileges the container's pid namespace can only be
         // joined from inside its user namespace, which berth could never
@@ -162,9 +266,9 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
                 &parent_chan,
             )?;
             if let Some(cg) = &st.cgroup {
-                cg.add_pid(pid)?;
+                Placement::with_sub(cg, &sub_cgroups)?.add_pid(pid)?;
             }
-            (pid, false)
+            (pid, None)
         }
         _ => {
             // Joining the pid namespace only affects children: do it here,
@@ -179,7 +283,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             // moving itself (v1), avoiding a slow cgroup migration (see
             // cgroup_join).
             let placement = match &st.cgroup {
-                Some(cg) => Some(Placement::new(cg)?),
+                Some(cg) => Some(Placement::with_sub(cg, &sub_cgroups)?),
                 None => None,
             };
             let spawned = match cgroup_join::clone_placed(CloneFlags::empty(), placement.as_ref())?
@@ -193,9 +297,15 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             if joined_pid_ns.is_some() {
                 namespaces::join(LinuxNamespaceType::Pid, &own_pid_ns)?;
             }
-            (spawned.pid, spawned.needs_unified)
+            let unified = placement
+                .as_ref()
+                .and_then(|p| p.unified_dir())
+                .filter(|_| spawned.needs_unified)
+                .map(Path::to_path_buf);
+            (spawned.pid, unified)
         }
     };
+    crate::logging::debug(&format!("process {pid} cloned"));
     drop(child_chan);
     drop(theirs);
     drop(console_stream);
@@ -207,10 +317,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         e
     };
-    if let (true, Some(dir)) = (
-        needs_unified,
-        st.cgroup.as_ref().and_then(|c| c.unified_dir()),
-    ) {
+    if let Some(dir) = needs_unified {
         let procs = dir.join("cgroup.procs");
         std::fs::write(&procs, pid.to_string())
             .with_context(|| format!("write {pid} to {}", procs.display()))
@@ -223,7 +330,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     parent_chan
         .expect_serving(Msg::Ready, |listener| {
             // runc: the container's state (init's pid, running) for the exec'd `pid`.
-            let state = state::hook_state(&st, Status::Running, st.init_pid);
+            let state = state::hook_state(st, Status::Running, st.init_pid);
             crate::seccomp::notify::hand_over(agent.as_ref(), listener, pid, state)
         })
         .map_err(abort)?;
@@ -234,6 +341,10 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         Ok(Some(m)) => return Err(abort(anyhow::anyhow!("unexpected message {m:?}"))),
         Err(e) => return Err(abort(e)),
     }
+    crate::logging::debug(&format!(
+        "process {pid} executed {:?}",
+        process.args().as_deref().unwrap_or_default()
+    ));
     if let Some(p) = &a.pid_file {
         write_pid_file(p, pid)?;
     }
@@ -246,7 +357,24 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         )?)?),
         None => None,
     };
-    foreground::supervise(pid, &mask, terminal)
+    let code = foreground::supervise(pid, &mask, terminal)?;
+    crate::logging::debug(&format!("process exited (pid {pid}, status {code})"));
+    Ok(code)
+}
+
+/// "ipc namespace (/proc/N/ns/ipc), ..." for the debug log, as runc names them.
+fn describe_joins(pid: i32, ns_files: &[(LinuxNamespaceType, File)]) -> String {
+    if ns_files.is_empty() {
+        return "none (all shared with the host)".to_string();
+    }
+    ns_files
+        .iter()
+        .map(|(t, _)| {
+            let name = namespaces::proc_name(*t);
+            format!("{name} namespace (/proc/{pid}/ns/{name})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The process to run: `--process` JSON, or the container's process with
@@ -256,15 +384,20 @@ fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
         let data =
             std::fs::read(path).with_context(|| format!("read process spec {}", path.display()))?;
         let p: Process = serde_json::from_slice(&data)
-            .map(|mut doc| {
+            .map(|mut doc: serde_json::Value| {
                 crate::bundle::drop_unknown_capabilities(&mut doc);
+                default_process_fields(&mut doc);
                 doc
             })
             .and_then(serde_json::from_value)
             .with_context(|| format!("invalid process spec {}", path.display()))?;
         if p.args().as_ref().is_none_or(|v| v.is_empty()) {
-            bail!("process args cannot be empty");
+            bail!("args must not be empty");
         }
+        if p.cwd().as_os_str().is_empty() {
+            bail!("Cwd property must not be empty");
+        }
+        crate::logging::debug(&format!("process spec read from {}", path.display()));
         return Ok(p);
     }
     if a.command.is_empty() {
@@ -341,6 +474,21 @@ fn build_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
         p.set_capabilities(Some(caps));
     }
     Ok(p)
+}
+
+/// The runtime-spec schema requires only `args` and `cwd` of a process
+/// (runc reads the rest as zero values): a missing `user` is uid 0, gid 0.
+/// A missing `cwd` is left empty for the caller to refuse with runc's words.
+fn default_process_fields(doc: &mut serde_json::Value) {
+    let Some(obj) = doc.as_object_mut() else {
+        return;
+    };
+    if obj.get("user").is_none_or(serde_json::Value::is_null) {
+        obj.insert("user".into(), serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    if obj.get("cwd").is_none_or(serde_json::Value::is_null) {
+        obj.insert("cwd".into(), serde_json::json!(""));
+    }
 }
 
 /// `/proc/<init>/ns/*` for every namespace the container has, skipping ones

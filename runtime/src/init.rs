@@ -71,6 +71,16 @@ pub fn run(ctx: &InitContext) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
+    // Mounts made in the host's namespace (no mount namespace) do not go
+    // away with init: take them off again.
+    rootfs::hostns::undo_after_failure(ctx.rootfs);
+    // An error before the parent's `Continue` (a spec check, an early
+    // mount): the parent is still on its way to send it and would fail on
+    // our closed channel ("send sync message: EPIPE") instead of reading
+    // the error. Take the message first (EOF if the parent is gone).
+    if !CONTINUED.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = ctx.chan.recv();
+    }
     let msg = format!("{err:#}");
     if ctx.chan.send(&Msg::Error(msg.clone())).is_err() {
         eprintln!("berth init: {msg}");
@@ -78,6 +88,10 @@ pub fn run(ctx: &InitContext) -> ! {
     // SAFETY: leave without running the parent's atexit/destructors.
     unsafe { libc::_exit(1) }
 }
+
+/// Whether init has received the parent's `Continue` (see [`run`]). Init
+/// is a single-threaded clone: the flag is its own.
+static CONTINUED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Entering the container's cgroups and creating its cgroup namespace (whose
 /// root is the cgroup we are in at that moment). When init places itself
@@ -102,6 +116,7 @@ impl CgroupEntry<'_, '_> {
             None => bail!("parent went away during create"),
         };
         self.host_pid = Some(pid);
+        CONTINUED.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(pid)
     }
 
@@ -216,9 +231,9 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     }
     set_hostnames(ctx)?;
 
-    if !ctx.plan.has(LinuxNamespaceType::Mount) {
-        bail!("config.json must request a mount namespace");
-    }
+    // Without a mount namespace, runc's rules (rootfs::hostns): the mounts
+    // are made in the host's namespace and the process chroots.
+    rootfs::hostns::check_spec(spec)?;
     let bind_sources = if ctx.bind_sources_from_parent {
         cgroups.wait_for_parent()?;
         rootfs::sources::receive(ctx.chan)?
@@ -414,8 +429,9 @@ impl Prepared {
 
 /// Apply everything in `process` that must happen before exec, in runc's
 /// order: limits and priorities while privileged; seccomp before dropping
-/// CAP_SYS_ADMIN unless no_new_privs lets it go last; bounding set, user,
-/// cwd, capabilities, no_new_privs; fds marked close-on-exec. Like runc,
+/// CAP_SYS_ADMIN unless no_new_privs lets it go last; cwd (while privileged,
+/// again after the user change if that was denied), bounding set, user,
+/// capabilities, no_new_privs; fds marked close-on-exec. Like runc,
 /// seccomp is in place when this returns (so startContainer hooks are
 /// confined), and a SCMP_ACT_NOTIFY listener has reached the agent through
 /// the runtime on `chan` (see seccomp::notify).
@@ -452,6 +468,7 @@ pub fn prepare_process(
             crate::seccomp::notify::install(f, chan)?;
         }
     }
+    let entered_cwd = enter_cwd_privileged(process.cwd())?;
     let caps = CapSets::from_spec(process.capabilities());
     process::drop_bounding(&caps)?;
     let user = process.user();
@@ -462,13 +479,9 @@ pub fn prepare_process(
         user.additional_gids().as_deref().unwrap_or(&[]),
         setgroups_allowed,
     )?;
-    let cwd = process.cwd();
-    if !cwd.is_absolute() {
-        bail!("cwd {:?} set in config.json must be an absolute path", cwd);
+    if !entered_cwd {
+        enter_cwd(process.cwd())?;
     }
-    nix::unistd::chdir(cwd)
-        .with_context(|| format!("chdir to cwd ({:?}) set in config.json failed", cwd))?;
-    process::verify_cwd_in_root()?;
     process::apply_caps(&caps)?;
     if nnp {
         process::set_no_new_privs()?;
@@ -489,6 +502,37 @@ pub fn prepare_process(
         }
     }
     Ok(Prepared { path, args, env })
+}
+
+/// runc's first chdir, while still root with all capabilities: a cwd the
+/// runtime may enter but the container user may not (`/root` 0700 for uid
+/// 42) must still work. Returns false when permission was denied, so the
+/// caller tries again as the container user (a cwd only that user may
+/// enter, e.g. a volume chowned to it on root-squashing NFS). Every fd but
+/// stdio, the preserved ones and the sync channel is closed already, so no
+/// host directory is reachable through /proc/self/fd here.
+fn enter_cwd_privileged(cwd: &Path) -> Result<bool> {
+    if !cwd.is_absolute() {
+        bail!("cwd {:?} set in config.json must be an absolute path", cwd);
+    }
+    match nix::unistd::chdir(cwd) {
+        Ok(()) => {
+            process::verify_cwd_in_root()?;
+            Ok(true)
+        }
+        Err(nix::errno::Errno::EACCES) | Err(nix::errno::Errno::EPERM) => Ok(false),
+        Err(e) => {
+            Err(e).with_context(|| format!("chdir to cwd ({:?}) set in config.json failed", cwd))
+        }
+    }
+}
+
+/// The second chdir, as the container user, after [`enter_cwd_privileged`]
+/// was denied; the result must lie inside the root as well.
+fn enter_cwd(cwd: &Path) -> Result<()> {
+    nix::unistd::chdir(cwd)
+        .with_context(|| format!("chdir to cwd ({:?}) set in config.json failed", cwd))?;
+    process::verify_cwd_in_root()
 }
 
 fn setgroups_allowed() -> bool {

@@ -365,7 +365,13 @@ pub fn destroy_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> 
         stop_everything(st);
     }
     if let Some(cg) = &st.cgroup {
-        cg.destroy().context("remove container cgroup")?;
+        remove_cgroup(cg)?;
+    }
+    // Without a mount namespace init's mounts live in the host's
+    // namespace: take them away with the container (runc leaves them).
+    if spec.is_some_and(crate::rootfs::hostns::shares_host_mount_ns) {
+        crate::rootfs::hostns::release_rootfs(&st.rootfs)
+            .context("release the rootfs mounts made in the host's mount namespace")?;
     }
     if let Some(h) = spec
         .as_ref()
@@ -379,6 +385,43 @@ pub fn destroy_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> 
     }
     let dir = state::container_dir(root, &st.id);
     std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))
+}
+
+/// Removes the container's cgroup. One that still holds processes after the
+/// container's own are gone is shared with another workload (its
+/// cgroupsPath names a cgroup somebody else uses): as runc, each directory
+/// is tried once, what stays busy is logged ("Failed to remove cgroup") and
+/// the delete succeeds, instead of waiting for processes that are not ours.
+fn remove_cgroup(cg: &berth_cgroups::Cgroup) -> Result<()> {
+    if !cg.exists() || cg.pids().map_or(true, |p| p.is_empty()) {
+        return cg.destroy().context("remove container cgroup");
+    }
+    for dir in cg.dirs() {
+        if let Err(e) = remove_dir_once(&dir) {
+            crate::logging::error(&format!("Failed to remove cgroup: {e:#}"));
+        }
+    }
+    Ok(())
+}
+
+/// rmdir a cgroup and its sub-cgroups (deepest first), without retrying.
+fn remove_dir_once(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_dir_once(&e.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("rmdir {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The spec creates a pid namespace (rather than joining one or none).

@@ -11,6 +11,7 @@ mod cgroup;
 mod devices;
 pub(crate) mod fdmount;
 mod finalize;
+pub(crate) mod hostns;
 mod mountinfo;
 mod mounts;
 mod options;
@@ -29,7 +30,6 @@ pub use finalize::finalize;
 // Safe in-root resolution for callers outside this module (hooks, exec cwd).
 #[allow(unused_imports)]
 pub use paths::{open_in_root, resolve_in_root};
-pub use pivot::enter;
 
 /// Everything the rootfs setup needs to know about the container.
 pub struct RootfsContext<'a> {
@@ -53,7 +53,11 @@ pub struct RootfsContext<'a> {
 /// view depends on the cgroups and cgroup namespace init is in, and at the
 /// latest before the devices are made.
 pub fn prepare(ctx: &RootfsContext, enter_cgroups: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-    pivot::prepare_root(ctx)?;
+    if hostns::shares_host_mount_ns(ctx.spec) {
+        hostns::bind_rootfs(ctx)?;
+    } else {
+        pivot::prepare_root(ctx)?;
+    }
     for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
         if matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
             enter_cgroups()?;
@@ -69,4 +73,13 @@ pub fn prepare(ctx: &RootfsContext, enter_cgroups: &mut dyn FnMut() -> Result<()
         devices::setup_ptmx(ctx)?;
     }
     Ok(())
+}
+
+/// Switches `/` to the rootfs: pivot_root (or --no-pivot's move) in the
+/// container's mount namespace, a chroot without one (see `hostns`).
+pub fn enter(ctx: &RootfsContext) -> Result<()> {
+    if hostns::shares_host_mount_ns(ctx.spec) {
+        return hostns::chroot_into(ctx.rootfs);
+    }
+    pivot::enter(ctx)
 }
