@@ -500,3 +500,55 @@ fn bind_source_under_a_private_dir_in_a_joined_user_namespace() -> Result<()> {
     }
     Ok(())
 }
+
+/// Without a terminal, the pipes the caller gave as stdio become the
+/// process's user's before it drops root (runc's fixStdioPermissions), so
+/// it can reopen them as that user.
+#[test]
+fn stdio_pipes_belong_to_the_process_user() -> Result<()> {
+    let script = "stat -L -c %u /proc/self/fd/1; echo reopened > /proc/self/fd/1";
+    for (name, rt) in runtimes()? {
+        let mut b = Bundle::busybox()?;
+        b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        b.sh(script);
+        let id = unique("pipeown");
+        let (code, out, err) = rt.run(&id, &b)?;
+        assert_eq!(code, 0, "{name}: {out}{err}{}", rt.log_text());
+        assert_eq!(out, "1000\nreopened\n", "{name}: run");
+
+        let id = unique("pipeownx");
+        let _b = sleeper(&rt, &id)?;
+        let out = rt.output(&["exec", "--user", "1234:1234", &id, "sh", "-c", script])?;
+        assert!(out.status.success(), "{name}: exec: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1234\nreopened\n",
+            "{name}: exec"
+        );
+        rt.ok(&["delete", "--force", &id])?;
+    }
+    Ok(())
+}
+
+/// Where berth differs from runc on purpose: a host file given as stdio is
+/// not chowned to the container's user (runc would hand it over).
+#[test]
+fn a_host_file_as_stdio_keeps_its_owner() -> Result<()> {
+    let rt = Runtime::new()?;
+    let dir = TempDir::new("stdio-file")?;
+    let log = dir.path().join("out.log");
+    let mut b = Bundle::busybox()?;
+    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    b.sh("echo written");
+    b.write()?;
+    let id = unique("fileown");
+    let status = rt
+        .cmd(&["run", "--bundle", &bundle_path(&b), &id])
+        .stdout(File::create(&log)?)
+        .status()?;
+    assert!(status.success(), "{}", rt.log_text());
+    assert_eq!(std::fs::read_to_string(&log)?, "written\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&log)?.uid(), 0, "host file chowned");
+    Ok(())
+}

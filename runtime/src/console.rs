@@ -146,21 +146,49 @@ fn clear_onlcr(master: BorrowedFd) -> Result<()> {
 
 /// The process's terminal must be its own (runc's fixStdioPermissions):
 /// only the uid changes, through the descriptor, never by path; the gid
-/// devpts gave the slave stays. As runc, a uid or gid the user namespace
-/// does not map (EINVAL), an owner it may not change (EPERM) or a
-/// read-only /dev (EROFS) leaves the terminal as it is.
+/// devpts gave the slave stays.
 fn give_to_user(slave: &OwnedFd, uid: u32) -> Result<()> {
-    let st = nix::sys::stat::fstat(slave.as_raw_fd()).context("stat the pty slave")?;
+    chown_uid(slave.as_fd(), uid).context("give the pty slave to the process's user")
+}
+
+/// runc's fixStdioPermissions for the rest of stdio, before the process
+/// drops root: a pipe or socket it got from its caller becomes its user's,
+/// so that it can reopen it (`/dev/stdout`, `/proc/self/fd/1`) once it is
+/// that user. Unlike runc, only those anonymous kernel objects: a file,
+/// directory, FIFO or device of the host given as stdio (`run -d > log`) is
+/// not chowned, as that would hand a host file to the container's user.
+pub fn give_stdio_to_user(uid: u32) -> Result<()> {
+    use nix::sys::statfs::FsType;
+    const PIPEFS_MAGIC: FsType = FsType(0x5049_5045);
+    const SOCKFS_MAGIC: FsType = FsType(0x534F_434B);
+    for fd in 0..3 {
+        // SAFETY: stdio stays open for this function; only borrowed.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(fs) = nix::sys::statfs::fstatfs(fd) else {
+            continue; // closed
+        };
+        let magic = fs.filesystem_type();
+        if magic == PIPEFS_MAGIC || magic == SOCKFS_MAGIC {
+            chown_uid(fd, uid).with_context(|| {
+                format!("give stdio fd {} to the process's user", fd.as_raw_fd())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// fchown to `uid`, the gid unchanged; nothing when it is `uid`'s already.
+/// As runc, a uid or gid the user namespace does not map (EINVAL), an owner
+/// it may not change (EPERM) or a read-only filesystem (EROFS) leave it as
+/// it is.
+fn chown_uid(fd: BorrowedFd, uid: u32) -> Result<()> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat")?;
     if st.st_uid == uid {
         return Ok(());
     }
-    match nix::unistd::fchown(
-        slave.as_raw_fd(),
-        Some(nix::unistd::Uid::from_raw(uid)),
-        None,
-    ) {
+    match nix::unistd::fchown(fd.as_raw_fd(), Some(nix::unistd::Uid::from_raw(uid)), None) {
         Ok(()) | Err(Errno::EINVAL | Errno::EPERM | Errno::EROFS) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("give the pty slave to uid {uid}")),
+        Err(e) => Err(e).with_context(|| format!("fchown to uid {uid}")),
     }
 }
 

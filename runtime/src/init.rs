@@ -473,6 +473,7 @@ pub fn prepare_process(
     process::drop_bounding(&caps)?;
     let user = process.user();
     let setgroups_allowed = !plan.has(LinuxNamespaceType::User) || setgroups_allowed();
+    console::give_stdio_to_user(user.uid())?;
     process::change_user(
         user.uid(),
         user.gid(),
