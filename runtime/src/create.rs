@@ -11,7 +11,9 @@
 //!    closes every fd it does not need and dies with us (see init.rs)
 //! 4. while init mounts its rootfs: save config.json, create and configure
 //!    the cgroups, write id maps, send `Continue`; init joins its v1
-//!    cgroups before its first cgroupfs mount
+//!    cgroups before its first cgroupfs mount. In a user namespace init
+//!    waits for `Continue` before any mount, and then for the bind
+//!    sources we opened for it as host root (rootfs::sources)
 //! 5. init finishes the mounts, asks for prestart/createRuntime hooks
 //! 6. init runs createContainer hooks, pivots, finishes setup, says `Ready`
 //! 7. save state.json and the pid file, send `Created`; init stops dying
