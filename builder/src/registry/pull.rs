@@ -324,12 +324,22 @@ async fn fetch_blob(
     let mut done = 0u64;
     let mut reported = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.with_context(|| {
-            format!(
-                "registry {host}: reading blob {} (connection lost?)",
+        let chunk = match chunk {
+            Ok(c) => c,
+            // oci-client checks the digest as the stream ends.
+            Err(e) if e.to_string().contains("Invalid digest") => bail!(
+                "blob {} from registry {host} failed verification ({e}): refused, nothing stored",
                 desc.digest
-            )
-        })?;
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "registry {host}: reading blob {} (connection lost?)",
+                        desc.digest
+                    )
+                })
+            }
+        };
         done += chunk.len() as u64;
         if done > desc.size {
             bail!(

@@ -1,0 +1,755 @@
+//! berth-build against real registries: Debian's `docker-registry`
+//! (distribution 2.8) started by each test on 127.0.0.1 with its own config
+//! and storage, plain http or TLS (self-signed CA) with htpasswd Basic auth;
+//! skopeo as the other client.
+//!
+//! A missing peer (docker-registry, skopeo, openssl, htpasswd, curl) skips
+//! the test with `SKIP:`, except under CI=true where it fails it.
+use berth_integration::harness::{berth_bin, unique, TempDir};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// berth-build: in $BERTH_BUILDER_DIR, else next to $BERTH_BIN, else target/debug.
+fn builder_bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    if let Some(dir) = std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        let p = dir.join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    repo_root().join("target/debug").join(name)
+}
+
+/// The OCI runtime RUN steps and bundles use: berth when $BERTH_BIN is set, else runc.
+fn runtime() -> PathBuf {
+    match std::env::var_os("BERTH_BIN") {
+        Some(_) => berth_bin(),
+        None => PathBuf::from("/usr/sbin/runc"),
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Skips (or, under CI=true, fails) when a peer is missing.
+macro_rules! require {
+    ($($tool:expr),+) => {
+        $(
+            if !have($tool) {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("{} is not installed (scripts/deps.sh installs it)", $tool);
+                }
+                println!("SKIP: {} is not installed (scripts/deps.sh installs it)", $tool);
+                return;
+            }
+        )+
+    };
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// A docker-registry process with its own config and storage; killed and
+/// removed on drop, whatever the test's outcome.
+struct Registry {
+    child: Child,
+    dir: TempDir,
+    host: String,
+    tls: bool,
+}
+
+impl Registry {
+    /// Plain http, no auth.
+    fn plain() -> Registry {
+        Self::start(false)
+    }
+
+    /// https with a fresh self-signed CA (`ca.crt` in its dir) and htpasswd
+    /// Basic auth for `berth` / `s3cret`.
+    fn tls_with_auth() -> Registry {
+        Self::start(true)
+    }
+
+    fn start(tls: bool) -> Registry {
+        let dir = TempDir::new("berth-registry").unwrap();
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let d = dir.path();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            d.join("data").display()
+        );
+        if tls {
+            make_certs(d);
+            let htpasswd = run(Command::new("htpasswd").args(["-Bbn", "berth", "s3cret"])).stdout;
+            std::fs::write(d.join("htpasswd"), htpasswd).unwrap();
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                d.join("server.crt").display(),
+                d.join("server.key").display(),
+                d.join("htpasswd").display()
+            ));
+        }
+        std::fs::write(d.join("config.yml"), cfg).unwrap();
+        let log = std::fs::File::create(d.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut r = Registry {
+            child,
+            dir,
+            host,
+            tls,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(&r.host).is_err() {
+            if let Ok(Some(st)) = r.child.try_wait() {
+                panic!(
+                    "docker-registry exited ({st}): {}",
+                    std::fs::read_to_string(r.dir.path().join("registry.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The registry's storage file for blob `digest`.
+    fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.host)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it.
+fn make_certs(d: &Path) {
+    let ossl = |args: &[&str]| {
+        run(Command::new("openssl").current_dir(d).args(args));
+    };
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    ossl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// One "machine": a store, a Docker config dir and a registries config.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = TempDir::new("berth-reg-env").unwrap();
+        for d in ["store", "docker", "certs.d"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let env = Env { dir };
+        env.write_registries("");
+        env
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    fn docker_config(&self) -> PathBuf {
+        self.path().join("docker/config.json")
+    }
+
+    fn write_registries(&self, extra: &str) {
+        std::fs::write(
+            self.path().join("registries.toml"),
+            format!(
+                "certs_dir = {:?}\n{extra}",
+                self.path().join("certs.d").display().to_string()
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Trusts `reg`'s CA as certs.d/<host>/ca.crt.
+    fn trust(&self, reg: &Registry) {
+        let d = self.path().join("certs.d").join(&reg.host);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(reg.ca(), d.join("ca.crt")).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(builder_bin("berth-build"));
+        c.arg("--root")
+            .arg(self.store())
+            .arg("--runtime")
+            .arg(runtime())
+            .arg("--config")
+            .arg(self.path().join("docker"))
+            .arg("--registries-config")
+            .arg(self.path().join("registries.toml"))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs berth-build, asserts success; returns trimmed stdout and stderr.
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let o = self.cmd(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert!(
+            o.status.success(),
+            "berth-build {args:?} failed:\n{out}\n{err}"
+        );
+        (out, err)
+    }
+
+    /// Runs berth-build, asserts failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            !o.status.success(),
+            "berth-build {args:?} should fail:\n{}\n{err}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        err
+    }
+
+    fn login(&self, reg: &Registry, user: &str, password: &str) -> Output {
+        let mut c = self.command(&["login", "-u", user, "--password-stdin", &reg.host]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A build context: a busybox root filesystem tar and `dockerfile`.
+    fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
+        let ctx = self.path().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        busybox_tar(
+            &ctx.join("busybox.tar"),
+            &self.path().join(format!("{name}-rootfs")),
+        );
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        ctx
+    }
+
+    fn build(&self, ctx: &Path, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        self.ok(&args)
+    }
+
+    fn index(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.store().join("index.json")).unwrap()).unwrap()
+    }
+
+    fn blob_count(&self) -> usize {
+        std::fs::read_dir(self.store().join("blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Writes a bundle of `image` and runs it with the runtime; returns stdout.
+    fn run_image(&self, image: &str) -> String {
+        let b = self.path().join(unique("bundle"));
+        self.ok(&["bundle", image, b.to_str().unwrap()]);
+        let id = unique("berth-reg");
+        let out = Command::new(runtime())
+            .args(["run", "--bundle"])
+            .arg(&b)
+            .arg(&id)
+            .output()
+            .unwrap();
+        let _ = Command::new(runtime())
+            .args(["delete", "--force", &id])
+            .output();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Writes a tar of a minimal busybox root filesystem.
+fn busybox_tar(dest: &Path, scratch: &Path) {
+    for d in ["bin", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(scratch.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat", "ls", "true", "id"] {
+        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        scratch.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(scratch)
+        .args(["--numeric-owner", "-cf"])
+        .arg(dest)
+        .arg("."));
+}
+
+const APP: &str =
+    "FROM scratch\nADD busybox.tar /\nRUN echo pulled-and-ran > /msg\nCMD [\"cat\", \"/msg\"]\n";
+
+#[test]
+fn plain_http_round_trip_push_pull_bundle_run() {
+    require!("docker-registry");
+    let reg = Registry::plain();
+    let a = Env::new();
+    let ctx = a.context("app", APP);
+    let name = format!("{}/team/app:v1", reg.host);
+    let (built, _) = a.build(&ctx, &["-t", &name]);
+
+    let (pushed, log) = a.ok(&["push", "--progress", "plain", &name]);
+    assert_eq!(pushed, built, "push keeps the stored digest");
+    assert!(log.contains("uploading"), "{log}");
+    // Again: every blob is found by HEAD, nothing is sent.
+    let (_, log) = a.ok(&["push", "--progress", "plain", &name]);
+    assert!(log.contains("(0 blobs, 0B uploaded)"), "{log}");
+    assert!(!log.contains("uploading"), "{log}");
+    // Another repository of the same registry: blobs are mounted, not sent.
+    let other = format!("{}/other/app:v2", reg.host);
+    let (d2, log) = a.ok(&["push", "--progress", "plain", &name, &other]);
+    assert_eq!(d2, built);
+    assert!(log.contains("mounted from team/app"), "{log}");
+
+    // A fresh store ("another machine") pulls it and runs it.
+    let b = Env::new();
+    let (pulled, log) = b.ok(&["pull", "--progress", "plain", &name]);
+    assert_eq!(pulled, built);
+    assert!(log.contains("downloading"), "{log}");
+    assert_eq!(b.run_image(&name), "pulled-and-ran");
+    // A second pull finds every blob in the store.
+    let (_, log) = b.ok(&["pull", "--progress", "plain", &name]);
+    assert!(log.contains("(0 blobs, 0B downloaded)"), "{log}");
+
+    // FROM pulls a missing base; FROM name@digest pins it.
+    let c = Env::new();
+    let child_ctx = c.context(
+        "child",
+        &format!("FROM {name}\nRUN cat /msg > /copy\nCMD [\"cat\", \"/copy\"]\n"),
+    );
+    let (_, log) = c.build(&child_ctx, &["-t", "child"]);
+    assert!(log.contains(&format!("pulling base image {name}")), "{log}");
+    assert_eq!(c.run_image("child"), "pulled-and-ran");
+    let d = Env::new();
+    let pinned = format!("{}/other/app@{built}", reg.host);
+    let ctx = d.context(
+        "pinned",
+        &format!("FROM {pinned}\nCMD [\"cat\", \"/msg\"]\n"),
+    );
+    let (_, log) = d.build(&ctx, &["-t", "pinned"]);
+    assert!(
+        log.contains(&format!("base image {pinned} is {built}")),
+        "{log}"
+    );
+    // --pull re-resolves a tag: after the tag moves, the build follows it.
+    let ctx2 = a.context(
+        "app2",
+        "FROM scratch\nADD busybox.tar /\nRUN echo moved > /msg\nCMD [\"cat\", \"/msg\"]\n",
+    );
+    let (moved, _) = a.build(&ctx2, &["-t", &name]);
+    a.ok(&["push", &name]);
+    let (_, log) = c.build(&child_ctx, &["-t", "child"]);
+    assert!(
+        !log.contains("pulling base image"),
+        "without --pull the store's copy is used: {log}"
+    );
+    let (_, log) = c.build(&child_ctx, &["--pull", "-t", "child"]);
+    assert!(
+        log.contains(&format!("base image {name} is {moved}")),
+        "{log}"
+    );
+    assert_eq!(c.run_image("child"), "moved");
+}
+
+#[test]
+fn tls_registry_with_basic_auth_and_a_bad_password() {
+    require!("docker-registry", "openssl", "htpasswd");
+    let reg = Registry::tls_with_auth();
+    let a = Env::new();
+    let ctx = a.context("app", APP);
+    let name = format!("{}/secure/app:v1", reg.host);
+    let (built, _) = a.build(&ctx, &["-t", &name]);
+
+    // Without the CA the server is not trusted.
+    let err = a.fails(&["push", &name]);
+    assert!(err.contains(&reg.host), "{err}");
+    a.trust(&reg);
+
+    // Anonymous push: 401 naming the registry.
+    let err = a.fails(&["push", &name]);
+    assert!(
+        err.contains("401 Unauthorized") && err.contains(&reg.host),
+        "{err}"
+    );
+
+    // A wrong password is refused by login and not saved.
+    let o = a.login(&reg, "berth", "wrong");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("401 Unauthorized") && err.contains(&reg.host),
+        "{err}"
+    );
+    assert!(
+        !a.docker_config().exists(),
+        "nothing saved for a refused login"
+    );
+
+    let o = a.login(&reg, "berth", "s3cret");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = std::fs::metadata(a.docker_config())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let cfg: Value = serde_json::from_slice(&std::fs::read(a.docker_config()).unwrap()).unwrap();
+    assert!(cfg["auths"][&reg.host]["auth"].is_string(), "{cfg}");
+
+    let (pushed, _) = a.ok(&["push", &name]);
+    assert_eq!(pushed, built);
+
+    // Another machine with a wrong password in its config: a clear 401 and
+    // nothing enters its store.
+    let b = Env::new();
+    b.trust(&reg);
+    std::fs::write(
+        b.docker_config(),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"YmVydGg6d3Jvbmc="}}}}}}"#,
+            reg.host
+        ),
+    )
+    .unwrap();
+    let err = b.fails(&["pull", &name]);
+    assert!(
+        err.contains("401 Unauthorized") && err.contains(&reg.host),
+        "{err}"
+    );
+    assert_eq!(b.index()["manifests"].as_array().unwrap().len(), 0);
+    assert_eq!(b.blob_count(), 0, "no blob of a refused pull is stored");
+    // With the right one, the pull works and the image runs.
+    let o = b.login(&reg, "berth", "s3cret");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (pulled, _) = b.ok(&["pull", &name]);
+    assert_eq!(pulled, built);
+    assert_eq!(b.run_image(&name), "pulled-and-ran");
+
+    b.ok(&["logout", &reg.host]);
+    let cfg: Value = serde_json::from_slice(&std::fs::read(b.docker_config()).unwrap()).unwrap();
+    assert!(cfg["auths"].get(&reg.host).is_none(), "{cfg}");
+    let err = b.fails(&["logout", &reg.host]);
+    assert!(err.contains("not logged in"), "{err}");
+}
+
+#[test]
+fn skopeo_reads_what_berth_pushed_and_berth_builds_from_what_skopeo_pushed() {
+    require!("docker-registry", "skopeo");
+    let reg = Registry::plain();
+    let a = Env::new();
+    let ctx = a.context("app", APP);
+    let name = format!("{}/interop/berth:v1", reg.host);
+    let (built, _) = a.build(&ctx, &["-t", &name]);
+    a.ok(&["push", &name]);
+    let o = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["Digest"],
+        built.as_str(),
+        "skopeo sees the same manifest digest"
+    );
+    // skopeo copies it whole (verifying every blob) into an OCI layout.
+    let layout = a.path().join("layout");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:x", layout.display()),
+    ]));
+
+    // skopeo pushes a docker archive (Docker schema 2 media types) ...
+    let archive = a.path().join("app.docker.tar");
+    a.ok(&["save", &name, "-o", archive.to_str().unwrap()]);
+    let sk = format!("{}/interop/skopeo:v1", reg.host);
+    run(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("docker-archive:{}", archive.display()),
+        &format!("docker://{sk}"),
+    ]));
+    let o = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{sk}"),
+    ]));
+    let raw: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
+        "{raw}"
+    );
+    // ... and a fresh berth store builds FROM it.
+    let b = Env::new();
+    let ctx = b.context(
+        "from-skopeo",
+        &format!("FROM {sk}\nRUN cat /msg > /again\nCMD [\"cat\", \"/again\"]\n"),
+    );
+    let (_, log) = b.build(&ctx, &["-t", "from-skopeo"]);
+    assert!(log.contains(&format!("pulling base image {sk}")), "{log}");
+    assert_eq!(b.run_image("from-skopeo"), "pulled-and-ran");
+    // The pulled Docker manifest keeps its digest when berth pushes it on.
+    let (pulled, _) = b.ok(&["pull", &sk]);
+    let moved = format!("{}/interop/again:v1", reg.host);
+    let (pushed, _) = b.ok(&["push", &sk, &moved]);
+    assert_eq!(pushed, pulled);
+}
+
+#[test]
+fn manifest_list_picks_the_platform() {
+    require!("docker-registry", "curl");
+    let reg = Registry::plain();
+    let a = Env::new();
+    let one = format!("{}/multi/app:one", reg.host);
+    let two = format!("{}/multi/app:two", reg.host);
+    let (d1, _) = a.build(
+        &a.context(
+            "one",
+            "FROM scratch\nADD busybox.tar /\nRUN echo one > /msg\n",
+        ),
+        &["-t", &one],
+    );
+    let (d2, _) = a.build(
+        &a.context(
+            "two",
+            "FROM scratch\nADD busybox.tar /\nRUN echo two > /msg\n",
+        ),
+        &["-t", &two],
+    );
+    a.ok(&["push", &one]);
+    a.ok(&["push", &two]);
+    let size = |d: &str| {
+        std::fs::metadata(
+            a.store()
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+        .len()
+    };
+    // A Docker manifest list: "one" claims linux/arm64/v8, "two" linux/amd64.
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d1, "size": size(&d1),
+             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d2, "size": size(&d2),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ]
+    });
+    let file = a.path().join("list.json");
+    std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
+    run(Command::new("curl").args([
+        "-fsS",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.docker.distribution.manifest.list.v2+json",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &reg.url("/v2/multi/app/manifests/list"),
+    ]));
+    let list_ref = format!("{}/multi/app:list", reg.host);
+    let b = Env::new();
+    let (got, log) = b.ok(&["pull", "--progress", "plain", &list_ref]);
+    assert_eq!(got, d2, "linux/amd64 chosen by default: {log}");
+    let c = Env::new();
+    let (got, _) = c.ok(&["pull", "--platform", "linux/arm64/v8", &list_ref]);
+    assert_eq!(got, d1);
+    let err = c.fails(&["pull", "--platform", "linux/s390x", &list_ref]);
+    assert!(
+        err.contains("no manifest for platform linux/s390x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tampered_blob_and_malformed_references_are_refused() {
+    require!("docker-registry");
+    let reg = Registry::plain();
+    let a = Env::new();
+    let name = format!("{}/tamper/app:v1", reg.host);
+    let (built, _) = a.build(&a.context("app", APP), &["-t", &name]);
+    a.ok(&["push", &name]);
+    let (inspect, _) = a.ok(&["inspect", &name]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let layers = v["Manifest"]["layers"].as_array().unwrap();
+    let last = layers.last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Same size, other bytes: only the digest check can tell.
+    let data = reg.blob_data(&last);
+    let mut bytes = std::fs::read(&data).unwrap();
+    for b in bytes.iter_mut().rev().take(16) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&data, bytes).unwrap();
+    let b = Env::new();
+    let err = b.fails(&["pull", &name]);
+    assert!(err.contains(&last) && err.contains("verification"), "{err}");
+    assert_eq!(
+        b.index()["manifests"].as_array().unwrap().len(),
+        0,
+        "no image from a refused pull"
+    );
+    assert!(
+        !b.store()
+            .join("blobs/sha256")
+            .join(last.trim_start_matches("sha256:"))
+            .exists(),
+        "the tampered blob never enters the store"
+    );
+    assert!(!built.is_empty());
+
+    for bad in ["case/UPPER", "a//b", "x@sha256:1234", "host:port/x"] {
+        let err = b.fails(&["pull", bad]);
+        assert!(err.contains("invalid reference format"), "{bad}: {err}");
+    }
+}
