@@ -369,6 +369,43 @@ fn no_mount_namespace_runs_chrooted_as_runc_does() -> Result<()> {
     assert_eq!(got[0].1, "busybox-root\n/", "runc: {got:?}");
     assert_eq!(got[1].1, got[0].1, "berth vs runc: {got:?}");
 
+    // berth only: runc refuses exec into such a container ("ns paths are
+    // empty"); berth's exec'd process must see the container's root, never
+    // the host's. And a create that fails after init's mounts (pid file in
+    // a missing directory) takes them away again.
+    let rt = Runtime::new()?;
+    let canary = TempDir::new("nomntns-canary")?;
+    let mut b = host_namespaces_bundle("true")?;
+    let _sweep = MountSweeper(b.rootfs());
+    b.args(&["sleep", "1000"]);
+    b.write()?;
+    let id = unique("nomntns-exec");
+    rt.ok(&["run", "-d", "--bundle", &bundle_path(&b), &id])?;
+    let probe = format!(
+        "test -x /bin/busybox && echo busybox-root; test -e {} && echo host-visible; pwd",
+        canary.path().display()
+    );
+    let o = rt.output(&["exec", &id, "sh", "-c", &probe])?;
+    rt.ok(&["delete", "--force", &id])?;
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (0, "busybox-root\n/\n".to_string()),
+        "exec without a mount namespace: {}",
+        rt.log_text()
+    );
+    let o = rt.output(&[
+        "run",
+        "-d",
+        "--pid-file",
+        "/no/such/dir/pid",
+        "--bundle",
+        &bundle_path(&b),
+        &unique("nomntns-fail"),
+    ])?;
+    assert_ne!(code(&o), 0, "run with an unwritable pid file succeeded");
+    let left = host_mounts_containing(&b.path().display().to_string());
+    assert!(left.is_empty(), "a failed create left mounts: {left:#?}");
+
     // What runc refuses without the namespaces, berth refuses with its words.
     for (what, edit, msg) in [
         (

@@ -66,6 +66,9 @@ struct Rollback {
     dir: PathBuf,
     cgroup: Option<Cgroup>,
     pid: Option<i32>,
+    /// The rootfs, when init mounts it in the host's mount namespace (the
+    /// spec has none of its own): its mounts outlive init.
+    host_rootfs: Option<PathBuf>,
     armed: bool,
 }
 
@@ -77,6 +80,11 @@ impl Drop for Rollback {
         if let Some(pid) = self.pid {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(rootfs) = &self.host_rootfs {
+            if let Err(e) = crate::rootfs::hostns::release_rootfs(rootfs) {
+                crate::logging::warn(&format!("cleanup: {e:#}"));
+            }
         }
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.destroy() {
@@ -125,6 +133,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         dir: dir.clone(),
         cgroup: None,
         pid: None,
+        host_rootfs: None,
         armed: true,
     };
     let _lock = state::lock(&dir)?;
@@ -271,6 +280,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         &time_offsets,
     )?;
     rollback.pid = Some(pid);
+    if crate::rootfs::hostns::shares_host_mount_ns(&spec) {
+        rollback.host_rootfs = Some(rootfs.clone());
+    }
     drop(child_chan);
     pending.init_pid = pid;
     pending.init_start_time = state::proc_stat(pid).map_or(0, |(_, t)| t);

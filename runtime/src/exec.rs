@@ -139,6 +139,7 @@ fn exec_pinned(
     }
     let plan = Plan::from_spec(&spec)?;
     let ns_files = open_container_namespaces(st.init_pid, &plan)?;
+    let shared_root = open_shared_root(st.init_pid, &plan)?;
     // Opened while init was alive (pinned): they are its namespaces, not
     // those of a process that took over its pid.
     if init.exited() {
@@ -204,6 +205,7 @@ fn exec_pinned(
         let mut keep: Vec<RawFd> = rest.iter().map(|(_, f)| f.as_raw_fd()).collect();
         keep.push(child_chan.as_raw_fd());
         keep.extend(console_fd);
+        keep.extend(shared_root.as_ref().map(|f| f.as_raw_fd()));
         let contained = crate::process::close_fds_except(
             crate::init::first_unpreserved_fd(a.preserve_fds),
             &keep,
@@ -219,7 +221,10 @@ fn exec_pinned(
             }
             Ok(()) => child(
                 &child_chan,
-                &rest,
+                Entry {
+                    namespaces: &rest,
+                    shared_root: shared_root.as_ref(),
+                },
                 &process,
                 &plan,
                 compiled.as_ref(),
@@ -491,6 +496,33 @@ fn default_process_fields(doc: &mut serde_json::Value) {
     }
 }
 
+/// A container without a mount namespace has no namespace to give the new
+/// process its root: init is chrooted into the rootfs (rootfs::hostns).
+/// The new process must not run at the host's `/` (runc refuses such an
+/// exec with "ns paths are empty"): it enters init's root, opened here
+/// while init is pinned (see [`InitHandle`]).
+fn open_shared_root(pid: i32, plan: &Plan) -> Result<Option<OwnedFd>> {
+    if plan.has(LinuxNamespaceType::Mount) {
+        return Ok(None);
+    }
+    let path = format!("/proc/{pid}/root");
+    let fd = nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("open {path}"))?;
+    // SAFETY: fresh fd we own.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// chroot into init's root (an fd from [`open_shared_root`]), then `/`.
+fn enter_root_of_init(root: &OwnedFd) -> Result<()> {
+    nix::unistd::fchdir(root.as_raw_fd()).context("enter the container's root")?;
+    nix::unistd::chroot(".").context("chroot into the container's root")?;
+    nix::unistd::chdir("/").context("chdir / in the container's root")
+}
+
 /// `/proc/<init>/ns/*` for every namespace the container has, skipping ones
 /// identical to ours (setns into the same user ns fails with EINVAL).
 fn open_container_namespaces(pid: i32, plan: &Plan) -> Result<Vec<(LinuxNamespaceType, File)>> {
@@ -516,9 +548,17 @@ fn open_container_namespaces(pid: i32, plan: &Plan) -> Result<Vec<(LinuxNamespac
     Ok(out)
 }
 
+/// What the exec'd process enters before it sets itself up: the
+/// container's namespaces it has not joined yet and, for a container
+/// without a mount namespace, init's root (see [`open_shared_root`]).
+struct Entry<'a> {
+    namespaces: &'a [(LinuxNamespaceType, &'a File)],
+    shared_root: Option<&'a OwnedFd>,
+}
+
 fn child(
     chan: &sync::Channel,
-    ns_files: &[(LinuxNamespaceType, &File)],
+    entry: Entry,
     process: &Process,
     plan: &Plan,
     seccomp: Option<&seccomp::CompiledSeccomp>,
@@ -535,8 +575,11 @@ fn child(
         Some(Msg::Continue { .. }) => {}
         other => bail!("unexpected message from parent: {other:?}"),
     }
-    for (t, f) in ns_files {
+    for (t, f) in entry.namespaces {
         namespaces::join(*t, f)?;
+    }
+    if let Some(root) = entry.shared_root {
+        enter_root_of_init(root)?;
     }
     nix::unistd::setsid().context("setsid")?;
     if process.terminal().unwrap_or(false) {

@@ -17,11 +17,11 @@
 //!   chroots in that case too;
 //! - runc leaves every mount behind on the host when the container is
 //!   deleted (17 for the busybox bundle). berth detaches its rootfs bind,
-//!   and everything mounted under it, in `delete` ([`release_rootfs`]) and
-//!   when init fails half-way ([`undo_after_failure`]). A `create` that
-//!   kills init itself after the mounts (a failed createRuntime hook, an
-//!   unwritable pid file) leaves them until the bundle's rootfs is
-//!   unmounted by hand, as runc always does.
+//!   and everything mounted under it, in `delete` ([`release_rootfs`]),
+//!   when init fails half-way ([`undo_after_failure`]) and when `create`
+//!   fails after init's mounts (its rollback);
+//! - runc refuses `exec` into such a container ("ns paths are empty"):
+//!   berth's exec enters init's root (exec.rs), never the host's `/`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
