@@ -393,7 +393,14 @@ pub fn destroy_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> 
 /// is tried once, what stays busy is logged ("Failed to remove cgroup") and
 /// the delete succeeds, instead of waiting for processes that are not ours.
 fn remove_cgroup(cg: &berth_cgroups::Cgroup) -> Result<()> {
-    if !cg.exists() || cg.pids().map_or(true, |p| p.is_empty()) {
+    // Exiting processes (zombies) may still be listed for a moment: the
+    // cgroup is not shared because of them, and destroy() waits them out.
+    let live_members = cg.pids().map_or(0, |pids| {
+        pids.into_iter()
+            .filter(|p| state::proc_stat(*p).is_some_and(|(s, _)| s != 'Z' && s != 'X'))
+            .count()
+    });
+    if !cg.exists() || live_members == 0 {
         return cg.destroy().context("remove container cgroup");
     }
     for dir in cg.dirs() {
