@@ -753,3 +753,126 @@ fn tampered_blob_and_malformed_references_are_refused() {
         assert!(err.contains("invalid reference format"), "{bad}: {err}");
     }
 }
+
+/// berth-buildd on a socket of its own; killed and reaped on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &Env) -> Daemon {
+        let socket = env.path().join("buildd.sock");
+        let log = env.path().join("buildd.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(builder_bin("berth-buildd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--root")
+            .arg(env.path().join("daemon-store"))
+            .arg("--runtime")
+            .arg(runtime())
+            .arg("--registries-config")
+            .arg(env.path().join("registries.toml"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut d = Daemon { child, socket, log };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!(
+                    "berth-buildd exited ({st}): {}",
+                    std::fs::read_to_string(&d.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "berth-buildd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn addr(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn daemon_pulls_pushes_and_builds_with_the_clients_credentials() {
+    require!("docker-registry", "openssl", "htpasswd");
+    let reg = Registry::tls_with_auth();
+    let a = Env::new();
+    a.trust(&reg);
+    let name = format!("{}/daemon/app:v1", reg.host);
+    let (built, _) = a.build(&a.context("app", APP), &["-t", &name]);
+    let o = a.login(&reg, "berth", "s3cret");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    a.ok(&["push", &name]);
+
+    // The daemon has no credentials of its own: the client sends them.
+    let d = Daemon::start(&a);
+    let addr = d.addr();
+    let (pulled, log) = a.ok(&["--addr", &addr, "pull", "--progress", "plain", &name]);
+    assert_eq!(pulled, built);
+    assert!(log.contains("downloading"), "progress is streamed: {log}");
+    let moved = format!("{}/daemon/copy:v2", reg.host);
+    let (pushed, log) = a.ok(&[
+        "--addr",
+        &addr,
+        "push",
+        "--progress",
+        "plain",
+        &name,
+        &moved,
+    ]);
+    assert_eq!(pushed, built);
+    assert!(log.contains("mounted from daemon/app"), "{log}");
+    // FROM through the daemon, with the client's credentials.
+    let ctx = a.context("child", &format!("FROM {moved}\nRUN cat /msg > /copy\n"));
+    let (_, log) = a.ok(&[
+        "--addr",
+        &addr,
+        "build",
+        "--progress",
+        "plain",
+        "--pull",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        log.contains(&format!("pulling base image {moved}")),
+        "{log}"
+    );
+
+    // Without credentials: UNAUTHENTICATED with the registry named.
+    let b = Env::new();
+    std::fs::copy(
+        a.path().join("registries.toml"),
+        b.path().join("registries.toml"),
+    )
+    .unwrap();
+    let err = b.fails(&[
+        "--addr",
+        &addr,
+        "pull",
+        &format!("{}/daemon/app:v1", reg.host),
+    ]);
+    assert!(
+        err.contains("401 Unauthorized") && err.contains(&reg.host),
+        "{err}"
+    );
+    drop(d);
+    let daemon_log = std::fs::read_to_string(a.path().join("buildd.log")).unwrap();
+    assert!(
+        !daemon_log.contains("s3cret"),
+        "the daemon never logs a credential"
+    );
+}

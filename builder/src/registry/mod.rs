@@ -252,15 +252,31 @@ fn install_crypto_provider() {
     });
 }
 
-/// Runs a transfer on a private runtime. Callers are synchronous (the CLI,
-/// build threads, the daemon's blocking pool), never inside an async task.
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the transfer runtime")?;
-    Ok(rt.block_on(f))
+/// Runs a transfer on a private runtime. Callers are synchronous: the CLI,
+/// build threads, or the daemon's blocking pool, whose threads are inside
+/// the daemon's runtime context, where a nested runtime may not block: there
+/// the transfer gets a thread of its own.
+fn block_on<F>(f: F) -> Result<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let run = move || -> Result<F::Output> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the transfer runtime")?;
+        Ok(rt.block_on(f))
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    std::thread::scope(|s| {
+        s.spawn(run)
+            .join()
+            .map_err(|_| anyhow::anyhow!("the transfer thread panicked"))?
+    })
 }
 
 /// What a transfer reports, one blob at a time.
@@ -339,6 +355,36 @@ impl<F: Fn(TransferEvent) + Send + Sync> TransferProgress for F {
     fn event(&self, e: TransferEvent) {
         self(e)
     }
+}
+
+/// Forwards events through a channel (never blocks the sender).
+struct Forward(std::sync::mpsc::Sender<TransferEvent>);
+
+impl TransferProgress for Forward {
+    fn event(&self, e: TransferEvent) {
+        let _ = self.0.send(e);
+    }
+}
+
+/// Runs `f` with a progress sink that only queues events; a thread of its
+/// own hands them to `progress`. Transfers report from inside their async
+/// runtime, where a receiver that blocks (a bounded gRPC stream, a build's
+/// event channel) must never be called.
+pub(crate) fn relayed<T>(
+    progress: &dyn TransferProgress,
+    f: impl FnOnce(&dyn TransferProgress) -> T,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel::<TransferEvent>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for e in rx {
+                progress.event(e);
+            }
+        });
+        let sink = Forward(tx);
+        f(&sink)
+        // `sink` drops here, ending the relay thread before the scope ends.
+    })
 }
 
 /// The 12 hex characters of a digest that progress lines show.

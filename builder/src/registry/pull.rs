@@ -57,6 +57,15 @@ pub fn pull(
     reference: &str,
     progress: &dyn TransferProgress,
 ) -> Result<PullOutcome> {
+    super::relayed(progress, |p| pull_inner(store, reg, reference, p))
+}
+
+fn pull_inner(
+    store: &Store,
+    reg: &Registry,
+    reference: &str,
+    progress: &dyn TransferProgress,
+) -> Result<PullOutcome> {
     let r = RemoteRef::parse(reference)?;
     let name = if r.digest.is_none() {
         Some(canonical_tag(reference)?)
@@ -187,8 +196,14 @@ async fn pull_from(
             config.rootfs.diff_ids.len()
         );
     }
-    let results: Vec<bool> = futures_util::stream::iter(manifest.layers.iter())
+    // The futures are made first: a closure inside the stream would not be
+    // Send (a known limit of the compiler with borrowed items).
+    let downloads: Vec<_> = manifest
+        .layers
+        .iter()
         .map(|l| fetch_blob(&client, &oref, host, store, l, progress))
+        .collect();
+    let results: Vec<bool> = futures_util::stream::iter(downloads)
         .buffer_unordered(super::MAX_PARALLEL)
         .try_collect()
         .await?;

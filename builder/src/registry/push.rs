@@ -38,6 +38,16 @@ pub fn push(
     dest: Option<&str>,
     progress: &dyn TransferProgress,
 ) -> Result<PushOutcome> {
+    super::relayed(progress, |p| push_inner(store, reg, image, dest, p))
+}
+
+fn push_inner(
+    store: &Store,
+    reg: &Registry,
+    image: &str,
+    dest: Option<&str>,
+    progress: &dyn TransferProgress,
+) -> Result<PushOutcome> {
     let dest = match dest {
         Some(d) => d,
         None if crate::store::looks_like_content_address(image) || image.contains('@') => {
@@ -79,8 +89,13 @@ pub fn push(
             .auth(&oref, &auth, oci_client::RegistryOperation::Push)
             .await
             .map_err(|e| registry_error(host, &format!("authenticating to push {r}"), e))?;
-        let sent: Vec<Option<u64>> = futures_util::stream::iter(blobs.iter())
+        // Futures made first, so the stream holds no borrowing closure
+        // (which would not be Send).
+        let uploads: Vec<_> = blobs
+            .iter()
             .map(|b| push_blob(&client, &oref, &r, store, b, progress))
+            .collect();
+        let sent: Vec<Option<u64>> = futures_util::stream::iter(uploads)
             .buffer_unordered(super::MAX_PARALLEL)
             .try_collect()
             .await?;
