@@ -530,3 +530,43 @@ fn delete_in_a_shared_cgroup_reports_and_succeeds() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn early_init_errors_are_reported_not_epipe() -> Result<()> {
+    // init refuses the hostname before it has the parent's `Continue` (and,
+    // in a user namespace, the bind sources the parent sends after it): the
+    // parent must still read init's error, not fail on the closed channel.
+    for userns in [false, true] {
+        for (name, rt) in runtimes()? {
+            let mut b = Bundle::busybox()?;
+            b.args(&["true"]);
+            b.config["hostname"] = json!("h");
+            if userns {
+                b.config["linux"]["namespaces"] =
+                    json!([{"type": "user"}, {"type": "mount"}, {"type": "pid"}]);
+                let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+                b.config["linux"]["uidMappings"] = map.clone();
+                b.config["linux"]["gidMappings"] = map;
+                b.config["mounts"]
+                    .as_array_mut()
+                    .context("mounts")?
+                    .push(json!({"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind", "ro"]}));
+            } else {
+                b.config["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "pid"}]);
+            }
+            let tries = if name == "runc" { 1 } else { 40 };
+            for _ in 0..tries {
+                let _ = std::fs::remove_file(&rt.log);
+                let (c, _, _) = rt.run(&unique("early"), &b)?;
+                assert_ne!(c, 0, "{name}: hostname without a UTS namespace accepted");
+                assert!(
+                    rt.log_text()
+                        .contains("unable to set hostname without a private UTS namespace"),
+                    "{name} (user namespace: {userns}): {}",
+                    rt.log_text()
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -81,6 +81,10 @@ pub fn run(ctx: &InitContext) -> ! {
     if !CONTINUED.load(std::sync::atomic::Ordering::SeqCst) {
         let _ = ctx.chan.recv();
     }
+    // Likewise the bind sources the parent sends right after `Continue`.
+    if ctx.bind_sources_from_parent && !SOURCES_TAKEN.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = rootfs::sources::receive(ctx.chan);
+    }
     let msg = format!("{err:#}");
     if ctx.chan.send(&Msg::Error(msg.clone())).is_err() {
         eprintln!("berth init: {msg}");
@@ -92,6 +96,8 @@ pub fn run(ctx: &InitContext) -> ! {
 /// Whether init has received the parent's `Continue` (see [`run`]). Init
 /// is a single-threaded clone: the flag is its own.
 static CONTINUED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether init has taken the bind sources the parent sends (see [`run`]).
+static SOURCES_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Entering the container's cgroups and creating its cgroup namespace (whose
 /// root is the cgroup we are in at that moment). When init places itself
@@ -236,6 +242,7 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     rootfs::hostns::check_spec(spec)?;
     let bind_sources = if ctx.bind_sources_from_parent {
         cgroups.wait_for_parent()?;
+        SOURCES_TAKEN.store(true, std::sync::atomic::Ordering::SeqCst);
         rootfs::sources::receive(ctx.chan)?
     } else {
         Default::default()
