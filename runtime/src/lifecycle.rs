@@ -42,6 +42,7 @@ pub fn start_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Re
     (&f).write_all(b"0")
         .context("signal container init to start")?;
     std::fs::remove_file(&fifo).context("remove exec.fifo")?;
+    crate::logging::debug(&format!("init {} released through exec.fifo", st.init_pid));
     // Poststart hooks must see the user process started; without any there
     // is nothing to wait for (runc's start does not wait either).
     // A startContainer hook failure makes init exit with the error on the
@@ -54,6 +55,7 @@ pub fn start_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> Re
         if let Err(e) = hooks::run_all(hooks::Kind::Poststart, &hooks, &hs) {
             crate::logging::warn(&format!("{e:#}"));
         }
+        crate::logging::debug("poststart hooks run");
     }
     Ok(())
 }
@@ -363,15 +365,18 @@ pub fn destroy_loaded(root: &Path, st: &ContainerState, spec: Option<&Spec>) -> 
     let all_gone = spec.is_some_and(owns_pid_namespace) && !state::init_alive(st);
     if !all_gone {
         stop_everything(st);
+        crate::logging::debug("the container's processes are gone");
     }
     if let Some(cg) = &st.cgroup {
         remove_cgroup(cg)?;
+        crate::logging::debug("cgroup removed");
     }
     // Without a mount namespace init's mounts live in the host's
     // namespace: take them away with the container (runc leaves them).
     if spec.is_some_and(crate::rootfs::hostns::shares_host_mount_ns) {
         crate::rootfs::hostns::release_rootfs(&st.rootfs)
             .context("release the rootfs mounts made in the host's mount namespace")?;
+        crate::logging::debug("rootfs mounts released from the host's mount namespace");
     }
     if let Some(h) = spec
         .as_ref()
