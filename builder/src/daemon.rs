@@ -572,6 +572,14 @@ fn run_build(
     opts.network_host = o.network == "host";
     opts.registry = Some(registry);
     opts.pull = o.pull;
+    for c in &o.cache_from {
+        crate::registry::RemoteRef::parse(c).context("cache_from")?;
+    }
+    opts.cache_from = o.cache_from;
+    if !o.cache_to.is_empty() {
+        crate::registry::RemoteRef::parse(&o.cache_to).context("cache_to")?;
+        opts.cache_to = Some(o.cache_to);
+    }
     let secrets_dir = work.join("secrets");
     std::fs::create_dir(&secrets_dir)?;
     for (i, (id, data)) in o.secrets.into_iter().enumerate() {

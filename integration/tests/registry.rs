@@ -355,6 +355,16 @@ impl Env {
         ctx
     }
 
+    /// A context with the same busybox.tar as `other` (a tar carries mtimes:
+    /// two machines share a context by copying it, as from a repository).
+    fn context_like(&self, other: &Path, dockerfile: &str) -> PathBuf {
+        let ctx = self.path().join(unique("ctx"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::copy(other.join("busybox.tar"), ctx.join("busybox.tar")).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        ctx
+    }
+
     fn build(&self, ctx: &Path, extra: &[&str]) -> (String, String) {
         let mut args = vec!["build", "--progress", "plain"];
         args.extend_from_slice(extra);
@@ -875,4 +885,67 @@ fn daemon_pulls_pushes_and_builds_with_the_clients_credentials() {
         !daemon_log.contains("s3cret"),
         "the daemon never logs a credential"
     );
+}
+
+#[test]
+fn registry_cache_makes_a_fresh_store_hit_every_step() {
+    require!("docker-registry");
+    let reg = Registry::plain();
+    let df = "FROM scratch\nADD busybox.tar /\nRUN echo one > /one\nRUN echo two > /two\nCMD [\"cat\", \"/two\"]\n";
+    let cache = format!("type=registry,ref={}/cache/app:main", reg.host);
+    // Machine A builds and exports its cache.
+    let a = Env::new();
+    let ctx_a = a.context("app", df);
+    let (built, log) = a.build(&ctx_a, &["--cache-to", &cache]);
+    assert!(log.contains("3 entries"), "{log}");
+    let (inspect, _) = a.ok(&["inspect", &built]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let layers: Vec<String> = v["Manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers.len(), 3);
+
+    // Machine B, a fresh store with the same context: every step is a
+    // cache hit and the image digest is identical.
+    let b = Env::new();
+    let ctx_b = b.context_like(&ctx_a, df);
+    let (rebuilt, log) = b.build(&ctx_b, &["--cache-from", &cache]);
+    assert_eq!(rebuilt, built, "{log}");
+    assert_eq!(log.matches("CACHED").count(), 3, "{log}");
+    assert!(!log.contains("cache miss"), "{log}");
+    assert_eq!(b.run_image(&rebuilt), "two");
+
+    // Machine C changes the last step: the first two are reused, and the
+    // layer of the changed step is never downloaded.
+    let c = Env::new();
+    let ctx_c = c.context_like(&ctx_a, &df.replace("echo two", "echo three"));
+    let (_, log) = c.build(&ctx_c, &["--cache-from", &cache]);
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    let blob = |d: &str| {
+        c.store()
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    assert!(blob(&layers[0]).exists() && blob(&layers[1]).exists());
+    assert!(
+        !blob(&layers[2]).exists(),
+        "an unneeded layer was downloaded"
+    );
+
+    // A missing cache is reported, not fatal.
+    let d = Env::new();
+    let ctx_d = d.context_like(&ctx_a, df);
+    let missing = format!("type=registry,ref={}/cache/none:x", reg.host);
+    let (_, log) = d.build(&ctx_d, &["--cache-from", &missing]);
+    assert!(log.contains("not imported"), "{log}");
+    let err = d.fails(&[
+        "build",
+        "--cache-from",
+        "type=local,src=/tmp",
+        ctx_d.to_str().unwrap(),
+    ]);
+    assert!(err.contains("not supported"), "{err}");
 }

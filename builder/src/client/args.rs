@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// List images.
     Images,
     /// Show an image's manifest and config.
@@ -129,5 +129,11 @@ pub struct BuildArgs {
     /// Pull every base image again, even if the store has it.
     #[arg(long)]
     pub pull: bool,
+    /// type=registry,ref=REF: reuse steps cached there (repeatable).
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// type=registry,ref=REF: export this build's cache there.
+    #[arg(long = "cache-to")]
+    pub cache_to: Option<String>,
     pub context: PathBuf,
 }

@@ -228,6 +228,14 @@ pub fn run(cli: Cli) -> Result<()> {
             opts.no_cache = b.no_cache;
             opts.compression = b.compression.parse()?;
             opts.pull = b.pull;
+            for c in &b.cache_from {
+                opts.cache_from
+                    .push(crate::registry::cache::parse_cache_spec(c).context("--cache-from")?);
+            }
+            if let Some(c) = &b.cache_to {
+                opts.cache_to =
+                    Some(crate::registry::cache::parse_cache_spec(c).context("--cache-to")?);
+            }
             opts.network_host = match b.network.as_str() {
                 "host" => true,
                 "none" | "default" => false,

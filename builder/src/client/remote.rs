@@ -170,6 +170,8 @@ impl Backend for Remote {
                 "none".into()
             },
             pull: opts.pull,
+            cache_from: opts.cache_from.clone(),
+            cache_to: opts.cache_to.clone().unwrap_or_default(),
             // The daemon pulls FROM images with the client's credentials;
             // the client does not read the Dockerfile, so it sends them all.
             credentials: credentials(self.access.credentials_for(None)?),

@@ -4,6 +4,7 @@
 mod bases;
 mod fetch;
 mod history;
+mod shared_cache;
 mod stage;
 
 use crate::dockerfile::{self, Dockerfile, Instruction, Lexer};
@@ -41,6 +42,10 @@ pub struct BuildOptions {
     pub registry: Option<crate::registry::Registry>,
     /// `--pull`: re-resolve every (not digest-pinned) base in its registry.
     pub pull: bool,
+    /// `--cache-from type=registry,ref=R`: shared caches to reuse steps from.
+    pub cache_from: Vec<String>,
+    /// `--cache-to type=registry,ref=R`: where to export this build's cache.
+    pub cache_to: Option<String>,
 }
 
 impl BuildOptions {
@@ -59,6 +64,8 @@ impl BuildOptions {
             epoch: crate::layer::tarw::source_date_epoch(),
             registry: None,
             pull: false,
+            cache_from: Vec::new(),
+            cache_to: None,
         }
     }
 }
@@ -249,6 +256,15 @@ fn build_inner(
     };
     let needed = needed_stages(&df, &bases, &global_args, &lexer, target);
     bases::pull_bases(store, opts, &df.stages, &bases, &needed, progress)?;
+    let link = shared_cache::link(store, opts, progress)?;
+    let linked;
+    let store = match &link {
+        Some(l) => {
+            linked = store.with_cache_link(l.clone());
+            &linked
+        }
+        None => store,
+    };
     let mut step_base = vec![0u32; df.stages.len()];
     let mut n = 0u32;
     for s in &df.stages {
@@ -297,6 +313,9 @@ fn build_inner(
     }
     let layers: Vec<Descriptor> = result.layers.iter().map(|l| l.descriptor.clone()).collect();
     let descriptor = store.commit_image(&config, layers, &opts.tags)?;
+    if let Some(l) = &link {
+        shared_cache::export(store, opts, l, progress)?;
+    }
     let mut done = Event::new(EventKind::Done);
     done.image_digest = descriptor.digest.clone();
     done.seconds = started.elapsed().as_secs_f64();

@@ -10,7 +10,9 @@
 //! * [`auth`]: credentials in Docker's `config.json` (and its helpers).
 //! * [`hosts`]: per-registry settings (plain http, CA, mirrors).
 //! * [`pull`], [`push`]: the transfers, with per-blob progress events.
+//! * [`cache`]: the registry build cache (`--cache-to`, `--cache-from`).
 pub mod auth;
+pub mod cache;
 pub mod hosts;
 mod login;
 mod pull;

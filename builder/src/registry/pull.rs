@@ -241,7 +241,7 @@ async fn pull_from(
     })
 }
 
-async fn fetch_manifest(
+pub(super) async fn fetch_manifest(
     client: &oci_client::Client,
     oref: &oci_client::Reference,
     auth: &oci_client::secrets::RegistryAuth,
@@ -305,7 +305,7 @@ fn choose<'a>(index: &'a Index, platform: &super::PlatformSpec) -> Result<&'a De
 
 /// Downloads one blob into the store unless it is there; returns whether it
 /// downloaded. Sizes and digests are checked before the blob is renamed in.
-async fn fetch_blob(
+pub(super) async fn fetch_blob(
     client: &oci_client::Client,
     oref: &oci_client::Reference,
     host: &str,

@@ -80,41 +80,16 @@ fn push_inner(
             bail!("{image}: blob {} is missing from the store", b.digest);
         }
     }
-    let outcome = super::block_on(async {
-        let host = r.host.as_str();
-        let client = reg.client_for(host)?;
-        let auth = reg.auth_for(host)?;
-        let oref = r.oci(host);
-        client
-            .auth(&oref, &auth, oci_client::RegistryOperation::Push)
-            .await
-            .map_err(|e| registry_error(host, &format!("authenticating to push {r}"), e))?;
-        // Futures made first, so the stream holds no borrowing closure
-        // (which would not be Send).
-        let uploads: Vec<_> = blobs
-            .iter()
-            .map(|b| push_blob(&client, &oref, &r, store, b, progress))
-            .collect();
-        let sent: Vec<Option<u64>> = futures_util::stream::iter(uploads)
-            .buffer_unordered(super::MAX_PARALLEL)
-            .try_collect()
-            .await?;
-        let content_type = media_type
-            .parse()
-            .with_context(|| format!("manifest media type {media_type:?}"))?;
-        client
-            .push_manifest_raw(&oref, manifest_bytes.clone(), content_type)
-            .await
-            .map_err(|e| registry_error(host, &format!("pushing manifest of {r}"), e))?;
-        let uploaded = sent.iter().flatten().count();
-        let uploaded_bytes = sent.iter().flatten().sum();
-        anyhow::Ok((uploaded, uploaded_bytes))
-    })?;
-    let (uploaded, uploaded_bytes) = outcome.with_context(|| format!("pushing {image} to {r}"))?;
-    let repo = format!("{}/{}", r.host, r.repository);
-    for b in &blobs {
-        store.add_source(&b.digest, &repo)?;
-    }
+    let (uploaded, uploaded_bytes) = upload(
+        store,
+        reg,
+        &r,
+        &manifest_bytes,
+        &media_type,
+        &blobs,
+        progress,
+    )
+    .with_context(|| format!("pushing {image} to {r}"))?;
     progress.event(TransferEvent::new(
         TransferKind::Resolved,
         "",
@@ -128,6 +103,60 @@ fn push_inner(
         uploaded,
         uploaded_bytes,
     })
+}
+
+/// Sends `blobs` (all in the store) and then the manifest `manifest_bytes`
+/// to `r`; returns how many blobs and bytes were uploaded. Records the
+/// repository as a source of each blob.
+pub(super) fn upload(
+    store: &Store,
+    reg: &Registry,
+    r: &RemoteRef,
+    manifest_bytes: &[u8],
+    media_type: &str,
+    blobs: &[Descriptor],
+    progress: &dyn TransferProgress,
+) -> Result<(usize, u64)> {
+    for b in blobs {
+        if !store.has_blob(&b.digest) {
+            bail!("blob {} is missing from the store", b.digest);
+        }
+    }
+    let outcome = super::block_on(async {
+        let host = r.host.as_str();
+        let client = reg.client_for(host)?;
+        let auth = reg.auth_for(host)?;
+        let oref = r.oci(host);
+        client
+            .auth(&oref, &auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| registry_error(host, &format!("authenticating to push {r}"), e))?;
+        // Futures made first, so the stream holds no borrowing closure
+        // (which would not be Send).
+        let uploads: Vec<_> = blobs
+            .iter()
+            .map(|b| push_blob(&client, &oref, r, store, b, progress))
+            .collect();
+        let sent: Vec<Option<u64>> = futures_util::stream::iter(uploads)
+            .buffer_unordered(super::MAX_PARALLEL)
+            .try_collect()
+            .await?;
+        let content_type = media_type
+            .parse()
+            .with_context(|| format!("manifest media type {media_type:?}"))?;
+        client
+            .push_manifest_raw(&oref, manifest_bytes.to_vec(), content_type)
+            .await
+            .map_err(|e| registry_error(host, &format!("pushing manifest of {r}"), e))?;
+        let uploaded = sent.iter().flatten().count();
+        let uploaded_bytes = sent.iter().flatten().sum();
+        anyhow::Ok((uploaded, uploaded_bytes))
+    })??;
+    let repo = format!("{}/{}", r.host, r.repository);
+    for b in blobs {
+        store.add_source(&b.digest, &repo)?;
+    }
+    Ok(outcome)
 }
 
 /// Makes one blob present in the destination repository; returns the bytes

@@ -10,10 +10,12 @@
 //! into place; `index.json` is replaced atomically and only after everything it
 //! references exists, so an interrupted build never leaves a dangling reference.
 mod blobs;
+mod cache_link;
 mod refs;
 mod sources;
 
 pub use blobs::BlobWriter;
+pub use cache_link::{CacheLink, LayerFetcher};
 pub use refs::{
     canonical_tag, looks_like_content_address, normalize_ref, parse_reference, InvalidReference,
     Reference,
@@ -65,6 +67,8 @@ pub const DEFAULT_ROOT: &str = "/var/lib/berth";
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// A build's shared cache (see [`CacheLink`]); `None` for plain handles.
+    cache_link: Option<std::sync::Arc<CacheLink>>,
 }
 
 /// An image resolved from a name: its manifest descriptor, manifest and config.
@@ -152,7 +156,10 @@ impl Store {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
-        let store = Self { root };
+        let store = Self {
+            root,
+            cache_link: None,
+        };
         let _lock = store.lock()?;
         if !store.root.join("oci-layout").exists() {
             atomic_write(
@@ -601,16 +608,41 @@ impl Store {
     }
 
     /// The cache entry for `key`, if present and its blob still exists.
+    /// With a [`CacheLink`], an entry imported from a shared cache counts
+    /// too, its layer fetched (and verified) now if the store lacks it.
     pub fn cache_get(&self, key: &str) -> Option<CacheEntry> {
-        let data = fs::read(self.cache_path(key).ok()?).ok()?;
-        let entry: CacheEntry = serde_json::from_slice(&data).ok()?;
-        match &entry.layer {
-            Some(l) if !self.has_blob(&l.descriptor.digest) => None,
-            _ => Some(entry),
+        let local = fs::read(self.cache_path(key).ok()?)
+            .ok()
+            .and_then(|data| serde_json::from_slice::<CacheEntry>(&data).ok());
+        let link = self.cache_link.as_deref();
+        let from_link = local.is_none();
+        let entry = local.or_else(|| link.and_then(|l| l.imported(key)))?;
+        if let Some(l) = &entry.layer {
+            if !self.has_blob(&l.descriptor.digest)
+                && !link.is_some_and(|k| k.fetch(&l.descriptor, &l.diff_id))
+            {
+                return None;
+            }
         }
+        if from_link {
+            // Kept locally: the next build here needs no registry.
+            let _ = self.cache_put_file(key, &entry);
+        }
+        if let Some(l) = link {
+            l.record(key, &entry);
+        }
+        Some(entry)
     }
 
     pub fn cache_put(&self, key: &str, entry: &CacheEntry) -> Result<()> {
+        self.cache_put_file(key, entry)?;
+        if let Some(l) = self.cache_link.as_deref() {
+            l.record(key, entry);
+        }
+        Ok(())
+    }
+
+    fn cache_put_file(&self, key: &str, entry: &CacheEntry) -> Result<()> {
         let data = serde_json::to_vec(entry).context("serializing cache entry")?;
         // Its blob is already durable; a lost entry only costs a rebuild.
         replace_file(&self.cache_path(key)?, &data)
