@@ -115,11 +115,16 @@ impl<'a> LineReader<'a> {
 
     /// Strips a trailing escape character (plus spaces/tabs after it).
     /// Returns the text and whether the logical line is complete.
+    ///
+    /// As BuildKit's continuation regex (`([^\\])\\[ \t]*$|^\\[ \t]*$`), an
+    /// escape preceded by another escape (`C=trailing\\`) is an escaped
+    /// escape character, not a continuation: the line ends there.
     fn trim_continuation<'s>(&self, line: &'s str) -> (&'s str, bool) {
+        let escape = self.directives.escape;
         let t = line.trim_end_matches([' ', '\t']);
-        match t.strip_suffix(self.directives.escape) {
-            Some(body) => (body, false),
-            None => (line, true),
+        match t.strip_suffix(escape) {
+            Some(body) if !body.ends_with(escape) => (body, false),
+            _ => (line, true),
         }
     }
 
@@ -213,6 +218,29 @@ mod tests {
                 (9, "RUN dRUN e".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn escaped_escape_at_end_is_no_continuation() {
+        // BuildKit: `ENV C=trailing\\` ends the instruction (value `trailing\`).
+        assert_eq!(
+            logical("ENV C=trailing\\\\\nRUN x\n"),
+            vec![
+                (1, "ENV C=trailing\\\\".to_string()),
+                (2, "RUN x".to_string())
+            ]
+        );
+        // Trailing blanks after it change nothing; a lone escape continues.
+        assert_eq!(
+            logical("ENV C=a\\\\ \t\nRUN x \\\n\\\n y\n"),
+            vec![
+                (1, "ENV C=a\\\\ \t".to_string()),
+                (2, "RUN x  y".to_string())
+            ]
+        );
+        let mut r = LineReader::new("# escape=`\nENV C=a``\nRUN x `\n y\n");
+        assert_eq!(r.next_logical().unwrap().unwrap().text, "ENV C=a``");
+        assert_eq!(r.next_logical().unwrap().unwrap().text, "RUN x  y");
     }
 
     #[test]

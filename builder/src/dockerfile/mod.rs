@@ -51,6 +51,7 @@ mod lines;
 mod mount;
 mod parser;
 mod platform;
+mod reference;
 mod resolve;
 mod words;
 
@@ -60,9 +61,10 @@ pub use ignore::{find_ignore_file, read_patterns, IgnoreMatcher};
 pub use lex::{expand, Lexer};
 pub use parser::{parse, parse_onbuild_trigger};
 pub use platform::Platform;
+pub use reference::check_reference;
 pub use resolve::{
-    resolve, resolve_with_base_images, Base, BaseEnvError, BaseEnvFn, BaseImage, BaseImageFn,
-    BuildPlan, ResolveOptions, ResolvedNode, ResolvedStage, PREDEFINED_ARGS,
+    normalize_port, resolve, resolve_with_base_images, Base, BaseEnvError, BaseEnvFn, BaseImage,
+    BaseImageFn, BuildPlan, ResolveOptions, ResolvedNode, ResolvedStage, PREDEFINED_ARGS,
 };
 
 /// Largest Dockerfile accepted: 2 MiB, buildx's limit on Dockerfiles it

@@ -23,6 +23,7 @@ use super::lex::Lexer;
 use super::mount;
 use super::parser::parse_onbuild_trigger;
 use super::platform::Platform;
+use super::reference::check_reference;
 
 /// Build args usable in RUN without an `ARG` declaration (and never reported
 /// as unused). The engine should keep them out of image history.
@@ -338,15 +339,22 @@ fn resolve_base(
         Some(p) => Some(lexer.process_word(p, &lookup).map_err(err)?),
         None => None,
     };
-    let lower = name.to_ascii_lowercase();
+    // Stage names (lowercased when declared) and `scratch` match exactly;
+    // anything else must be a valid image reference (BuildKit).
     let base = if let Some(s) = df.stages[..stage.index]
         .iter()
-        .find(|s| s.name.as_deref() == Some(lower.as_str()))
+        .find(|s| s.name.as_deref() == Some(name.as_str()))
     {
         Base::Stage(s.index)
-    } else if lower == "scratch" {
+    } else if name == "scratch" {
         Base::Scratch
     } else {
+        check_reference(&name).map_err(|e| {
+            ParseError::new(
+                stage.line,
+                format!("failed to parse stage name {name:?}: {e}"),
+            )
+        })?;
         Base::Image(name)
     };
     Ok((base, platform))
@@ -406,25 +414,30 @@ struct Ctx<'a> {
 
 /// Variables of a stage while walking its instructions.
 struct Scope {
+    /// The image config's Env.
     env: Vec<(String, String)>,
     args: BTreeMap<String, String>,
+    /// BuildKit's state env, which words expand against: ENV and ARG (with
+    /// a value) both write it, so the later of the two wins.
+    vars: BTreeMap<String, String>,
 }
 
 impl Scope {
     fn lookup(&self, name: &str) -> Option<String> {
-        self.env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| self.args.get(name).cloned())
+        self.vars.get(name).cloned()
     }
 
     fn set_env(&mut self, key: String, value: String) {
+        self.vars.insert(key.clone(), value.clone());
         match self.env.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => self.env.push((key, value)),
         }
+    }
+
+    fn set_arg(&mut self, key: String, value: String) {
+        self.vars.insert(key.clone(), value.clone());
+        self.args.insert(key, value);
     }
 }
 
@@ -443,6 +456,7 @@ impl Ctx<'_> {
     ) -> Result<ResolvedStage, ParseError> {
         let (base, platform) = self.bases[stage.index].clone();
         let mut scope = Scope {
+            vars: inherited.env.iter().cloned().collect(),
             env: inherited.env,
             args: BTreeMap::new(),
         };
@@ -524,15 +538,14 @@ impl Ctx<'_> {
     }
 
     fn classify_from(&self, from: &str, this: usize) -> Result<FromRef, String> {
-        let lower = from.to_ascii_lowercase();
         if let Some(s) = self
             .df
             .stages
             .iter()
-            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+            .find(|s| s.name.as_deref() == Some(from))
         {
             if s.index == this {
-                return Err(format!("circular dependency detected on stage: {lower}"));
+                return Err(format!("circular dependency detected on stage: {from}"));
             }
             return Ok(FromRef::Stage(s.index));
         }
@@ -581,7 +594,7 @@ impl Ctx<'_> {
                         self.meta.get(&name).cloned().flatten()
                     };
                     if let Some(v) = &value {
-                        scope.args.insert(name.clone(), v.clone());
+                        scope.set_arg(name.clone(), v.clone());
                     }
                     out.push(ArgDecl {
                         name,
@@ -705,8 +718,9 @@ fn froms(ins: &Instruction) -> Vec<&str> {
     }
 }
 
-/// `80`, `80/udp`, `8000-8002/tcp` → `["80/tcp"]`, ..., one entry per port.
-fn normalize_port(spec: &str) -> Result<Vec<String>, String> {
+/// `80`, `80/udp`, `8000-8002/tcp` → `["80/tcp"]`, ..., one entry per port
+/// (as BuildKit's `nat.ParsePortSpecs` gives them to the config).
+pub fn normalize_port(spec: &str) -> Result<Vec<String>, String> {
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),

@@ -122,6 +122,55 @@ fn env_overrides_arg() {
     );
 }
 
+/// ARG vs ENV of the same name: BuildKit's dispatchArg and dispatchEnv both
+/// write the state env, so the later declaration wins in word expansion; an
+/// ARG without a value changes nothing. Observed with Docker 20.10's
+/// BuildKit: `ENV A=env1`, `ARG A=arg1`, `ENV W=$A` gives `W=arg1`.
+/// (instructions, build args, expected expansion of `$A`).
+type ArgEnvCase = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+#[test]
+fn later_of_arg_and_env_wins() {
+    let cases: &[ArgEnvCase] = &[
+        ("ENV A=env1\nARG A=arg1\n", &[], "/arg1"),
+        ("ARG A=arg1\nENV A=env1\n", &[], "/env1"),
+        ("ENV A=env1\nARG A\n", &[], "/env1"),
+        ("ARG A\nENV A=env1\nARG A\n", &[], "/env1"),
+        ("ENV A=env1\nARG A\n", &[("A", "cli")], "/cli"),
+        ("ARG A\nENV A=env1\n", &[("A", "cli")], "/env1"),
+        ("ARG A=arg1\n", &[], "/arg1"),
+    ];
+    for (body, args, want) in cases {
+        let src = format!("FROM x\n{body}WORKDIR /$A\n");
+        let p = plan(&src, args);
+        let ins = target_instructions(&p);
+        assert_eq!(
+            ins.last(),
+            Some(&Instruction::Workdir(want.to_string())),
+            "{body:?} {args:?}"
+        );
+    }
+    // The image config keeps only ENV values.
+    let p = plan("FROM x\nENV A=env1\nARG A=arg1\nENV W=$A\n", &[]);
+    let env = &p.stage(0).unwrap().env;
+    assert!(env.contains(&("A".to_string(), "env1".to_string())));
+    assert!(env.contains(&("W".to_string(), "arg1".to_string())));
+}
+
+/// `ENV C=trailing\\` ends at the escaped backslash (BuildKit's config has
+/// `C=trailing\`) and the next line is its own instruction.
+#[test]
+fn escaped_backslash_at_line_end() {
+    let p = plan("FROM x\nENV C=trailing\\\\\nLABEL l=v\n", &[]);
+    let env = &p.stage(0).unwrap().env;
+    assert!(env.contains(&("C".to_string(), "trailing\\".to_string())));
+    assert_eq!(target_instructions(&p).len(), 2);
+}
+
 #[test]
 fn env_uses_values_from_before_the_instruction() {
     let p = plan(
@@ -567,4 +616,26 @@ fn redeclared_automatic_and_valueless_global_args() {
         target_instructions(&p)[1],
         Instruction::Workdir("/given".into())
     );
+}
+
+/// Stage names match exactly: with `AS middle`, `FROM MIDDLE` is an image
+/// reference, and an invalid one. Docker 20.10's BuildKit: `failed to parse
+/// stage name "MIDDLE": invalid reference format: repository name must be
+/// lowercase`.
+#[test]
+fn stage_names_are_case_sensitive_references_validated() {
+    let err = plan_with("FROM scratch AS middle\nFROM MIDDLE\n", &opts(&[], None)).unwrap_err();
+    assert!(
+        err.contains(
+            "failed to parse stage name \"MIDDLE\": invalid reference format: repository name must be lowercase"
+        ),
+        "{err}"
+    );
+    // `AS Middle` declares "middle"; the lowercase reference finds it.
+    let p = plan("FROM scratch AS Middle\nFROM middle\n", &[]);
+    assert_eq!(image(&p, 1), Base::Stage(0));
+    assert!(plan_with("FROM a//b\n", &opts(&[], None)).is_err());
+    // Tags may have capitals.
+    let p = plan("FROM alpine:Latest\n", &[]);
+    assert_eq!(image(&p, 0), Base::Image("alpine:Latest".into()));
 }

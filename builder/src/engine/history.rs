@@ -31,3 +31,85 @@ pub fn go_list(v: &[String]) -> String {
 pub fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
+
+/// Go's `strconv.Quote`: how BuildKit's `%q` shows strings in history.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            other => push_go_escaped(&mut out, other),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%q` of a string slice: `["cat" "/hello.txt"]` (CMD, ENTRYPOINT).
+pub fn go_quoted_list(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `%q` of an integer: a quoted rune (`'\x03'` for 3 retries).
+pub fn go_quote_rune(n: i64) -> String {
+    let c = u32::try_from(n)
+        .ok()
+        .and_then(char::from_u32)
+        .unwrap_or(char::REPLACEMENT_CHARACTER);
+    let mut out = String::from("'");
+    match c {
+        '\'' => out.push_str("\\'"),
+        '\\' => out.push_str("\\\\"),
+        other => push_go_escaped(&mut out, other),
+    }
+    out.push('\'');
+    out
+}
+
+/// Escapes as strconv does for characters other than the quote and backslash.
+fn push_go_escaped(out: &mut String, c: char) {
+    match c {
+        '\u{7}' => out.push_str("\\a"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{b}' => out.push_str("\\v"),
+        c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+        c if c.is_control() => {
+            if (c as u32) <= 0xffff {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            } else {
+                out.push_str(&format!("\\U{:08x}", c as u32))
+            }
+        }
+        c => out.push(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renderings observed in BuildKit (Docker 20.10) image history.
+    #[test]
+    fn go_quoting_as_buildkit_history() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            format!("CMD {}", go_quoted_list(&v(&["cat", "/hello.txt"]))),
+            r#"CMD ["cat" "/hello.txt"]"#
+        );
+        assert_eq!(
+            format!("SHELL {}", go_list(&v(&["/bin/sh", "-e", "-c"]))),
+            "SHELL [/bin/sh -e -c]"
+        );
+        assert_eq!(go_quote("a\"b\\c\nd\u{1}é"), r#""a\"b\\c\nd\x01é""#);
+        assert_eq!(go_quote_rune(0), r"'\x00'");
+        assert_eq!(go_quote_rune(3), r"'\x03'");
+        assert_eq!(go_quote_rune(65), "'A'");
+    }
+}

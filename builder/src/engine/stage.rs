@@ -1,7 +1,7 @@
 //! Executes one stage: FROM, then each instruction in order, tracking the
 //! image config, layers and the chain of cache keys.
 use super::fetch::{download, is_url};
-use super::history::{entry, go_list, json_list};
+use super::history::{entry, go_list, go_quote, go_quote_rune, go_quoted_list, json_list};
 use super::{BuildCtx, StageResult};
 use crate::digest::KeyHasher;
 use crate::dockerfile::{
@@ -28,6 +28,9 @@ use std::time::Instant;
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
+/// Version of what filesystem steps produce, part of every step's cache key.
+const STEP_FORMAT: &str = "step-format-2";
+
 pub(super) struct StageExec<'c, 'a> {
     ctx: &'c BuildCtx<'a>,
     index: usize,
@@ -36,8 +39,14 @@ pub(super) struct StageExec<'c, 'a> {
     config: ImageConfig,
     layers: Vec<CachedLayer>,
     key: String,
-    /// ARGs declared in this stage (None = declared without value).
-    args: BTreeMap<String, Option<String>>,
+    /// ARGs declared in this stage, in declaration order (None = declared
+    /// without value): `RUN |N a=b` lists them all, as BuildKit does.
+    arg_decls: Vec<(String, Option<String>)>,
+    /// BuildKit's state environment: the image's Env plus every ARG with a
+    /// value, the later of an ENV and an ARG of the same name winning. Words
+    /// expand against it and RUN steps get it (dockerfile2llb's dispatchArg
+    /// adds ARG values to the state's env, dispatchEnv too).
+    state_env: Vec<String>,
     cmd_set: bool,
     /// Some earlier step of this stage ran instead of coming from the cache.
     dirty: bool,
@@ -61,13 +70,15 @@ pub(super) fn run_stage(ctx: &BuildCtx<'_>, index: usize, context: &Path) -> Res
         config: ImageConfig::default(),
         layers: Vec::new(),
         key: String::new(),
-        args: BTreeMap::new(),
+        arg_decls: Vec::new(),
+        state_env: Vec::new(),
         cmd_set: false,
         dirty: false,
         last_created: None,
         step: ctx.step_base[index],
     };
     ex.from(&stage.original)?;
+    ex.state_env = ex.config.config.env.clone();
     let mut nodes: Vec<Node> = stage.instructions.clone();
     // ONBUILD triggers of the base run first, as if written right after FROM.
     let triggers = std::mem::take(&mut ex.config.config.on_build);
@@ -105,18 +116,24 @@ pub(super) fn run_stage(ctx: &BuildCtx<'_>, index: usize, context: &Path) -> Res
 
 impl StageExec<'_, '_> {
     fn lookup_map(&self) -> BTreeMap<String, String> {
-        let mut m: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in &self.args {
-            if let Some(v) = v {
-                m.insert(k.clone(), v.clone());
-            }
+        self.state_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Sets `key` in the state environment (in place, keeping order).
+    fn state_env_set(&mut self, key: &str, value: &str) {
+        let entry = format!("{key}={value}");
+        match self
+            .state_env
+            .iter_mut()
+            .find(|kv| kv.split('=').next() == Some(key))
+        {
+            Some(slot) => *slot = entry,
+            None => self.state_env.push(entry),
         }
-        for kv in &self.config.config.env {
-            if let Some((k, v)) = kv.split_once('=') {
-                m.insert(k.to_string(), v.to_string());
-            }
-        }
-        m
     }
 
     fn expand(&self, word: &str) -> Result<String> {
@@ -170,8 +187,21 @@ impl StageExec<'_, '_> {
         );
         let base = self.ctx.bases[self.index].clone();
         let platform = self.ctx.platform.clone();
+        let stages = &self.ctx.dockerfile.stages[..self.index];
+        let exact_stage = stages
+            .iter()
+            .any(|s| s.name.as_deref() == Some(base.as_str()))
+            || base.parse::<usize>().is_ok_and(|i| i < self.index);
+        if base != "scratch" && !exact_stage {
+            // Stage names match exactly: `FROM MIDDLE` is an image
+            // reference, and an invalid one (BuildKit).
+            dockerfile::check_reference(&base)
+                .map_err(|e| anyhow!("failed to parse stage name {base:?}: {e}"))?;
+        }
         if base == "scratch" {
             self.key = KeyHasher::new("scratch").str(&platform).clone().finish();
+            // BuildKit's empty image has WorkingDir "/" (and the default PATH).
+            self.config.config.working_dir = "/".into();
         } else if let Some(dep) = self.ctx.stage_ref(&base, self.index) {
             let r = self.ctx.wait_stage(dep)?;
             self.config = r.config.clone();
@@ -240,6 +270,7 @@ impl StageExec<'_, '_> {
                 let mut parts = Vec::new();
                 for (k, v) in set {
                     self.config.config.env_set(&k, &v);
+                    self.state_env_set(&k, &v);
                     parts.push(format!("{k}={v}"));
                 }
                 self.metadata_done(format!("ENV {}", parts.join(" ")));
@@ -256,7 +287,10 @@ impl StageExec<'_, '_> {
                         Some(v) => format!("{}={v}", d.name),
                         None => d.name.clone(),
                     });
-                    self.args.insert(d.name.clone(), value);
+                    if let Some(v) = &value {
+                        self.state_env_set(&d.name, v);
+                    }
+                    self.arg_decls.push((d.name.clone(), value));
                 }
                 self.metadata_done(format!("ARG {}", parts.join(" ")));
             }
@@ -270,20 +304,20 @@ impl StageExec<'_, '_> {
                 self.metadata_done(format!("LABEL {}", parts.join(" ")));
             }
             Instruction::Expose(ports) => {
-                let mut added = Vec::new();
+                // A range is one port per number, as BuildKit's
+                // nat.ParsePortSpecs; history shows this instruction's ports
+                // as the Go map it prints (sorted, deduplicated).
+                let mut added = std::collections::BTreeSet::new();
                 for p in ports {
-                    for p in self.expand_words(p)? {
-                        let p = if p.contains('/') {
-                            p.to_ascii_lowercase()
-                        } else {
-                            format!("{p}/tcp")
-                        };
-                        added.push(p.clone());
-                        self.config
-                            .config
-                            .exposed_ports
-                            .insert(p, serde_json::json!({}));
+                    for w in self.expand_words(p)? {
+                        added.extend(dockerfile::normalize_port(&w).map_err(|e| anyhow!(e))?);
                     }
+                }
+                for p in &added {
+                    self.config
+                        .config
+                        .exposed_ports
+                        .insert(p.clone(), serde_json::json!({}));
                 }
                 let shown: Vec<String> = added.iter().map(|p| format!("{p}:{{}}")).collect();
                 self.metadata_done(format!("EXPOSE map[{}]", shown.join(" ")));
@@ -316,17 +350,19 @@ impl StageExec<'_, '_> {
                     // An ENTRYPOINT resets the CMD inherited from the base.
                     self.config.config.cmd = None;
                 }
-                self.metadata_done(format!("ENTRYPOINT {}", json_list(&v)));
+                self.metadata_done(format!("ENTRYPOINT {}", go_quoted_list(&v)));
             }
             Instruction::Cmd(form) => {
                 let v = self.command_vec(form);
                 self.config.config.cmd = Some(v.clone());
+                // BuildKit sets ArgsEscaped on every CMD (not on ENTRYPOINT).
+                self.config.config.args_escaped = true;
                 self.cmd_set = true;
-                self.metadata_done(format!("CMD {}", json_list(&v)));
+                self.metadata_done(format!("CMD {}", go_quoted_list(&v)));
             }
             Instruction::Shell(v) => {
                 self.config.config.shell = v.clone();
-                self.metadata_done(format!("SHELL {}", json_list(v)));
+                self.metadata_done(format!("SHELL {}", go_list(v)));
             }
             Instruction::StopSignal(s) => {
                 let s = self.expand(s)?;
@@ -348,21 +384,37 @@ impl StageExec<'_, '_> {
                         retries: c.retries.map(i64::from).unwrap_or(0),
                     },
                 };
+                // BuildKit's `HEALTHCHECK %q` of its HealthConfig struct:
+                // quoted test list and durations, retries as a quoted rune.
+                // StartInterval is a later field; shown only when set.
+                let mut durations = vec![hc.interval, hc.timeout, hc.start_period];
+                if hc.start_interval != 0 {
+                    durations.push(hc.start_interval);
+                }
+                let durations: Vec<String> = durations
+                    .into_iter()
+                    .map(|d| go_quote(&go_duration(d)))
+                    .collect();
                 let shown = format!(
-                    "HEALTHCHECK &{{{} {} {} {} {} {}}}",
-                    go_list(&hc.test),
-                    go_duration(hc.interval),
-                    go_duration(hc.timeout),
-                    go_duration(hc.start_period),
-                    go_duration(hc.start_interval),
-                    hc.retries
+                    "HEALTHCHECK &{{{} {} {}}}",
+                    go_quoted_list(&hc.test),
+                    durations.join(" "),
+                    go_quote_rune(hc.retries)
                 );
                 self.config.config.healthcheck = Some(hc);
                 self.metadata_done(shown);
             }
             Instruction::OnBuild(o) => {
+                // BuildKit records the trigger in the config but writes no
+                // history entry for it.
                 self.config.config.on_build.push(o.expression.clone());
-                self.metadata_done(format!("ONBUILD {}", o.expression));
+                self.ctx.emit(
+                    EventKind::Completed,
+                    &self.name,
+                    self.step,
+                    "",
+                    String::new(),
+                );
             }
             Instruction::Maintainer(m) => {
                 self.config.author = Some(self.expand(m)?);
@@ -411,18 +463,36 @@ impl StageExec<'_, '_> {
     }
 
     fn workdir(&mut self, raw: &str, original: &str) -> Result<()> {
-        let dir = self.workdir_abs(&self.expand(raw)?);
-        self.config.config.working_dir = dir.clone();
+        let path = self.expand(raw)?;
+        // As BuildKit: an absolute path is kept as written (config and
+        // history), a relative one is joined to the current directory.
+        let shown = if path.starts_with('/') {
+            path.clone()
+        } else {
+            self.workdir_abs(&path)
+        };
+        let dir = self.workdir_abs(&path);
+        self.config.config.working_dir = shown.clone();
         let user = self.config.config.user.clone();
         let mut key = KeyHasher::new("workdir");
         key.str(&dir).str(&user);
         let mut memo = BTreeMap::new();
         memo.insert("path".to_string(), dir.clone());
-        let created_by = format!("WORKDIR {dir}");
+        memo.insert("user".to_string(), user.clone());
+        let created_by = format!("WORKDIR {shown}");
         self.fs_step(key, memo, false, created_by, original, |_, merged, _| {
             let target = resolve_in_root(merged, &dir)?;
             if !target.is_dir() {
-                make_parents(merged, &target.join("x"), None)?;
+                // Directories WORKDIR creates, parents included, belong to
+                // the current USER (BuildKit's mkdir with the user's chown),
+                // so `USER app` + `WORKDIR /home/app/work` is writable.
+                let owner = if user.is_empty() {
+                    None
+                } else {
+                    let u = resolve_user(merged, &user)?;
+                    Some((u.uid, u.gid))
+                };
+                make_parents(merged, &target.join("x"), owner)?;
             }
             Ok(())
         })
@@ -440,6 +510,10 @@ impl StageExec<'_, '_> {
         op: impl FnOnce(&mut Self, &Path, &Path) -> Result<()>,
     ) -> Result<()> {
         let started = Instant::now();
+        // Results of a step changed meaning (every step is a layer, WORKDIR
+        // owned by USER, directory sources copy their contents): entries
+        // cached by older berth versions must not be reused.
+        key.str(STEP_FORMAT);
         key.str(&self.ctx.platform);
         if !link {
             key.str(&self.key);
@@ -468,12 +542,10 @@ impl StageExec<'_, '_> {
         op(self, &mount.merged, &mount.upper)?;
         mount.unmount()?;
         let created = super::history::timestamp(self.ctx.opts.epoch);
-        let entry = if crate::layer::diff::is_empty_dir(&mount.upper)? {
-            CacheEntry {
-                layer: None,
-                created,
-            }
-        } else {
+        // Every filesystem step (RUN, COPY, ADD, WORKDIR) is a layer, even
+        // when it changed nothing: BuildKit records an empty layer then,
+        // and history (empty_layer) and layer count must be the same.
+        let entry = {
             let info = layer::write_layer(
                 store,
                 &mount.upper,
@@ -596,16 +668,23 @@ impl StageExec<'_, '_> {
                 v
             }
         };
-        let mut env = self.config.config.env.clone();
-        let mut arg_pairs = Vec::new();
-        for (k, v) in &self.args {
-            if let Some(v) = v {
-                arg_pairs.push(format!("{k}={v}"));
-                if self.config.config.env_get(k).is_none() {
-                    env.push(format!("{k}={v}"));
-                }
-            }
-        }
+        let mut env = self.state_env.clone();
+        // BuildKit's runCommandString: every declared ARG in order, with
+        // its value in the state env (an ENV may have replaced it), else
+        // its own value, else empty.
+        let state = self.lookup_map();
+        let arg_pairs: Vec<String> = self
+            .arg_decls
+            .iter()
+            .map(|(k, v)| {
+                let v = state
+                    .get(k)
+                    .cloned()
+                    .or_else(|| v.clone())
+                    .unwrap_or_default();
+                format!("{k}={v}")
+            })
+            .collect();
         let network_host = match r.network {
             Some(NetworkMode::Host) => true,
             Some(NetworkMode::None) => false,
@@ -661,7 +740,7 @@ impl StageExec<'_, '_> {
             original,
             move |ex, merged, _| {
                 let resolved = resolve_user(merged, &user)?;
-                if ex.config.config.env_get("HOME").is_none() {
+                if !env.iter().any(|kv| kv.starts_with("HOME=")) {
                     env.push(format!("HOME={}", resolved.home));
                 }
                 let cwd_host = resolve_in_root(merged, &cwd)?;
@@ -971,7 +1050,7 @@ impl StageExec<'_, '_> {
                 }
             }
         }
-        if items.is_empty() {
+        if items.is_empty() && !wildcard {
             bail!("{kw}: no source files were specified");
         }
         let multi = spec.sources.len() > 1 || wildcard;
@@ -1057,7 +1136,10 @@ impl StageExec<'_, '_> {
                             if is_add && !sel.is_dir {
                                 if let Some(reader) = archive_reader(sel)? {
                                     let dir = resolve_in_root(merged, &dest)?;
-                                    make_parents(merged, &dir.join("x"), None)?;
+                                    // Directories made for the extraction get
+                                    // --chown, as BuildKit's (contents keep
+                                    // the archive's owners).
+                                    make_parents(merged, &dir.join("x"), owner)?;
                                     layer::unpack(reader, &dir, UnpackMode::Apply)
                                         .with_context(|| format!("extracting {}", sel.rel))?;
                                     continue;
@@ -1185,11 +1267,25 @@ fn copy_up_parents(
 }
 
 /// Snapshot dirs for `layers`, unpacking any that aren't yet.
+///
+/// A layer that occurs more than once (every no-op step is the same empty
+/// layer) is one snapshot directory, and overlayfs refuses a lower given
+/// twice (ELOOP). Only its topmost occurrence is kept: the same content
+/// applied again on top makes the lower copy invisible.
 pub(super) fn lower_dirs_of(ctx: &BuildCtx<'_>, layers: &[CachedLayer]) -> Result<Vec<PathBuf>> {
-    layers
+    let mut dirs: Vec<PathBuf> = layers
         .iter()
         .map(|l| ensure_layer(ctx.store, &l.descriptor.digest, &l.diff_id))
-        .collect()
+        .collect::<Result<_>>()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut top_down: Vec<PathBuf> = Vec::with_capacity(dirs.len());
+    while let Some(d) = dirs.pop() {
+        if seen.insert(d.clone()) {
+            top_down.push(d);
+        }
+    }
+    top_down.reverse();
+    Ok(top_down)
 }
 
 /// The shell script for a shell-form RUN: a command that is only a heredoc

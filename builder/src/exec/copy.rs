@@ -27,7 +27,9 @@ pub struct Selected {
 }
 
 /// Resolves the COPY source `pattern` inside `root`. Top-level symlinks are
-/// followed (within `root`), wildcards expanded; nothing matching is an error.
+/// followed (within `root`), wildcards expanded. A missing plain path is an
+/// error; a pattern with wildcards may match nothing (BuildKit allows empty
+/// wildcards: `COPY nomatch* /dst/` copies nothing and succeeds).
 pub fn select(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
     // Like BuildKit, `..` is clamped at the root of the source.
     let mut comps: Vec<&str> = Vec::new();
@@ -87,7 +89,7 @@ pub fn select(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
             is_dir: meta.is_dir(),
         });
     }
-    if out.is_empty() {
+    if out.is_empty() && !comps.iter().any(|c| has_meta(c)) {
         bail!(
             "failed to compute cache key: \"/{}\": not found",
             comps.join("/")
@@ -319,14 +321,81 @@ pub fn open_selected_file(sel: &Selected) -> Result<File> {
 
 /// Copies `src` (file, symlink or directory tree) to `dst`, which has been
 /// resolved inside `rootfs`. Directories merge into existing ones.
+///
+/// A directory source's *contents* are copied, as BuildKit does: the
+/// destination directory itself is created 0755 (owned by `--chown`, else
+/// root) when missing and left exactly as it is when it exists — neither
+/// the source directory's metadata nor `--chmod` applies to it. Files that
+/// are hard links of each other in the source stay hard links.
 pub fn copy_tree(rootfs: &Path, sel: &Selected, dst: &Path, opts: &CopyOptions) -> Result<u64> {
     // The top-level source was already resolved: copy what it points to.
     let src = Src::open_selected(sel)?;
     make_parents(rootfs, dst, opts.owner)?;
-    copy_entry(rootfs, &src, &sel.rel, dst, opts)
+    let mut links = Links::new();
+    if src.kind() == SFlag::S_IFDIR {
+        match fs::symlink_metadata(dst) {
+            Ok(m) if m.is_dir() => {}
+            existing => {
+                if existing.is_ok() {
+                    remove_any(dst)?;
+                }
+                create_dir_owned(dst, opts.owner)?;
+            }
+        }
+        return Ok(1 + copy_children(rootfs, &src, &sel.rel, dst, opts, &mut links)?);
+    }
+    copy_entry(rootfs, &src, &sel.rel, dst, opts, &mut links)
 }
 
-fn copy_entry(rootfs: &Path, src: &Src, rel: &str, dst: &Path, opts: &CopyOptions) -> Result<u64> {
+/// First destination of each multiply-linked source inode (dev, ino).
+type Links = std::collections::HashMap<(u64, u64), PathBuf>;
+
+/// A new 0755 directory (whatever the umask), owned by `owner` or root.
+fn create_dir_owned(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    fs::create_dir(path).with_context(|| format!("creating {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    let (u, g) = owner.unwrap_or((0, 0));
+    lchown(path, Some(u), Some(g)).with_context(|| format!("chown {}", path.display()))
+}
+
+fn copy_children(
+    rootfs: &Path,
+    src: &Src,
+    rel: &str,
+    dst: &Path,
+    opts: &CopyOptions,
+    links: &mut Links,
+) -> Result<u64> {
+    let mut count = 0;
+    for n in src.names().with_context(|| format!("reading {rel}"))? {
+        let child_rel = join_rel(rel, &n.to_string_lossy());
+        if opts.filter.skip(&child_rel) {
+            continue;
+        }
+        let child = src.child(&n)?;
+        // Re-resolve inside the rootfs: an existing entry may be a symlink.
+        let target = dst.join(&n);
+        let target = match fs::symlink_metadata(&target) {
+            Ok(tm) if tm.file_type().is_symlink() && child.kind() == SFlag::S_IFDIR => {
+                let rel_t = target.strip_prefix(rootfs).context("outside rootfs")?;
+                resolve_in_root(rootfs, &rel_t.to_string_lossy())?
+            }
+            _ => target,
+        };
+        count += copy_entry(rootfs, &child, &child_rel, &target, opts, links)?;
+    }
+    Ok(count)
+}
+
+fn copy_entry(
+    rootfs: &Path,
+    src: &Src,
+    rel: &str,
+    dst: &Path,
+    opts: &CopyOptions,
+    links: &mut Links,
+) -> Result<u64> {
     let st = &src.st;
     let kind = src.kind();
     let existing = fs::symlink_metadata(dst).ok();
@@ -340,23 +409,7 @@ fn copy_entry(rootfs: &Path, src: &Src, rel: &str, dst: &Path, opts: &CopyOption
             }
             None => fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?,
         }
-        for n in src.names().with_context(|| format!("reading {rel}"))? {
-            let child_rel = join_rel(rel, &n.to_string_lossy());
-            if opts.filter.skip(&child_rel) {
-                continue;
-            }
-            let child = src.child(&n)?;
-            // Re-resolve inside the rootfs: an existing entry may be a symlink.
-            let target = dst.join(&n);
-            let target = match fs::symlink_metadata(&target) {
-                Ok(tm) if tm.file_type().is_symlink() && child.kind() == SFlag::S_IFDIR => {
-                    let rel_t = target.strip_prefix(rootfs).context("outside rootfs")?;
-                    resolve_in_root(rootfs, &rel_t.to_string_lossy())?
-                }
-                _ => target,
-            };
-            count += copy_entry(rootfs, &child, &child_rel, &target, opts)?;
-        }
+        count += copy_children(rootfs, src, rel, dst, opts, links)?;
     } else {
         if let Some(m) = &existing {
             if m.is_dir() {
@@ -370,6 +423,17 @@ fn copy_entry(rootfs: &Path, src: &Src, rel: &str, dst: &Path, opts: &CopyOption
                 symlink(&t, dst).with_context(|| format!("symlink {}", dst.display()))?;
             }
             SFlag::S_IFREG => {
+                let key = (st.st_dev, st.st_ino);
+                if st.st_nlink > 1 {
+                    if let Some(first) = links.get(&key) {
+                        // Another name of a file already copied: link it, so
+                        // the layer records a tar hard link as BuildKit's.
+                        fs::hard_link(first, dst)
+                            .with_context(|| format!("linking {}", dst.display()))?;
+                        return Ok(count);
+                    }
+                    links.insert(key, dst.to_path_buf());
+                }
                 let mut from = src.reader().with_context(|| format!("opening {rel}"))?;
                 let mut to = File::options()
                     .write(true)
@@ -467,8 +531,11 @@ mod tests {
             vec!["src/main.c", "src/util.c"]
         );
         assert!(select(d.path(), "src").unwrap()[0].is_dir);
-        let err = select(d.path(), "nope/*.c").unwrap_err();
+        let err = select(d.path(), "nope/x.c").unwrap_err();
         assert!(format!("{err}").contains("not found"));
+        // A wildcard may match nothing (BuildKit's AllowEmptyWildcard).
+        assert!(select(d.path(), "nope/*.c").unwrap().is_empty());
+        assert!(select(d.path(), "src/*.rs").unwrap().is_empty());
         // ".." cannot leave the context.
         assert_eq!(
             select(d.path(), "../../README").unwrap()[0].path,
@@ -540,6 +607,67 @@ mod tests {
         let dst = destination_for(root.path(), "/etc/readme.txt", &f, false).unwrap();
         copy_tree(root.path(), &f, &dst, &CopyOptions::default()).unwrap();
         assert_eq!(fs::read(root.path().join("etc/readme.txt")).unwrap(), b"r");
+    }
+
+    /// What Docker 20.10's BuildKit does with `COPY --chmod=0600 dir /dst/`
+    /// (existing /dst 0700 stays 0700, entries get 0600) and
+    /// `COPY --chown=1000:1000 dir /own/a/` (/own, /own/a created 0755
+    /// 1000:1000): the destination directory is not the source directory.
+    #[test]
+    fn directory_source_copies_contents_not_the_directory() {
+        let d = ctx();
+        fs::set_permissions(d.path().join("src"), fs::Permissions::from_mode(0o700)).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let sel = select(d.path(), "src").unwrap().remove(0);
+        fs::create_dir(root.path().join("dst")).unwrap();
+        fs::set_permissions(root.path().join("dst"), fs::Permissions::from_mode(0o700)).unwrap();
+        let opts = CopyOptions {
+            chmod: Some(0o600),
+            ..Default::default()
+        };
+        copy_tree(root.path(), &sel, &root.path().join("dst"), &opts).unwrap();
+        let mode = |p: &str| fs::symlink_metadata(root.path().join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("dst"), 0o700);
+        assert_eq!(mode("dst/main.c"), 0o600);
+        assert_eq!(mode("dst/sub"), 0o600);
+        // A new destination is 0755 whatever the source dir's mode or --chmod.
+        copy_tree(root.path(), &sel, &root.path().join("new"), &opts).unwrap();
+        assert_eq!(mode("new"), 0o755);
+        let opts = CopyOptions {
+            owner: Some((1000, 1000)),
+            ..Default::default()
+        };
+        copy_tree(root.path(), &sel, &root.path().join("own/a"), &opts).unwrap();
+        for p in ["own", "own/a", "own/a/main.c"] {
+            let m = fs::symlink_metadata(root.path().join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (1000, 1000), "{p}");
+        }
+        assert_eq!(mode("own/a"), 0o755);
+    }
+
+    #[test]
+    fn hard_links_stay_hard_links() {
+        let d = ctx();
+        fs::hard_link(
+            d.path().join("src/main.c"),
+            d.path().join("src/sub/again.c"),
+        )
+        .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let sel = select(d.path(), "src").unwrap().remove(0);
+        copy_tree(
+            root.path(),
+            &sel,
+            &root.path().join("app"),
+            &CopyOptions::default(),
+        )
+        .unwrap();
+        let a = fs::metadata(root.path().join("app/main.c")).unwrap();
+        let b = fs::metadata(root.path().join("app/sub/again.c")).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+        // Files that are not links of each other stay separate.
+        let c = fs::metadata(root.path().join("app/util.c")).unwrap();
+        assert_ne!(a.ino(), c.ino());
     }
 
     #[test]

@@ -1,0 +1,489 @@
+//! Builder fidelity (issue 12): berth-build gives the image BuildKit gives
+//! for the same Dockerfile. Every expectation here was observed with Docker
+//! 20.10's BuildKit (`DOCKER_BUILDKIT=1 docker build --network=none` against
+//! a private dockerd, `FROM scratch` + `ADD busybox.tar /` contexts like
+//! these, then `docker save`); each test quotes what BuildKit produced.
+//!
+//! RUN steps run with berth ($BERTH_BIN) when set, else runc.
+use berth_integration::harness::{berth_bin, TempDir};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// berth-build next to $BERTH_BIN (or in $BERTH_BUILDER_DIR), else target/debug.
+fn builder_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
+        return PathBuf::from(dir).join("berth-build");
+    }
+    if let Some(p) = std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .and_then(|p| p.parent().map(|d| d.join("berth-build")))
+        .filter(|p| p.exists())
+    {
+        return p;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-build")
+}
+
+fn runtime() -> PathBuf {
+    match std::env::var_os("BERTH_BIN") {
+        Some(_) => berth_bin(),
+        None => PathBuf::from("/usr/sbin/runc"),
+    }
+}
+
+/// One entry of a layer, as `tar -tv --numeric-owner` lists it.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    /// `d`, `-`, `l` (symlink) or `h` (hard link).
+    kind: char,
+    mode: String,
+    owner: String,
+    name: String,
+    link: Option<String>,
+}
+
+struct Image {
+    config: Value,
+    layers: Vec<Vec<Entry>>,
+    layer_paths: Vec<PathBuf>,
+}
+
+impl Image {
+    fn history(&self) -> Vec<(String, bool)> {
+        self.config["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["created_by"].as_str().unwrap_or("").to_string(),
+                    h["empty_layer"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    }
+
+    /// Content of the regular file `name` in layer `layer`.
+    fn read(&self, layer: usize, name: &str) -> String {
+        let o = Command::new("tar")
+            .arg("-xOf")
+            .arg(&self.layer_paths[layer])
+            .arg(name)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn entry(&self, layer: usize, name: &str) -> Entry {
+        self.layers[layer]
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} not in layer {layer}: {:?}", self.layers[layer]))
+            .clone()
+    }
+}
+
+/// A store and build contexts in a temporary directory.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = TempDir::new("bb-fidelity").unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        Env { dir }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(builder_bin())
+            .arg("--root")
+            .arg(self.dir.path().join("store"))
+            .arg("--runtime")
+            .arg(runtime())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "berth-build {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A context `name` with busybox.tar and the Dockerfile.
+    fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
+        let ctx = self.dir.path().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        busybox_tar(
+            &ctx.join("busybox.tar"),
+            &self.dir.path().join(format!("{name}-rootfs")),
+        );
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        ctx
+    }
+
+    fn build(&self, ctx: &Path, tag: &str) -> Output {
+        self.cmd(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            tag,
+            ctx.to_str().unwrap(),
+        ])
+    }
+
+    fn build_ok(&self, ctx: &Path, tag: &str) -> Image {
+        let o = self.build(ctx, tag);
+        assert!(
+            o.status.success(),
+            "build failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.image(tag)
+    }
+
+    /// The image as `save` writes it: config and each layer's entries.
+    fn image(&self, tag: &str) -> Image {
+        let out = self
+            .dir
+            .path()
+            .join(format!("{}.tar", tag.replace([':', '/'], "_")));
+        self.ok(&["save", "-o", out.to_str().unwrap(), tag]);
+        let unpacked = self
+            .dir
+            .path()
+            .join(format!("{}.d", tag.replace([':', '/'], "_")));
+        std::fs::create_dir_all(&unpacked).unwrap();
+        tar::Archive::new(std::fs::File::open(&out).unwrap())
+            .unpack(&unpacked)
+            .unwrap();
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap())
+                .unwrap();
+        let m = &manifest[0];
+        let config: Value = serde_json::from_slice(
+            &std::fs::read(unpacked.join(m["Config"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        let layer_paths: Vec<PathBuf> = m["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| unpacked.join(l.as_str().unwrap()))
+            .collect();
+        let layers = layer_paths.iter().map(|p| list_layer(p)).collect();
+        Image {
+            config,
+            layers,
+            layer_paths,
+        }
+    }
+}
+
+/// Lists a (possibly compressed) layer tar with GNU tar.
+fn list_layer(path: &Path) -> Vec<Entry> {
+    let o = Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            // drwxr-xr-x 1000/1000 0 2026-01-01 00:00 home/app/ [-> t | link to t]
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let rest = fields[5..].join(" ");
+            let (name, link) = if let Some((n, t)) = rest.split_once(" link to ") {
+                (n.to_string(), Some(t.to_string()))
+            } else if let Some((n, t)) = rest.split_once(" -> ") {
+                (n.to_string(), Some(t.to_string()))
+            } else {
+                (rest, None)
+            };
+            Entry {
+                kind: fields[0].chars().next().unwrap(),
+                mode: fields[0][1..].to_string(),
+                owner: fields[1].to_string(),
+                name: name
+                    .trim_start_matches("./")
+                    .trim_end_matches('/')
+                    .to_string(),
+                link: link.map(|t| t.trim_start_matches("./").to_string()),
+            }
+        })
+        .filter(|e| !e.name.is_empty() && e.name != ".")
+        .collect()
+}
+
+/// A minimal busybox root filesystem with an `app` user (1000:1000).
+fn busybox_tar(dest: &Path, scratch: &Path) {
+    for d in ["bin", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(scratch.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "cat", "ls", "mkdir", "true", "env", "chmod", "touch", "grep",
+    ] {
+        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        scratch.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(scratch.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(scratch)
+        .args(["--numeric-owner", "-cf"])
+        .arg(dest)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Item 1. BuildKit: `USER app` + `WORKDIR /home/app/work` creates home,
+/// home/app and home/app/work as 1000:1000 0755, and `RUN touch x` works.
+#[test]
+fn workdir_belongs_to_user() {
+    let env = Env::new();
+    let ctx = env.context(
+        "wd",
+        "FROM scratch\nADD busybox.tar /\nUSER app\nWORKDIR /home/app/work\nRUN touch x\n",
+    );
+    let img = env.build_ok(&ctx, "fid/wd");
+    for d in ["home", "home/app", "home/app/work"] {
+        let e = img.entry(1, d);
+        assert_eq!(
+            (e.kind, e.mode.as_str(), e.owner.as_str()),
+            ('d', "rwxr-xr-x", "1000/1000"),
+            "{d}"
+        );
+    }
+    assert_eq!(img.entry(2, "home/app/work/x").owner, "1000/1000");
+}
+
+/// Item 2. BuildKit: `ENV C=trailing\\` sets `C=trailing\` and the next line
+/// is its own instruction.
+#[test]
+fn escaped_backslash_ends_the_line() {
+    let env = Env::new();
+    let ctx = env.context("bs", "FROM scratch\nENV C=trailing\\\\\nLABEL after=yes\n");
+    let img = env.build_ok(&ctx, "fid/bs");
+    let cfg = &img.config["config"];
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("C=trailing\\")),
+        "{cfg}"
+    );
+    assert_eq!(cfg["Labels"]["after"], "yes");
+}
+
+/// Item 3. BuildKit: `COPY nomatch* x*.txt /dst/` copies x1.txt; a lone
+/// `COPY nomatch* /dst2/` succeeds, creates nothing and is an empty layer.
+#[test]
+fn copy_wildcard_matching_nothing() {
+    let env = Env::new();
+    let ctx = env.context(
+        "wc",
+        "FROM scratch\nCOPY nomatch* x*.txt /dst/\nCOPY nomatch* /dst2/\n",
+    );
+    std::fs::write(ctx.join("x1.txt"), "hi\n").unwrap();
+    let img = env.build_ok(&ctx, "fid/wc");
+    assert_eq!(img.layers.len(), 2);
+    assert_eq!(img.entry(0, "dst/x1.txt").kind, '-');
+    assert!(img.layers[1].is_empty(), "{:?}", img.layers[1]);
+    // Without a wildcard, a missing source is still an error.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY missing.txt /dst/\n",
+    )
+    .unwrap();
+    let o = env.build(&ctx, "fid/wc2");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+}
+
+/// Items 5, 6, 7. BuildKit:
+/// * `COPY --chmod=0600 dir /dst/` onto an existing 0700 /dst: /dst stays
+///   0700, dst/a and dst/sub become 0600; onto a new /new/: /new is 0755.
+/// * `ADD --chown=1000:1000 sub.tar /extract/deep/`: extract and
+///   extract/deep are 1000:1000, the archive's entries keep their owners.
+/// * hard links stay hard links (tar type `1`) through COPY and ADD of a tar.
+#[test]
+fn copy_modes_owners_and_hard_links() {
+    let env = Env::new();
+    let ctx = env.context(
+        "cp",
+        "FROM scratch\nADD busybox.tar /\nRUN mkdir -p /dst && chmod 0700 /dst\n\
+         COPY --chmod=0600 dir /dst/\nCOPY --chmod=0640 dir /new/\n\
+         ADD --chown=1000:1000 sub.tar /extract/deep/\nCOPY hl /hl/\nADD hl.tar /hltar/\n",
+    );
+    std::fs::create_dir_all(ctx.join("dir/sub")).unwrap();
+    std::fs::write(ctx.join("dir/a"), "a\n").unwrap();
+    std::fs::write(ctx.join("dir/sub/b"), "b\n").unwrap();
+    std::fs::create_dir_all(ctx.join("t/in")).unwrap();
+    std::fs::write(ctx.join("t/in/t1"), "t\n").unwrap();
+    std::fs::create_dir_all(ctx.join("hl")).unwrap();
+    std::fs::write(ctx.join("hl/f1"), "h\n").unwrap();
+    std::fs::hard_link(ctx.join("hl/f1"), ctx.join("hl/f2")).unwrap();
+    for (tar, dir, what) in [("sub.tar", "t", "in"), ("hl.tar", "hl", ".")] {
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(ctx.join(dir))
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+            .arg(ctx.join(tar))
+            .arg(what)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::fs::remove_dir_all(ctx.join("t")).unwrap();
+    let img = env.build_ok(&ctx, "fid/cp");
+    assert_eq!(img.layers.len(), 7);
+    assert_eq!(img.entry(2, "dst").mode, "rwx------");
+    assert_eq!(img.entry(2, "dst/a").mode, "rw-------");
+    assert_eq!(img.entry(2, "dst/sub").mode, "rw-------");
+    assert_eq!(img.entry(3, "new").mode, "rwxr-xr-x");
+    assert_eq!(img.entry(3, "new/sub/b").mode, "rw-r-----");
+    for d in ["extract", "extract/deep"] {
+        assert_eq!(img.entry(4, d).owner, "1000/1000", "{d}");
+    }
+    assert_eq!(img.entry(4, "extract/deep/in/t1").owner, "0/0");
+    for (layer, dir) in [(5, "hl"), (6, "hltar")] {
+        let names = [
+            img.entry(layer, &format!("{dir}/f1")),
+            img.entry(layer, &format!("{dir}/f2")),
+        ];
+        let (file, link): (Vec<_>, Vec<_>) = names.iter().partition(|e| e.kind == '-');
+        assert_eq!((file.len(), link.len()), (1, 1), "{names:?}");
+        assert_eq!(link[0].kind, 'h');
+        assert_eq!(link[0].link.as_deref(), Some(file[0].name.as_str()));
+    }
+}
+
+/// Items 8, 13 and the history format. BuildKit, for this Dockerfile:
+/// ExposedPorts 7000/udp 7001/udp 7002/tcp 80/tcp; WorkingDir as written;
+/// `ArgsEscaped: true` from CMD; no history for ONBUILD; every RUN and
+/// WORKDIR a layer (WORKDIR /tmp of an existing dir: an empty one); and
+/// these `created_by` strings.
+#[test]
+fn config_and_history_as_buildkit() {
+    let env = Env::new();
+    let ctx = env.context(
+        "hist",
+        "FROM scratch\nADD busybox.tar /\nRUN true\nWORKDIR /tmp\nWORKDIR /etc/../newdir/\n\
+         CMD [\"cat\", \"/hello.txt\"]\nENTRYPOINT echo hi\nSHELL [\"/bin/sh\", \"-e\", \"-c\"]\n\
+         HEALTHCHECK --interval=5s CMD [\"true\"]\nEXPOSE 7002 7000-7001/udp 80\nARG B=2 A=1\n\
+         RUN echo $A\nONBUILD RUN echo trig\nLABEL x=y\n",
+    );
+    let img = env.build_ok(&ctx, "fid/hist");
+    let cfg = &img.config["config"];
+    let ports: Vec<&String> = cfg["ExposedPorts"].as_object().unwrap().keys().collect();
+    assert_eq!(ports, ["7000/udp", "7001/udp", "7002/tcp", "80/tcp"]);
+    assert_eq!(cfg["WorkingDir"], "/etc/../newdir/");
+    assert_eq!(cfg["ArgsEscaped"], true);
+    assert_eq!(cfg["OnBuild"], serde_json::json!(["RUN echo trig"]));
+    let want: Vec<(&str, bool)> = vec![
+        ("ADD busybox.tar / # buildkit", false),
+        ("RUN /bin/sh -c true # buildkit", false),
+        ("WORKDIR /tmp", false),
+        ("WORKDIR /etc/../newdir/", false),
+        ("CMD [\"cat\" \"/hello.txt\"]", true),
+        ("ENTRYPOINT [\"/bin/sh\" \"-c\" \"echo hi\"]", true),
+        ("SHELL [/bin/sh -e -c]", true),
+        (
+            "HEALTHCHECK &{[\"CMD\" \"true\"] \"5s\" \"0s\" \"0s\" '\\x00'}",
+            true,
+        ),
+        (
+            "EXPOSE map[7000/udp:{} 7001/udp:{} 7002/tcp:{} 80/tcp:{}]",
+            true,
+        ),
+        ("ARG B=2 A=1", true),
+        ("RUN |2 B=2 A=1 /bin/sh -e -c echo $A # buildkit", false),
+        ("LABEL x=y", true),
+    ];
+    let want: Vec<(String, bool)> = want.into_iter().map(|(c, e)| (c.to_string(), e)).collect();
+    assert_eq!(img.history(), want);
+    // One layer per non-empty history entry; WORKDIR /tmp changed nothing.
+    assert_eq!(img.layers.len(), want.iter().filter(|(_, e)| !e).count());
+    assert!(img.layers[2].is_empty(), "{:?}", img.layers[2]);
+    // FROM scratch: WorkingDir "/" unless set.
+    let ctx = env.context(
+        "scratchwd",
+        "FROM scratch\nADD busybox.tar /\nCMD [\"true\"]\n",
+    );
+    let img = env.build_ok(&ctx, "fid/scratchwd");
+    assert_eq!(img.config["config"]["WorkingDir"], "/");
+}
+
+/// Item 9. BuildKit (dockerfile2llb's dispatchArg adds ARG values to the
+/// state env, dispatchEnv too): the later of ARG and ENV wins for RUN and
+/// for expansion; an ARG without value changes nothing. BuildKit's /all:
+/// `A=arg1 A=arg1 B=envb B=envb C=envc D=envd`, config `W=arg1`, and
+/// `RUN |5 A=arg1 B=envb C=envc C=envc D=envd ...` in history.
+#[test]
+fn arg_and_env_precedence() {
+    let env = Env::new();
+    let ctx = env.context(
+        "argenv",
+        "FROM scratch\nADD busybox.tar /\nENV A=env1\nARG A=arg1\n\
+         RUN echo \"A=$A\" > /a1 && env | grep ^A= >> /a1\nENV W=$A\nARG B=argb\nENV B=envb\n\
+         RUN echo \"B=$B\" > /b1 && env | grep ^B= >> /b1\nARG C\nENV C=envc\nARG C\n\
+         RUN echo \"C=$C\" > /c1\nENV D=envd\nARG D\nRUN echo \"D=$D\" > /d1\n\
+         RUN cat /a1 /b1 /c1 /d1 > /all\n",
+    );
+    let img = env.build_ok(&ctx, "fid/argenv");
+    let cfg_env = img.config["config"]["Env"].as_array().unwrap().clone();
+    assert!(cfg_env.contains(&Value::from("A=env1")), "{cfg_env:?}");
+    assert!(cfg_env.contains(&Value::from("W=arg1")), "{cfg_env:?}");
+    let last = img.history().last().unwrap().0.clone();
+    assert_eq!(
+        last,
+        "RUN |5 A=arg1 B=envb C=envc C=envc D=envd /bin/sh -c cat /a1 /b1 /c1 /d1 > /all # buildkit"
+    );
+    let all = img.read(img.layers.len() - 1, "all");
+    assert_eq!(all, "A=arg1\nA=arg1\nB=envb\nB=envb\nC=envc\nD=envd\n");
+}
+
+/// Item 10. BuildKit: `FROM MIDDLE` for a stage `AS middle` fails with
+/// `failed to parse stage name "MIDDLE": invalid reference format:
+/// repository name must be lowercase`.
+#[test]
+fn stage_names_are_case_sensitive() {
+    let env = Env::new();
+    let ctx = env.context(
+        "case",
+        "FROM scratch AS middle\nADD busybox.tar /\nFROM MIDDLE\nRUN true\n",
+    );
+    let o = env.build(&ctx, "fid/case");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("failed to parse stage name \"MIDDLE\": invalid reference format: repository name must be lowercase"),
+        "{err}"
+    );
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS Middle\nADD busybox.tar /\nFROM middle\nRUN true\n",
+    )
+    .unwrap();
+    env.build_ok(&ctx, "fid/case");
+}
