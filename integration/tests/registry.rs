@@ -125,32 +125,57 @@ impl Registry {
             ));
         }
         std::fs::write(d.join("config.yml"), cfg).unwrap();
-        let log = std::fs::File::create(d.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(d.join("config.yml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = Self::spawn(d);
         let mut r = Registry {
             child,
             dir,
             host,
             tls,
         };
+        r.wait_ready();
+        r
+    }
+
+    fn spawn(d: &Path) -> Child {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(d.join("registry.log"))
+            .unwrap();
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&r.host).is_err() {
-            if let Ok(Some(st)) = r.child.try_wait() {
+        while std::net::TcpStream::connect(&self.host).is_err() {
+            if let Ok(Some(st)) = self.child.try_wait() {
                 panic!(
                     "docker-registry exited ({st}): {}",
-                    std::fs::read_to_string(r.dir.path().join("registry.log")).unwrap_or_default()
+                    std::fs::read_to_string(self.dir.path().join("registry.log"))
+                        .unwrap_or_default()
                 );
             }
             assert!(Instant::now() < deadline, "docker-registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        r
+    }
+
+    /// Kills the registry (as a crash would); its storage stays.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address and storage.
+    fn restart(&mut self) {
+        self.child = Self::spawn(self.dir.path());
+        self.wait_ready();
     }
 
     fn ca(&self) -> PathBuf {
@@ -948,4 +973,73 @@ fn registry_cache_makes_a_fresh_store_hit_every_step() {
         ctx_d.to_str().unwrap(),
     ]);
     assert!(err.contains("not supported"), "{err}");
+}
+
+#[test]
+fn faults_registry_down_or_missing_blob_leave_the_store_consistent_and_retries_resume() {
+    require!("docker-registry");
+    let mut reg = Registry::plain();
+    let a = Env::new();
+    let name = format!("{}/faults/app:v1", reg.host);
+    let (built, _) = a.build(
+        &a.context(
+            "app",
+            "FROM scratch\nADD busybox.tar /\nRUN echo one > /one\nRUN echo two > /two\nCMD [\"cat\", \"/two\"]\n",
+        ),
+        &["-t", &name],
+    );
+    a.ok(&["push", &name]);
+    let (inspect, _) = a.ok(&["inspect", &name]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let last = v["Manifest"]["layers"].as_array().unwrap()[2]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The registry is down: a clear error naming it, nothing stored.
+    reg.stop();
+    let b = Env::new();
+    let err = b.fails(&["pull", &name]);
+    assert!(
+        err.contains(&reg.host) && err.to_lowercase().contains("connect"),
+        "{err}"
+    );
+    assert_eq!(b.index()["manifests"].as_array().unwrap().len(), 0);
+    assert_eq!(b.blob_count(), 0);
+    let err = a.fails(&["push", &name, &format!("{}/faults/other:v1", reg.host)]);
+    assert!(err.contains(&reg.host), "{err}");
+    reg.restart();
+
+    // One layer is unavailable mid-pull: the pull fails, no image appears,
+    // the verified blobs it finished stay and the retry fetches only the rest.
+    let data = reg.blob_data(&last);
+    let saved = a.path().join("saved-layer");
+    std::fs::rename(&data, &saved).unwrap();
+    let err = b.fails(&["pull", &name]);
+    assert!(err.contains(&last), "{err}");
+    assert_eq!(
+        b.index()["manifests"].as_array().unwrap().len(),
+        0,
+        "no image from a failed pull"
+    );
+    let partial = b.blob_count();
+    assert!(partial >= 1, "finished blobs are kept for the retry");
+    assert!(
+        std::fs::read_dir(b.store().join("tmp")).unwrap().count() == 0,
+        "no partial download is left behind"
+    );
+    std::fs::rename(&saved, &data).unwrap();
+    let (pulled, log) = b.ok(&["pull", "--progress", "plain", &name]);
+    assert_eq!(pulled, built);
+    let downloaded = log.matches(": done").count();
+    assert_eq!(
+        downloaded + partial,
+        4,
+        "config + 3 layers, each fetched once: {log}"
+    );
+    assert!(
+        log.contains(&format!("{}: downloading", &last[7..19])),
+        "{log}"
+    );
+    assert_eq!(b.run_image(&name), "two");
 }
