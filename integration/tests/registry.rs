@@ -1043,3 +1043,41 @@ fn faults_registry_down_or_missing_blob_leave_the_store_consistent_and_retries_r
     );
     assert_eq!(b.run_image(&name), "two");
 }
+
+#[test]
+fn mirrors_are_tried_first_and_the_registry_after() {
+    require!("docker-registry");
+    let upstream = Registry::plain();
+    let mirror = Registry::plain();
+    let a = Env::new();
+    // The mirror has "mirrored/app:v1" (pushed there under the upstream's
+    // repository name), the upstream only "direct/app:v1".
+    let (on_mirror, _) = a.build(&a.context("m", APP), &["-t", "m:v1"]);
+    a.ok(&["push", "m:v1", &format!("{}/mirrored/app:v1", mirror.host)]);
+    let (direct, _) = a.build(
+        &a.context(
+            "d",
+            "FROM scratch\nADD busybox.tar /\nRUN echo direct > /msg\nCMD [\"cat\", \"/msg\"]\n",
+        ),
+        &["-t", "d:v1"],
+    );
+    a.ok(&["push", "d:v1", &format!("{}/direct/app:v1", upstream.host)]);
+
+    let b = Env::new();
+    b.write_registries(&format!(
+        "[registry.\"{}\"]\nmirrors = [\"{}\"]\n",
+        upstream.host, mirror.host
+    ));
+    let name = format!("{}/mirrored/app:v1", upstream.host);
+    let (got, log) = b.ok(&["pull", "--progress", "plain", &name]);
+    assert_eq!(got, on_mirror);
+    assert!(
+        log.contains(&format!("trying mirror {}", mirror.host)),
+        "{log}"
+    );
+    // Stored under the name asked for, not the mirror's.
+    assert_eq!(b.run_image(&name), "pulled-and-ran");
+    // What the mirror lacks comes from the registry itself.
+    let (got, _) = b.ok(&["pull", &format!("{}/direct/app:v1", upstream.host)]);
+    assert_eq!(got, direct);
+}
