@@ -1081,3 +1081,23 @@ fn mirrors_are_tried_first_and_the_registry_after() {
     let (got, _) = b.ok(&["pull", &format!("{}/direct/app:v1", upstream.host)]);
     assert_eq!(got, direct);
 }
+
+#[test]
+fn copy_from_and_mount_from_a_registry_image_pull_it() {
+    require!("docker-registry");
+    let reg = Registry::plain();
+    let a = Env::new();
+    let name = format!("{}/parts/app:v1", reg.host);
+    a.build(&a.context("app", APP), &["-t", &name]);
+    a.ok(&["push", &name]);
+    let b = Env::new();
+    let ctx = b.context(
+        "copy",
+        &format!(
+            "ARG SRC={name}\nFROM scratch\nARG SRC\nADD busybox.tar /\nCOPY --from=${{SRC}} /msg /copied\nRUN --mount=type=bind,from={name},target=/src cat /src/msg > /mounted\nCMD [\"cat\", \"/copied\", \"/mounted\"]\n"
+        ),
+    );
+    let (_, log) = b.build(&ctx, &["-t", "parts"]);
+    assert!(log.contains(&format!("pulling base image {name}")), "{log}");
+    assert_eq!(b.run_image("parts"), "pulled-and-ran\npulled-and-ran");
+}

@@ -1,10 +1,10 @@
-//! Base images from registries: before any stage runs, every `FROM` image
-//! the build needs that is not in the store is pulled (all of them with
-//! `--pull`, except digest-pinned ones already present, which cannot
-//! change). Stages then resolve their base from the store as before, so a
+//! Base images from registries: before any stage runs, every image the
+//! build needs (`FROM`, `COPY --from=<image>`, `RUN --mount=from=<image>`)
+//! that is not in the store is pulled (all of them with `--pull`, except
+//! digest-pinned ones already present, which cannot change). Stages then resolve their base from the store as before, so a
 //! build never mixes a half-pulled image into its cache keys.
 use super::BuildOptions;
-use crate::dockerfile::Stage;
+use crate::dockerfile::{Instruction, Stage};
 use crate::progress::{Event, EventKind, Progress};
 use crate::registry::{TransferEvent, TransferKind};
 use crate::store::Store;
@@ -20,13 +20,32 @@ fn is_stage_ref(stages: &[Stage], base: &str, index: usize) -> bool {
         || base.parse::<usize>().is_ok_and(|i| i < index)
 }
 
-/// Pulls the bases of `needed` stages as described in the module doc.
+/// Images stage `i` reads: its base and the `from` of its COPY and RUN
+/// mounts, expanded with `expand` (global ARGs).
+fn images_of(stage: &Stage, base: &str, expand: &dyn Fn(&str) -> String) -> Vec<String> {
+    let mut refs = vec![base.to_string()];
+    for node in &stage.instructions {
+        match &node.instruction {
+            Instruction::Copy(c) => refs.extend(c.from.iter().map(|f| expand(f))),
+            Instruction::Run(r) => refs.extend(
+                r.mounts
+                    .iter()
+                    .filter_map(|m| m.from.as_deref().map(expand)),
+            ),
+            _ => {}
+        }
+    }
+    refs
+}
+
+/// Pulls the images of `needed` stages as described in the module doc.
 pub(crate) fn pull_bases(
     store: &Store,
     opts: &BuildOptions,
     stages: &[Stage],
     bases: &[String],
     needed: &BTreeSet<usize>,
+    expand: &dyn Fn(&str) -> String,
     progress: &dyn Progress,
 ) -> Result<()> {
     let Some(reg) = &opts.registry else {
@@ -34,38 +53,60 @@ pub(crate) fn pull_bases(
     };
     let mut done = BTreeSet::new();
     for &i in needed {
-        let base = &bases[i];
-        if base == "scratch" || is_stage_ref(stages, base, i) || !done.insert(base.clone()) {
-            continue;
+        for image in images_of(&stages[i], &bases[i], expand) {
+            pull_one(store, opts, reg, stages, i, &image, &mut done, progress)?;
         }
-        let present = store.resolve(base).is_ok();
-        let pinned = base.contains('@');
-        if present && (!opts.pull || pinned) {
-            continue;
-        }
-        let info = |message: String| {
-            let mut e = Event::new(EventKind::Info);
-            e.message = message;
-            progress.event(e);
-        };
-        info(format!("pulling base image {base}"));
-        let forward = |e: TransferEvent| {
-            if matches!(
-                e.kind,
-                TransferKind::Done | TransferKind::Resolved | TransferKind::Info
-            ) {
-                if let Some(line) = e.plain_line() {
-                    info(line);
-                }
-            }
-        };
-        crate::registry::pull(store, reg, base, &forward).with_context(|| {
-            if present {
-                format!("base image {base:?}: --pull could not refresh it")
-            } else {
-                format!("base image {base:?} is not in the store, and pulling it failed")
-            }
-        })?;
     }
+    Ok(())
+}
+
+/// Pulls `image` (read by stage `i`) unless the module doc's rules skip it.
+#[allow(clippy::too_many_arguments)]
+fn pull_one(
+    store: &Store,
+    opts: &BuildOptions,
+    reg: &crate::registry::Registry,
+    stages: &[Stage],
+    i: usize,
+    image: &str,
+    done: &mut BTreeSet<String>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    // Unexpanded stage-level ARGs are left to the stage to resolve.
+    if image == "scratch"
+        || image.contains('$')
+        || is_stage_ref(stages, image, i)
+        || !done.insert(image.to_string())
+    {
+        return Ok(());
+    }
+    let present = store.resolve(image).is_ok();
+    let pinned = image.contains('@');
+    if present && (!opts.pull || pinned) {
+        return Ok(());
+    }
+    let info = |message: String| {
+        let mut e = Event::new(EventKind::Info);
+        e.message = message;
+        progress.event(e);
+    };
+    info(format!("pulling base image {image}"));
+    let forward = |e: TransferEvent| {
+        if matches!(
+            e.kind,
+            TransferKind::Done | TransferKind::Resolved | TransferKind::Info
+        ) {
+            if let Some(line) = e.plain_line() {
+                info(line);
+            }
+        }
+    };
+    crate::registry::pull(store, reg, image, &forward).with_context(|| {
+        if present {
+            format!("image {image:?}: --pull could not refresh it")
+        } else {
+            format!("image {image:?} is not in the store, and pulling it failed")
+        }
+    })?;
     Ok(())
 }

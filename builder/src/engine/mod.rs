@@ -255,7 +255,11 @@ fn build_inner(
         None => df.stages.len() - 1,
     };
     let needed = needed_stages(&df, &bases, &global_args, &lexer, target);
-    bases::pull_bases(store, opts, &df.stages, &bases, &needed, progress)?;
+    let expand = |w: &str| {
+        let lookup = |k: &str| global_args.get(k).cloned().flatten();
+        lexer.process_word(w, &lookup).unwrap_or_else(|_| w.to_string())
+    };
+    bases::pull_bases(store, opts, &df.stages, &bases, &needed, &expand, progress)?;
     let link = shared_cache::link(store, opts, progress)?;
     let linked;
     let store = match &link {
