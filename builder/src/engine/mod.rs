@@ -257,7 +257,9 @@ fn build_inner(
     let needed = needed_stages(&df, &bases, &global_args, &lexer, target);
     let expand = |w: &str| {
         let lookup = |k: &str| global_args.get(k).cloned().flatten();
-        lexer.process_word(w, &lookup).unwrap_or_else(|_| w.to_string())
+        lexer
+            .process_word(w, &lookup)
+            .unwrap_or_else(|_| w.to_string())
     };
     bases::pull_bases(store, opts, &df.stages, &bases, &needed, &expand, progress)?;
     let link = shared_cache::link(store, opts, progress)?;
