@@ -442,6 +442,7 @@ impl Builder for Service {
             let name = r.image.clone();
             blocking(move || store.resolve(&name)).await?
         };
+        let requested = r.image.clone();
         let (tx, rx) = mpsc::channel(8);
         tokio::task::spawn_blocking(move || {
             let mut w = ChunkWriter {
@@ -449,12 +450,7 @@ impl Builder for Service {
                 buf: Vec::new(),
             };
             let res = (|| -> anyhow::Result<()> {
-                let tags: Vec<String> = store
-                    .images()?
-                    .into_iter()
-                    .find(|i| i.descriptor.digest == img.descriptor.digest)
-                    .map(|i| i.tags)
-                    .unwrap_or_default();
+                let tags = export::export_names(&store, &requested, &img)?;
                 match format {
                     Format::Oci => {
                         export::write_oci_tar(&store, &img, &tags, &mut w)?;

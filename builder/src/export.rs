@@ -57,6 +57,22 @@ pub fn export(
     }
 }
 
+/// The names an export of `requested` records (docker `RepoTags`, OCI
+/// `ref.name`): the requested name when it is a tag of the image, as
+/// `docker save NAME` does — never the image's other tags, which a
+/// `docker load` would move onto this image. A digest or ID records none.
+pub fn export_names(store: &Store, requested: &str, img: &ResolvedImage) -> Result<Vec<String>> {
+    if requested.starts_with("sha256:") || requested.contains('@') {
+        return Ok(Vec::new());
+    }
+    let wanted = normalize_ref(requested);
+    let tagged = store
+        .images()?
+        .into_iter()
+        .any(|i| i.descriptor.digest == img.descriptor.digest && i.tags.contains(&wanted));
+    Ok(if tagged { vec![wanted] } else { Vec::new() })
+}
+
 fn index_for(img: &ResolvedImage, tags: &[String]) -> Index {
     let mut manifests = Vec::new();
     let mut d = img.descriptor.clone();

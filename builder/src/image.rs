@@ -110,17 +110,47 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Healthcheck {
-    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Test",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub test: Vec<String>,
-    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Interval",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub interval: i64,
-    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Timeout",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub timeout: i64,
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub start_period: i64,
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartInterval",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub start_interval: i64,
-    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Retries",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub retries: i64,
 }
 
@@ -128,18 +158,40 @@ fn is_zero(v: &i64) -> bool {
     *v == 0
 }
 
+/// Reads `null` as the type's default: Docker writes `"Volumes": null`,
+/// `"OnBuild": null` and the like in configs (`docker save`), and such an
+/// image must load like one without the key.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// The `config` object of an image configuration, with Docker's field names.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct RunConfig {
-    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "User",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub user: String,
     #[serde(
         rename = "ExposedPorts",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Env",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub env: Vec<String>,
     #[serde(
         rename = "Entrypoint",
@@ -152,26 +204,35 @@ pub struct RunConfig {
     #[serde(
         rename = "Volumes",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub volumes: BTreeMap<String, serde_json::Value>,
     #[serde(
         rename = "WorkingDir",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub working_dir: String,
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Labels",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(
         rename = "StopSignal",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub stop_signal: String,
     #[serde(
         rename = "ArgsEscaped",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub args_escaped: bool,
@@ -181,9 +242,19 @@ pub struct RunConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub healthcheck: Option<Healthcheck>,
-    #[serde(rename = "OnBuild", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "OnBuild",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub on_build: Vec<String>,
-    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Shell",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub shell: Vec<String>,
 }
 
@@ -219,7 +290,11 @@ pub struct History {
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub empty_layer: bool,
 }
 
@@ -227,6 +302,7 @@ pub struct History {
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub diff_ids: Vec<String>,
 }
 
@@ -249,10 +325,14 @@ pub struct ImageConfig {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub config: RunConfig,
     pub rootfs: RootFs,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub history: Vec<History>,
 }
 
@@ -325,6 +405,29 @@ mod tests {
         let c = chain_ids(&d);
         assert_eq!(c[0], "sha256:a");
         assert_eq!(c[1], crate::digest::sha256_of(b"sha256:a sha256:b"));
+    }
+
+    /// A config as Docker 20.10 writes it in `docker save` (BuildKit build),
+    /// plus the other nulls Docker's container config carries.
+    #[test]
+    fn docker_nulls_load_as_empty() {
+        let cfg: ImageConfig = serde_json::from_str(
+            r#"{"architecture":"amd64","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["true"],"WorkingDir":"/","ArgsEscaped":true,"OnBuild":null},"created":"2026-12-04T15:09:11.148746544Z","history":[{"created":"2026-12-04T15:09:11.148746544Z","created_by":"ADD busybox.tar / # buildkit","comment":"buildkit.dockerfile.v0"},{"created":"2026-12-04T15:09:11.148746544Z","created_by":"CMD [\"true\"]","comment":"buildkit.dockerfile.v0","empty_layer":true}],"os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:fe5c8c2172c20605cc04469e8f4c55bb9d8166f4bc7b8f609024f9dfd65495ae"]}}"#,
+        )
+        .unwrap();
+        assert!(cfg.config.on_build.is_empty());
+        assert_eq!(cfg.config.working_dir, "/");
+        let cfg: ImageConfig = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","config":{"User":null,"Env":null,"Cmd":null,"Entrypoint":null,"Volumes":null,"ExposedPorts":null,"WorkingDir":null,"Labels":null,"OnBuild":null,"Shell":null,"StopSignal":null,"Healthcheck":null,"ArgsEscaped":null},"rootfs":{"type":"layers","diff_ids":null},"history":null}"#,
+        )
+        .unwrap();
+        assert!(cfg.config.volumes.is_empty() && cfg.config.labels.is_empty());
+        assert!(cfg.rootfs.diff_ids.is_empty() && cfg.history.is_empty());
+        let cfg: ImageConfig = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","config":null,"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+        assert!(cfg.config.env.is_empty());
     }
 
     #[test]

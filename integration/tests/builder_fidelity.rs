@@ -487,3 +487,118 @@ fn stage_names_are_case_sensitive() {
     .unwrap();
     env.build_ok(&ctx, "fid/case");
 }
+
+/// Item 11. The config Docker 20.10 writes in `docker save` for a BuildKit
+/// build has `"OnBuild": null` (and Docker's container configs carry
+/// `"Volumes": null`, `"Labels": null`, ...): such an archive loads, and
+/// the image builds on.
+#[test]
+fn docker_save_archive_with_nulls_loads() {
+    use sha2::{Digest, Sha256};
+    let env = Env::new();
+    let dir = env.dir.path().join("dsave");
+    let layer_dir = dir.join("b4dab612fb1c0c398a6950a61b71f2d811acf8ca4826ebd0c16829f37763ff64");
+    std::fs::create_dir_all(&layer_dir).unwrap();
+    busybox_tar(
+        &layer_dir.join("layer.tar"),
+        &env.dir.path().join("dsave-rootfs"),
+    );
+    let diff_id = format!(
+        "sha256:{:x}",
+        Sha256::digest(std::fs::read(layer_dir.join("layer.tar")).unwrap())
+    );
+    let config = format!(
+        r#"{{"architecture":"amd64","config":{{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["true"],"WorkingDir":"/","ArgsEscaped":true,"OnBuild":null,"Volumes":null,"Labels":null,"Entrypoint":null,"User":""}},"container_config":{{"Hostname":"","Env":null,"Cmd":null,"Image":"","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null}},"created":"2026-12-04T15:09:11.148746544Z","history":[{{"created":"2026-12-04T15:09:11.148746544Z","created_by":"ADD busybox.tar / # buildkit","comment":"buildkit.dockerfile.v0"}},{{"created":"2026-12-04T15:09:11.148746544Z","created_by":"CMD [\"true\"]","comment":"buildkit.dockerfile.v0","empty_layer":true}}],"os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let cfg_hex = format!("{:x}", Sha256::digest(config.as_bytes()));
+    std::fs::write(dir.join(format!("{cfg_hex}.json")), &config).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        format!(
+            r#"[{{"Config":"{cfg_hex}.json","RepoTags":["fid/dsave:w4"],"Layers":["b4dab612fb1c0c398a6950a61b71f2d811acf8ca4826ebd0c16829f37763ff64/layer.tar"]}}]"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("repositories"),
+        r#"{"fid/dsave":{"w4":"b4dab612fb1c0c398a6950a61b71f2d811acf8ca4826ebd0c16829f37763ff64"}}"#,
+    )
+    .unwrap();
+    let archive = env.dir.path().join("dsave.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let ctx = env.context("ondsave", "FROM fid/dsave:w4\nRUN touch /built\n");
+    let img = env.build_ok(&ctx, "fid/ondsave");
+    assert_eq!(img.config["config"]["Cmd"], serde_json::json!(["true"]));
+    assert_eq!(img.entry(1, "built").kind, '-');
+}
+
+/// Item 12. `docker save x` and BuildKit's `-o type=docker` with `-t x`
+/// write only the requested name: another tag of the same image is not in
+/// the archive (a `docker load` would move it).
+#[test]
+fn export_records_only_the_requested_name() {
+    let env = Env::new();
+    let ctx = env.context("onetag", "FROM scratch\nADD busybox.tar /\n");
+    env.build_ok(&ctx, "fid/unrelated");
+    env.ok(&["tag", "fid/unrelated", "fid/other:v2"]);
+    let repo_tags = |archive: &Path| -> Value {
+        let o = Command::new("tar")
+            .arg("-xOf")
+            .arg(archive)
+            .arg("manifest.json")
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()[0]["RepoTags"].clone()
+    };
+    let saved = env.dir.path().join("saved.tar");
+    env.ok(&["save", "-o", saved.to_str().unwrap(), "fid/other:v2"]);
+    assert_eq!(repo_tags(&saved), serde_json::json!(["fid/other:v2"]));
+    // The same content built again under a new name: only that name.
+    let built = env.dir.path().join("built.tar");
+    let dest = format!("type=docker,dest={}", built.display());
+    env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "fid/second",
+        "-o",
+        &dest,
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(repo_tags(&built), serde_json::json!(["fid/second:latest"]));
+    // OCI layout: one ref.name annotation, the requested one.
+    let oci = env.dir.path().join("oci-out");
+    env.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        oci.to_str().unwrap(),
+        "fid/second",
+    ]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["annotations"]["org.opencontainers.image.ref.name"])
+        .collect();
+    assert_eq!(names, [&Value::from("fid/second:latest")]);
+    // By digest: no name at all.
+    let digest = env.ok(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    let by_digest = env.dir.path().join("bydigest.tar");
+    env.ok(&["save", "-o", by_digest.to_str().unwrap(), digest.trim()]);
+    assert_eq!(repo_tags(&by_digest), serde_json::json!([]));
+}

@@ -24,16 +24,6 @@ impl Embedded {
             access,
         })
     }
-
-    fn tags_of(&self, digest: &str) -> Result<Vec<String>> {
-        Ok(self
-            .store
-            .images()?
-            .into_iter()
-            .find(|i| i.descriptor.digest == digest)
-            .map(|i| i.tags)
-            .unwrap_or_default())
-    }
 }
 
 impl Backend for Embedded {
@@ -83,7 +73,7 @@ impl Backend for Embedded {
 
     fn save(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
         let img = self.store.resolve(name)?;
-        let tags = self.tags_of(&img.descriptor.digest)?;
+        let tags = export::export_names(&self.store, name, &img)?;
         export::export(&self.store, &img, &tags, format, dest)
     }
 
@@ -106,7 +96,7 @@ impl Backend for Embedded {
 
     fn export_dir(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
         let img = self.store.resolve(name)?;
-        let tags = self.tags_of(&img.descriptor.digest)?;
+        let tags = export::export_names(&self.store, name, &img)?;
         export::export(&self.store, &img, &tags, format, dest)
     }
 

@@ -243,13 +243,16 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let ui = crate::ui::renderer(b.progress.parse()?);
             let digest = be.build(&opts, ui.as_ref())?;
+            // Outputs record the build's name (its first -t), not every tag
+            // the image happens to have; without -t, no name.
+            let name = opts.tags.first().unwrap_or(&digest);
             for (format, dest) in outputs {
                 match format {
-                    Format::Docker => be.save(&digest, format, &dest)?,
+                    Format::Docker => be.save(name, format, &dest)?,
                     Format::Oci if dest.extension().is_some_and(|e| e == "tar") => {
-                        be.save(&digest, format, &dest)?
+                        be.save(name, format, &dest)?
                     }
-                    _ => be.export_dir(&digest, format, &dest)?,
+                    _ => be.export_dir(name, format, &dest)?,
                 }
             }
             println!("{digest}");
