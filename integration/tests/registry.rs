@@ -1101,3 +1101,126 @@ fn copy_from_and_mount_from_a_registry_image_pull_it() {
     assert!(log.contains(&format!("pulling base image {name}")), "{log}");
     assert_eq!(b.run_image("parts"), "pulled-and-ran\npulled-and-ran");
 }
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
+    format!("sha256:{}", hex_string(&h.finalize()))
+}
+
+fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A docker archive of an image with a small layer and a `big_mb` MiB
+/// uncompressed one (berth keeps archive layers as they are, so the push
+/// sends that many bytes).
+fn big_archive(dir: &Path, big_mb: usize) -> PathBuf {
+    let w = dir.join("archive");
+    for d in ["small", "big"] {
+        std::fs::create_dir_all(w.join(format!("{d}-root"))).unwrap();
+    }
+    std::fs::write(w.join("small-root/hello"), "hello\n").unwrap();
+    run(Command::new("head")
+        .args(["-c", &format!("{big_mb}M"), "/dev/urandom"])
+        .stdout(std::fs::File::create(w.join("big-root/big")).unwrap()));
+    for d in ["small", "big"] {
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(w.join(format!("{d}-root")))
+            .args(["--numeric-owner", "-cf"])
+            .arg(w.join(format!("{d}.tar")))
+            .arg("."));
+        std::fs::remove_dir_all(w.join(format!("{d}-root"))).unwrap();
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256_file(&w.join("small.tar")), sha256_file(&w.join("big.tar"))]},
+    });
+    std::fs::write(w.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    std::fs::write(
+        w.join("manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["big:v1"],"Layers":["small.tar","big.tar"]}]"#,
+    )
+    .unwrap();
+    let archive = dir.join("big.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&w)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["manifest.json", "config.json", "small.tar", "big.tar"]));
+    std::fs::remove_dir_all(&w).unwrap();
+    archive
+}
+
+#[test]
+fn registry_stopped_mid_push_then_the_retry_sends_only_what_is_missing() {
+    require!("docker-registry");
+    let mut reg = Registry::plain();
+    let a = Env::new();
+    let archive = big_archive(a.path(), 192);
+    a.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let (inspect, _) = a.ok(&["inspect", "big:v1"]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let config = v["Manifest"]["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let layers: Vec<String> = v["Manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let (small, big) = (&layers[0], &layers[1]);
+    let dest = format!("{}/big/app:v1", reg.host);
+
+    // Push, and stop the registry once the small blobs are in but the big
+    // one is still on its way.
+    let mut push = a
+        .command(&["push", "--progress", "plain", "big:v1", &dest])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(reg.blob_data(small).exists() && reg.blob_data(&config).exists()) {
+        assert!(Instant::now() < deadline, "the small blobs never arrived");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    reg.stop();
+    let out = push.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the push cannot succeed with the registry gone: {err}"
+    );
+    assert!(
+        !reg.blob_data(big).exists(),
+        "the big layer finished before the registry was stopped (machine too fast for this test)"
+    );
+    assert!(err.contains(&reg.host), "{err}");
+
+    // The retry sends only the big layer.
+    reg.restart();
+    let (pushed, log) = a.ok(&["push", "--progress", "plain", "big:v1", &dest]);
+    assert!(
+        log.contains(&format!("{}: already exists", &small[7..19])),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{}: already exists", &config[7..19])),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{}: uploading", &big[7..19])),
+        "{log}"
+    );
+    assert!(log.contains("(1 blobs,"), "{log}");
+    // And what arrived is the image, byte for byte.
+    let b = Env::new();
+    let (pulled, _) = b.ok(&["pull", &dest]);
+    assert_eq!(pulled, pushed);
+}
