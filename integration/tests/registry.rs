@@ -1179,7 +1179,7 @@ fn registry_stopped_mid_push_then_the_retry_sends_only_what_is_missing() {
 
     // Push, and stop the registry once the small blobs are in but the big
     // one is still on its way.
-    let mut push = a
+    let push = a
         .command(&["push", "--progress", "plain", "big:v1", &dest])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
