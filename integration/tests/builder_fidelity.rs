@@ -602,3 +602,40 @@ fn export_records_only_the_requested_name() {
     env.ok(&["save", "-o", by_digest.to_str().unwrap(), digest.trim()]);
     assert_eq!(repo_tags(&by_digest), serde_json::json!([]));
 }
+
+/// Item 4. BuildKit extracts a local ADD archive compressed with bzip2 or
+/// xz (as gzip and zstd), detected by content: `ADD a.tar.bz2 /bz/`,
+/// `ADD a.tar.xz /xz/` and an xz tar named `renamed.bin` each give
+/// `<dir>/in/z`.
+#[test]
+fn add_extracts_bzip2_and_xz_archives() {
+    let env = Env::new();
+    let ctx = env.context(
+        "arch",
+        "FROM scratch\nADD a.tar.bz2 /bz/\nADD a.tar.xz /xz/\nADD renamed.bin /ren/\nADD a.tar.gz /gz/\n",
+    );
+    std::fs::create_dir_all(ctx.join("t/in")).unwrap();
+    std::fs::write(ctx.join("t/in/z"), "z\n").unwrap();
+    for (name, flag) in [
+        ("a.tar.bz2", "-j"),
+        ("a.tar.xz", "-J"),
+        ("renamed.bin", "-J"),
+        ("a.tar.gz", "-z"),
+    ] {
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(ctx.join("t"))
+            .args(["--numeric-owner", "--owner=0", "--group=0", flag, "-cf"])
+            .arg(ctx.join(name))
+            .arg("in")
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar {flag}");
+    }
+    std::fs::remove_dir_all(ctx.join("t")).unwrap();
+    let img = env.build_ok(&ctx, "fid/arch");
+    for (layer, dir) in ["bz", "xz", "ren", "gz"].iter().enumerate() {
+        assert_eq!(img.read(layer, &format!("{dir}/in/z")), "z\n", "{dir}");
+        assert_eq!(img.entry(layer, &format!("{dir}/in")).kind, 'd');
+    }
+}
