@@ -1224,3 +1224,76 @@ fn registry_stopped_mid_push_then_the_retry_sends_only_what_is_missing() {
     let (pulled, _) = b.ok(&["pull", &dest]);
     assert_eq!(pulled, pushed);
 }
+
+/// Size of the largest file directly in `dir` (0 if none).
+fn largest_file(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn registry_stopped_mid_pull_then_the_retry_resumes_the_cut_blob() {
+    require!("docker-registry");
+    let mut reg = Registry::plain();
+    let a = Env::new();
+    let archive = big_archive(a.path(), 192);
+    a.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let dest = format!("{}/big/pull:v1", reg.host);
+    let (pushed, _) = a.ok(&["push", "big:v1", &dest]);
+    let (inspect, _) = a.ok(&["inspect", "big:v1"]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let big = v["Manifest"]["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let b = Env::new();
+    let pull = b
+        .command(&["pull", "--progress", "plain", &dest])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop the registry once 16 MiB of the big layer are down.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while largest_file(&b.store().join("tmp")) < 16 << 20 {
+        assert!(Instant::now() < deadline, "the download never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    reg.stop();
+    let out = pull.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&reg.host) && err.contains("kept for a retry"),
+        "{err}"
+    );
+    assert_eq!(
+        b.index()["manifests"].as_array().unwrap().len(),
+        0,
+        "no image from a cut pull"
+    );
+    let kept = b.store().join("partial").join(&big[7..]);
+    let kept_len = std::fs::metadata(&kept).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        kept_len >= 16 << 20,
+        "the cut layer is kept: {kept_len} bytes"
+    );
+
+    reg.restart();
+    let (pulled, log) = b.ok(&["pull", "--progress", "plain", &dest]);
+    assert_eq!(pulled, pushed);
+    assert!(
+        log.contains(&format!("{}: resuming at", &big[7..19])),
+        "{log}"
+    );
+    assert!(!kept.exists(), "the partial file is consumed");
+}

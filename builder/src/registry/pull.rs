@@ -5,7 +5,9 @@
 //! renamed into `blobs/` only after its sha256 and size match the manifest
 //! (the manifest itself matches the pinned digest or the index entry). The
 //! index is written last, so a failed pull leaves no image behind, and the
-//! verified blobs it did finish are reused by the retry.
+//! verified blobs it did finish are reused by the retry. A blob cut off
+//! mid-way is kept in `partial/` and resumed with a Range request; its
+//! digest is checked over all its bytes, old and new.
 use super::{
     registry_error, short, Registry, RemoteRef, TransferEvent, TransferKind, TransferProgress,
 };
@@ -331,13 +333,43 @@ pub(super) async fn fetch_blob(
         desc.size,
         "downloading".into(),
     ));
-    let mut stream = client
-        .pull_blob_stream(oref, desc.digest.as_str())
-        .await
-        .map_err(|e| registry_error(host, &format!("fetching blob {}", desc.digest), e))?;
-    let mut w = store.blob_writer()?;
-    let mut done = 0u64;
-    let mut reported = 0u64;
+    // An earlier download of this blob that was cut off resumes where it
+    // stopped, when the registry honours Range; all bytes are hashed anyway.
+    let (mut w, mut done) = match store.resume_writer(&desc.digest, desc.size)? {
+        Some((w, n)) => (w, n),
+        None => (store.blob_writer()?, 0),
+    };
+    let mut stream = if done > 0 {
+        use oci_client::client::BlobResponse;
+        match client
+            .pull_blob_stream_partial(oref, desc.digest.as_str(), done, None)
+            .await
+            .map_err(|e| registry_error(host, &format!("fetching blob {}", desc.digest), e))?
+        {
+            BlobResponse::Partial(s) => {
+                progress.event(TransferEvent::new(
+                    TransferKind::Info,
+                    &id,
+                    done,
+                    desc.size,
+                    format!("{id}: resuming at {done} bytes"),
+                ));
+                s
+            }
+            BlobResponse::Full(s) => {
+                // The whole blob again: start over.
+                w = store.blob_writer()?;
+                done = 0;
+                s
+            }
+        }
+    } else {
+        client
+            .pull_blob_stream(oref, desc.digest.as_str())
+            .await
+            .map_err(|e| registry_error(host, &format!("fetching blob {}", desc.digest), e))?
+    };
+    let mut reported = done;
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -347,12 +379,18 @@ pub(super) async fn fetch_blob(
                 desc.digest
             ),
             Err(e) => {
+                // Cut off: keep what came for the next attempt.
+                let kept = if done > 0 {
+                    w.keep_partial(&desc.digest).unwrap_or(0)
+                } else {
+                    0
+                };
                 return Err(e).with_context(|| {
                     format!(
-                        "registry {host}: reading blob {} (connection lost?)",
+                        "registry {host}: reading blob {} (connection lost after {done} bytes; {kept} kept for a retry)",
                         desc.digest
                     )
-                })
+                });
             }
         };
         done += chunk.len() as u64;

@@ -78,6 +78,39 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Where an interrupted download of `digest` is kept for a retry
+    /// (`partial/<hex>`; removed by `prune`).
+    fn partial_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.root.join("partial").join(hex_part(digest)?))
+    }
+
+    /// A writer already holding the kept partial download of `digest` (if
+    /// there is one shorter than `size`), and how many bytes it holds. The
+    /// partial bytes pass through the writer's hash like new ones, so the
+    /// digest check at `commit` covers the whole blob; the kept file is
+    /// removed either way.
+    pub fn resume_writer(&self, digest: &str, size: u64) -> Result<Option<(BlobWriter, u64)>> {
+        let path = self.partial_path(digest)?;
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        let resumed = if len > 0 && len < size {
+            let mut w = self.blob_writer()?;
+            let n = std::io::copy(&mut f, &mut w).context("reading a partial download")?;
+            Some((w, n))
+        } else {
+            None
+        };
+        drop(f);
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        Ok(resumed)
+    }
+}
+
 /// A blob being written. Dropping it without `commit` deletes the temp file.
 pub struct BlobWriter {
     store: Store,
@@ -109,6 +142,24 @@ impl BlobWriter {
         // The directory entry is made durable once, by `sync_blob_dir`,
         // before anything durable (index.json) refers to the blob.
         Ok((digest, size))
+    }
+}
+
+impl BlobWriter {
+    /// Keeps what was written as the partial download of `digest`, for
+    /// [`Store::resume_writer`]. Returns the bytes kept.
+    pub fn keep_partial(self, digest: &str) -> Result<u64> {
+        let (buf, _, size) = self.inner.finish();
+        buf.into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing a partial download")?;
+        let dest = self.store.partial_path(digest)?;
+        fs::create_dir_all(self.store.root.join("partial")).context("creating partial/")?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("keeping {}", dest.display()))?;
+        Ok(size)
     }
 }
 

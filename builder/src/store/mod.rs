@@ -4,7 +4,8 @@
 //! `cache/<key-hex>.json` (build cache entries), `summaries/<manifest-hex>.json`
 //! (what `images` lists: size and creation time, so listing never parses
 //! configs), `sources/<digest-hex>` (registry repositories a blob is known
-//! to be in, see `sources.rs`) and `tmp/` (work space, wiped on open).
+//! to be in, see `sources.rs`), `partial/<digest-hex>` (interrupted
+//! downloads kept for a retry) and `tmp/` (work space, wiped on open).
 //!
 //! Crash consistency: blobs and snapshots are created under `tmp/` and renamed
 //! into place; `index.json` is replaced atomically and only after everything it
@@ -151,6 +152,7 @@ impl Store {
             "cache",
             "summaries",
             "sources",
+            "partial",
             "tmp",
         ] {
             fs::create_dir_all(root.join(d))
@@ -721,6 +723,15 @@ impl Store {
             let name = e.file_name().to_string_lossy().into_owned();
             let digest = format!("sha256:{}", name.trim_end_matches(".json"));
             if !blobs.contains(&digest) {
+                remove_any(&e.path())?;
+            }
+        }
+        // Interrupted downloads: a retry after a prune starts over.
+        let partial = self.root.join("partial");
+        if partial.is_dir() {
+            for e in fs::read_dir(&partial)? {
+                let e = e?;
+                report.reclaimed_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
                 remove_any(&e.path())?;
             }
         }
