@@ -639,3 +639,41 @@ fn add_extracts_bzip2_and_xz_archives() {
         assert_eq!(img.entry(layer, &format!("{dir}/in")).kind, 'd');
     }
 }
+
+/// Item 10, second half. Under `# escape=\``, a backslash in a COPY source
+/// is still an escape character, as in BuildKit's source patterns. Docker
+/// 20.10's BuildKit, with files `a*b`, `a\*b`, `a\b`, `axb`, `c[x]`, `c\[x]`
+/// and `cx` in the context: `COPY a\*b /t1/` and `COPY a\b /t2/` fail
+/// ("not found"); `COPY c\[x]* /t3/` copies `c[x]` alone.
+#[test]
+fn backslash_escapes_in_copy_sources() {
+    let env = Env::new();
+    let ctx = env.context("esc", "# escape=`\nFROM scratch\nCOPY c\\[x]* /t3/\n");
+    for (name, body) in [
+        ("a*b", "1"),
+        ("a\\*b", "2"),
+        ("a\\b", "3"),
+        ("axb", "4"),
+        ("c[x]", "5"),
+        ("c\\[x]", "6"),
+        ("cx", "7"),
+    ] {
+        std::fs::write(ctx.join(name), body).unwrap();
+    }
+    let img = env.build_ok(&ctx, "fid/esc");
+    let names: Vec<&str> = img.layers[0].iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["t3", "t3/c[x]"]);
+    for src in ["a\\*b", "a\\b"] {
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("# escape=`\nFROM scratch\nCOPY {src} /t/\n"),
+        )
+        .unwrap();
+        let o = env.build(&ctx, "fid/esc-fail");
+        assert!(!o.status.success(), "{src}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("not found"),
+            "{src}"
+        );
+    }
+}

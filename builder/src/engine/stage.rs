@@ -1035,7 +1035,7 @@ impl StageExec<'_, '_> {
                     if p.starts_with("git@") || p.ends_with(".git") {
                         bail!("ADD of git repositories is not supported by berth");
                     }
-                    wildcard |= crate::exec::glob::has_meta(&p);
+                    wildcard |= crate::exec::copy::has_wildcard(&p);
                     for sel in select(&src_root, &p)? {
                         let filter = Filter {
                             ignore: ignore.clone(),

@@ -1,6 +1,6 @@
 //! COPY/ADD file operations: selecting sources inside a root (context or
 //! another stage), hashing them for the cache, and copying them into a rootfs.
-use super::glob::{component_match, has_meta, Filter};
+use super::glob::{component_match, Filter};
 use crate::fsutil::{remove_any, resolve_in_root, safe};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{OFlag, ResolveFlag};
@@ -55,7 +55,7 @@ pub fn select(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
     for c in &comps {
         let mut next = Vec::new();
         for base in &candidates {
-            if has_meta(c) {
+            if has_wildcard(c) {
                 let dir = resolve_in_root(root, base)?;
                 let Ok(rd) = fs::read_dir(&dir) else { continue };
                 let mut names: Vec<String> = rd
@@ -68,9 +68,13 @@ pub fn select(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
                         next.push(join_rel(base, &n));
                     }
                 }
-            } else {
+            } else if !c.contains('\\') {
                 next.push(join_rel(base, c));
             }
+            // A literal name with a backslash: BuildKit sends the context
+            // through patterns where `\` escapes (`a\b` matches `ab`) but
+            // then looks the literal `a\b` up, which was never sent, so the
+            // source is "not found" whatever the escape directive.
         }
         candidates = next;
     }
@@ -89,13 +93,29 @@ pub fn select(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
             is_dir: meta.is_dir(),
         });
     }
-    if out.is_empty() && !comps.iter().any(|c| has_meta(c)) {
+    if out.is_empty() && !comps.iter().any(|c| has_wildcard(c)) {
         bail!(
             "failed to compute cache key: \"/{}\": not found",
             comps.join("/")
         );
     }
     Ok(out)
+}
+
+/// True when `pattern` has a wildcard that is not escaped by a backslash
+/// (fsutil's containsWildcards: `a\*b` is the literal name `a\*b`).
+pub fn has_wildcard(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn join_rel(base: &str, name: &str) -> String {
@@ -533,6 +553,18 @@ mod tests {
         assert!(select(d.path(), "src").unwrap()[0].is_dir);
         let err = select(d.path(), "nope/x.c").unwrap_err();
         assert!(format!("{err}").contains("not found"));
+        // A backslash escapes, as in BuildKit: `src\\*.c` is no wildcard
+        // (and a literal name with a backslash is never found), while in a
+        // wildcard pattern `\\m` matches `m`.
+        assert!(!has_wildcard("a\\*b") && has_wildcard("a\\*b*") && has_wildcard("[ab]"));
+        fs::write(d.path().join("src/a\\b"), b"x").unwrap();
+        assert!(select(d.path(), "src/a\\b").is_err());
+        assert!(select(d.path(), "src\\*.c").is_err());
+        let s = select(d.path(), "src/\\main*").unwrap();
+        assert_eq!(
+            s.iter().map(|s| s.rel.as_str()).collect::<Vec<_>>(),
+            vec!["src/main.c"]
+        );
         // A wildcard may match nothing (BuildKit's AllowEmptyWildcard).
         assert!(select(d.path(), "nope/*.c").unwrap().is_empty());
         assert!(select(d.path(), "src/*.rs").unwrap().is_empty());
