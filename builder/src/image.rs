@@ -161,6 +161,34 @@ fn is_zero(v: &i64) -> bool {
 /// Reads `null` as the type's default: Docker writes `"Volumes": null`,
 /// `"OnBuild": null` and the like in configs (`docker save`), and such an
 /// image must load like one without the key.
+/// JSON as Go's encoding/json writes it (what BuildKit's configs are):
+/// `<`, `>`, `&`, U+2028 and U+2029 inside strings are `\u` escapes. Those
+/// characters only occur inside strings in JSON, so escaping them in
+/// serde_json's output changes no value.
+pub fn to_go_json<T: Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let text = serde_json::to_string(value)?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    Ok(out.into_bytes())
+}
+
+fn empty_as_null<S: serde::Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+    if v.is_empty() {
+        s.serialize_none()
+    } else {
+        s.collect_seq(v)
+    }
+}
+
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -229,6 +257,14 @@ pub struct RunConfig {
         skip_serializing_if = "String::is_empty"
     )]
     pub stop_signal: String,
+    // Healthcheck, ArgsEscaped, OnBuild, Shell: the order of BuildKit's
+    // ImageConfig, whose OnBuild has no omitempty (`"OnBuild": null`).
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<Healthcheck>,
     #[serde(
         rename = "ArgsEscaped",
         default,
@@ -237,16 +273,10 @@ pub struct RunConfig {
     )]
     pub args_escaped: bool,
     #[serde(
-        rename = "Healthcheck",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub healthcheck: Option<Healthcheck>,
-    #[serde(
         rename = "OnBuild",
         default,
         deserialize_with = "null_as_default",
-        skip_serializing_if = "Vec::is_empty"
+        serialize_with = "empty_as_null"
     )]
     pub on_build: Vec<String>,
     #[serde(
@@ -316,24 +346,26 @@ impl Default for RootFs {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Fields in name order: BuildKit writes the top level of a config from a
+/// map, so its keys come sorted.
 pub struct ImageConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
+    pub architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub config: RunConfig,
-    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     #[serde(
         default,
         deserialize_with = "null_as_default",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub history: Vec<History>,
+    pub os: String,
+    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 impl Default for ImageConfig {
@@ -428,6 +460,40 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.config.env.is_empty());
+    }
+
+    /// Byte for byte what Docker 20.10's BuildKit wrote for `FROM scratch`,
+    /// `ADD busybox.tar /`, `CMD ["true"]` (`docker save`).
+    #[test]
+    fn config_bytes_as_buildkit() {
+        let buildkit = r#"{"architecture":"amd64","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["true"],"WorkingDir":"/","ArgsEscaped":true,"OnBuild":null},"created":"2026-12-04T15:09:11.148746544Z","history":[{"created":"2026-12-04T15:09:11.148746544Z","created_by":"ADD busybox.tar / # buildkit","comment":"buildkit.dockerfile.v0"},{"created":"2026-12-04T15:09:11.148746544Z","created_by":"CMD [\"true\"]","comment":"buildkit.dockerfile.v0","empty_layer":true}],"os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:fe5c8c2172c20605cc04469e8f4c55bb9d8166f4bc7b8f609024f9dfd65495ae"]}}"#;
+        let cfg: ImageConfig = serde_json::from_str(buildkit).unwrap();
+        assert_eq!(
+            String::from_utf8(to_go_json(&cfg).unwrap()).unwrap(),
+            buildkit
+        );
+        // Go's HTML-safe escapes (BuildKit: `RUN ... \u0026\u0026 ...`).
+        let v = serde_json::json!({"created_by": "a && b > c <d>\u{2028}"});
+        let go = String::from_utf8(to_go_json(&v).unwrap()).unwrap();
+        assert_eq!(
+            go,
+            r#"{"created_by":"a \u0026\u0026 b \u003e c \u003cd\u003e\u2028"}"#
+        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&go).unwrap(), v);
+        let c = RunConfig {
+            healthcheck: Some(Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }),
+            args_escaped: true,
+            on_build: vec!["RUN x".into()],
+            shell: vec!["/bin/sh".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"Healthcheck":{"Test":["NONE"]},"ArgsEscaped":true,"OnBuild":["RUN x"],"Shell":["/bin/sh"]}"#
+        );
     }
 
     #[test]

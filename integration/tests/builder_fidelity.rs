@@ -46,6 +46,8 @@ struct Entry {
 
 struct Image {
     config: Value,
+    /// The config blob as stored.
+    config_bytes: String,
     layers: Vec<Vec<Entry>>,
     layer_paths: Vec<PathBuf>,
 }
@@ -172,10 +174,9 @@ impl Env {
             serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap())
                 .unwrap();
         let m = &manifest[0];
-        let config: Value = serde_json::from_slice(
-            &std::fs::read(unpacked.join(m["Config"].as_str().unwrap())).unwrap(),
-        )
-        .unwrap();
+        let config_bytes =
+            std::fs::read_to_string(unpacked.join(m["Config"].as_str().unwrap())).unwrap();
+        let config: Value = serde_json::from_str(&config_bytes).unwrap();
         let layer_paths: Vec<PathBuf> = m["Layers"]
             .as_array()
             .unwrap()
@@ -185,6 +186,7 @@ impl Env {
         let layers = layer_paths.iter().map(|p| list_layer(p)).collect();
         Image {
             config,
+            config_bytes,
             layers,
             layer_paths,
         }
@@ -676,4 +678,83 @@ fn backslash_escapes_in_copy_sources() {
             "{src}"
         );
     }
+}
+
+/// The config's bytes, as a whole, for a Dockerfile using most
+/// instructions (global ARG in FROM, ONBUILD triggers of a base stage,
+/// MAINTAINER, quoted ENV/LABEL, VOLUME in both forms, exec-form RUN, COPY
+/// --chown and --from, HEALTHCHECK NONE, shell-form CMD): what Docker
+/// 20.10's BuildKit wrote, with times, digests and architecture masked (Go's
+/// key order, `\u003c`-style escapes, `"OnBuild":null`, 8 layers).
+#[test]
+fn config_bytes_as_buildkit() {
+    let env = Env::new();
+    let ctx = env.context(
+        "bytes",
+        r#"ARG BASE=scratch
+FROM ${BASE} AS base
+ADD busybox.tar /
+ONBUILD RUN echo triggered > /trig
+ONBUILD ENV FROMTRIG=1
+LABEL stage=base
+FROM base AS mid
+MAINTAINER someone <a@b.c>
+ENV X=1 Y="two words" Z=$X
+LABEL a=1 "b c"="d e"
+USER 1000:1000
+VOLUME /data ["/other", "/third"]
+STOPSIGNAL SIGKILL
+ARG PORT=8080
+EXPOSE $PORT/udp ${PORT}
+WORKDIR rel
+WORKDIR ../x/y
+USER root
+RUN ["/bin/sh", "-c", "echo exec > /e"]
+COPY --chown=1000:1000 f /copied/
+COPY --from=base /etc/passwd /p2
+HEALTHCHECK NONE
+CMD echo shell form
+ENTRYPOINT ["/bin/sh", "-c"]
+FROM mid
+RUN echo last
+"#,
+    );
+    std::fs::write(ctx.join("f"), "f\n").unwrap();
+    let img = env.build_ok(&ctx, "fid/bytes");
+    assert_eq!(img.layers.len(), 8);
+    let masked = mask(&img.config_bytes);
+    let buildkit = r##"{"architecture":"ARCH","author":"someone \u003ca@b.c\u003e","config":{"User":"root","ExposedPorts":{"8080/tcp":{},"8080/udp":{}},"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","FROMTRIG=1","X=1","Y=two words","Z="],"Entrypoint":["/bin/sh","-c"],"Cmd":["/bin/sh","-c","echo shell form"],"Volumes":{"/data":{},"/third]":{},"[/other,":{}},"WorkingDir":"/x/y","Labels":{"a":"1","b c":"d e","stage":"base"},"StopSignal":"SIGKILL","Healthcheck":{"Test":["NONE"]},"ArgsEscaped":true,"OnBuild":null},"created":"T","history":[{"created":"T","created_by":"ADD busybox.tar / # buildkit","comment":"buildkit.dockerfile.v0"},{"created":"T","created_by":"LABEL stage=base","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"RUN /bin/sh -c echo triggered \u003e /trig # buildkit","comment":"buildkit.dockerfile.v0"},{"created":"T","created_by":"ENV FROMTRIG=1","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"MAINTAINER someone \u003ca@b.c\u003e","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"ENV X=1 Y=two words Z=","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"LABEL a=1 b c=d e","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"USER 1000:1000","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"VOLUME [/data [/other, /third]]","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"STOPSIGNAL SIGKILL","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"ARG PORT=8080","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"EXPOSE map[8080/tcp:{} 8080/udp:{}]","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"WORKDIR /rel","comment":"buildkit.dockerfile.v0"},{"created":"T","created_by":"WORKDIR /x/y","comment":"buildkit.dockerfile.v0"},{"created":"T","created_by":"USER root","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"RUN |1 PORT=8080 /bin/sh -c echo exec \u003e /e # buildkit","comment":"buildkit.dockerfile.v0"},{"created":"T","created_by":"COPY f /copied/ # buildkit","comment":"buildkit.dockerfile.v0"},{"created":"T","created_by":"COPY /etc/passwd /p2 # buildkit","comment":"buildkit.dockerfile.v0"},{"created":"T","created_by":"HEALTHCHECK \u0026{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"CMD [\"/bin/sh\" \"-c\" \"echo shell form\"]","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"ENTRYPOINT [\"/bin/sh\" \"-c\"]","comment":"buildkit.dockerfile.v0","empty_layer":true},{"created":"T","created_by":"RUN /bin/sh -c echo last # buildkit","comment":"buildkit.dockerfile.v0"}],"os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:D","sha256:D","sha256:D","sha256:D","sha256:D","sha256:D","sha256:D","sha256:D"]}}"##;
+    assert_eq!(masked, buildkit);
+}
+
+/// Masks `created` times, sha256 digests and the architecture.
+fn mask(config: &str) -> String {
+    let mut out = String::new();
+    let mut rest = config;
+    while let Some(i) = rest.find("\"created\":\"") {
+        out.push_str(&rest[..i]);
+        out.push_str("\"created\":\"T\"");
+        let after = &rest[i + "\"created\":\"".len()..];
+        let end = after.find('"').unwrap();
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    let mut masked = String::new();
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("sha256:") {
+        masked.push_str(&rest[..i]);
+        masked.push_str("sha256:D");
+        rest = &rest[i + "sha256:".len() + 64..];
+    }
+    masked.push_str(rest);
+    let arch = masked
+        .split("\"architecture\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    masked.replace(
+        &format!("\"architecture\":\"{arch}\""),
+        "\"architecture\":\"ARCH\"",
+    )
 }
