@@ -54,11 +54,12 @@ demo: release
 	@bash scripts/demo.sh $(BERTH_RELEASE)
 
 # Side-by-side benchmarks with ratios: runtime vs runc, shim vs the runc
-# shim, builder vs buildah.
+# shim, builder vs buildah, registry pull/push vs skopeo and ctr.
 bench: release
 	@bash bench/runtime.sh $(BERTH_RELEASE)
 	@bash bench/shim.sh $(CURDIR)/target/release
 	@bash bench/builder.sh $(BERTH_RELEASE)
+	@bash bench/registry.sh $(BERTH_RELEASE)
 
 clean:
 	$(CARGO) clean
