@@ -358,7 +358,11 @@ impl Env {
     }
 
     fn login(&self, reg: &Registry, user: &str, password: &str) -> Output {
-        let mut c = self.command(&["login", "-u", user, "--password-stdin", &reg.host]);
+        self.login_to(&reg.host, user, password)
+    }
+
+    fn login_to(&self, host: &str, user: &str, password: &str) -> Output {
+        let mut c = self.command(&["login", "-u", user, "--password-stdin", host]);
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -1296,4 +1300,150 @@ fn registry_stopped_mid_pull_then_the_retry_resumes_the_cut_blob() {
         "{log}"
     );
     assert!(!kept.exists(), "the partial file is consumed");
+}
+
+/// A minimal registry in Python with Docker Hub's auth scheme: every
+/// request needs a Bearer token that `/token` issues for Basic credentials
+/// (`berth` / `t0ken-pass`); it serves one image (`fake/app:v1`) from a
+/// berth store's blobs and, as `fake/app:big`, a 5 MiB manifest. It logs
+/// each token request (scope, service) to `token.log`.
+const FAKE_REGISTRY: &str = r#"
+import base64, http.server, json, os, re, sys
+blobs, port, manifest, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+TOKEN = "berth-fake-token"
+BASIC = "Basic " + base64.b64encode(b"berth:t0ken-pass").decode()
+BIG = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                             "digest": "sha256:" + "0" * 64, "size": 2},
+                  "layers": [], "annotations": {"pad": "x" * (5 << 20)}}).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def reply(self, code, data=b"", ctype="application/json", extra=()):
+        self.send_response(code)
+        for k, v in extra: self.send_header(k, v)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD": self.wfile.write(data)
+    def do_HEAD(self): self.do_GET()
+    def do_GET(self):
+        if self.path.startswith("/token"):
+            with open(log, "a") as f: f.write(self.path + "\n")
+            if self.headers.get("Authorization") != BASIC:
+                return self.reply(401, b'{"details":"wrong credentials"}')
+            return self.reply(200, json.dumps({"token": TOKEN, "expires_in": 300}).encode())
+        if self.headers.get("Authorization") != "Bearer " + TOKEN:
+            return self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', extra=[(
+                "WWW-Authenticate",
+                f'Bearer realm="http://127.0.0.1:{port}/token",service="fake-registry",scope="repository:fake/app:pull"')])
+        if self.path == "/v2/": return self.reply(200, b"{}")
+        m = re.fullmatch(r"/v2/fake/app/(manifests|blobs)/([^/]+)", self.path)
+        if not m: return self.reply(404, b"{}")
+        kind, ref = m.groups()
+        if kind == "manifests" and ref == "big":
+            return self.reply(200, BIG, "application/vnd.oci.image.manifest.v1+json")
+        if kind == "manifests" and ref in ("v1", manifest):
+            ref = manifest
+        if not ref.startswith("sha256:"): return self.reply(404, b"{}")
+        path = os.path.join(blobs, ref[7:])
+        if not os.path.exists(path): return self.reply(404, b"{}")
+        data = open(path, "rb").read()
+        ctype = "application/vnd.oci.image.manifest.v1+json" if kind == "manifests" else "application/octet-stream"
+        self.reply(200, data, ctype, [("Docker-Content-Digest", ref)])
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+struct FakeRegistry {
+    child: Child,
+    host: String,
+    token_log: PathBuf,
+}
+
+impl FakeRegistry {
+    fn start(dir: &Path, blobs: &Path, manifest: &str) -> FakeRegistry {
+        let port = free_port();
+        let script = dir.join("fake_registry.py");
+        std::fs::write(&script, FAKE_REGISTRY).unwrap();
+        let token_log = dir.join("token.log");
+        let child = Command::new("python3")
+            .arg(&script)
+            .arg(blobs)
+            .arg(port.to_string())
+            .arg(manifest)
+            .arg(&token_log)
+            .spawn()
+            .unwrap();
+        let mut f = FakeRegistry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+            token_log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(&f.host).is_err() {
+            if let Ok(Some(st)) = f.child.try_wait() {
+                panic!("the fake registry exited: {st}");
+            }
+            assert!(Instant::now() < deadline, "the fake registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        f
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bearer_token_auth_and_an_oversized_manifest() {
+    require!("python3");
+    let a = Env::new();
+    let (built, _) = a.build(&a.context("app", APP), &["-t", "fake-src"]);
+    let fake = FakeRegistry::start(a.path(), &a.store().join("blobs/sha256"), &built);
+    let name = format!("{}/fake/app:v1", fake.host);
+
+    // No credentials: the token server refuses, the error names the registry.
+    let b = Env::new();
+    let err = b.fails(&["pull", &name]);
+    assert!(
+        err.contains("401 Unauthorized") && err.contains(&fake.host),
+        "{err}"
+    );
+    assert_eq!(b.blob_count(), 0);
+
+    // login checks the password with the token server.
+    let o = b.login_to(&fake.host, "berth", "wrong");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("401 Unauthorized"));
+    let o = b.login_to(&fake.host, "berth", "t0ken-pass");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&fake.token_log, "").unwrap();
+
+    let (pulled, _) = b.ok(&["pull", &name]);
+    assert_eq!(pulled, built);
+    assert_eq!(b.run_image(&name), "pulled-and-ran");
+    // Tokens are scoped to the repository and reused across requests.
+    let log = std::fs::read_to_string(&fake.token_log).unwrap();
+    let requests: Vec<&str> = log.lines().collect();
+    assert!(!requests.is_empty(), "no token was requested");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.contains("scope=repository%3Afake%2Fapp%3Apull")
+                && r.contains("service=fake-registry")),
+        "{log}"
+    );
+    assert!(requests.len() <= 2, "the token is reused: {log}");
+
+    // A manifest over 4 MiB is refused and nothing is stored.
+    let c = Env::new();
+    std::fs::copy(b.docker_config(), c.docker_config()).unwrap();
+    let err = c.fails(&["pull", &format!("{}/fake/app:big", fake.host)]);
+    assert!(err.contains("too large"), "{err}");
+    assert_eq!(c.index()["manifests"].as_array().unwrap().len(), 0);
+    assert_eq!(c.blob_count(), 0);
 }
