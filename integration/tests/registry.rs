@@ -1447,3 +1447,84 @@ fn bearer_token_auth_and_an_oversized_manifest() {
     assert_eq!(c.index()["manifests"].as_array().unwrap().len(), 0);
     assert_eq!(c.blob_count(), 0);
 }
+
+/// podman with a private store under a temp dir and berth as its runtime;
+/// containers removed and mounts undone on drop.
+struct Podman {
+    dir: TempDir,
+}
+
+impl Podman {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let d = self.dir.path();
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+                "--runtime",
+            ])
+            .arg(berth_bin().canonicalize().unwrap())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd(&["rm", "--all", "--force", "--time", "0"])
+            .output();
+        berth_integration::containerd::unmount_under(self.dir.path());
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let parent = h.path().join("libpod_parent");
+                let _ = std::fs::remove_dir(parent.join("conmon"));
+                let _ = std::fs::remove_dir(&parent);
+            }
+        }
+    }
+}
+
+#[test]
+fn podman_pulls_what_berth_pushed_and_runs_it_with_berth() {
+    require!("docker-registry", "podman");
+    let reg = Registry::plain();
+    let a = Env::new();
+    let name = format!("{}/podman/app:v1", reg.host);
+    let (built, _) = a.build(&a.context("app", APP), &["-t", &name]);
+    a.ok(&["push", &name]);
+    let pm = Podman {
+        dir: TempDir::new("berth-reg-podman").unwrap(),
+    };
+    run(&mut pm.cmd(&["pull", "--tls-verify=false", &name]));
+    let o = run(&mut pm.cmd(&["image", "inspect", "--format", "{{.Digest}}", &name]));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        built,
+        "same manifest digest"
+    );
+    let o = run(&mut pm.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        // The VM's hard nproc limit is below podman's default.
+        "--ulimit",
+        "nproc=1024:1024",
+        &name,
+    ]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "pulled-and-ran");
+}
