@@ -25,6 +25,7 @@ const CHILD_TESTS: &[&str] = &[
     "v2_events_stream_ends_with_container",
     "v2_rootless_in_a_delegated_cgroup",
     "v2_frozen_cgroup_is_refused",
+    "v2_exec_cgroup_joins_a_sub_cgroup",
 ];
 
 #[test]
@@ -427,5 +428,45 @@ fn v2_frozen_cgroup_is_refused() -> Result<()> {
         cg.dir("").is_dir(),
         "the refused container removed the cgroup"
     );
+    Ok(())
+}
+
+#[test]
+#[ignore = "runs inside v2_in_private_mount_namespace"]
+fn v2_exec_cgroup_joins_a_sub_cgroup() -> Result<()> {
+    assert!(
+        in_v2_namespace(),
+        "run through v2_in_private_mount_namespace"
+    );
+    // Same scenario through runc and berth: `exec --cgroup sub` lands in the
+    // container's sub-cgroup of the unified tree; `..` is refused.
+    let mut seen = Vec::new();
+    for (name, rt) in [("runc", Runtime::runc()?), ("berth", Runtime::new()?)] {
+        let cg = CgroupGuard::new("berth-v2-execcg");
+        let mut b = bundle_in(&cg)?;
+        b.args(&["sleep", "600"]);
+        let id = unique("execcg");
+        start_detached(&rt, &id, &b)?;
+        std::fs::create_dir(cg.dir("").join("sub"))?;
+        let out = rt.ok(&["exec", "--cgroup", "sub", &id, "cat", "/proc/self/cgroup"])?;
+        let o = rt.output(&["exec", "--cgroup", "../x", &id, "true"])?;
+        assert_eq!(o.status.code(), Some(255), "{name}: --cgroup ../x accepted");
+        assert!(
+            rt.log_text().contains("is not a sub cgroup path"),
+            "{name}: {}",
+            rt.log_text()
+        );
+        rt.ok(&["delete", "--force", &id])?;
+        // The kernel still lists the host's v1 hierarchies; the unified line
+        // is the one this namespace's cgroup2 mount is about.
+        let unified = out
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .with_context(|| format!("{name}: no unified line in {out}"))?
+            .replace(&cg.name, "<cg>");
+        seen.push((name, unified));
+    }
+    assert!(seen[0].1.ends_with("<cg>/sub"), "runc: {seen:?}");
+    assert_eq!(seen[1].1, seen[0].1, "berth vs runc: {seen:?}");
     Ok(())
 }
