@@ -1528,3 +1528,145 @@ fn podman_pulls_what_berth_pushed_and_runs_it_with_berth() {
     ]));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "pulled-and-ran");
 }
+
+/// The image service of containerd's CRI socket (the kubelet's PullImage).
+async fn cri_images(
+    socket: &Path,
+) -> k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel> {
+    let path = socket.to_path_buf();
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    k8s_cri::v1::image_service_client::ImageServiceClient::new(channel)
+}
+
+#[test]
+fn kubernetes_cri_pulls_what_berth_pushed_and_a_berth_pod_runs_it() {
+    use berth_integration::containerd_cri::{CriNode, RuntimeHandler};
+    use berth_integration::cri_client::Kubelet;
+    use k8s_cri::v1::{
+        ContainerConfig, ContainerMetadata, ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig,
+        LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+        PodSandboxMetadata, PullImageRequest,
+    };
+    require!("docker-registry", "containerd");
+    let fixture = berth_integration::harness::busybox_fixture().join("rootfs");
+    if !fixture.join("bin/busybox").exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("busybox fixture missing (make fixtures)");
+        }
+        println!("SKIP: busybox fixture missing (make fixtures)");
+        return;
+    }
+    let reg = Registry::plain();
+    let a = Env::new();
+    let name = format!("{}/k8s/app:v1", reg.host);
+    let (built, _) = a.build(&a.context("app", APP), &["-t", &name]);
+    a.ok(&["push", &name]);
+
+    // Only the sandbox (pause) image is imported; the app comes from the registry.
+    let pause_ref = "docker.io/library/berth-pause:1";
+    let pause = a.path().join("pause.tar");
+    berth_integration::image::write_docker_archive(&fixture, pause_ref, &["sleep", "3600"], &pause)
+        .unwrap();
+    let handlers = vec![RuntimeHandler {
+        name: "berth".into(),
+        binary: berth_bin().canonicalize().unwrap(),
+        shim: None,
+    }];
+    let node = CriNode::start(pause_ref, &handlers).unwrap();
+    node.import(&pause).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let log = rt.block_on(async {
+        let mut images = cri_images(&node.socket).await;
+        images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: name.clone(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .expect("PullImage");
+        let st = images
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: name.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .expect("ImageStatus")
+            .into_inner();
+        let repo_digests = st.image.map(|i| i.repo_digests).unwrap_or_default();
+        assert!(
+            repo_digests.contains(&format!("{}/k8s/app@{built}", reg.host)),
+            "containerd has the manifest berth pushed: {repo_digests:?}"
+        );
+
+        let mut k = Kubelet::connect(&node.socket).await.unwrap();
+        let uid = unique("uid");
+        let log_dir = node.log_root().join(format!("default_registry_{uid}"));
+        let sandbox = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "registry".into(),
+                uid: uid.clone(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            log_directory: log_dir.to_string_lossy().into_owned(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: format!("{}/pod{uid}", node.cgroup_parent()),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Node.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let result = async {
+            let pod = k.run_pod(&sandbox, "berth").await?;
+            let config = ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: name.clone(),
+                    ..Default::default()
+                }),
+                log_path: "app/0.log".into(),
+                ..Default::default()
+            };
+            let id = k.run(&pod, config, &sandbox).await?;
+            let code = k.wait_exited(&id, Duration::from_secs(20)).await?;
+            anyhow::ensure!(code == 0, "the pod's container exited {code}");
+            Ok(std::fs::read_to_string(log_dir.join("app/0.log"))?)
+        }
+        .await;
+        k.remove_all_pods().await;
+        result
+    });
+    let log = log.unwrap_or_else(|e| panic!("{e:#}\n{}", node.log_tail(40)));
+    assert!(log.contains("pulled-and-ran"), "{log}");
+}
