@@ -406,17 +406,22 @@ pub(crate) fn registry_error(
     what: &str,
     e: oci_client::errors::OciDistributionError,
 ) -> anyhow::Error {
-    use oci_client::errors::OciDistributionError as E;
-    let text = e.to_string();
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode};
+    let refused = match &e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => true,
+        E::ServerError { code, .. } => *code == 401,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|x| matches!(x.code, OciErrorCode::Unauthorized)),
+        _ => false,
+    };
+    if refused {
+        return anyhow::anyhow!(
+            "{what}: registry {host} answered 401 Unauthorized: the credentials are missing or wrong (berth-build login {host}): {e}"
+        );
+    }
     match &e {
-        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => anyhow::anyhow!(
-            "{what}: registry {host} answered 401 Unauthorized: the credentials are missing or wrong (berth-build login {host})"
-        ),
-        _ if text.contains("401") || text.to_ascii_lowercase().contains("unauthorized") => {
-            anyhow::anyhow!(
-                "{what}: registry {host} answered 401 Unauthorized: the credentials are missing or wrong (berth-build login {host}): {text}"
-            )
-        }
         E::RequestError(re) => {
             // reqwest's Display omits the cause (connection refused, TLS).
             let mut msg = format!("{what}: registry {host}: {re}");
@@ -427,7 +432,7 @@ pub(crate) fn registry_error(
             }
             anyhow::anyhow!(msg)
         }
-        _ => anyhow::anyhow!("{what}: registry {host}: {text}"),
+        _ => anyhow::anyhow!("{what}: registry {host}: {e}"),
     }
 }
 

@@ -374,10 +374,15 @@ pub(super) async fn fetch_blob(
         let chunk = match chunk {
             Ok(c) => c,
             // oci-client checks the digest as the stream ends.
-            Err(e) if e.to_string().contains("Invalid digest") => bail!(
-                "blob {} from registry {host} failed verification ({e}): refused, nothing stored",
-                desc.digest
-            ),
+            Err(e)
+                if e.get_ref()
+                    .is_some_and(|i| i.is::<oci_client::errors::DigestError>()) =>
+            {
+                bail!(
+                    "blob {} from registry {host} failed verification ({e}): refused, nothing stored",
+                    desc.digest
+                )
+            }
             Err(e) => {
                 // Cut off: keep what came for the next attempt.
                 let kept = if done > 0 {
