@@ -758,3 +758,44 @@ fn mask(config: &str) -> String {
         "\"architecture\":\"ARCH\"",
     )
 }
+
+/// One interpretation: `build --print` shows the frontend's resolved plan —
+/// the plan the engine executes — and builds nothing. Words are expanded
+/// once there (ARG after ENV wins, as BuildKit), a base stage's ONBUILD
+/// triggers appear in the stage that runs them, and what the build then
+/// produces is what the plan said.
+#[test]
+fn print_shows_the_plan_the_build_executes() {
+    let env = Env::new();
+    let ctx = env.context(
+        "plan",
+        "FROM scratch AS base\nADD busybox.tar /\nONBUILD WORKDIR /from-trigger\n\
+         FROM base\nENV A=env1\nARG A=arg1\nWORKDIR /$A\nCOPY --from=base /etc/passwd /p\n",
+    );
+    let out = env.ok(&[
+        "build",
+        "--print",
+        "--build-arg",
+        "UNUSED=1",
+        ctx.to_str().unwrap(),
+    ]);
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    // Nothing was built: the store lists what an empty one lists.
+    assert_eq!(env.ok(&["images"]), Env::new().ok(&["images"]));
+    let stages = plan["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[1]["deps"], serde_json::json!([0]));
+    assert_eq!(plan["unused_build_args"], serde_json::json!(["UNUSED"]));
+    let ins = stages[1]["instructions"].as_array().unwrap();
+    assert_eq!(ins[0]["trigger"], true);
+    assert_eq!(ins[0]["instruction"]["Workdir"], "/from-trigger");
+    let workdir = ins.iter().find(|i| i["original"] == "WORKDIR /$A").unwrap();
+    assert_eq!(workdir["instruction"]["Workdir"], "/arg1");
+    let img = env.build_ok(&ctx, "fid/plan");
+    assert_eq!(img.config["config"]["WorkingDir"], "/arg1");
+    let history = img.history();
+    assert!(
+        history.iter().any(|(c, _)| c == "WORKDIR /from-trigger"),
+        "{history:?}"
+    );
+}

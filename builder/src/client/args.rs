@@ -135,5 +135,11 @@ pub struct BuildArgs {
     /// type=registry,ref=REF: export this build's cache there.
     #[arg(long = "cache-to")]
     pub cache_to: Option<String>,
+    /// Print the resolved build plan (needed stages, dependencies first,
+    /// with every instruction as the engine runs it: words expanded, base
+    /// images' ONBUILD triggers in place, build args in effect) as JSON,
+    /// and build nothing.
+    #[arg(long)]
+    pub print: bool,
     pub context: PathBuf,
 }

@@ -225,6 +225,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
             opts.target = b.target.clone();
+            if b.print {
+                // Embedded: base images' Env and triggers from the store;
+                // with --addr the client has no store and plans without them.
+                let store = match &cli.addr {
+                    None => Some(crate::store::Store::open(&cli.root)?),
+                    Some(_) => None,
+                };
+                println!("{}", crate::engine::plan_json(&opts, store.as_ref())?);
+                return Ok(());
+            }
             opts.no_cache = b.no_cache;
             opts.compression = b.compression.parse()?;
             opts.pull = b.pull;

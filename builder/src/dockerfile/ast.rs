@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 /// A whole Dockerfile.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Dockerfile {
     pub directives: Directives,
     /// `ARG` instructions written before the first `FROM` (each node holds an
@@ -24,7 +24,7 @@ pub struct Dockerfile {
 
 /// A non-fatal parser finding, e.g. `Dockerfile:4: MAINTAINER instruction is
 /// deprecated in favor of using label`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warning {
     pub line: usize,
     pub message: String,
@@ -32,7 +32,7 @@ pub struct Warning {
 
 /// Parser directives (`# escape=`, `# syntax=`, `# check=`) from the top of
 /// the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Directives {
     /// Escape / line continuation character: `\` (default) or `` ` ``.
     pub escape: char,
@@ -53,7 +53,7 @@ impl Default for Directives {
 }
 
 /// One build stage: a `FROM` line and the instructions up to the next `FROM`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stage {
     /// Position of the stage in the file (0-based); `COPY --from=<index>`.
     pub index: usize,
@@ -71,7 +71,7 @@ pub struct Stage {
 }
 
 /// An instruction together with where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Node {
     /// 1-based line on which the instruction starts.
     pub line: usize,
@@ -83,7 +83,7 @@ pub struct Node {
 }
 
 /// Every Dockerfile instruction except `FROM` (which starts a [`Stage`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Instruction {
     Run(Run),
     Copy(Copy),
@@ -137,21 +137,21 @@ impl Instruction {
 
 /// Shell form (`RUN echo hi`, run through the stage's SHELL) or exec form
 /// (`RUN ["echo", "hi"]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum CommandForm {
     Shell(String),
     Exec(Vec<String>),
 }
 
 /// `key=value` pair of ENV or LABEL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyValue {
     pub key: String,
     pub value: String,
 }
 
 /// One name of an `ARG` instruction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ArgDecl {
     pub name: String,
     /// `ARG name=default`; `None` for a bare `ARG name`.
@@ -159,7 +159,7 @@ pub struct ArgDecl {
 }
 
 /// A heredoc (`<<EOF` ... `EOF`) attached to RUN, COPY or ADD.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Heredoc {
     /// Delimiter word with quotes removed (`EOF` for `<<'EOF'`).
     pub name: String,
@@ -176,7 +176,7 @@ pub struct Heredoc {
 }
 
 /// `RUN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Run {
     pub command: CommandForm,
     pub mounts: Vec<Mount>,
@@ -189,21 +189,21 @@ pub struct Run {
     pub heredocs: Vec<Heredoc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum NetworkMode {
     Default,
     None,
     Host,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum SecurityMode {
     Sandbox,
     Insecure,
 }
 
 /// `RUN --mount=...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Mount {
     pub kind: MountType,
     /// `target`/`dst`/`destination`. Required for bind, cache and tmpfs; for
@@ -233,7 +233,7 @@ pub struct Mount {
     pub env: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum MountType {
     Bind,
     Cache,
@@ -242,7 +242,7 @@ pub enum MountType {
     Ssh,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum SharingMode {
     Shared,
     Private,
@@ -250,14 +250,14 @@ pub enum SharingMode {
 }
 
 /// A source of COPY/ADD: a path (or URL / git ref for ADD) or a heredoc.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Source {
     Path(String),
     Heredoc(Heredoc),
 }
 
 /// Arguments shared by COPY and ADD.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FileSpec {
     pub sources: Vec<Source>,
     pub dest: String,
@@ -298,7 +298,7 @@ pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
 }
 
 /// `COPY`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Copy {
     pub files: FileSpec,
     /// `--from=`: stage name, stage index or image reference.
@@ -306,7 +306,7 @@ pub struct Copy {
 }
 
 /// `ADD`. Whether a local tar is auto-extracted is the engine's decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Add {
     pub files: FileSpec,
     /// `--checksum=sha256:...` for http(s) sources.
@@ -315,7 +315,7 @@ pub struct Add {
 }
 
 /// `HEALTHCHECK`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Healthcheck {
     /// `HEALTHCHECK NONE`: disable any inherited check.
     None,
@@ -323,7 +323,7 @@ pub enum Healthcheck {
 }
 
 /// `HEALTHCHECK [options] CMD ...`; unset options inherit the defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HealthConfig {
     /// Exec form becomes `["CMD", ...]`, shell form `["CMD-SHELL", cmd]`
     /// in the image config; see [`HealthConfig::test`].
@@ -350,7 +350,7 @@ impl HealthConfig {
 }
 
 /// `ONBUILD <instruction>`: stored in the image config, run in child builds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OnBuild {
     /// The trigger as written (e.g. `RUN make`), what goes in the image config.
     pub expression: String,

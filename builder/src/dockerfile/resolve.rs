@@ -66,7 +66,7 @@ impl ResolveOptions {
 }
 
 /// What a stage starts from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Base {
     Scratch,
     /// Image reference (expanded).
@@ -76,7 +76,7 @@ pub enum Base {
 }
 
 /// Stages needed for the target, fully expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BuildPlan {
     /// Needed stages only, dependencies before dependents (ties in file
     /// order). Stages whose dependencies are all built can run in parallel.
@@ -95,7 +95,7 @@ impl BuildPlan {
 }
 
 /// One stage of a [`BuildPlan`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResolvedStage {
     /// Position in the Dockerfile.
     pub index: usize,
@@ -131,7 +131,7 @@ pub struct ResolvedStage {
 /// arg, else default, else the global value), `None` when unset. COPY/ADD
 /// `--chmod` is validated as octal; `--from` names are classified into
 /// [`ResolvedStage::deps`] / [`ResolvedStage::images`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResolvedNode {
     pub line: usize,
     pub original: String,

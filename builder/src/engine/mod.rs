@@ -94,12 +94,15 @@ pub(crate) struct BuildCtx<'a> {
     pub dockerfile: Dockerfile,
     pub dockerfile_path: PathBuf,
     pub ignore: crate::dockerfile::IgnoreMatcher,
-    pub global_args: BTreeMap<String, Option<String>>,
     /// Stage index → expanded base reference.
     pub bases: Vec<String>,
     pub slots: Vec<Slot>,
     pub step_base: Vec<u32>,
     pub platform: String,
+    /// The frontend's resolved plan: the needed stages with every word
+    /// expanded and base images' ONBUILD triggers in place. Stages execute
+    /// its instructions; nothing is expanded a second time.
+    pub plan: dockerfile::BuildPlan,
 }
 
 /// A stage's result, filled once by its thread and awaited by dependents.
@@ -165,10 +168,6 @@ impl BuildCtx<'_> {
 
     pub fn wait_stage(&self, index: usize) -> Result<Arc<StageResult>> {
         self.slots[index].wait()
-    }
-
-    pub fn lexer(&self) -> Lexer {
-        Lexer::new(self.dockerfile.directives.escape)
     }
 }
 
@@ -271,12 +270,14 @@ fn build_inner(
         }
         None => store,
     };
+    let plan = plan_build(store, opts, &df)?;
+    let needed: BTreeSet<usize> = plan.stages.iter().map(|s| s.index).collect();
     let mut step_base = vec![0u32; df.stages.len()];
     let mut n = 0u32;
     for s in &df.stages {
-        if needed.contains(&s.index) {
+        if let Some(p) = plan.stage(s.index) {
             step_base[s.index] = n;
-            n += 1 + s.instructions.len() as u32;
+            n += 1 + p.instructions.len() as u32;
         }
     }
     let ctx = BuildCtx {
@@ -287,10 +288,10 @@ fn build_inner(
         dockerfile: df,
         dockerfile_path,
         ignore,
-        global_args,
         bases,
         step_base,
         platform: format!("linux/{}", crate::image::host_arch()),
+        plan,
     };
     let ctx = &ctx;
     let context_dir = context;
@@ -327,6 +328,75 @@ fn build_inner(
     done.seconds = started.elapsed().as_secs_f64();
     progress.event(done);
     Ok(BuildOutput { descriptor, config })
+}
+
+/// The frontend's plan of `df` for this build: build args, `--target`, the
+/// host platform; base images' Env and ONBUILD triggers come from the store
+/// (bases were pulled before).
+pub fn plan_build(
+    store: &Store,
+    opts: &BuildOptions,
+    df: &Dockerfile,
+) -> Result<dockerfile::BuildPlan> {
+    resolve_plan(df, opts, &mut |image| {
+        let img = store.resolve(image).map_err(|e| format!("{e:#}"))?;
+        Ok(dockerfile::BaseImage {
+            env: img.config.config.env,
+            onbuild: img.config.config.on_build,
+        })
+    })
+}
+
+fn resolve_plan(
+    df: &Dockerfile,
+    opts: &BuildOptions,
+    base: &mut dyn FnMut(&str) -> Result<dockerfile::BaseImage, dockerfile::BaseEnvError>,
+) -> Result<dockerfile::BuildPlan> {
+    let ropts = dockerfile::ResolveOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: dockerfile::Platform::host(),
+        build_platform: dockerfile::Platform::host(),
+    };
+    dockerfile::resolve_with_base_images(df, &ropts, &mut |image, _platform| base(image))
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// `build --print`: the plan [`build`] would execute for `opts`, as JSON.
+/// Base images' Env and ONBUILD triggers come from `store`; one that is not
+/// there (build would pull it first) is planned without them, and said so
+/// on stderr.
+pub fn plan_json(opts: &BuildOptions, store: Option<&Store>) -> Result<String> {
+    let context = opts
+        .context
+        .canonicalize()
+        .with_context(|| format!("build context {}", opts.context.display()))?;
+    let path = opts
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    let text = dockerfile::read_dockerfile(&path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let df = dockerfile::parse(&text).map_err(|e| anyhow!("{}", e.with_file(name)))?;
+    let plan = resolve_plan(
+        &df,
+        opts,
+        &mut |image| match store.map(|s| s.resolve(image)) {
+            Some(Ok(img)) => Ok(dockerfile::BaseImage {
+                env: img.config.config.env,
+                onbuild: img.config.config.on_build,
+            }),
+            _ => {
+                eprintln!("note: base image {image} is not in the store: planned without its Env and ONBUILD triggers");
+                Ok(dockerfile::BaseImage::default())
+            }
+        },
+    )?;
+    Ok(serde_json::to_string_pretty(&plan)?)
 }
 
 /// TARGETPLATFORM & co, which BuildKit predefines for `ARG` declarations.

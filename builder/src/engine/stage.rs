@@ -5,8 +5,8 @@ use super::history::{entry, go_list, go_quote, go_quote_rune, go_quoted_list, js
 use super::{BuildCtx, StageResult};
 use crate::digest::KeyHasher;
 use crate::dockerfile::{
-    self, CommandForm, FileSpec, Healthcheck, Instruction, Mount, MountType, NetworkMode, Node,
-    Source,
+    self, CommandForm, FileSpec, Healthcheck, Instruction, Mount, MountType, NetworkMode,
+    ResolvedNode, Source,
 };
 use crate::exec::copy::{
     copy_tree, destination_for, hash_selected, make_parents, select, write_file, CopyOptions,
@@ -43,9 +43,9 @@ pub(super) struct StageExec<'c, 'a> {
     /// without value): `RUN |N a=b` lists them all, as BuildKit does.
     arg_decls: Vec<(String, Option<String>)>,
     /// BuildKit's state environment: the image's Env plus every ARG with a
-    /// value, the later of an ENV and an ARG of the same name winning. Words
-    /// expand against it and RUN steps get it (dockerfile2llb's dispatchArg
-    /// adds ARG values to the state's env, dispatchEnv too).
+    /// value, the later of an ENV and an ARG of the same name winning. RUN
+    /// steps get it (dockerfile2llb's dispatchArg adds ARG values to the
+    /// state's env, dispatchEnv too); the frontend expanded words the same way.
     state_env: Vec<String>,
     cmd_set: bool,
     /// Some earlier step of this stage ran instead of coming from the cache.
@@ -79,19 +79,15 @@ pub(super) fn run_stage(ctx: &BuildCtx<'_>, index: usize, context: &Path) -> Res
     };
     ex.from(&stage.original)?;
     ex.state_env = ex.config.config.env.clone();
-    let mut nodes: Vec<Node> = stage.instructions.clone();
-    // ONBUILD triggers of the base run first, as if written right after FROM.
-    let triggers = std::mem::take(&mut ex.config.config.on_build);
-    let mut trigger_nodes = Vec::new();
-    for t in &triggers {
-        let df = dockerfile::parse(&format!("FROM scratch\n{t}\n"))
-            .map_err(|e| anyhow!("ONBUILD trigger {t:?}: {e}"))?;
-        if let Some(s) = df.stages.into_iter().next() {
-            trigger_nodes.extend(s.instructions);
-        }
-    }
-    nodes.splice(0..0, trigger_nodes);
-    for node in &nodes {
+    // The frontend's plan has every word expanded once, the base's ONBUILD
+    // triggers first (parsed and expanded like the stage's own lines): the
+    // engine only executes it. The base's triggers are consumed.
+    ex.config.config.on_build.clear();
+    let planned = ctx
+        .plan
+        .stage(index)
+        .with_context(|| format!("stage {index} is not in the build plan"))?;
+    for node in &planned.instructions {
         ex.step += 1;
         let started = Instant::now();
         ex.ctx.emit(
@@ -134,24 +130,6 @@ impl StageExec<'_, '_> {
             Some(slot) => *slot = entry,
             None => self.state_env.push(entry),
         }
-    }
-
-    fn expand(&self, word: &str) -> Result<String> {
-        let m = self.lookup_map();
-        let lookup = |k: &str| m.get(k).cloned();
-        self.ctx
-            .lexer()
-            .process_word(word, &lookup)
-            .map_err(|e| anyhow!(e))
-    }
-
-    fn expand_words(&self, word: &str) -> Result<Vec<String>> {
-        let m = self.lookup_map();
-        let lookup = |k: &str| m.get(k).cloned();
-        self.ctx
-            .lexer()
-            .process_words(word, &lookup)
-            .map_err(|e| anyhow!(e))
     }
 
     /// Adds a history entry. Metadata steps take the time of the last
@@ -259,13 +237,13 @@ impl StageExec<'_, '_> {
 
     // ---- instructions ----
 
-    fn instruction(&mut self, node: &Node) -> Result<()> {
+    fn instruction(&mut self, node: &ResolvedNode) -> Result<()> {
         match &node.instruction {
             Instruction::Env(kvs) => {
                 let mut set = Vec::new();
                 for kv in kvs {
                     // All values see the environment from before the instruction.
-                    set.push((self.expand(&kv.key)?, self.expand(&kv.value)?));
+                    set.push((kv.key.clone(), kv.value.clone()));
                 }
                 let mut parts = Vec::new();
                 for (k, v) in set {
@@ -278,11 +256,9 @@ impl StageExec<'_, '_> {
             Instruction::Arg(decls) => {
                 let mut parts = Vec::new();
                 for d in decls {
-                    let default = match &d.default {
-                        Some(v) => Some(self.expand(v)?),
-                        None => self.ctx.global_args.get(&d.name).cloned().flatten(),
-                    };
-                    let value = self.ctx.opts.build_args.get(&d.name).cloned().or(default);
+                    // Resolved: the value in effect (build arg, else the
+                    // expanded default, else the global ARG's value).
+                    let value = d.default.clone();
                     parts.push(match &value {
                         Some(v) => format!("{}={v}", d.name),
                         None => d.name.clone(),
@@ -297,7 +273,7 @@ impl StageExec<'_, '_> {
             Instruction::Label(kvs) => {
                 let mut parts = Vec::new();
                 for kv in kvs {
-                    let (k, v) = (self.expand(&kv.key)?, self.expand(&kv.value)?);
+                    let (k, v) = (kv.key.clone(), kv.value.clone());
                     parts.push(format!("{k}={v}"));
                     self.config.config.labels.insert(k, v);
                 }
@@ -308,11 +284,8 @@ impl StageExec<'_, '_> {
                 // nat.ParsePortSpecs; history shows this instruction's ports
                 // as the Go map it prints (sorted, deduplicated).
                 let mut added = std::collections::BTreeSet::new();
-                for p in ports {
-                    for w in self.expand_words(p)? {
-                        added.extend(dockerfile::normalize_port(&w).map_err(|e| anyhow!(e))?);
-                    }
-                }
+                // Resolved: one normalized `port/proto` per port.
+                added.extend(ports.iter().cloned());
                 for p in &added {
                     self.config
                         .config
@@ -325,7 +298,7 @@ impl StageExec<'_, '_> {
             Instruction::Volume(vols) => {
                 let mut added = Vec::new();
                 for v in vols {
-                    let v = self.expand(v)?;
+                    let v = v.clone();
                     if v.trim().is_empty() {
                         bail!("VOLUME specified can not be an empty string");
                     }
@@ -338,7 +311,7 @@ impl StageExec<'_, '_> {
                 self.metadata_done(format!("VOLUME {}", go_list(&added)));
             }
             Instruction::User(u) => {
-                let u = self.expand(u)?;
+                let u = u.clone();
                 self.config.config.user = u.clone();
                 self.metadata_done(format!("USER {u}"));
             }
@@ -365,7 +338,7 @@ impl StageExec<'_, '_> {
                 self.metadata_done(format!("SHELL {}", go_list(v)));
             }
             Instruction::StopSignal(s) => {
-                let s = self.expand(s)?;
+                let s = s.clone();
                 self.config.config.stop_signal = s.clone();
                 self.metadata_done(format!("STOPSIGNAL {s}"));
             }
@@ -417,7 +390,8 @@ impl StageExec<'_, '_> {
                 );
             }
             Instruction::Maintainer(m) => {
-                self.config.author = Some(self.expand(m)?);
+                // Not expanded, as BuildKit's MAINTAINER.
+                self.config.author = Some(m.clone());
                 self.metadata_done(format!("MAINTAINER {m}"));
             }
             Instruction::Run(r) => self.run(r, &node.original)?,
@@ -463,7 +437,7 @@ impl StageExec<'_, '_> {
     }
 
     fn workdir(&mut self, raw: &str, original: &str) -> Result<()> {
-        let path = self.expand(raw)?;
+        let path = raw.to_string();
         // As BuildKit: an absolute path is kept as written (config and
         // history), a relative one is joined to the current directory.
         let shown = if path.starts_with('/') {
@@ -692,7 +666,7 @@ impl StageExec<'_, '_> {
         };
         let mut mounts = Vec::new();
         for m in &r.mounts {
-            mounts.push(self.expand_mount(m)?);
+            mounts.push(m.clone());
         }
         let user = self.config.config.user.clone();
         let cwd = if self.config.config.working_dir.is_empty() {
@@ -780,16 +754,6 @@ impl StageExec<'_, '_> {
                 Ok(())
             },
         )
-    }
-
-    fn expand_mount(&self, m: &Mount) -> Result<Mount> {
-        let mut m = m.clone();
-        for f in [&mut m.target, &mut m.source, &mut m.from, &mut m.id] {
-            if let Some(v) = f.as_mut() {
-                *v = self.expand(v)?;
-            }
-        }
-        Ok(m)
     }
 
     fn mount_source_key(&self, from: &str) -> Result<String> {
@@ -958,10 +922,10 @@ impl StageExec<'_, '_> {
         if spec.parents {
             bail!("--parents is not supported by berth yet");
         }
-        let checksum = add.flatten().map(|c| self.expand(c)).transpose()?;
+        let checksum = add.flatten().map(str::to_string);
         let kw = if is_add { "ADD" } else { "COPY" };
-        let from = from.map(|f| self.expand(f)).transpose()?;
-        let raw_dest = self.expand(&spec.dest)?;
+        let from = from.map(str::to_string);
+        let raw_dest = spec.dest.clone();
         let dest = {
             let abs = self.workdir_abs(&raw_dest);
             if (raw_dest.ends_with('/') || raw_dest.ends_with("/.") || raw_dest == ".")
@@ -972,13 +936,9 @@ impl StageExec<'_, '_> {
                 abs
             }
         };
-        let chown = spec.chown.as_deref().map(|c| self.expand(c)).transpose()?;
+        let chown = spec.chown.clone();
         let chmod = spec.chmod_bits().map_err(|e| anyhow!(e))?;
-        let excludes: Vec<String> = spec
-            .excludes
-            .iter()
-            .map(|e| self.expand(e))
-            .collect::<Result<_>>()?;
+        let excludes: Vec<String> = spec.excludes.clone();
 
         // Where path sources come from.
         let mut src_mount: Option<OverlayMount> = None;
@@ -998,11 +958,8 @@ impl StageExec<'_, '_> {
         for (i, s) in spec.sources.iter().enumerate() {
             match s {
                 Source::Heredoc(h) => {
-                    let content = if h.expand {
-                        self.expand_heredoc(&h.content)
-                    } else {
-                        h.content.clone()
-                    };
+                    // Expanded by the frontend unless the delimiter was quoted.
+                    let content = h.content.clone();
                     items.push((
                         Item::Data {
                             name: h.name.clone(),
@@ -1013,7 +970,7 @@ impl StageExec<'_, '_> {
                     ));
                 }
                 Source::Path(p) => {
-                    let p = self.expand(p)?;
+                    let p = p.clone();
                     if is_url(&p) {
                         if !is_add {
                             bail!("source can't be a URL for COPY");
@@ -1091,7 +1048,7 @@ impl StageExec<'_, '_> {
             .sources
             .iter()
             .map(|s| match s {
-                Source::Path(p) => self.expand(p).unwrap_or_else(|_| p.clone()),
+                Source::Path(p) => p.clone(),
                 Source::Heredoc(h) => format!("<<{}", h.name),
             })
             .collect();
@@ -1173,42 +1130,6 @@ impl StageExec<'_, '_> {
         )?;
         drop(src_mount);
         Ok(())
-    }
-
-    /// `$VAR` / `${VAR}` expansion of heredoc bodies (quotes are content).
-    fn expand_heredoc(&self, text: &str) -> String {
-        let m = self.lookup_map();
-        let mut out = String::new();
-        let chars: Vec<char> = text.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            if chars[i] == '$' && i + 1 < chars.len() {
-                let (name, next) = if chars[i + 1] == '{' {
-                    match chars[i + 2..].iter().position(|&c| c == '}') {
-                        Some(end) => (
-                            chars[i + 2..i + 2 + end].iter().collect::<String>(),
-                            i + 3 + end,
-                        ),
-                        None => (String::new(), i),
-                    }
-                } else {
-                    let n: String = chars[i + 1..]
-                        .iter()
-                        .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-                        .collect();
-                    let len = n.len();
-                    (n, i + 1 + len)
-                };
-                if !name.is_empty() {
-                    out.push_str(m.get(&name).map(String::as_str).unwrap_or(""));
-                    i = next;
-                    continue;
-                }
-            }
-            out.push(chars[i]);
-            i += 1;
-        }
-        out
     }
 }
 
