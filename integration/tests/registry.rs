@@ -1670,3 +1670,82 @@ fn kubernetes_cri_pulls_what_berth_pushed_and_a_berth_pod_runs_it() {
     let log = log.unwrap_or_else(|e| panic!("{e:#}\n{}", node.log_tail(40)));
     assert!(log.contains("pulled-and-ran"), "{log}");
 }
+
+#[test]
+fn credentials_through_a_docker_credential_helper() {
+    require!("docker-registry", "openssl", "htpasswd");
+    let reg = Registry::tls_with_auth();
+    let a = Env::new();
+    a.trust(&reg);
+    // docker-credential-berthtest keeps credentials in a file of its own.
+    let bin = a.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vault = a.path().join("vault.json");
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        format!(
+            r#"#!/usr/bin/env python3
+import json, os, sys
+vault = {vault:?}
+data = json.load(open(vault)) if os.path.exists(vault) else {{}}
+verb = sys.argv[1]
+if verb == "store":
+    c = json.load(sys.stdin)
+    data[c["ServerURL"]] = {{"Username": c["Username"], "Secret": c["Secret"]}}
+    json.dump(data, open(vault, "w"))
+elif verb == "get":
+    server = sys.stdin.read().strip()
+    if server not in data:
+        print("credentials not found in native keychain"); sys.exit(1)
+    print(json.dumps(dict(ServerURL=server, **data[server])))
+elif verb == "erase":
+    server = sys.stdin.read().strip()
+    if data.pop(server, None) is None: sys.exit(1)
+    json.dump(data, open(vault, "w"))
+"#,
+            vault = vault.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(a.docker_config(), r#"{"credsStore":"berthtest"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_path = |args: &[&str]| {
+        let mut c = a.command(args);
+        c.env("PATH", &path);
+        c
+    };
+
+    let mut login = with_path(&["login", "-u", "berth", "--password-stdin", &reg.host]);
+    login
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "s3cret").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The secret is in the helper's store, not in config.json.
+    let cfg = std::fs::read_to_string(a.docker_config()).unwrap();
+    assert!(!cfg.contains("\"auth\""), "{cfg}");
+    assert!(std::fs::read_to_string(&vault).unwrap().contains("s3cret"));
+
+    let name = format!("{}/helper/app:v1", reg.host);
+    let (built, _) = a.build(&a.context("app", APP), &["-t", &name]);
+    let o = run(&mut with_path(&["push", &name]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), built);
+    // Without the helper on PATH there is no credential: it came from the helper.
+    let err = a.fails(&["pull", &name]);
+    assert!(err.contains("docker-credential-berthtest"), "{err}");
+
+    run(&mut with_path(&["logout", &reg.host]));
+    assert!(!std::fs::read_to_string(&vault).unwrap().contains("s3cret"));
+}
