@@ -296,3 +296,113 @@ fn an_old_image_with_an_oversized_config_is_listed_not_loaded() {
     let e = s.resolve("old").unwrap_err();
     assert!(e.chain().any(|c| c.is::<crate::image::TooLarge>()), "{e:#}");
 }
+
+#[test]
+fn cache_link_serves_imported_entries_and_fetches_their_layer_on_hit() {
+    use std::sync::{Arc, Mutex};
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    // Another store holds the layer, as a registry would.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Store::open(other_dir.path()).unwrap();
+    let remote_layer = layer(&other, b"remote-layer");
+    let entry = CacheEntry {
+        layer: Some(CachedLayer {
+            descriptor: remote_layer.clone(),
+            diff_id: crate::digest::sha256_of(b"remote-diff"),
+        }),
+        created: "2026-01-01T00:00:00Z".into(),
+    };
+    let key = crate::digest::sha256_of(b"key");
+    let missing_key = crate::digest::sha256_of(b"other-key");
+    let fetched = Arc::new(Mutex::new(Vec::new()));
+    let log = fetched.clone();
+    let (s2, other2) = (s.clone(), other.clone());
+    let fetch: Box<LayerFetcher> = Box::new(move |desc: &Descriptor, _diff: &str| {
+        log.lock().unwrap().push(desc.digest.clone());
+        s2.put_blob(&other2.read_blob(&desc.digest)?)?;
+        Ok(())
+    });
+    let imported = BTreeMap::from([(key.clone(), entry.clone())]);
+    let link = Arc::new(CacheLink::new(imported, Some(fetch)));
+    let linked = s.with_cache_link(link.clone());
+
+    // A plain handle does not see imported entries.
+    assert!(s.cache_get(&key).is_none());
+    assert!(linked.cache_get(&missing_key).is_none());
+    assert!(fetched.lock().unwrap().is_empty(), "no fetch without a hit");
+    assert_eq!(linked.cache_get(&key), Some(entry.clone()));
+    assert_eq!(*fetched.lock().unwrap(), vec![remote_layer.digest.clone()]);
+    assert!(s.has_blob(&remote_layer.digest));
+    // Kept locally: a plain handle now hits too, without fetching again.
+    assert_eq!(s.cache_get(&key), Some(entry.clone()));
+    assert_eq!(fetched.lock().unwrap().len(), 1);
+    // What the build used or wrote is recorded for --cache-to.
+    let own_key = crate::digest::sha256_of(b"own");
+    let own = CacheEntry {
+        layer: None,
+        created: String::new(),
+    };
+    linked.cache_put(&own_key, &own).unwrap();
+    let used = link.used();
+    assert_eq!(used.len(), 2);
+    assert_eq!(used.get(&key), Some(&entry));
+    assert_eq!(used.get(&own_key), Some(&own));
+}
+
+#[test]
+fn a_failed_layer_fetch_is_a_cache_miss() {
+    use std::sync::Arc;
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let key = crate::digest::sha256_of(b"key");
+    let entry = CacheEntry {
+        layer: Some(CachedLayer {
+            descriptor: Descriptor {
+                media_type: MEDIA_LAYER_GZIP.into(),
+                digest: crate::digest::sha256_of(b"absent"),
+                size: 6,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
+            diff_id: crate::digest::sha256_of(b"diff"),
+        }),
+        created: String::new(),
+    };
+    let fetch: Box<LayerFetcher> =
+        Box::new(|_: &Descriptor, _: &str| anyhow::bail!("registry refused"));
+    let link = Arc::new(CacheLink::new(
+        BTreeMap::from([(key.clone(), entry)]),
+        Some(fetch),
+    ));
+    let linked = s.with_cache_link(link.clone());
+    assert!(linked.cache_get(&key).is_none());
+    assert!(link.used().is_empty());
+    assert!(s.cache_get(&key).is_none(), "nothing was kept");
+}
+
+#[test]
+fn partial_downloads_resume_through_the_hash() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let data = b"0123456789abcdef";
+    let digest = crate::digest::sha256_of(data);
+    let mut w = s.blob_writer().unwrap();
+    w.write_all(&data[..7]).unwrap();
+    assert_eq!(w.keep_partial(&digest).unwrap(), 7);
+    assert!(!s.has_blob(&digest));
+    let (mut w, n) = s
+        .resume_writer(&digest, data.len() as u64)
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 7);
+    w.write_all(&data[7..]).unwrap();
+    assert_eq!(w.commit(Some(&digest)).unwrap(), (digest.clone(), 16));
+    assert!(s.resume_writer(&digest, 16).unwrap().is_none(), "consumed");
+    // A partial as long as the blob (or longer) is dropped, not resumed.
+    let mut w = s.blob_writer().unwrap();
+    w.write_all(data).unwrap();
+    w.keep_partial(&digest).unwrap();
+    assert!(s.resume_writer(&digest, 16).unwrap().is_none());
+    assert!(!d.path().join("partial").join(&digest[7..]).exists());
+}
