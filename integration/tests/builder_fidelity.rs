@@ -799,3 +799,39 @@ fn print_shows_the_plan_the_build_executes() {
         "{history:?}"
     );
 }
+
+/// Docker 20.10's BuildKit with `--build-arg HTTP_PROXY=http://px:3128
+/// --build-arg no_proxy=local` and no ARG: RUN sees both (`p=http://px:3128
+/// n=local`), history shows `RUN /bin/sh -c echo ... # buildkit` without
+/// them, and the config's Env does not get them.
+#[test]
+fn proxy_build_args_reach_run_only() {
+    let env = Env::new();
+    let ctx = env.context(
+        "proxy",
+        "FROM scratch\nADD busybox.tar /\nRUN echo \"p=$HTTP_PROXY n=$no_proxy\" > /p\n",
+    );
+    let o = env.cmd(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "fid/proxy",
+        "--build-arg",
+        "HTTP_PROXY=http://px:3128",
+        "--build-arg",
+        "no_proxy=local",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = env.image("fid/proxy");
+    assert_eq!(img.read(1, "p"), "p=http://px:3128 n=local\n");
+    assert_eq!(
+        img.history()[1].0,
+        "RUN /bin/sh -c echo \"p=$HTTP_PROXY n=$no_proxy\" > /p # buildkit"
+    );
+    assert_eq!(
+        img.config["config"]["Env"],
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    );
+}

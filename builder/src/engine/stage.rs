@@ -394,7 +394,7 @@ impl StageExec<'_, '_> {
                 self.config.author = Some(m.clone());
                 self.metadata_done(format!("MAINTAINER {m}"));
             }
-            Instruction::Run(r) => self.run(r, &node.original)?,
+            Instruction::Run(r) => self.run(r, &node.original, &node.build_args)?,
             Instruction::Copy(c) => self.copy(&c.files, c.from.as_deref(), None, &node.original)?,
             Instruction::Add(a) => {
                 self.copy(&a.files, None, Some(a.checksum.as_deref()), &node.original)?
@@ -630,7 +630,12 @@ impl StageExec<'_, '_> {
 
     // ---- RUN ----
 
-    fn run(&mut self, r: &dockerfile::Run, original: &str) -> Result<()> {
+    fn run(
+        &mut self,
+        r: &dockerfile::Run,
+        original: &str,
+        build_args: &[(String, String)],
+    ) -> Result<()> {
         if r.security == Some(dockerfile::SecurityMode::Insecure) {
             bail!("RUN --security=insecure is not allowed by berth");
         }
@@ -643,6 +648,14 @@ impl StageExec<'_, '_> {
             }
         };
         let mut env = self.state_env.clone();
+        // Proxy build args (HTTP_PROXY & co) reach RUN without an ARG, as
+        // in BuildKit, but stay out of the cache key and the history.
+        let proxies: Vec<String> = build_args
+            .iter()
+            .filter(|(k, _)| dockerfile::PREDEFINED_ARGS.contains(&k.as_str()))
+            .filter(|(k, _)| !env.iter().any(|kv| kv.split('=').next() == Some(k)))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         // BuildKit's runCommandString: every declared ARG in order, with
         // its value in the state env (an ENV may have replaced it), else
         // its own value, else empty.
@@ -728,6 +741,7 @@ impl StageExec<'_, '_> {
                     run_mounts.push(ex.prepare_mount(m, work.path(), &mut keep, &mut env)?);
                 }
                 let run_mounts: Vec<RunMount> = run_mounts.into_iter().flatten().collect();
+                env.extend(proxies);
                 let req = RunRequest {
                     args: args.clone(),
                     env: env.clone(),
