@@ -1749,3 +1749,117 @@ elif verb == "erase":
     run(&mut with_path(&["logout", &reg.host]));
     assert!(!std::fs::read_to_string(&vault).unwrap().contains("s3cret"));
 }
+
+#[test]
+fn a_registry_cache_that_lies_about_a_layer_gives_a_miss() {
+    require!("docker-registry", "curl");
+    let reg = Registry::plain();
+    let df = "FROM scratch\nADD busybox.tar /\nRUN echo one > /one\nCMD [\"cat\", \"/one\"]\n";
+    let cache = format!("{}/cache/lie:main", reg.host);
+    let a = Env::new();
+    let ctx_a = a.context("app", df);
+    let (built, _) = a.build(
+        &ctx_a,
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+    );
+
+    // Rewrite the cache: every entry's diff_id becomes a wrong one.
+    let o = run(Command::new("curl").args([
+        "-fsS",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &reg.url("/v2/cache/lie/manifests/main"),
+    ]));
+    let mut manifest: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cfg_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let o = run(Command::new("curl").args([
+        "-fsS",
+        &reg.url(&format!("/v2/cache/lie/blobs/{cfg_digest}")),
+    ]));
+    let mut cfg: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    for e in cfg["entries"].as_object_mut().unwrap().values_mut() {
+        if e["layer"].is_object() {
+            e["layer"]["diff_id"] = wrong.clone().into();
+        }
+    }
+    let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
+    let cfg_file = a.path().join("lying-cache.json");
+    std::fs::write(&cfg_file, &cfg_bytes).unwrap();
+    let new_digest = sha256_file(&cfg_file);
+    // Monolithic upload: POST for a session, PUT the bytes with their digest.
+    let o = run(Command::new("curl").args([
+        "-fsS",
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &reg.url("/v2/cache/lie/blobs/uploads/"),
+    ]));
+    let headers = String::from_utf8_lossy(&o.stdout).into_owned();
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Location: {headers}"));
+    let location = if location.starts_with('/') {
+        reg.url(&location)
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    run(Command::new("curl").args([
+        "-fsS",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", cfg_file.display()),
+        &format!("{location}{sep}digest={new_digest}"),
+    ]));
+    manifest["config"]["digest"] = new_digest.into();
+    manifest["config"]["size"] = cfg_bytes.len().into();
+    let m_file = a.path().join("lying-manifest.json");
+    std::fs::write(&m_file, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    run(Command::new("curl").args([
+        "-fsS",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", m_file.display()),
+        &reg.url("/v2/cache/lie/manifests/main"),
+    ]));
+
+    // A fresh store trusts nothing it cannot check: every step runs, and
+    // the image is the right one (its layers are the ones built).
+    let b = Env::new();
+    let ctx_b = b.context_like(&ctx_a, df);
+    let (rebuilt, log) = b.build(
+        &ctx_b,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert_eq!(log.matches("CACHED").count(), 0, "{log}");
+    let (inspect, _) = b.ok(&["inspect", &rebuilt]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let diff_ids = v["Config"]["rootfs"]["diff_ids"].as_array().unwrap();
+    assert!(
+        diff_ids.iter().all(|d| d != &Value::from(wrong.clone())),
+        "{inspect}"
+    );
+    let (orig, _) = a.ok(&["inspect", &built]);
+    let o: Value = serde_json::from_str(&orig).unwrap();
+    // ADD is reproducible (RUN output carries the time it ran).
+    assert_eq!(
+        o["Config"]["rootfs"]["diff_ids"][0],
+        v["Config"]["rootfs"]["diff_ids"][0]
+    );
+    assert_eq!(b.run_image(&rebuilt), "one");
+}
