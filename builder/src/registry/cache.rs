@@ -120,7 +120,16 @@ fn import_one(
         let client = reg.client_for(&host)?;
         let auth = reg.auth_for(&host)?;
         let oref = r.oci(&host);
-        let (bytes, _) = super::pull::fetch_manifest(&client, &oref, &auth, &host).await?;
+        client
+            .store_auth_if_needed(oref.resolve_registry(), &auth)
+            .await;
+        let manifests = super::manifest::ManifestFetcher::new(reg, &host, &r.repository)?;
+        let reference = r
+            .digest
+            .clone()
+            .or_else(|| r.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        let (bytes, _) = manifests.get(&reference).await?;
         let m: Manifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("{r} is not a berth build cache manifest"))?;
         if m.config.media_type != MEDIA_CACHE_CONFIG {

@@ -7,38 +7,10 @@ use anyhow::{bail, Context, Result};
 
 /// Fails with a message naming `host` when it refuses `cred`.
 pub fn check_login(reg: &Registry, host: &str, cred: &Credential) -> Result<()> {
-    super::install_crypto_provider();
-    let scheme = if reg.hosts.insecure(host) {
-        "http"
-    } else {
-        "https"
-    };
-    let api_host = if host == "docker.io" {
-        "registry-1.docker.io"
-    } else {
-        host
-    };
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .timeout(std::time::Duration::from_secs(60));
-    if let Some(ca) = reg.hosts.ca_file(host) {
-        let pem = std::fs::read(&ca).with_context(|| format!("reading CA {}", ca.display()))?;
-        let cert =
-            reqwest::Certificate::from_pem(&pem).with_context(|| format!("CA {}", ca.display()))?;
-        builder = builder.tls_certs_merge([cert]);
-    }
-    let client = builder.build().context("setting up an http client")?;
-    let url = format!("{scheme}://{api_host}/v2/");
+    let (client, base) = http_client(reg, host)?;
+    let url = format!("{base}/v2/");
     super::block_on(async move {
-        let describe = |e: reqwest::Error| {
-            let mut msg = format!("registry {host}: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            anyhow::anyhow!(msg)
-        };
+        let describe = |e: reqwest::Error| describe(host, e);
         let resp = client.get(&url).send().await.map_err(describe)?;
         if resp.status().is_success() {
             // An open registry: nothing to check the credentials against.
@@ -99,8 +71,46 @@ pub fn check_login(reg: &Registry, host: &str, cred: &Credential) -> Result<()> 
     })?
 }
 
+/// An http client for `host` (its CA trusted, as [`Registry::client_for`])
+/// and the base URL of its API (`http[s]://host`).
+pub(super) fn http_client(reg: &Registry, host: &str) -> Result<(reqwest::Client, String)> {
+    super::install_crypto_provider();
+    let scheme = if reg.hosts.insecure(host) {
+        "http"
+    } else {
+        "https"
+    };
+    let api_host = if host == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        host
+    };
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(std::time::Duration::from_secs(120));
+    if let Some(ca) = reg.hosts.ca_file(host) {
+        let pem = std::fs::read(&ca).with_context(|| format!("reading CA {}", ca.display()))?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).with_context(|| format!("CA {}", ca.display()))?;
+        builder = builder.tls_certs_merge([cert]);
+    }
+    let client = builder.build().context("setting up an http client")?;
+    Ok((client, format!("{scheme}://{api_host}")))
+}
+
+/// A request error with its causes (reqwest's Display omits them).
+pub(super) fn describe(host: &str, e: reqwest::Error) -> anyhow::Error {
+    let mut msg = format!("registry {host}: {e}");
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    anyhow::anyhow!(msg)
+}
+
 /// `realm="https://auth",service="registry"` → pairs.
-fn challenge_params(s: &str) -> Vec<(String, String)> {
+pub(super) fn challenge_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = s.trim();
     while !rest.is_empty() {

@@ -1,7 +1,9 @@
 //! Distribution: pulling images from and pushing them to OCI registries.
 //!
 //! The protocol (auth challenges, tokens, chunked uploads, blob mounts) is
-//! spoken by `oci-client`, the reference Rust client; this module wraps it
+//! spoken by `oci-client`, the reference Rust client, except for manifest
+//! downloads ([`manifest`]): oci-client reads those whole, with no size
+//! bound, so they are fetched here with a 4 MiB cap. This module wraps it
 //! behind the store: what enters the store is verified against its digest
 //! first ([`crate::store::BlobWriter::commit`]), manifests are stored as the
 //! registry sent them and pushed as stored (so digests survive a round
@@ -15,6 +17,7 @@ pub mod auth;
 pub mod cache;
 pub mod hosts;
 mod login;
+mod manifest;
 mod pull;
 mod push;
 

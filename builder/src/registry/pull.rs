@@ -14,7 +14,6 @@ use super::{
 use crate::digest::{hex_part, sha256_of};
 use crate::image::{
     check_size, Descriptor, ImageConfig, Index, Manifest, Platform, MAX_CONFIG_SIZE,
-    MAX_MANIFEST_SIZE,
 };
 use crate::store::{canonical_tag, Store};
 use anyhow::{bail, Context, Result};
@@ -23,14 +22,6 @@ use std::io::Write;
 
 pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MEDIA_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-
-/// Manifest media types berth asks for and understands.
-const ACCEPT: &[&str] = &[
-    crate::image::MEDIA_MANIFEST,
-    crate::image::MEDIA_INDEX,
-    crate::image::MEDIA_DOCKER_MANIFEST,
-    MEDIA_DOCKER_LIST,
-];
 
 /// Layer media types whose content berth can unpack.
 const LAYER_TYPES: &[&str] = &[
@@ -107,7 +98,17 @@ async fn pull_from(
     let client = reg.client_for(host)?;
     let auth = reg.auth_for(host)?;
     let oref = r.oci(host);
-    let (mut bytes, mut media_type) = fetch_manifest(&client, &oref, &auth, host).await?;
+    // Blobs go through oci-client, which needs the credentials up front.
+    client
+        .store_auth_if_needed(oref.resolve_registry(), &auth)
+        .await;
+    let manifests = super::manifest::ManifestFetcher::new(reg, host, &r.repository)?;
+    let first = r
+        .digest
+        .clone()
+        .or_else(|| r.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    let (mut bytes, mut media_type) = manifests.get(&first).await?;
     let mut digest = sha256_of(&bytes);
     if let Some(want) = &r.digest {
         if &digest != want {
@@ -130,8 +131,7 @@ async fn pull_from(
             ),
         ));
         hex_part(&entry.digest)?;
-        let child = oref.clone_with_digest(entry.digest.clone());
-        (bytes, media_type) = fetch_manifest(&client, &child, &auth, host).await?;
+        (bytes, media_type) = manifests.get(&entry.digest).await?;
         digest = sha256_of(&bytes);
         if digest != entry.digest {
             bail!(
@@ -241,31 +241,6 @@ async fn pull_from(
         fetched,
         fetched_bytes,
     })
-}
-
-pub(super) async fn fetch_manifest(
-    client: &oci_client::Client,
-    oref: &oci_client::Reference,
-    auth: &oci_client::secrets::RegistryAuth,
-    host: &str,
-) -> Result<(Vec<u8>, String)> {
-    let (bytes, _) = client
-        .pull_manifest_raw(oref, auth, ACCEPT)
-        .await
-        .map_err(|e| registry_error(host, &format!("fetching manifest {oref}"), e))?;
-    check_size(
-        format!("manifest of {oref}"),
-        bytes.len() as u64,
-        MAX_MANIFEST_SIZE,
-    )?;
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType", default)]
-        media_type: Option<String>,
-    }
-    let probe: Probe = serde_json::from_slice(&bytes)
-        .with_context(|| format!("registry {host} sent a manifest for {oref} that is not JSON"))?;
-    Ok((bytes.to_vec(), probe.media_type.unwrap_or_default()))
 }
 
 fn is_index(media_type: &str, bytes: &[u8]) -> bool {
