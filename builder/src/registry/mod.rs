@@ -2,7 +2,7 @@
 //!
 //! The protocol (auth challenges, tokens, chunked uploads, blob mounts) is
 //! spoken by `oci-client`, the reference Rust client, except for manifest
-//! downloads ([`manifest`]): oci-client reads those whole, with no size
+//! downloads (`manifest.rs`): oci-client reads those whole, with no size
 //! bound, so they are fetched here with a 4 MiB cap. This module wraps it
 //! behind the store: what enters the store is verified against its digest
 //! first ([`crate::store::BlobWriter::commit`]), manifests are stored as the
