@@ -835,3 +835,16 @@ fn proxy_build_args_reach_run_only() {
         serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
     );
 }
+
+/// Docker 20.10's BuildKit builds `COPY --from=MIDDLE` from the stage
+/// declared `AS middle` (only FROM matches names exactly).
+#[test]
+fn copy_from_finds_a_stage_whatever_the_case() {
+    let env = Env::new();
+    let ctx = env.context(
+        "fromcase",
+        "FROM scratch AS middle\nADD busybox.tar /\nFROM scratch\nCOPY --from=MIDDLE /etc/passwd /p\n",
+    );
+    let img = env.build_ok(&ctx, "fid/fromcase");
+    assert!(img.read(0, "p").starts_with("root:x:0:0:"));
+}

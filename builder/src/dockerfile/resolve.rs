@@ -538,14 +538,17 @@ impl Ctx<'_> {
     }
 
     fn classify_from(&self, from: &str, this: usize) -> Result<FromRef, String> {
+        // Unlike FROM, `--from` finds a stage whatever the case (Docker
+        // 20.10's BuildKit builds `COPY --from=MIDDLE` from stage `middle`).
+        let lower = from.to_ascii_lowercase();
         if let Some(s) = self
             .df
             .stages
             .iter()
-            .find(|s| s.name.as_deref() == Some(from))
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
         {
             if s.index == this {
-                return Err(format!("circular dependency detected on stage: {from}"));
+                return Err(format!("circular dependency detected on stage: {lower}"));
             }
             return Ok(FromRef::Stage(s.index));
         }

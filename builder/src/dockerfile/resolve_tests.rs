@@ -631,6 +631,12 @@ fn stage_names_are_case_sensitive_references_validated() {
         ),
         "{err}"
     );
+    // `--from` is not case-sensitive: BuildKit copies from stage `middle`.
+    let p = plan(
+        "FROM scratch AS middle\nFROM scratch\nCOPY --from=MIDDLE /a /b\n",
+        &[],
+    );
+    assert_eq!(p.stage(1).unwrap().deps, vec![0]);
     // `AS Middle` declares "middle"; the lowercase reference finds it.
     let p = plan("FROM scratch AS Middle\nFROM middle\n", &[]);
     assert_eq!(image(&p, 1), Base::Stage(0));

@@ -167,6 +167,10 @@ impl BuildCtx<'_> {
     }
 
     pub fn wait_stage(&self, index: usize) -> Result<Arc<StageResult>> {
+        // Only planned stages run: waiting on another would never end.
+        if self.plan.stage(index).is_none() {
+            bail!("stage {index} is not part of this build's plan");
+        }
         self.slots[index].wait()
     }
 }

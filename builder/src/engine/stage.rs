@@ -165,22 +165,21 @@ impl StageExec<'_, '_> {
         );
         let base = self.ctx.bases[self.index].clone();
         let platform = self.ctx.platform.clone();
-        let stages = &self.ctx.dockerfile.stages[..self.index];
-        let exact_stage = stages
-            .iter()
-            .any(|s| s.name.as_deref() == Some(base.as_str()))
-            || base.parse::<usize>().is_ok_and(|i| i < self.index);
-        if base != "scratch" && !exact_stage {
-            // Stage names match exactly: `FROM MIDDLE` is an image
-            // reference, and an invalid one (BuildKit).
-            dockerfile::check_reference(&base)
-                .map_err(|e| anyhow!("failed to parse stage name {base:?}: {e}"))?;
-        }
-        if base == "scratch" {
+        // What the base is was decided once, by the frontend: stage names
+        // match exactly (`FROM MIDDLE` is an image reference, an invalid
+        // one), `scratch` is the empty image.
+        let planned = self
+            .ctx
+            .plan
+            .stage(self.index)
+            .with_context(|| format!("stage {} is not in the build plan", self.index))?
+            .base
+            .clone();
+        if planned == dockerfile::Base::Scratch {
             self.key = KeyHasher::new("scratch").str(&platform).clone().finish();
             // BuildKit's empty image has WorkingDir "/" (and the default PATH).
             self.config.config.working_dir = "/".into();
-        } else if let Some(dep) = self.ctx.stage_ref(&base, self.index) {
+        } else if let dockerfile::Base::Stage(dep) = planned {
             let r = self.ctx.wait_stage(dep)?;
             self.config = r.config.clone();
             self.layers = r.layers.clone();
