@@ -362,8 +362,11 @@ impl<F: Fn(TransferEvent) + Send + Sync> TransferProgress for F {
     }
 }
 
-/// Forwards events through a channel (never blocks the sender).
-struct Forward(std::sync::mpsc::Sender<TransferEvent>);
+/// Forwards events through a channel (never blocks the sender). Cheap to
+/// clone and `'static`, so a byte stream handed to the protocol client can
+/// report through it too.
+#[derive(Clone)]
+pub(crate) struct Forward(std::sync::mpsc::Sender<TransferEvent>);
 
 impl TransferProgress for Forward {
     fn event(&self, e: TransferEvent) {
@@ -375,10 +378,7 @@ impl TransferProgress for Forward {
 /// own hands them to `progress`. Transfers report from inside their async
 /// runtime, where a receiver that blocks (a bounded gRPC stream, a build's
 /// event channel) must never be called.
-pub(crate) fn relayed<T>(
-    progress: &dyn TransferProgress,
-    f: impl FnOnce(&dyn TransferProgress) -> T,
-) -> T {
+pub(crate) fn relayed<T>(progress: &dyn TransferProgress, f: impl FnOnce(&Forward) -> T) -> T {
     let (tx, rx) = std::sync::mpsc::channel::<TransferEvent>();
     std::thread::scope(|s| {
         s.spawn(move || {

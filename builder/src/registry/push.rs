@@ -8,7 +8,8 @@
 //! Otherwise it is uploaded in chunks. Blobs move in parallel (bounded); the
 //! manifest goes last, once every blob it names is in the registry.
 use super::{
-    registry_error, short, Registry, RemoteRef, TransferEvent, TransferKind, TransferProgress,
+    registry_error, short, Forward, Registry, RemoteRef, TransferEvent, TransferKind,
+    TransferProgress,
 };
 use crate::image::{Descriptor, MAX_MANIFEST_SIZE};
 use crate::store::Store;
@@ -46,7 +47,7 @@ fn push_inner(
     reg: &Registry,
     image: &str,
     dest: Option<&str>,
-    progress: &dyn TransferProgress,
+    progress: &Forward,
 ) -> Result<PushOutcome> {
     let dest = match dest {
         Some(d) => d,
@@ -115,7 +116,7 @@ pub(super) fn upload(
     manifest_bytes: &[u8],
     media_type: &str,
     blobs: &[Descriptor],
-    progress: &dyn TransferProgress,
+    progress: &Forward,
 ) -> Result<(usize, u64)> {
     for b in blobs {
         if !store.has_blob(&b.digest) {
@@ -167,7 +168,7 @@ async fn push_blob(
     r: &RemoteRef,
     store: &Store,
     b: &Descriptor,
-    progress: &dyn TransferProgress,
+    progress: &Forward,
 ) -> Result<Option<u64>> {
     let host = r.host.as_str();
     let id = short(&b.digest);
@@ -218,15 +219,33 @@ async fn push_blob(
     let path = store.blob_path(&b.digest)?;
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     // Read in CHUNK pieces; oci-client sends each as a PATCH of the upload.
-    let stream = futures_util::stream::unfold(file, |mut f| async move {
-        let mut buf = vec![0u8; CHUNK];
-        match f.read(&mut buf) {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), f))
+    // Each piece is reported as it is handed over.
+    let reporter = progress.clone();
+    let (total, rid) = (b.size, id.clone());
+    let stream = futures_util::stream::unfold((file, 0u64), move |(mut f, sent)| {
+        let reporter = reporter.clone();
+        let rid = rid.clone();
+        async move {
+            let mut buf = vec![0u8; CHUNK];
+            match f.read(&mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let sent = sent + n as u64;
+                    reporter.event(TransferEvent::new(
+                        TransferKind::Progress,
+                        &rid,
+                        sent,
+                        total,
+                        String::new(),
+                    ));
+                    Some((Ok(bytes::Bytes::from(buf)), (f, sent)))
+                }
+                Err(e) => Some((
+                    Err(oci_client::errors::OciDistributionError::IoError(e)),
+                    (f, sent),
+                )),
             }
-            Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), f)),
         }
     });
     client
