@@ -1,6 +1,8 @@
-//! The build engine: runs the stages of a parsed Dockerfile (independent
-//! stages in parallel threads), produces layers through overlay snapshots,
-//! reuses content-addressed cache entries and commits the image to the store.
+//! The build engine: executes the frontend's resolved plan of a Dockerfile
+//! ([`crate::dockerfile::resolve_with_base_images`]: words expanded once,
+//! base images' ONBUILD triggers in place; independent stages in parallel
+//! threads), produces layers through overlay snapshots, reuses
+//! content-addressed cache entries and commits the image to the store.
 mod bases;
 mod fetch;
 mod history;
