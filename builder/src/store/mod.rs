@@ -484,8 +484,7 @@ impl Store {
                 );
             }
         }
-        let config_bytes =
-            crate::image::to_go_json(config).context("serializing image config")?;
+        let config_bytes = crate::image::to_go_json(config).context("serializing image config")?;
         check_size("image config", config_bytes.len() as u64, MAX_CONFIG_SIZE)?;
         let config_digest = self.put_blob(&config_bytes)?;
         let manifest = Manifest {
