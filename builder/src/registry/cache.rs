@@ -118,12 +118,13 @@ fn import_one(
     let host = r.host.clone();
     let config = super::block_on(async {
         let client = reg.client_for(&host)?;
-        let auth = reg.auth_for(&host)?;
+        let cred = reg.credential(&host)?;
+        let auth = super::auth_of(cred.clone());
         let oref = r.oci(&host);
         client
             .store_auth_if_needed(oref.resolve_registry(), &auth)
             .await;
-        let manifests = super::manifest::ManifestFetcher::new(reg, &host, &r.repository)?;
+        let manifests = super::manifest::ManifestFetcher::new(reg, &host, &r.repository, cred)?;
         let reference = r
             .digest
             .clone()

@@ -39,14 +39,21 @@ pub(super) struct ManifestFetcher {
 }
 
 impl ManifestFetcher {
-    pub fn new(reg: &Registry, host: &str, repository: &str) -> Result<Self> {
+    /// `cred` is `host`'s credential (looked up once per transfer: a
+    /// credential helper is a process to run).
+    pub fn new(
+        reg: &Registry,
+        host: &str,
+        repository: &str,
+        cred: Option<Credential>,
+    ) -> Result<Self> {
         let (client, base) = http_client(reg, host)?;
         Ok(Self {
             client,
             base,
             host: host.to_string(),
             repository: repository.to_string(),
-            cred: reg.credential(host)?,
+            cred,
             auth: Mutex::new(Auth::None),
         })
     }

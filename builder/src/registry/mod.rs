@@ -210,10 +210,7 @@ impl Registry {
     }
 
     fn auth_for(&self, host: &str) -> Result<oci_client::secrets::RegistryAuth> {
-        Ok(match self.credential(host)? {
-            Some(c) => oci_client::secrets::RegistryAuth::Basic(c.username, c.secret),
-            None => oci_client::secrets::RegistryAuth::Anonymous,
-        })
+        Ok(auth_of(self.credential(host)?))
     }
 
     /// A protocol client for `host`: http or https per [`HostsConfig`], its
@@ -244,6 +241,14 @@ impl Registry {
         }
         oci_client::Client::try_from(cfg)
             .map_err(|e| anyhow::anyhow!("setting up a client for registry {host}: {e}"))
+    }
+}
+
+/// oci-client's form of a credential.
+fn auth_of(cred: Option<Credential>) -> oci_client::secrets::RegistryAuth {
+    match cred {
+        Some(c) => oci_client::secrets::RegistryAuth::Basic(c.username, c.secret),
+        None => oci_client::secrets::RegistryAuth::Anonymous,
     }
 }
 

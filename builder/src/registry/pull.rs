@@ -96,13 +96,14 @@ async fn pull_from(
     progress: &dyn TransferProgress,
 ) -> Result<PullOutcome> {
     let client = reg.client_for(host)?;
-    let auth = reg.auth_for(host)?;
+    let cred = reg.credential(host)?;
+    let auth = super::auth_of(cred.clone());
     let oref = r.oci(host);
     // Blobs go through oci-client, which needs the credentials up front.
     client
         .store_auth_if_needed(oref.resolve_registry(), &auth)
         .await;
-    let manifests = super::manifest::ManifestFetcher::new(reg, host, &r.repository)?;
+    let manifests = super::manifest::ManifestFetcher::new(reg, host, &r.repository, cred)?;
     let first = r
         .digest
         .clone()
