@@ -848,3 +848,39 @@ fn copy_from_finds_a_stage_whatever_the_case() {
     let img = env.build_ok(&ctx, "fid/fromcase");
     assert!(img.read(0, "p").starts_with("root:x:0:0:"));
 }
+
+/// ONBUILD triggers of a base image from the store run first, expanded by
+/// the frontend like the stage's own lines. Docker 20.10's BuildKit for
+/// `FROM` an image built with `ARG V=1`, `ONBUILD ARG V=2`, `ONBUILD RUN
+/// echo "triggered $V" > /trig`, `ONBUILD ENV T=1`, then `RUN cat /trig`:
+/// history `ARG V=2`, `RUN |1 V=2 /bin/sh -c echo "triggered $V" > /trig
+/// # buildkit`, `ENV T=1`, `RUN |1 V=2 /bin/sh -c cat /trig # buildkit`;
+/// `/trig` holds `triggered 2`; the child's OnBuild is null.
+#[test]
+fn base_image_onbuild_triggers_run_first() {
+    let env = Env::new();
+    let base = env.context(
+        "onbase",
+        "FROM scratch\nADD busybox.tar /\nARG V=1\nONBUILD ARG V=2\n\
+         ONBUILD RUN echo \"triggered $V\" > /trig\nONBUILD ENV T=1\n",
+    );
+    env.build_ok(&base, "fid/onbase");
+    let child = env.context("onchild", "FROM fid/onbase\nRUN cat /trig\n");
+    let img = env.build_ok(&child, "fid/onchild");
+    let history: Vec<String> = img.history().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(
+        history[2..],
+        [
+            "ARG V=2",
+            "RUN |1 V=2 /bin/sh -c echo \"triggered $V\" > /trig # buildkit",
+            "ENV T=1",
+            "RUN |1 V=2 /bin/sh -c cat /trig # buildkit",
+        ]
+    );
+    assert_eq!(img.read(1, "trig"), "triggered 2\n");
+    assert_eq!(img.config["config"]["OnBuild"], Value::Null);
+    assert!(img.config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("T=1")));
+}
