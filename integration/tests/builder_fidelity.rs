@@ -884,3 +884,47 @@ fn base_image_onbuild_triggers_run_first() {
         .unwrap()
         .contains(&Value::from("T=1")));
 }
+
+/// History times as BuildKit's exporter fills them. Docker 20.10's BuildKit
+/// for this Dockerfile (ADD from its cache): the ENV and ARG before the first
+/// RUN carry that RUN's time, later metadata the previous RUN's, and the
+/// image's `created` is the last RUN's: the first entry with entry i's time
+/// is [0, 1, 1, 1, 1, 1, 1, 7, 7, 7, 7, 11, 11, 11, 14, 15][i] (entries 1-6
+/// all have the time of the RUN at 3).
+#[test]
+fn history_times_as_buildkit() {
+    let env = Env::new();
+    let ctx = env.context(
+        "times",
+        "FROM scratch\nADD busybox.tar /\nENV A=env1\nARG A=arg1\nRUN true\nENV W=$A\nARG B=argb\n\
+         ENV B=envb\nRUN true\nARG C\nENV C=envc\nARG C\nRUN true\nENV D=envd\nARG D\nRUN true\n\
+         RUN true\n",
+    );
+    // The ADD comes from the cache, as in BuildKit's run.
+    env.build_ok(&ctx, "fid/times");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        std::fs::read_to_string(ctx.join("Dockerfile"))
+            .unwrap()
+            .replace("RUN true", "RUN echo changed"),
+    )
+    .unwrap();
+    let img = env.build_ok(&ctx, "fid/times");
+    let times: Vec<&str> = img.config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created"].as_str().unwrap())
+        .collect();
+    let pattern: Vec<usize> = times
+        .iter()
+        .map(|t| times.iter().position(|u| u == t).unwrap())
+        .collect();
+    assert_eq!(
+        pattern,
+        [0, 1, 1, 1, 1, 1, 1, 7, 7, 7, 7, 11, 11, 11, 14, 15],
+        "{times:?}"
+    );
+    assert_eq!(img.config["created"].as_str(), Some(times[15]));
+}

@@ -32,6 +32,41 @@ pub fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
+/// Gives metadata entries (no `created` yet) their time the way BuildKit's
+/// exporter does (normalizeLayersAndHistory): the time of the first entry
+/// with a time that follows the first timeless one, and after that the time
+/// of the latest entry with a time before them. So the ENV of `FROM scratch`,
+/// cached `ADD`, `ENV`, `RUN` gets the RUN's time, not the cached ADD's.
+pub fn fill_created(history: &mut [History]) {
+    let mut created: Option<String> = None;
+    let mut timeless_seen = false;
+    for h in history.iter() {
+        match &h.created {
+            Some(t) => {
+                created = Some(t.clone());
+                if timeless_seen {
+                    break;
+                }
+            }
+            None => timeless_seen = true,
+        }
+    }
+    let mut timeless_seen = false;
+    for h in history.iter_mut() {
+        match &h.created {
+            Some(t) => {
+                if timeless_seen {
+                    created = Some(t.clone());
+                }
+            }
+            None => {
+                timeless_seen = true;
+                h.created = created.clone();
+            }
+        }
+    }
+}
+
 /// Go's `strconv.Quote`: how BuildKit's `%q` shows strings in history.
 pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -94,6 +129,34 @@ fn push_go_escaped(out: &mut String, c: char) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The times Docker 20.10's BuildKit wrote for `FROM scratch`, `ADD`
+    /// (cached, 11), `ENV`, `ARG`, `RUN` (16), `ENV`, `RUN` (17), `ARG`: the
+    /// first metadata entries take the next layer's time, later ones the
+    /// previous layer's.
+    #[test]
+    fn created_filled_as_buildkit() {
+        let e = |t: Option<&str>| History {
+            created: t.map(str::to_string),
+            ..Default::default()
+        };
+        let mut h = vec![
+            e(Some("11")),
+            e(None),
+            e(None),
+            e(Some("16")),
+            e(None),
+            e(Some("17")),
+            e(None),
+        ];
+        fill_created(&mut h);
+        let got: Vec<_> = h.iter().map(|h| h.created.clone().unwrap()).collect();
+        assert_eq!(got, ["11", "16", "16", "16", "16", "17", "17"]);
+        // Metadata only after the last layer: that layer's time.
+        let mut h = vec![e(Some("11")), e(Some("15")), e(None), e(None)];
+        fill_created(&mut h);
+        assert_eq!(h[3].created.as_deref(), Some("15"));
+    }
 
     /// Renderings observed in BuildKit (Docker 20.10) image history.
     #[test]

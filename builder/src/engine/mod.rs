@@ -321,6 +321,7 @@ fn build_inner(
         )
     })?;
     let mut config = result.config.clone();
+    history::fill_created(&mut config.history);
     if config.created.is_none() {
         config.created = Some(history::timestamp(opts.epoch));
     }

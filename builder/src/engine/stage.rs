@@ -132,12 +132,17 @@ impl StageExec<'_, '_> {
         }
     }
 
-    /// Adds a history entry. Metadata steps take the time of the last
-    /// filesystem step (or the base), so unchanged Dockerfiles rebuild to
-    /// identical images.
+    /// Adds a history entry. A layer step has its layer's time (from the
+    /// cache entry, so unchanged Dockerfiles rebuild to identical images);
+    /// a metadata step has none yet and gets one when the image is
+    /// committed, as BuildKit's exporter gives it ([`super::history::fill_created`]).
     fn history(&mut self, created_by: String, empty_layer: bool) {
         let mut h = entry(created_by, empty_layer, self.ctx.opts.epoch);
-        h.created = self.last_created.clone().or(h.created);
+        if empty_layer && self.ctx.opts.epoch.is_none() {
+            h.created = None;
+        } else {
+            h.created = self.last_created.clone().or(h.created);
+        }
         self.config.history.push(h);
     }
 
@@ -184,7 +189,7 @@ impl StageExec<'_, '_> {
             self.config = r.config.clone();
             self.layers = r.layers.clone();
             self.key = r.key.clone();
-            self.last_created = r.config.history.last().and_then(|h| h.created.clone());
+            self.last_created = r.config.created.clone();
         } else {
             let img = self.ctx.store.resolve(&base).with_context(|| {
                 format!("base image {base:?} is not in the store (berth builds offline: build or load it first)")
