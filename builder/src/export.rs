@@ -66,11 +66,15 @@ pub fn export_names(store: &Store, requested: &str, img: &ResolvedImage) -> Resu
         return Ok(Vec::new());
     }
     let wanted = normalize_ref(requested);
-    let tagged = store
+    // The name as stored (`save busybox` of an image pulled as
+    // `docker.io/library/busybox` records the stored name).
+    let stored = store
         .images()?
         .into_iter()
-        .any(|i| i.descriptor.digest == img.descriptor.digest && i.tags.contains(&wanted));
-    Ok(if tagged { vec![wanted] } else { Vec::new() })
+        .filter(|i| i.descriptor.digest == img.descriptor.digest)
+        .flat_map(|i| i.tags)
+        .find(|t| t == &wanted || crate::store::same_name(t, &wanted));
+    Ok(stored.into_iter().collect())
 }
 
 fn index_for(img: &ResolvedImage, tags: &[String]) -> Index {

@@ -18,8 +18,8 @@ mod sources;
 pub use blobs::BlobWriter;
 pub use cache_link::{CacheLink, LayerFetcher};
 pub use refs::{
-    canonical_tag, looks_like_content_address, normalize_ref, parse_reference, InvalidReference,
-    Reference,
+    canonical_tag, docker_full_name, looks_like_content_address, normalize_ref, parse_reference,
+    same_name, InvalidReference, Reference,
 };
 
 use crate::digest::hex_part;
@@ -361,10 +361,19 @@ impl Store {
         }
         parse_reference(name)?;
         let wanted = normalize_ref(name);
+        // The name as stored first, then Docker's equivalent forms
+        // (`busybox` finds `docker.io/library/busybox:latest` and back).
         if let Some(d) = index
             .manifests
             .iter()
             .find(|d| d.annotations.get(ANNOTATION_REF_NAME) == Some(&wanted))
+            .or_else(|| {
+                index.manifests.iter().find(|d| {
+                    d.annotations
+                        .get(ANNOTATION_REF_NAME)
+                        .is_some_and(|n| same_name(n, &wanted))
+                })
+            })
         {
             return Ok(d.clone());
         }
@@ -533,7 +542,9 @@ impl Store {
         index
             .manifests
             .retain(|d| match d.annotations.get(ANNOTATION_REF_NAME) {
-                Some(n) => !names.contains(n),
+                // A tag moves whatever form it was stored under
+                // (`busybox:latest` is replaced by `docker.io/library/busybox`).
+                Some(n) => !names.iter().any(|w| same_name(n, w)),
                 None => d.digest != desc.digest,
             });
         let mut plain = desc.clone();
@@ -577,15 +588,14 @@ impl Store {
             name.contains('@') || name.starts_with("sha256:") || looks_like_content_address(name);
         // Names are matched as stored, unvalidated, so that a bad name left
         // by an older berth can still be removed.
-        let by_tag = !content_form
-            && index
-                .manifests
-                .iter()
-                .any(|d| d.annotations.get(ANNOTATION_REF_NAME) == Some(&wanted));
+        let tag_matches = |d: &Descriptor| {
+            d.annotations
+                .get(ANNOTATION_REF_NAME)
+                .is_some_and(|n| n == &wanted || same_name(n, &wanted))
+        };
+        let by_tag = !content_form && index.manifests.iter().any(tag_matches);
         if by_tag {
-            index
-                .manifests
-                .retain(|d| d.annotations.get(ANNOTATION_REF_NAME) != Some(&wanted));
+            index.manifests.retain(|d| !tag_matches(d));
         } else {
             let desc = Self::find_in(&index, name)
                 .with_context(|| format!("looking up {name:?} in store {}", self.root.display()))?;

@@ -178,6 +178,42 @@ pub fn canonical_tag(name: &str) -> Result<String, InvalidReference> {
     Ok(n)
 }
 
+/// Docker's fully qualified form of a name (`busybox` →
+/// `docker.io/library/busybox:latest`, `index.docker.io/x/y` →
+/// `docker.io/x/y:latest`), used to decide whether two names mean the same
+/// image. `None` for content addresses and malformed names. Stored names are
+/// kept as written; lookups compare these forms.
+pub fn docker_full_name(name: &str) -> Option<String> {
+    if looks_like_content_address(name) {
+        return None;
+    }
+    let r = parse_reference(name).ok()?;
+    if r.digest.is_some() {
+        return None;
+    }
+    let domain = match r.domain.as_deref() {
+        None | Some("docker.io" | "index.docker.io" | "registry-1.docker.io") => "docker.io",
+        Some(d) => d,
+    };
+    let path = if domain == "docker.io" && !r.path.contains('/') {
+        format!("library/{}", r.path)
+    } else {
+        r.path.clone()
+    };
+    let tag = r.tag.as_deref().unwrap_or("latest");
+    Some(format!("{domain}/{path}:{tag}"))
+}
+
+/// True when `a` and `b` name the same image in Docker's eyes
+/// (`busybox` ≡ `busybox:latest` ≡ `docker.io/library/busybox:latest`).
+pub fn same_name(a: &str, b: &str) -> bool {
+    a == b
+        || match (docker_full_name(a), docker_full_name(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        }
+}
+
 /// True for `algo:hex` with a hex part of at least 32 characters (how a
 /// digest looks) or a bare 64-hex id: forms lookups treat as content.
 pub fn looks_like_content_address(s: &str) -> bool {
@@ -312,6 +348,35 @@ mod tests {
     use super::*;
 
     const HEX64: &str = "fe3154c6539f13ed5d311a2a210e961576396cf091a691cf382643842b5a9d01";
+
+    #[test]
+    fn docker_equivalent_names() {
+        for n in [
+            "busybox",
+            "busybox:latest",
+            "library/busybox",
+            "docker.io/busybox",
+            "docker.io/library/busybox:latest",
+            "index.docker.io/library/busybox",
+        ] {
+            assert_eq!(
+                docker_full_name(n).as_deref(),
+                Some("docker.io/library/busybox:latest"),
+                "{n}"
+            );
+            assert!(same_name(n, "busybox"), "{n}");
+        }
+        assert_eq!(
+            docker_full_name("localhost:5000/app").as_deref(),
+            Some("localhost:5000/app:latest")
+        );
+        assert!(!same_name("busybox:1.36", "busybox"));
+        assert!(!same_name("localhost/busybox", "busybox"));
+        assert!(!same_name("quay.io/busybox", "docker.io/busybox"));
+        assert!(!same_name("team/busybox", "busybox"));
+        assert!(docker_full_name(&format!("sha256:{HEX64}")).is_none());
+        assert!(docker_full_name(&format!("busybox@sha256:{HEX64}")).is_none());
+    }
 
     #[test]
     fn normalizes() {

@@ -406,3 +406,46 @@ fn partial_downloads_resume_through_the_hash() {
     assert!(s.resume_writer(&digest, 16).unwrap().is_none());
     assert!(!d.path().join("partial").join(&digest[7..]).exists());
 }
+
+#[test]
+fn docker_equivalent_names_find_the_same_image() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let l = layer(&s, b"layer-bytes");
+    let mut cfg = ImageConfig::default();
+    cfg.rootfs.diff_ids.push(crate::digest::sha256_of(b"diff"));
+    // Stored under the long form (as a pull of docker.io/library/busybox).
+    let a = s
+        .commit_image(
+            &cfg,
+            vec![l.clone()],
+            &["docker.io/library/busybox:latest".into()],
+        )
+        .unwrap();
+    for n in [
+        "busybox",
+        "busybox:latest",
+        "library/busybox",
+        "docker.io/busybox",
+    ] {
+        assert_eq!(s.resolve(n).unwrap().descriptor.digest, a.digest, "{n}");
+    }
+    assert!(s.resolve("busybox:1.36").is_err());
+    assert!(s.resolve("localhost/busybox").is_err());
+    // Tagging with the short form moves the name: one entry, not two.
+    cfg.author = Some("other".into());
+    let b = s.commit_image(&cfg, vec![l], &["busybox".into()]).unwrap();
+    let imgs = s.images().unwrap();
+    let named: Vec<_> = imgs.iter().flat_map(|i| i.tags.clone()).collect();
+    assert_eq!(named, vec!["busybox:latest".to_string()]);
+    assert_eq!(
+        s.resolve("docker.io/library/busybox")
+            .unwrap()
+            .descriptor
+            .digest,
+        b.digest
+    );
+    // Removing by any equivalent form removes it.
+    s.remove("docker.io/library/busybox:latest").unwrap();
+    assert!(s.resolve("busybox").is_err());
+}
