@@ -28,3 +28,4 @@ pub mod registry;
 pub mod snapshot;
 pub mod store;
 pub mod ui;
+pub mod workctr;

@@ -2,7 +2,7 @@
 //! in overlayfs format; a step's root filesystem is an overlay mount whose
 //! lowerdirs are its parent layers and whose upperdir collects its changes
 //! ([`overlay`] mounts any number of them, up to overlayfs's 500).
-mod overlay;
+pub mod overlay;
 
 use crate::layer::{open_decompressed, unpack, UnpackMode};
 use crate::store::Store;

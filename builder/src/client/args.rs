@@ -66,6 +66,9 @@ pub enum Command {
     Prune,
     /// Write an OCI runtime bundle (rootfs + config.json) for an image.
     Bundle { image: String, dir: PathBuf },
+    /// Working containers (from, containers, rm, run, commit, diff).
+    #[command(flatten)]
+    Work(crate::workctr::cli::WorkCommand),
     /// Download an image from a registry.
     Pull {
         reference: String,

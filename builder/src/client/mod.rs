@@ -182,6 +182,17 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         _ => {}
     }
+    if let Command::Work(w) = cli.command {
+        // Working containers live beside the local store (see crate::workctr).
+        crate::workctr::cli::require_local(cli.addr.as_deref())?;
+        let code = crate::workctr::cli::dispatch(&cli.root, cli.runtime.as_deref(), w)?;
+        if code != 0 {
+            // `run` passes the process's exit status on; every guard of the
+            // run has been dropped by now.
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     let be = backend(&cli)?;
     match cli.command {
         Command::Build(b) => {
@@ -393,7 +404,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             println!("{}", o.digest);
         }
-        Command::Login { .. } | Command::Logout { .. } => {}
+        Command::Login { .. } | Command::Logout { .. } | Command::Work(_) => {}
     }
     Ok(())
 }

@@ -1,0 +1,487 @@
+//! Working containers (buildah's model) in `berth-build`, walked the way the
+//! Docker tutorial does: build an image, `from`, `run` a change, `commit -m
+//! -a`, `diff`, `history`, `bundle` + `berth run`, and `save` → `podman
+//! load` → `podman run --runtime berth`. Also `cp` against hostile symlinks
+//! (a canary on the host must stay untouched), `export`/`import`, and `rm`
+//! leaving nothing behind.
+use berth_integration::containerd::unmount_under;
+use berth_integration::harness::{berth_bin, unique, TempDir};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// berth-build next to $BERTH_BIN, else target/debug.
+fn builder_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
+        return PathBuf::from(dir).join("berth-build");
+    }
+    if let Some(p) = berth_bin().parent().map(|d| d.join("berth-build")) {
+        if p.exists() {
+            return p;
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-build")
+}
+
+/// A store, its working containers removed and mounts detached on drop.
+struct Env {
+    dir: TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(o) = self.cmd(&["containers", "-q"]).output() {
+            for n in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = self.cmd(&["rm", n]).output();
+            }
+        }
+        unmount_under(self.dir.path());
+    }
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = TempDir::new("bb-work").unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        Env { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(builder_bin());
+        c.arg("--root")
+            .arg(self.store())
+            .arg("--runtime")
+            .arg(berth_bin())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.out(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert!(
+            o.status.success(),
+            "berth-build {args:?} failed ({}):\nstdout: {out}\nstderr: {err}",
+            o.status
+        );
+        out
+    }
+
+    /// Builds an image `tag` from busybox with `extra` Dockerfile lines.
+    fn build(&self, tag: &str, extra: &str) {
+        let ctx = self.path().join(format!("ctx-{}", unique("c")));
+        std::fs::create_dir_all(&ctx).unwrap();
+        busybox_tar(&ctx.join("busybox.tar"), &ctx.join("rootfs"));
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM scratch\nADD busybox.tar /\n{extra}"),
+        )
+        .unwrap();
+        std::fs::write(ctx.join(".dockerignore"), "rootfs\n").unwrap();
+        self.ok(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            tag,
+            ctx.to_str().unwrap(),
+        ]);
+    }
+}
+
+/// Writes a tar of a minimal busybox root filesystem.
+fn busybox_tar(dest: &Path, scratch: &Path) {
+    for d in ["bin", "etc", "tmp", "root", "proc", "dev", "sys"] {
+        std::fs::create_dir_all(scratch.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "cat", "ls", "mkdir", "true", "id", "env", "rm", "hostname", "pwd",
+    ] {
+        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        scratch.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(scratch.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(scratch)
+        .args(["--numeric-owner", "-cf"])
+        .arg(dest)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.to_string_lossy().into_owned();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&d))
+        .map(str::to_string)
+        .collect()
+}
+
+const BASE: &str = "RUN echo old > /etc/motd && echo bye > /etc/gone\nCMD [\"cat\", \"/hello\"]\n";
+
+#[test]
+fn tutorial_from_run_commit_diff_history_bundle_podman() {
+    let env = Env::new();
+    env.build("tut-base", BASE);
+
+    // from / containers
+    let name = env.ok(&["from", "tut-base", "--name", "tut"]);
+    assert_eq!(name.trim(), "tut");
+    assert!(env.ok(&["containers"]).contains("tut"));
+    // The default name is buildah's.
+    let dflt = env.ok(&["from", "tut-base"]);
+    assert_eq!(dflt.trim(), "tut-base-working-container");
+    env.ok(&["rm", "tut-base-working-container"]);
+
+    // run: a change, the overrides, and the exit status passed through.
+    env.ok(&[
+        "run",
+        "tut",
+        "-e",
+        "WHO=world",
+        "--",
+        "sh",
+        "-c",
+        "echo hello $WHO > /hello && echo new > /etc/motd && rm /etc/gone",
+    ]);
+    let o = env.out(&["run", "tut", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let seen = env.ok(&[
+        "run",
+        "tut",
+        "-w",
+        "/work/dir",
+        "-u",
+        "nobody",
+        "-h",
+        "tuthost",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo $(pwd) $(id -u) $(hostname)",
+    ]);
+    assert_eq!(seen.trim(), "/work/dir 65534 tuthost");
+    let host_dir = env.path().join("vol");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("in"), "from host").unwrap();
+    let v = format!("{}:/mnt/vol:ro", host_dir.display());
+    assert_eq!(
+        env.ok(&["run", "tut", "-v", &v, "--", "cat", "/mnt/vol/in"])
+            .trim(),
+        "from host"
+    );
+    // A read-only volume stays read-only.
+    let o = env.out(&[
+        "run",
+        "tut",
+        "-v",
+        &v,
+        "--",
+        "sh",
+        "-c",
+        "echo x > /mnt/vol/in",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("in")).unwrap(),
+        "from host"
+    );
+    // The -w directory is a change of the container; undo it for a clean diff.
+    env.ok(&["run", "tut", "--", "rm", "-r", "/work"]);
+    // The last run's command is what Docker's commit records.
+    env.ok(&["run", "tut", "--", "sh", "-c", "echo hello world > /hello"]);
+
+    // diff: Docker's A/C/D list.
+    let diff = env.ok(&["diff", "tut"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in ["C /etc", "D /etc/gone", "C /etc/motd", "A /hello"] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{diff}");
+    }
+    assert!(
+        !diff.contains("/mnt") && !diff.contains("/work"),
+        "runtime mount points leaked into the diff:\n{diff}"
+    );
+
+    // commit -m -a
+    let digest = env.ok(&[
+        "commit",
+        "tut",
+        "tut-image",
+        "-m",
+        "add hello",
+        "-a",
+        "Tut Author <tut@example.com>",
+    ]);
+    assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    let inspect: Value = serde_json::from_str(&env.ok(&["inspect", "tut-image"])).unwrap();
+    let config = &inspect["Config"];
+    assert_eq!(config["author"], "Tut Author <tut@example.com>");
+    let history = config["history"].as_array().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last["comment"], "add hello");
+    assert_eq!(last["author"], "Tut Author <tut@example.com>");
+    assert_eq!(last["created_by"], "sh -c echo hello world > /hello");
+    assert!(last.get("empty_layer").is_none());
+    let base: Value = serde_json::from_str(&env.ok(&["inspect", "tut-base"])).unwrap();
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        base["Config"]["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .len()
+            + 1,
+        "one new layer"
+    );
+    // history shows the commit
+    let hist = env.ok(&["history", "tut-image"]);
+    assert!(hist.contains("sh -c echo hello world > /hello"), "{hist}");
+
+    // bundle + berth run sees the change (and the deletion).
+    let b = env.path().join("bundle");
+    env.ok(&["bundle", "tut-image", b.to_str().unwrap()]);
+    assert!(!b.join("rootfs/etc/gone").exists());
+    let id = unique("tut-bundle");
+    let out = Command::new(berth_bin())
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg(&id)
+        .output()
+        .unwrap();
+    let _ = Command::new(berth_bin())
+        .args(["delete", "--force", &id])
+        .output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello world");
+
+    // save → podman load → podman run --runtime berth
+    let tar = env.path().join("tut.tar");
+    env.ok(&["save", "tut-image", "-o", tar.to_str().unwrap()]);
+    let pm = Podman::new(env.path().join("podman"));
+    pm.ok(&["load", "--input", tar.to_str().unwrap()]);
+    let got = pm.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "tut-image",
+        "sh",
+        "-c",
+        "cat /hello /etc/motd; test -e /etc/gone || echo gone",
+    ]);
+    assert_eq!(got.trim(), "hello world\nnew\ngone");
+
+    // rm: snapshot, mounts, state: nothing left.
+    env.ok(&["rm", "tut"]);
+    assert!(env.ok(&["containers", "-q"]).trim().is_empty());
+    let left: Vec<_> = std::fs::read_dir(env.store().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(mounts_under(&env.store()).is_empty());
+    let st = Command::new(berth_bin())
+        .arg("--root")
+        .arg(env.store().join("runtime"))
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&st.stdout);
+    assert!(!listed.contains("berth-work-tut"), "{listed}");
+}
+
+/// podman with a private store (vfs), cleaned up on drop.
+struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    fn new(dir: PathBuf) -> Podman {
+        std::fs::create_dir_all(&dir).unwrap();
+        Podman { dir }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let runtime = berth_bin().canonicalize().unwrap();
+        let o = Command::new("podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+                "--runtime",
+            ])
+            .arg(runtime)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .args(["--storage-driver", "vfs", "rm", "--all", "--force"])
+            .output();
+        unmount_under(&self.dir);
+    }
+}
+
+#[test]
+fn cp_never_leaves_the_container_root() {
+    let env = Env::new();
+    env.build("cp-base", "");
+    env.ok(&["from", "cp-base", "--name", "cpc"]);
+    // Host canaries the container tries to reach through its symlinks.
+    let canary_dir = env.path().join("canary");
+    std::fs::create_dir_all(&canary_dir).unwrap();
+    let canary = canary_dir.join("secret");
+    std::fs::write(&canary, "host secret").unwrap();
+    let script = format!(
+        "ln -s {d} /etc/escape && ln -s {f} /etc/leak && ln -s ../../../../../../..{d} /etc/dotdot",
+        d = canary_dir.display(),
+        f = canary.display()
+    );
+    env.ok(&["run", "cpc", "--", "sh", "-c", &script]);
+
+    // Into the container through a symlinked directory: resolved inside the
+    // root (where that path does not exist), never on the host.
+    let src = env.path().join("payload");
+    std::fs::write(&src, "payload").unwrap();
+    for dest in ["cpc:/etc/escape/planted", "cpc:/etc/dotdot/planted"] {
+        let _ = env.out(&["cp", src.to_str().unwrap(), dest]);
+        assert!(
+            !canary_dir.join("planted").exists(),
+            "cp {dest} wrote on the host"
+        );
+    }
+    // Onto a symlink to a host file: the link is replaced, the file untouched.
+    env.ok(&["cp", src.to_str().unwrap(), "cpc:/etc/leak"]);
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "host secret");
+    assert_eq!(
+        env.ok(&["run", "cpc", "--", "cat", "/etc/leak"]).trim(),
+        "payload"
+    );
+    // Out of the container through a symlink: the host file is never read.
+    env.ok(&[
+        "run",
+        "cpc",
+        "--",
+        "sh",
+        "-c",
+        &format!("rm /etc/leak && ln -s {} /etc/leak", canary.display()),
+    ]);
+    let out = env.path().join("out");
+    let _ = env.out(&["cp", "cpc:/etc/leak", out.to_str().unwrap()]);
+    assert!(
+        std::fs::read_to_string(&out).map_or(true, |s| s != "host secret"),
+        "cp read a host file through a container symlink"
+    );
+
+    // Ordinary copies both ways, directories included.
+    let tree = env.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/f"), "deep").unwrap();
+    env.ok(&["cp", tree.to_str().unwrap(), "cpc:/opt"]);
+    assert_eq!(
+        env.ok(&["run", "cpc", "--", "cat", "/opt/sub/f"]).trim(),
+        "deep"
+    );
+    let back = env.path().join("back");
+    env.ok(&["cp", "cpc:/opt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(back.join("sub/f")).unwrap(), "deep");
+
+    // export → import: the copy made above is in the imported image.
+    let rootfs = env.path().join("rootfs.tar");
+    env.ok(&["export", "cpc", "-o", rootfs.to_str().unwrap()]);
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("opt/sub/f"));
+    env.ok(&[
+        "import",
+        rootfs.to_str().unwrap(),
+        "imported",
+        "--change",
+        "CMD cat /opt/sub/f",
+    ]);
+    let inspect: Value = serde_json::from_str(&env.ok(&["inspect", "imported"])).unwrap();
+    let cfg = &inspect["Config"];
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        cfg["history"][0]["comment"],
+        format!("Imported from {}", rootfs.display())
+    );
+    assert_eq!(cfg["config"]["Cmd"][2], "cat /opt/sub/f");
+    env.ok(&["from", "imported", "--name", "imp"]);
+    assert_eq!(
+        env.ok(&["run", "imp", "--", "cat", "/opt/sub/f"]).trim(),
+        "deep"
+    );
+}
