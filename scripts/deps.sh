@@ -2,7 +2,7 @@
 # Installs the Debian packages berth's build, tests, demo and benchmarks need,
 # but only the ones that are missing, so repeated runs cost nothing.
 set -euo pipefail
-want=(busybox-static runc python3 golang-github-containers-common skopeo umoci buildah podman protobuf-compiler hyperfine pkg-config containerd iproute2 util-linux containernetworking-plugins docker-registry apache2-utils openssl curl "$@")
+want=(busybox-static runc python3 python3-venv golang-github-containers-common skopeo umoci buildah podman protobuf-compiler hyperfine pkg-config containerd iproute2 util-linux containernetworking-plugins docker-registry apache2-utils openssl curl "$@")
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,20 +7,23 @@
 //! most `--max-context-size`, image configs of at most
 //! [`crate::image::MAX_CONFIG_SIZE`]; names are checked against the
 //! reference grammar. Refusals are INVALID_ARGUMENT / RESOURCE_EXHAUSTED.
+pub mod authority;
+mod info;
 pub mod socket;
+mod status;
 
 use crate::engine::{build, BuildOptions};
 use crate::exec::run::Runtime;
 use crate::export::{self, Format};
-use crate::image::TooLarge;
 use crate::progress::{Event, EventKind, Progress};
-use crate::store::{InvalidReference, Store};
+use crate::store::Store;
 use berth_proto::v1::builder_server::{Builder, BuilderServer};
 use berth_proto::v1::{self as pb, build_event, build_request};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 const CHUNK: usize = 1 << 20;
@@ -42,6 +45,7 @@ pub struct Service {
 
 impl Service {
     pub fn new(store: Store, runtime: Runtime) -> Self {
+        let _ = STORE_SCRUB.set(status::Scrub::default().with(store.root(), "<store>"));
         Self {
             store,
             runtime,
@@ -137,23 +141,23 @@ fn transfer_status(e: anyhow::Error) -> Status {
 }
 
 fn internal(e: anyhow::Error) -> Status {
-    Status::internal(format!("{e:#}"))
+    Status::internal(store_scrub().apply(&format!("{e:#}")))
+}
+
+/// The store's directory, shown as `<store>` in messages: its temporary
+/// directories are the daemon's business. Set once by [`Service::new`].
+static STORE_SCRUB: std::sync::OnceLock<status::Scrub> = std::sync::OnceLock::new();
+
+fn store_scrub() -> &'static status::Scrub {
+    STORE_SCRUB.get_or_init(status::Scrub::default)
 }
 
 /// Maps an error to a gRPC status: bad names are the caller's fault
 /// (INVALID_ARGUMENT), as are oversized inputs; lookups that found nothing
-/// are NOT_FOUND; the rest is INTERNAL.
+/// are NOT_FOUND; lost blobs FAILED_PRECONDITION; the rest is INTERNAL
+/// (see [`status`]).
 fn not_found_or_internal(e: anyhow::Error) -> Status {
-    let msg = format!("{e:#}");
-    if e.chain()
-        .any(|c| c.is::<InvalidReference>() || c.is::<TooLarge>())
-    {
-        Status::invalid_argument(msg)
-    } else if msg.contains("not found") {
-        Status::not_found(msg)
-    } else {
-        Status::internal(msg)
-    }
+    status::store_status(e, store_scrub())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -165,8 +169,24 @@ async fn blocking<T: Send + 'static>(
         .map_err(not_found_or_internal)
 }
 
-/// Sends build events to the client stream.
-struct ChannelProgress(mpsc::Sender<Result<pb::BuildEvent, Status>>);
+/// Sends build events to the client stream, with private paths rewritten.
+/// DONE is held back until the daemon has tagged the image, so a client
+/// that sees DONE finds the tags.
+struct ChannelProgress {
+    tx: mpsc::Sender<Result<pb::BuildEvent, Status>>,
+    scrub: status::Scrub,
+    done: std::sync::Mutex<Option<pb::BuildEvent>>,
+}
+
+impl ChannelProgress {
+    /// Sends the held DONE event.
+    fn release_done(&self) {
+        let done = self.done.lock().map(|mut d| d.take()).unwrap_or_default();
+        if let Some(ev) = done {
+            let _ = self.tx.blocking_send(Ok(ev));
+        }
+    }
+}
 
 impl Progress for ChannelProgress {
     fn event(&self, e: Event) {
@@ -179,15 +199,22 @@ impl Progress for ChannelProgress {
             EventKind::Error => build_event::Kind::Error,
             EventKind::Done => build_event::Kind::Done,
         };
-        let _ = self.0.blocking_send(Ok(pb::BuildEvent {
+        let ev = pb::BuildEvent {
             kind: kind as i32,
             stage: e.stage,
             step: e.step,
-            instruction: e.instruction,
-            message: e.message,
+            instruction: self.scrub.apply(&e.instruction),
+            message: self.scrub.apply(&e.message),
             image_digest: e.image_digest,
             seconds: e.seconds,
-        }));
+        };
+        if kind == build_event::Kind::Done {
+            if let Ok(mut d) = self.done.lock() {
+                *d = Some(ev);
+            }
+            return;
+        }
+        let _ = self.tx.blocking_send(Ok(ev));
     }
 }
 
@@ -304,6 +331,7 @@ impl Builder for Service {
         crate::dockerfile::check_dockerfile_size(o.dockerfile_content.len() as u64)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let work = self.store.temp_dir("ctx-").map_err(internal)?;
+        let scrub = store_scrub().clone().with(work.path(), "<build>");
         let tar_path = work.path().join("context.tar");
         let mut file =
             std::fs::File::create(&tar_path).map_err(|e| Status::internal(e.to_string()))?;
@@ -318,8 +346,9 @@ impl Builder for Service {
                         self.max_context_size
                     )));
                 }
-                file.write_all(&data)
-                    .map_err(|e| Status::internal(e.to_string()))?;
+                file.write_all(&data).map_err(|e| {
+                    Status::internal(scrub.apply(&format!("writing the build context: {e}")))
+                })?;
             }
         }
         drop(file);
@@ -331,11 +360,38 @@ impl Builder for Service {
             .registry(std::mem::take(&mut o.credentials), "")
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         tokio::task::spawn_blocking(move || {
-            let progress = ChannelProgress(tx.clone());
-            if let Err(e) = run_build(&store, runtime, reg, o, work.path(), &tar_path, &progress) {
-                let mut ev = Event::new(EventKind::Error);
-                ev.message = format!("{e:#}");
-                progress.event(ev);
+            let scrub = store_scrub()
+                .clone()
+                .with(work.path(), "<build>")
+                .with(&work.path().join("context"), "");
+            let progress = ChannelProgress {
+                tx: tx.clone(),
+                scrub: scrub.clone(),
+                done: Default::default(),
+            };
+            // The daemon tags, not the engine: a client that cancelled or
+            // whose deadline passed (its stream is gone) gets no tags.
+            let tags = std::mem::take(&mut o.tags);
+            let result = run_build(&store, runtime, reg, o, work.path(), &tar_path, &progress)
+                .and_then(|desc| {
+                    if tx.is_closed() {
+                        anyhow::bail!("the client went away: not tagging {}", desc.digest);
+                    }
+                    store.add_to_index(&desc, &tags)
+                });
+            match result {
+                Ok(()) => progress.release_done(),
+                Err(e) if tx.is_closed() => {
+                    eprintln!("berth-buildd: build: {}", scrub.apply(&format!("{e:#}")));
+                }
+                Err(e) => {
+                    if !e.is::<Reported>() {
+                        let mut ev = Event::new(EventKind::Error);
+                        ev.message = format!("{e:#}");
+                        progress.event(ev);
+                    }
+                    let _ = tx.blocking_send(Err(status::build_status(&e, &scrub)));
+                }
             }
             drop(work);
         });
@@ -432,10 +488,14 @@ impl Builder for Service {
         req: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
         let r = req.into_inner();
-        let format: Format = r
-            .format
-            .parse()
-            .map_err(|e: anyhow::Error| Status::invalid_argument(e.to_string()))?;
+        // Unset: docker, as `berth-build save` and `docker save`.
+        let format: Format = if r.format.is_empty() {
+            "docker"
+        } else {
+            &r.format
+        }
+        .parse()
+        .map_err(|e: anyhow::Error| Status::invalid_argument(e.to_string()))?;
         let store = self.store.clone();
         let img = {
             let store = store.clone();
@@ -471,7 +531,7 @@ impl Builder for Service {
                 Ok(())
             })();
             if let Err(e) = res {
-                let _ = tx.blocking_send(Err(Status::internal(format!("{e:#}"))));
+                let _ = tx.blocking_send(Err(not_found_or_internal(e)));
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -519,6 +579,24 @@ impl Builder for Service {
         }))
     }
 
+    async fn version(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
+        Ok(Response::new(info::version()))
+    }
+
+    async fn info(&self, _: Request<pb::Empty>) -> Result<Response<pb::InfoResponse>, Status> {
+        let store = self.store.clone();
+        let images = blocking(move || Ok(store.image_summaries()?.len() as u64)).await?;
+        Ok(Response::new(info::info(info::Facts {
+            store_root: self.store.root(),
+            runtime: &self.runtime.binary,
+            max_context_size: self.max_context_size,
+            images,
+        })))
+    }
+
     async fn prune(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneResponse>, Status> {
         let store = self.store.clone();
         let r = blocking(move || store.prune()).await?;
@@ -538,7 +616,7 @@ fn run_build(
     work: &Path,
     tar_path: &Path,
     progress: &dyn Progress,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<crate::image::Descriptor> {
     use anyhow::Context;
     let context = work.join("context");
     std::fs::create_dir(&context)?;
@@ -548,7 +626,11 @@ fn run_build(
         &context,
         crate::layer::UnpackMode::Apply,
     )
-    .context("unpacking the build context")?;
+    .map_err(|e| {
+        status::BadInput(format!(
+            "the build context is not an uncompressed tar stream: {e:#}"
+        ))
+    })?;
     let mut opts = BuildOptions::new(context.clone(), runtime);
     for t in &o.tags {
         crate::store::canonical_tag(t)?;
@@ -564,8 +646,21 @@ fn run_build(
     opts.build_args = o.build_args.into_iter().collect();
     opts.target = (!o.target.is_empty()).then_some(o.target);
     opts.no_cache = o.no_cache;
-    opts.compression = o.compression.parse()?;
-    opts.network_host = o.network == "host";
+    opts.compression = o
+        .compression
+        .parse()
+        .map_err(|e: anyhow::Error| status::BadInput(format!("{e:#}")))?;
+    // Empty: the engine's default, which Info reports.
+    opts.network_host = match o.network.as_str() {
+        "" => opts.network_host,
+        "host" => true,
+        "none" => false,
+        other => {
+            return Err(
+                status::BadInput(format!("unknown network {other:?} (want host or none)")).into(),
+            )
+        }
+    };
     opts.registry = Some(registry);
     opts.pull = o.pull;
     for c in &o.cache_from {
@@ -585,8 +680,20 @@ fn run_build(
     }
     // Engine failures reach the client as the engine's own Error event;
     // only failures before the engine ran are reported by the caller.
-    let _reported = build(store, &opts, progress);
-    Ok(())
+    match build(store, &opts, progress) {
+        Ok(out) => Ok(out.descriptor),
+        Err(e) => Err(e.context(Reported)),
+    }
+}
+
+/// Marks a build error the engine already sent as an ERROR event.
+#[derive(Debug)]
+struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("build failed")
+    }
 }
 
 /// Where and how to serve.
@@ -630,7 +737,10 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
             // client can make the daemon buffer per call before any check.
             .max_decoding_message_size(MAX_MESSAGE_SIZE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|c| c.map(authority::relay)),
+            shutdown,
+        )
         .await
         .context("serving gRPC")?;
     let _ = std::fs::remove_file(&socket);
