@@ -413,6 +413,7 @@ impl Builder for Service {
                     digest: i.digest,
                     size: i.size,
                     created: i.created,
+                    id: i.id,
                 })
                 .collect())
         })
@@ -469,15 +470,18 @@ impl Builder for Service {
     ) -> Result<Response<pb::HistoryResponse>, Status> {
         let store = self.store.clone();
         let name = req.into_inner().name;
-        let entries = blocking(move || Ok(store.resolve(&name)?.config.history)).await?;
+        // Newest first, with layer sizes and the image ID, as Docker's API.
+        let entries = blocking(move || store.history(&name)).await?;
         Ok(Response::new(pb::HistoryResponse {
             entries: entries
                 .into_iter()
-                .map(|h| pb::HistoryEntry {
-                    created: h.created.unwrap_or_default(),
-                    created_by: h.created_by.unwrap_or_default(),
-                    comment: h.comment.unwrap_or_default(),
-                    empty_layer: h.empty_layer,
+                .map(|r| pb::HistoryEntry {
+                    created: r.history.created.unwrap_or_default(),
+                    created_by: r.history.created_by.unwrap_or_default(),
+                    comment: r.history.comment.unwrap_or_default(),
+                    empty_layer: r.history.empty_layer,
+                    size: r.size,
+                    id: r.id.unwrap_or_default(),
                 })
                 .collect(),
         }))
@@ -503,6 +507,7 @@ impl Builder for Service {
             blocking(move || store.resolve(&name)).await?
         };
         let requested = r.image.clone();
+        let also = r.also;
         let (tx, rx) = mpsc::channel(8);
         tokio::task::spawn_blocking(move || {
             let mut w = ChunkWriter {
@@ -510,7 +515,14 @@ impl Builder for Service {
                 buf: Vec::new(),
             };
             let res = (|| -> anyhow::Result<()> {
-                let tags = export::export_names(&store, &requested, &img)?;
+                let mut tags = export::export_names(&store, &requested, &img)?;
+                for n in &also {
+                    for t in export::export_names(&store, n, &img)? {
+                        if !tags.contains(&t) {
+                            tags.push(t);
+                        }
+                    }
+                }
                 match format {
                     Format::Oci => {
                         export::write_oci_tar(&store, &img, &tags, &mut w)?;

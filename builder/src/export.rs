@@ -306,6 +306,42 @@ fn put_file_blob(store: &Store, path: &Path, expected: Option<&str>) -> Result<(
     w.commit(expected)
 }
 
+/// containerd's `ctr images export` puts the full name here and only the
+/// tag in `org.opencontainers.image.ref.name`.
+const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// The name an OCI layout gives an index entry: containerd's full name when
+/// present (its ref.name is a bare tag), else the OCI ref.name.
+fn oci_entry_name(d: &Descriptor) -> Option<&String> {
+    d.annotations
+        .get(ANNOTATION_CONTAINERD_NAME)
+        .or_else(|| d.annotations.get(ANNOTATION_REF_NAME))
+}
+
+fn is_index_media(media: &str) -> bool {
+    media == MEDIA_INDEX || media == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+/// The host platform's manifest in a nested image index (what containerd
+/// exports for a pulled multi-platform image), or its only manifest.
+fn choose_platform(index: &Index) -> Result<Descriptor> {
+    let arch = crate::image::host_arch();
+    let ours: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+        })
+        .collect();
+    match (ours.first(), index.manifests.as_slice()) {
+        (Some(d), _) => Ok((*d).clone()),
+        (None, [only]) => Ok(only.clone()),
+        _ => bail!("the archive's image index has no linux/{arch} manifest"),
+    }
+}
+
 fn import_oci(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
     use crate::image::{read_limited, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
     let index: Index = serde_json::from_slice(&read_limited(
@@ -316,21 +352,31 @@ fn import_oci(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
     .context("parsing index.json")?;
     // Every name is checked before anything is stored.
     for d in &index.manifests {
-        if let Some(n) = d.annotations.get(ANNOTATION_REF_NAME) {
+        if let Some(n) = oci_entry_name(d) {
             crate::store::canonical_tag(n).context("index.json names an image")?;
         }
     }
+    let blob = |digest: &str| -> Result<std::path::PathBuf> {
+        Ok(dir.join("blobs/sha256").join(hex_part(digest)?))
+    };
     let mut out = Vec::new();
-    for d in &index.manifests {
-        let blob = |digest: &str| -> Result<std::path::PathBuf> {
-            Ok(dir.join("blobs/sha256").join(hex_part(digest)?))
-        };
-        let manifest: Manifest = serde_json::from_slice(&read_limited(
-            &blob(&d.digest)?,
-            "manifest",
-            MAX_MANIFEST_SIZE,
-        )?)
-        .context("parsing manifest")?;
+    for entry in &index.manifests {
+        let mut bytes = read_limited(&blob(&entry.digest)?, "manifest", MAX_MANIFEST_SIZE)?;
+        let mut d = entry.clone();
+        // A nested index (multi-platform image): the store keeps the
+        // host's manifest, as a pull does.
+        let nested = is_index_media(&d.media_type)
+            || serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .is_some_and(|v| v.get("manifests").is_some() && v.get("layers").is_none());
+        if nested {
+            let inner: Index =
+                serde_json::from_slice(&bytes).context("parsing nested image index")?;
+            let chosen = choose_platform(&inner)?;
+            bytes = read_limited(&blob(&chosen.digest)?, "manifest", MAX_MANIFEST_SIZE)?;
+            d = chosen;
+        }
+        let manifest: Manifest = serde_json::from_slice(&bytes).context("parsing manifest")?;
         crate::image::check_size(
             format!("image config {}", manifest.config.digest),
             fs::metadata(blob(&manifest.config.digest)?)
@@ -347,13 +393,9 @@ fn import_oci(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
             Some(&manifest.config.digest),
         )?;
         put_file_blob(store, &blob(&d.digest)?, Some(&d.digest))?;
-        let tags: Vec<String> = d
-            .annotations
-            .get(ANNOTATION_REF_NAME)
-            .cloned()
-            .into_iter()
-            .collect();
-        store.add_to_index(d, &tags)?;
+        let tags: Vec<String> = oci_entry_name(entry).cloned().into_iter().collect();
+        d.annotations.clear();
+        store.add_to_index(&d, &tags)?;
         out.push((tags.first().cloned().unwrap_or_default(), d.digest.clone()));
     }
     Ok(out)
@@ -414,8 +456,15 @@ fn import_docker(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
             });
         }
         let tags = e.repo_tags.unwrap_or_default();
-        let desc = store.commit_image(&config, layers, &tags)?;
-        out.push((tags.first().cloned().unwrap_or_default(), desc.digest));
+        // The config as written: its digest is the image ID Docker shows.
+        let desc = store.commit_image_bytes(&cfg_bytes, &config, layers, &tags)?;
+        // One line per name, as `docker load` prints them.
+        if tags.is_empty() {
+            out.push((String::new(), desc.digest.clone()));
+        }
+        for t in tags {
+            out.push((t, desc.digest.clone()));
+        }
     }
     Ok(out)
 }

@@ -34,7 +34,7 @@ pub enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<BuildArgs>),
     /// List images.
-    Images,
+    Images(super::images::ImagesArgs),
     /// Show an image's manifest and config.
     Inspect { image: String },
     /// Add a name to an image.
@@ -45,7 +45,7 @@ pub enum Command {
         images: Vec<String>,
     },
     /// Show an image's history.
-    History { image: String },
+    History(super::images::HistoryArgs),
     /// Write an image archive.
     Save {
         image: String,
@@ -126,8 +126,9 @@ pub struct BuildArgs {
     /// id=ID,src=PATH for RUN --mount=type=secret.
     #[arg(long)]
     pub secret: Vec<String>,
-    /// Default network of RUN steps: none or host.
-    #[arg(long, default_value = "none")]
+    /// Default network of RUN steps: default (networked, as `docker
+    /// build`: the host's network, there being no CNI bridge), host, or none.
+    #[arg(long, default_value = "default")]
     pub network: String,
     /// Pull every base image again, even if the store has it.
     #[arg(long)]

@@ -3,10 +3,9 @@ use super::{Backend, ImageRow, RegistryAccess};
 use crate::engine::{build, BuildOptions};
 use crate::exec::run::Runtime;
 use crate::export::{self, Format};
-use crate::image::History;
 use crate::progress::Progress;
 use crate::registry::{PullOutcome, PushOutcome, TransferProgress};
-use crate::store::{DiskUsage, PruneReport, Store};
+use crate::store::{DiskUsage, HistoryRow, PruneReport, Store};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -42,6 +41,7 @@ impl Backend for Embedded {
             .map(|i| ImageRow {
                 tags: i.tags,
                 digest: i.digest,
+                id: i.id,
                 size: i.size,
                 created: i.created,
             })
@@ -67,13 +67,20 @@ impl Backend for Embedded {
         self.store.remove(name)
     }
 
-    fn history(&self, name: &str) -> Result<Vec<History>> {
-        Ok(self.store.resolve(name)?.config.history)
+    fn history(&self, name: &str) -> Result<Vec<HistoryRow>> {
+        self.store.history(name)
     }
 
-    fn save(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
+    fn save(&self, name: &str, also: &[String], format: Format, dest: &Path) -> Result<()> {
         let img = self.store.resolve(name)?;
-        let tags = export::export_names(&self.store, name, &img)?;
+        let mut tags = export::export_names(&self.store, name, &img)?;
+        for n in also {
+            for t in export::export_names(&self.store, n, &img)? {
+                if !tags.contains(&t) {
+                    tags.push(t);
+                }
+            }
+        }
         export::export(&self.store, &img, &tags, format, dest)
     }
 

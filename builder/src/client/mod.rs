@@ -3,6 +3,7 @@
 //! (`--addr unix:///path`).
 mod args;
 mod embedded;
+mod images;
 mod login;
 mod remote;
 mod transfer_ui;
@@ -11,7 +12,6 @@ pub use args::{Cli, Command};
 
 use crate::engine::BuildOptions;
 use crate::export::Format;
-use crate::image::History;
 use crate::progress::Progress;
 use crate::registry::{
     Credential, Credentials, HostsConfig, PullOutcome, PushOutcome, Registry, TransferProgress,
@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct ImageRow {
     pub tags: Vec<String>,
+    /// Manifest digest.
     pub digest: String,
+    /// Config digest: the image ID Docker and podman show.
+    pub id: String,
     pub size: u64,
     pub created: String,
 }
@@ -38,9 +41,12 @@ pub trait Backend {
     fn inspect(&self, name: &str) -> Result<(String, String, String)>;
     fn tag(&self, src: &str, dst: &str) -> Result<()>;
     fn remove(&self, name: &str) -> Result<()>;
-    fn history(&self, name: &str) -> Result<Vec<History>>;
+    /// Newest first, as Docker lists it.
+    fn history(&self, name: &str) -> Result<Vec<crate::store::HistoryRow>>;
     /// Writes an oci or docker archive of `name` to `dest` (a file).
-    fn save(&self, name: &str, format: Format, dest: &Path) -> Result<()>;
+    /// With `also`: more names of the same image to record (build's other
+    /// `-t`s); names the image does not have are skipped.
+    fn save(&self, name: &str, also: &[String], format: Format, dest: &Path) -> Result<()>;
     fn load(&self, src: &Path) -> Result<Vec<(String, String)>>;
     fn disk_usage(&self) -> Result<DiskUsage>;
     fn prune(&self) -> Result<PruneReport>;
@@ -111,6 +117,8 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => 0,
+        // `berth-build images | head`: the reader left; exit quietly.
+        Err(e) if images::is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("berth-build: {e:#}");
             1
@@ -258,51 +266,29 @@ pub fn run(cli: Cli) -> Result<()> {
                     Some(crate::registry::cache::parse_cache_spec(c).context("--cache-to")?);
             }
             opts.network_host = match b.network.as_str() {
-                "host" => true,
-                "none" | "default" => false,
-                o => anyhow::bail!("unknown --network {o:?} (none or host)"),
+                "host" | "default" => true,
+                "none" => false,
+                o => anyhow::bail!("unknown --network {o:?} (default, host or none)"),
             };
             let ui = crate::ui::renderer(b.progress.parse()?);
             let digest = be.build(&opts, ui.as_ref())?;
-            // Outputs record the build's name (its first -t), not every tag
+            // Archives record the build's names (every -t), not other tags
             // the image happens to have; without -t, no name.
             let name = opts.tags.first().unwrap_or(&digest);
+            let also = opts.tags.get(1..).unwrap_or_default();
             for (format, dest) in outputs {
                 match format {
-                    Format::Docker => be.save(name, format, &dest)?,
+                    Format::Docker => be.save(name, also, format, &dest)?,
                     Format::Oci if dest.extension().is_some_and(|e| e == "tar") => {
-                        be.save(name, format, &dest)?
+                        be.save(name, also, format, &dest)?
                     }
                     _ => be.export_dir(name, format, &dest)?,
                 }
             }
             println!("{digest}");
         }
-        Command::Images => {
-            println!(
-                "{:<40} {:<20} {:<10} CREATED",
-                "REPOSITORY:TAG", "DIGEST", "SIZE"
-            );
-            for img in be.images()? {
-                let short = img
-                    .digest
-                    .trim_start_matches("sha256:")
-                    .chars()
-                    .take(12)
-                    .collect::<String>();
-                let tags = if img.tags.is_empty() {
-                    vec!["<none>".to_string()]
-                } else {
-                    img.tags.clone()
-                };
-                for t in tags {
-                    println!(
-                        "{t:<40} {short:<20} {:<10} {}",
-                        human(img.size),
-                        img.created
-                    );
-                }
-            }
+        Command::Images(a) => {
+            images::print_images(be.images()?, &a, &mut std::io::stdout().lock())?
         }
         Command::Inspect { image } => {
             let (digest, manifest, config) = be.inspect(&image)?;
@@ -323,22 +309,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("Untagged: {i}");
             }
         }
-        Command::History { image } => {
-            println!("{:<32} {:<6} CREATED BY", "CREATED", "LAYER");
-            for h in be.history(&image)?.iter().rev() {
-                println!(
-                    "{:<32} {:<6} {}",
-                    h.created.clone().unwrap_or_default(),
-                    if h.empty_layer { "no" } else { "yes" },
-                    h.created_by.clone().unwrap_or_default()
-                );
-            }
+        Command::History(a) => {
+            images::print_history(&be.history(&a.image)?, &a, &mut std::io::stdout().lock())?
         }
         Command::Save {
             image,
             output,
             format,
-        } => be.save(&image, format.parse()?, &output)?,
+        } => be.save(&image, &[], format.parse()?, &output)?,
         Command::Load { input } => {
             for (name, digest) in be.load(&input)? {
                 println!(

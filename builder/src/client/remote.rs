@@ -5,7 +5,7 @@ use crate::export::Format;
 use crate::image::History;
 use crate::progress::{Event, EventKind, Progress};
 use crate::registry::{PullOutcome, PushOutcome, TransferEvent, TransferKind, TransferProgress};
-use crate::store::{DiskUsage, PruneReport};
+use crate::store::{DiskUsage, HistoryRow, PruneReport};
 use anyhow::{bail, Context, Result};
 use berth_proto::v1::builder_client::BuilderClient;
 use berth_proto::v1::{self as pb, build_event, build_request};
@@ -57,13 +57,20 @@ impl Remote {
     }
 
     /// Streams an export into `w`.
-    fn export_to(&self, name: &str, format: &str, w: &mut dyn Write) -> Result<()> {
+    fn export_to(
+        &self,
+        name: &str,
+        also: &[String],
+        format: &str,
+        w: &mut dyn Write,
+    ) -> Result<()> {
         let mut c = self.client();
         self.rt.block_on(async {
             let mut s = c
                 .export(pb::ExportRequest {
                     image: name.to_string(),
                     format: format.to_string(),
+                    also: also.to_vec(),
                 })
                 .await
                 .map_err(status)?
@@ -252,6 +259,7 @@ impl Backend for Remote {
             .map(|i| ImageRow {
                 tags: i.tags,
                 digest: i.digest,
+                id: i.id,
                 size: i.size,
                 created: i.created,
             })
@@ -287,7 +295,7 @@ impl Backend for Remote {
         Ok(())
     }
 
-    fn history(&self, name: &str) -> Result<Vec<History>> {
+    fn history(&self, name: &str) -> Result<Vec<HistoryRow>> {
         let mut c = self.client();
         let r = self
             .rt
@@ -296,17 +304,21 @@ impl Backend for Remote {
             .into_inner();
         Ok(r.entries
             .into_iter()
-            .map(|h| History {
-                created: Some(h.created),
-                created_by: Some(h.created_by),
-                author: None,
-                comment: Some(h.comment),
-                empty_layer: h.empty_layer,
+            .map(|h| HistoryRow {
+                id: Some(h.id).filter(|i| !i.is_empty()),
+                size: h.size,
+                history: History {
+                    created: Some(h.created),
+                    created_by: Some(h.created_by),
+                    author: None,
+                    comment: Some(h.comment),
+                    empty_layer: h.empty_layer,
+                },
             })
             .collect())
     }
 
-    fn save(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
+    fn save(&self, name: &str, also: &[String], format: Format, dest: &Path) -> Result<()> {
         let f = match format {
             Format::Oci => "oci",
             Format::Docker => "docker",
@@ -314,7 +326,7 @@ impl Backend for Remote {
         };
         let mut out =
             std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-        self.export_to(name, f, &mut out)
+        self.export_to(name, also, f, &mut out)
     }
 
     fn load(&self, src: &Path) -> Result<Vec<(String, String)>> {
@@ -399,7 +411,7 @@ impl Backend for Remote {
         };
         // Receive the tar into memory-bounded temp storage, then unpack safely.
         let mut tmp = tempfile::tempfile().context("temp file")?;
-        self.export_to(name, f, &mut tmp)?;
+        self.export_to(name, &[], f, &mut tmp)?;
         std::io::Seek::rewind(&mut tmp)?;
         std::fs::create_dir_all(dest)?;
         crate::layer::unpack(

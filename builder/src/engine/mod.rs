@@ -34,6 +34,9 @@ pub struct BuildOptions {
     pub compression: Compression,
     pub runtime: Runtime,
     /// Network of RUN steps without `--network`: host when true, else none.
+    /// Networked by default, as a plain `docker build`: buildkitd's `auto`
+    /// network mode is CNI when configured, else the host's network, and
+    /// berth has no CNI bridge, so its networked mode is the host's.
     pub network_host: bool,
     /// `--secret id=...,src=...` files.
     pub secrets: BTreeMap<String, PathBuf>,
@@ -61,7 +64,7 @@ impl BuildOptions {
             no_cache: false,
             compression: Compression::Gzip,
             runtime,
-            network_host: false,
+            network_host: true,
             secrets: BTreeMap::new(),
             epoch: crate::layer::tarw::source_date_epoch(),
             registry: None,

@@ -12,11 +12,13 @@
 //! references exists, so an interrupted build never leaves a dangling reference.
 mod blobs;
 mod cache_link;
+mod history;
 mod refs;
 mod sources;
 
 pub use blobs::BlobWriter;
 pub use cache_link::{CacheLink, LayerFetcher};
+pub use history::HistoryRow;
 pub use refs::{
     canonical_tag, docker_full_name, looks_like_content_address, normalize_ref, parse_reference,
     same_name, InvalidReference, Reference,
@@ -91,6 +93,8 @@ pub struct ImageEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageSummary {
     pub digest: String,
+    /// Config digest: the image ID Docker and podman show.
+    pub id: String,
     pub tags: Vec<String>,
     /// Manifest's layers plus config, compressed sizes.
     pub size: u64,
@@ -104,6 +108,10 @@ struct StoredSummary {
     size: u64,
     #[serde(default)]
     created: String,
+    /// Config digest; empty in summaries written before it was kept (those
+    /// are recomputed).
+    #[serde(default)]
+    id: String,
 }
 
 /// What a build step produced, keyed by the step's cache key.
@@ -400,6 +408,7 @@ impl Store {
             size: img.manifest.layers.iter().map(|l| l.size).sum::<u64>()
                 + img.manifest.config.size,
             created: img.config.created.unwrap_or_default(),
+            id: img.manifest.config.digest.clone(),
         };
         let data = serde_json::to_vec(&summary).context("serializing image summary")?;
         // Derived data: a lost summary is recomputed on the next listing.
@@ -411,8 +420,10 @@ impl Store {
         let path = self.summary_path(digest)?;
         match fs::read(&path) {
             Ok(data) if data.len() < 64 << 10 => {
-                if let Ok(s) = serde_json::from_slice(&data) {
-                    return Ok(s);
+                if let Ok(s) = serde_json::from_slice::<StoredSummary>(&data) {
+                    if !s.id.is_empty() {
+                        return Ok(s);
+                    }
                 }
             }
             Ok(_) => {}
@@ -437,6 +448,7 @@ impl Store {
                 Ok(StoredSummary {
                     size: m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size,
                     created: String::new(),
+                    id: m.config.digest,
                 })
             }
         }
@@ -450,6 +462,7 @@ impl Store {
             let s = self.read_summary(&i.descriptor.digest)?;
             out.push(ImageSummary {
                 digest: i.descriptor.digest,
+                id: s.id,
                 tags: i.tags,
                 size: s.size,
                 created: s.created,
@@ -494,8 +507,29 @@ impl Store {
             }
         }
         let config_bytes = crate::image::to_go_json(config).context("serializing image config")?;
+        self.commit_image_bytes(&config_bytes, config, layers, tags)
+    }
+
+    /// [`Self::commit_image`] with the config's bytes as they are (an
+    /// archive's): re-serializing would change the config digest, which is
+    /// the image ID Docker and podman show.
+    pub fn commit_image_bytes(
+        &self,
+        config_bytes: &[u8],
+        config: &ImageConfig,
+        layers: Vec<Descriptor>,
+        tags: &[String],
+    ) -> Result<Descriptor> {
+        for l in &layers {
+            if !self.has_blob(&l.digest) {
+                bail!(
+                    "refusing to commit an image whose layer {} is missing",
+                    l.digest
+                );
+            }
+        }
         check_size("image config", config_bytes.len() as u64, MAX_CONFIG_SIZE)?;
-        let config_digest = self.put_blob(&config_bytes)?;
+        let config_digest = self.put_blob(config_bytes)?;
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(crate::image::MEDIA_MANIFEST.into()),
