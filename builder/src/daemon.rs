@@ -8,7 +8,7 @@
 //! [`crate::image::MAX_CONFIG_SIZE`]; names are checked against the
 //! reference grammar. Refusals are INVALID_ARGUMENT / RESOURCE_EXHAUSTED.
 pub mod authority;
-mod info;
+pub mod info;
 pub mod socket;
 mod status;
 

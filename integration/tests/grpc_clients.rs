@@ -385,3 +385,40 @@ fn python_grpcio_sees_status_codes_and_failed_builds() {
         "a build whose client went away is not tagged: {list}"
     );
 }
+
+#[test]
+fn berth_build_version_and_info_ask_the_daemon() {
+    let dir = TempDir::new("grpc-clients").unwrap();
+    let d = Daemon::start(dir.path());
+    let addr = format!("unix://{}", d.sock.display());
+    let run = |args: &[&str]| {
+        let o = Command::new(builder_bin("berth-build"))
+            .arg("--addr")
+            .arg(&addr)
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let v = run(&["version"]);
+    assert!(
+        v.contains("Client:") && v.contains("Server (berth-buildd at"),
+        "{v}"
+    );
+    assert_eq!(v.matches("API version: berth.builder.v1").count(), 2, "{v}");
+    let i = run(&["info"]);
+    assert!(
+        i.contains(&format!("Store:               {}", d.store.display())),
+        "{i}"
+    );
+    assert!(
+        i.contains(&format!("Runtime:             {}", runtime().display())),
+        "{i}"
+    );
+}

@@ -113,7 +113,7 @@ fn busybox_tar(dest: &Path, scratch: &Path) {
     }
     std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
     for applet in [
-        "sh", "echo", "cat", "ls", "mkdir", "true", "id", "env", "rm", "hostname", "pwd",
+        "sh", "echo", "cat", "ls", "mkdir", "true", "id", "env", "rm", "hostname", "pwd", "chown",
     ] {
         std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
     }
@@ -484,4 +484,67 @@ fn cp_never_leaves_the_container_root() {
         env.ok(&["run", "imp", "--", "cat", "/opt/sub/f"]).trim(),
         "deep"
     );
+}
+
+#[test]
+fn bundle_takes_run_overrides_and_makes_anonymous_volumes() {
+    let env = Env::new();
+    env.build(
+        "vol-image",
+        "RUN mkdir /data && echo seed > /data/seed && chown 65534:65534 /data\nVOLUME /data\nCMD [\"sh\", \"-c\", \"echo $X $(pwd) $(id -u) $(hostname) $(cat /data/seed /mnt/in); echo out > /data/new\"]\n",
+    );
+    let host = env.path().join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in"), "hostfile").unwrap();
+    let b = env.path().join("b");
+    let v = format!("{}:/mnt:ro", host.display());
+    let line = env.ok(&[
+        "bundle",
+        "vol-image",
+        b.to_str().unwrap(),
+        "-e",
+        "X=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        "-h",
+        "bhost",
+        "-v",
+        &v,
+    ]);
+    let line = line.trim();
+    let abs = b.canonicalize().unwrap();
+    assert_eq!(line, format!("berth run --bundle {} b", abs.display()));
+    // The printed line, with this test's berth binary and a unique id.
+    let mut words: Vec<String> = line.split(' ').map(str::to_string).collect();
+    assert_eq!(words[0], "berth");
+    let id = unique("bvol");
+    *words.last_mut().unwrap() = id.clone();
+    let out = Command::new(berth_bin())
+        .args(&words[1..])
+        .output()
+        .unwrap();
+    let _ = Command::new(berth_bin())
+        .args(["delete", "--force", &id])
+        .output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 /tmp 65534 bhost seed hostfile"
+    );
+    // The anonymous volume lives beside the rootfs, seeded from the image.
+    assert_eq!(
+        std::fs::read_to_string(b.join("volumes/0/seed")).unwrap(),
+        "seed\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("volumes/0/new")).unwrap(),
+        "out\n"
+    );
+    assert!(!b.join("rootfs/data/new").exists());
 }

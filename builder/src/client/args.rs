@@ -64,8 +64,10 @@ pub enum Command {
     Df,
     /// Remove build cache and everything no image uses.
     Prune,
-    /// Write an OCI runtime bundle (rootfs + config.json) for an image.
-    Bundle { image: String, dir: PathBuf },
+    /// Write an OCI runtime bundle (rootfs + config.json) for an image,
+    /// with the overrides of `run` (-e -v -w -u -h -t); prints the `berth run` line.
+    #[command(disable_help_flag = true)]
+    Bundle(crate::workctr::cli::BundleArgs),
     /// Working containers (from, containers, rm, run, commit, diff).
     #[command(flatten)]
     Work(crate::workctr::cli::WorkCommand),
@@ -98,6 +100,10 @@ pub enum Command {
     },
     /// Remove a registry's credentials.
     Logout { registry: String },
+    /// Show the version of this client (and of berth-buildd with --addr).
+    Version,
+    /// Show the store, runtime and build defaults (of berth-buildd with --addr).
+    Info,
 }
 
 #[derive(Debug, Args)]

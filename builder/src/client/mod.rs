@@ -1,6 +1,7 @@
 //! `berth-build`: the command-line client. Each command runs against a
 //! [`Backend`]: the engine in-process (default) or `berth-buildd` over gRPC
 //! (`--addr unix:///path`).
+mod about;
 mod args;
 mod embedded;
 mod images;
@@ -188,6 +189,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logout { registry } => {
             return login::logout(&RegistryAccess::from_cli(&cli), registry)
         }
+        // What this client and its daemon are.
+        Command::Version => return about::version(&cli),
+        Command::Info => return about::info(&cli),
         _ => {}
     }
     if let Command::Work(w) = cli.command {
@@ -346,9 +350,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 human(r.reclaimed_bytes)
             );
         }
-        Command::Bundle { image, dir } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            be.bundle(&image, &dir)?;
+        Command::Bundle(b) => {
+            let dir = &b.dir;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            be.bundle(&b.image, dir)?;
+            // Overrides and anonymous volumes on top of what the backend wrote.
+            let (_, _, config) = be.inspect(&b.image)?;
+            let config: crate::image::ImageConfig =
+                serde_json::from_str(&config).context("parsing image config")?;
+            let line = crate::workctr::bundle::finish(dir, &config, &b.overrides.overrides())?;
+            println!("{line}");
         }
         Command::Pull {
             reference,
@@ -382,7 +393,11 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             println!("{}", o.digest);
         }
-        Command::Login { .. } | Command::Logout { .. } | Command::Work(_) => {}
+        Command::Login { .. }
+        | Command::Logout { .. }
+        | Command::Work(_)
+        | Command::Version
+        | Command::Info => {}
     }
     Ok(())
 }

@@ -56,6 +56,26 @@ impl Remote {
         self.client.clone()
     }
 
+    /// The daemon's Version RPC.
+    pub fn version(&self) -> Result<pb::VersionResponse> {
+        let mut c = self.client();
+        Ok(self
+            .rt
+            .block_on(c.version(pb::Empty {}))
+            .map_err(status)?
+            .into_inner())
+    }
+
+    /// The daemon's Info RPC.
+    pub fn info(&self) -> Result<pb::InfoResponse> {
+        let mut c = self.client();
+        Ok(self
+            .rt
+            .block_on(c.info(pb::Empty {}))
+            .map_err(status)?
+            .into_inner())
+    }
+
     /// Streams an export into `w`.
     fn export_to(
         &self,

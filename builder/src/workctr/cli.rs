@@ -106,6 +106,18 @@ impl OverrideArgs {
     }
 }
 
+/// `bundle IMAGE DIR` with the overrides of `run`.
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    pub image: String,
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     pub name: String,

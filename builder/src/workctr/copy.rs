@@ -9,7 +9,7 @@ use crate::fsutil::safe;
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag, ResolveFlag};
-use nix::sys::stat::{fchmod, mkdirat, Mode, SFlag};
+use nix::sys::stat::{fchmod, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::symlinkat;
 use std::ffi::OsStr;
 use std::fs;
@@ -52,8 +52,18 @@ fn base_name(p: &Path) -> Result<&OsStr> {
         .with_context(|| format!("{} has no final name", p.display()))
 }
 
-/// Copies `src` (inside the root `root`) to the host path `dest`.
+/// Copies `src` (inside the root `root`) to the host path `dest`; the copies
+/// belong to the caller, as with `docker cp`.
 pub fn from_container(root: &Path, src: &str, dest: &Path) -> Result<()> {
+    copy_out(root, src, dest, false)
+}
+
+/// As [`from_container`], keeping owners (Docker's copy into a new volume).
+pub fn from_container_keep_owner(root: &Path, src: &str, dest: &Path) -> Result<()> {
+    copy_out(root, src, dest, true)
+}
+
+fn copy_out(root: &Path, src: &str, dest: &Path, keep: bool) -> Result<()> {
     let root_fd = safe::open_root(root)?;
     let fd = safe::open_in_root(
         root_fd.as_fd(),
@@ -78,10 +88,10 @@ pub fn from_container(root: &Path, src: &str, dest: &Path) -> Result<()> {
         dest.to_path_buf()
     };
     match safe::kind(&st) {
-        SFlag::S_IFDIR => copy_dir_out(fd.as_fd(), &target, st.st_mode),
+        SFlag::S_IFDIR => copy_dir_out(fd.as_fd(), &target, &st, keep),
         SFlag::S_IFREG => {
             let f = reopen_file(fd.as_fd())?;
-            copy_file_out(f, &target, st.st_mode)
+            copy_file_out(f, &target, &st, keep)
         }
         _ => bail!("{src}: not a regular file or directory"),
     }
@@ -98,15 +108,26 @@ fn reopen_file(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     .context("opening the container file")
 }
 
-fn copy_file_out(src: OwnedFd, dest: &Path, mode: u32) -> Result<()> {
+/// Gives `dest` the owner of `st` when asked (before the chmod: a chown
+/// clears set-id bits).
+fn owner(dest: &Path, st: &FileStat, keep: bool) -> Result<()> {
+    if keep {
+        std::os::unix::fs::lchown(dest, Some(st.st_uid), Some(st.st_gid))
+            .with_context(|| format!("chown {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+fn copy_file_out(src: OwnedFd, dest: &Path, st: &FileStat, keep: bool) -> Result<()> {
     let mut from = fs::File::from(src);
     let mut to = fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     std::io::copy(&mut from, &mut to).with_context(|| format!("writing {}", dest.display()))?;
-    to.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+    owner(dest, st, keep)?;
+    to.set_permissions(fs::Permissions::from_mode(st.st_mode & 0o7777))
         .with_context(|| format!("chmod {}", dest.display()))
 }
 
-fn copy_dir_out(dir: BorrowedFd<'_>, dest: &Path, mode: u32) -> Result<()> {
+fn copy_dir_out(dir: BorrowedFd<'_>, dest: &Path, dst: &FileStat, keep: bool) -> Result<()> {
     if !dest.is_dir() {
         fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
     }
@@ -119,7 +140,7 @@ fn copy_dir_out(dir: BorrowedFd<'_>, dest: &Path, mode: u32) -> Result<()> {
             SFlag::S_IFDIR => {
                 let sub = safe::open_subdir(dir, &name)
                     .with_context(|| format!("opening {}", Path::new(&name).display()))?;
-                copy_dir_out(sub.as_fd(), &to, st.st_mode)?;
+                copy_dir_out(sub.as_fd(), &to, &st, keep)?;
             }
             SFlag::S_IFREG => {
                 let f = openat(
@@ -130,7 +151,7 @@ fn copy_dir_out(dir: BorrowedFd<'_>, dest: &Path, mode: u32) -> Result<()> {
                 )
                 .map(owned)
                 .with_context(|| format!("opening {}", Path::new(&name).display()))?;
-                copy_file_out(f, &to, st.st_mode)?;
+                copy_file_out(f, &to, &st, keep)?;
             }
             SFlag::S_IFLNK => {
                 let target =
@@ -138,13 +159,15 @@ fn copy_dir_out(dir: BorrowedFd<'_>, dest: &Path, mode: u32) -> Result<()> {
                 let _ = fs::remove_file(&to);
                 std::os::unix::fs::symlink(&target, &to)
                     .with_context(|| format!("creating {}", to.display()))?;
+                owner(&to, &st, keep)?;
             }
             // Devices, FIFOs and sockets are not copied out (as `docker cp`
             // to a non-root host would not either).
             _ => {}
         }
     }
-    fs::set_permissions(dest, fs::Permissions::from_mode(mode & 0o7777))
+    owner(dest, dst, keep)?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(dst.st_mode & 0o7777))
         .with_context(|| format!("chmod {}", dest.display()))
 }
 

@@ -9,6 +9,7 @@
 //! mounted only while an operation needs it) and `lock` (held for the
 //! duration of each operation on the container).
 pub mod archive;
+pub mod bundle;
 pub mod change;
 pub mod cli;
 pub mod commit;
