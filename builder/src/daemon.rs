@@ -34,10 +34,15 @@ const MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// Default of `--max-context-size`: 8 GiB of build context tar per build.
 pub const DEFAULT_MAX_CONTEXT_SIZE: u64 = 8 << 30;
 
+/// Default of `--max-import-size`: 32 GiB of image archive per Import
+/// (the archive is spooled to the store's disk before it is read).
+pub const DEFAULT_MAX_IMPORT_SIZE: u64 = 32 << 30;
+
 pub struct Service {
     store: Store,
     runtime: Runtime,
     max_context_size: u64,
+    max_import_size: u64,
     /// The daemon's registries config (plain http, CAs, mirrors); the
     /// credentials come with each request.
     hosts: std::sync::Arc<crate::registry::HostsConfig>,
@@ -50,6 +55,7 @@ impl Service {
             store,
             runtime,
             max_context_size: DEFAULT_MAX_CONTEXT_SIZE,
+            max_import_size: DEFAULT_MAX_IMPORT_SIZE,
             hosts: Default::default(),
         }
     }
@@ -80,6 +86,12 @@ impl Service {
     /// Caps the bytes of build context a client may stream.
     pub fn with_max_context_size(mut self, bytes: u64) -> Self {
         self.max_context_size = bytes;
+        self
+    }
+
+    /// Caps the bytes of image archive a client may stream to Import.
+    pub fn with_max_import_size(mut self, bytes: u64) -> Self {
+        self.max_import_size = bytes;
         self
     }
 }
@@ -557,7 +569,16 @@ impl Builder for Service {
         let tmp = self.store.temp_dir("upload-").map_err(internal)?;
         let path = tmp.path().join("archive.tar");
         let mut f = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
+        let mut received: u64 = 0;
         while let Some(c) = stream.message().await? {
+            received += c.data.len() as u64;
+            if received > self.max_import_size {
+                // Dropping `tmp` removes what was spooled so far.
+                return Err(Status::resource_exhausted(format!(
+                    "the image archive is too large: more than {} bytes (berth-buildd --max-import-size)",
+                    self.max_import_size
+                )));
+            }
             f.write_all(&c.data)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
@@ -686,6 +707,9 @@ fn run_build(
     let secrets_dir = work.join("secrets");
     std::fs::create_dir(&secrets_dir)?;
     for (i, (id, data)) in o.secrets.into_iter().enumerate() {
+        if let Err(e) = crate::engine::secret::check_size(&id, data.len()) {
+            return Err(status::BadInput(format!("{e:#}")).into());
+        }
         let p = secrets_dir.join(i.to_string());
         std::fs::write(&p, data)?;
         opts.secrets.insert(id, p);
@@ -715,6 +739,7 @@ pub struct ServeOptions {
     /// Group owning the socket (mode 0660); 0 = root.
     pub gid: u32,
     pub max_context_size: u64,
+    pub max_import_size: u64,
     pub registries: crate::registry::HostsConfig,
 }
 
@@ -742,6 +767,7 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
             BuilderServer::new(
                 Service::new(store, runtime)
                     .with_max_context_size(opts.max_context_size)
+                    .with_max_import_size(opts.max_import_size)
                     .with_registries(opts.registries),
             )
             // One message is at most a 1 MiB chunk, or the build options

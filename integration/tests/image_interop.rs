@@ -461,3 +461,153 @@ fn containerd_export_loads_with_its_name() {
     let q = fresh.ok(&["images", "-q", "--filter", &format!("reference={short}")]);
     assert_eq!(q, format!("{}\n", &id[7..19]));
 }
+
+/// BuildKit's per-secret cap (500 KiB): a bigger secret fails the build,
+/// embedded and through berth-buildd; one at the cap is mounted whole.
+#[test]
+fn secrets_are_capped_at_500_kib() {
+    let env = Env::new();
+    let ctx = env.context(
+        "FROM scratch
+ADD busybox.tar /
+RUN --mount=type=secret,id=s wc -c < /run/secrets/s > /size
+CMD [\"true\"]
+",
+    );
+    let ok = env.path().join("ok.secret");
+    std::fs::write(&ok, vec![b'x'; 500 * 1024]).unwrap();
+    let big = env.path().join("big.secret");
+    std::fs::write(&big, vec![b'x'; 500 * 1024 + 1]).unwrap();
+    env.build(
+        &ctx,
+        &[
+            "--secret",
+            &format!("id=s,src={}", ok.display()),
+            "-t",
+            "sec/ok",
+        ],
+    );
+    let dir = env.path().join("sec-fs");
+    env.ok(&["bundle", "sec/ok", dir.to_str().unwrap()]);
+    let size = std::fs::read_to_string(dir.join("rootfs/size")).unwrap();
+    assert_eq!(size.trim(), (500 * 1024).to_string());
+    let o = env.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache",
+        "--secret",
+        &format!("id=s,src={}", big.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("secret s is too large"), "{err}");
+    // Through the daemon: refused before any step runs.
+    let d = Daemon::start(&env, &[]);
+    let o = d.client(&[
+        "build",
+        "--progress",
+        "plain",
+        "--secret",
+        &format!("id=s,src={}", big.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("too large"), "{err}");
+}
+
+/// berth-buildd's Import stream is capped (--max-import-size): an archive
+/// over the cap is refused with nothing stored and no spool file left.
+#[test]
+fn import_stream_is_capped() {
+    let env = Env::new();
+    let ctx = env.context(SIMPLE);
+    let tar = env.path().join("img.tar");
+    env.build(
+        &ctx,
+        &[
+            "-t",
+            "cap/x",
+            "-o",
+            &format!("type=docker,dest={}", tar.display()),
+        ],
+    );
+    let len = std::fs::metadata(&tar).unwrap().len();
+    let fresh = Env::new();
+    let d = Daemon::start(&fresh, &["--max-import-size", &(len - 1).to_string()]);
+    let o = d.client(&["load", "-i", tar.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("too large") && err.contains("--max-import-size"),
+        "{err}"
+    );
+    assert!(!fresh.run(&["inspect", "cap/x"]).status.success());
+    let spooled: Vec<_> = std::fs::read_dir(fresh.path().join("store/tmp"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("upload-"))
+        .collect();
+    assert!(spooled.is_empty(), "{spooled:?}");
+    drop(d);
+    // At the cap it loads.
+    let d = Daemon::start(&fresh, &["--max-import-size", &len.to_string()]);
+    let o = d.client(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// berth-buildd on a private socket over `env`'s store, stopped on drop.
+struct Daemon {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Daemon {
+    fn start(env: &Env, extra: &[&str]) -> Daemon {
+        let sock = env.path().join(unique("d")).with_extension("sock");
+        let child = Command::new(builder_bin("berth-buildd"))
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--root")
+            .arg(env.path().join("store"))
+            .arg("--runtime")
+            .arg(runtime())
+            .args(extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            addr: format!("unix://{}", sock.display()),
+        };
+        for _ in 0..200 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        assert!(sock.exists(), "berth-buildd did not come up");
+        d
+    }
+
+    fn client(&self, args: &[&str]) -> Output {
+        Command::new(builder_bin("berth-build"))
+            .arg("--addr")
+            .arg(&self.addr)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}

@@ -1,5 +1,7 @@
 //! berth-buildd: serves the berth.builder.v1 gRPC API on a unix socket.
-use berth_builder::daemon::{socket, ServeOptions, DEFAULT_MAX_CONTEXT_SIZE};
+use berth_builder::daemon::{
+    socket, ServeOptions, DEFAULT_MAX_CONTEXT_SIZE, DEFAULT_MAX_IMPORT_SIZE,
+};
 use berth_builder::exec::run::Runtime;
 use berth_builder::store::{Store, DEFAULT_ROOT};
 use clap::Parser;
@@ -14,7 +16,8 @@ user (root) and --group (default root), whatever the umask or the mode of \
 its directory; add to that group only users you would give root.
 
 Limits: a Dockerfile may be at most 2 MiB, an image config at most 4 MiB, \
-a build context stream at most --max-context-size.";
+a build context stream at most --max-context-size, an image archive \
+sent to load at most --max-import-size.";
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +36,10 @@ struct Args {
     /// Largest build context a client may stream, in bytes (default 8 GiB).
     #[arg(long, default_value_t = DEFAULT_MAX_CONTEXT_SIZE)]
     max_context_size: u64,
+    /// Largest image archive a client may send to `load`, in bytes
+    /// (default 32 GiB).
+    #[arg(long, default_value_t = DEFAULT_MAX_IMPORT_SIZE)]
+    max_import_size: u64,
     /// Image store directory.
     #[arg(long, default_value = DEFAULT_ROOT)]
     root: PathBuf,
@@ -61,6 +68,7 @@ fn main() {
                 socket: args.socket,
                 gid,
                 max_context_size: args.max_context_size,
+                max_import_size: args.max_import_size,
                 registries: berth_builder::registry::HostsConfig::load(
                     args.registries_config.as_deref(),
                 )?,

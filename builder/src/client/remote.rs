@@ -211,7 +211,7 @@ impl Backend for Remote {
         for (id, p) in &opts.secrets {
             o.secrets.insert(
                 id.clone(),
-                std::fs::read(p).with_context(|| format!("reading secret {id}"))?,
+                crate::engine::secret::read(id, p)?,
             );
         }
         let (tx, rx) = mpsc::channel(16);

@@ -6,6 +6,7 @@
 mod bases;
 mod fetch;
 mod history;
+pub mod secret;
 mod shared_cache;
 mod stage;
 

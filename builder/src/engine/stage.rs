@@ -884,9 +884,11 @@ impl StageExec<'_, '_> {
                     }
                     return Ok(None);
                 };
+                // At most 500 KiB, as BuildKit: never the whole of a huge file.
+                let data = super::secret::read(&id, src)?;
                 if let Some(var) = &m.env {
-                    let value = std::fs::read_to_string(src)
-                        .with_context(|| format!("reading secret {id}"))?;
+                    let value = String::from_utf8(data.clone())
+                        .with_context(|| format!("secret {id} is not UTF-8 text"))?;
                     env.push(format!("{var}={}", value.trim_end_matches('\n')));
                     if m.target.is_none() {
                         return Ok(None);
@@ -897,7 +899,7 @@ impl StageExec<'_, '_> {
                     "secret-{}",
                     &KeyHasher::new("s").str(&id).clone().finish()[7..19]
                 ));
-                std::fs::copy(src, &copy).with_context(|| format!("reading secret {id}"))?;
+                std::fs::write(&copy, &data).with_context(|| format!("copying secret {id}"))?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(
                     &copy,
