@@ -8,6 +8,7 @@
 //! [`crate::image::MAX_CONFIG_SIZE`]; names are checked against the
 //! reference grammar. Refusals are INVALID_ARGUMENT / RESOURCE_EXHAUSTED.
 pub mod authority;
+mod cancel;
 pub mod info;
 pub mod socket;
 mod status;
@@ -366,12 +367,20 @@ impl Builder for Service {
         drop(file);
         let (tx, rx) = mpsc::channel(256);
         let store = self.store.clone();
-        let runtime = self.runtime.clone();
         let mut o = o;
         let reg = self
             .registry(std::mem::take(&mut o.credentials), "")
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        // This build's containers are killed if the client goes away.
+        let runtime = cancel::per_build(&self.runtime);
+        let (finished, finished_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cancel::stop_on_disconnect(
+            tx.clone(),
+            runtime.clone(),
+            finished_rx,
+        ));
         tokio::task::spawn_blocking(move || {
+            let build_runtime = runtime.clone();
             let scrub = store_scrub()
                 .clone()
                 .with(work.path(), "<build>")
@@ -391,10 +400,15 @@ impl Builder for Service {
                     }
                     store.add_to_index(&desc, &tags)
                 });
+            let _ = finished.send(());
+            cancel::cleanup(&build_runtime);
             match result {
                 Ok(()) => progress.release_done(),
                 Err(e) if tx.is_closed() => {
-                    eprintln!("berth-buildd: build: {}", scrub.apply(&format!("{e:#}")));
+                    eprintln!(
+                        "berth-buildd: build stopped, the client went away: {}",
+                        scrub.apply(&format!("{e:#}"))
+                    );
                 }
                 Err(e) => {
                     if !e.is::<Reported>() {
