@@ -268,7 +268,7 @@ fn tutorial_from_run_commit_diff_history_bundle_podman() {
         "one new layer"
     );
     // history shows the commit
-    let hist = env.ok(&["history", "tut-image"]);
+    let hist = env.ok(&["history", "--no-trunc", "tut-image"]);
     assert!(hist.contains("sh -c echo hello world > /hello"), "{hist}");
 
     // bundle + berth run sees the change (and the deletion).
