@@ -12,6 +12,7 @@ mod cancel;
 pub mod info;
 pub mod socket;
 mod status;
+pub mod workctr;
 
 use crate::engine::{build, BuildOptions};
 use crate::exec::run::Runtime;
@@ -776,6 +777,7 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
         }
     };
     eprintln!("berth-buildd: listening on {}", socket.display());
+    let (work_store, work_runtime) = (store.clone(), runtime.clone());
     tonic::transport::Server::builder()
         .add_service(
             BuilderServer::new(
@@ -788,6 +790,14 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
             // with a Dockerfile (≤ 2 MiB) and secrets: 16 MiB bounds what a
             // client can make the daemon buffer per call before any check.
             .max_decoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(
+            berth_proto::v1::working_containers_server::WorkingContainersServer::new(
+                workctr::WorkService {
+                    store: work_store,
+                    runtime: work_runtime,
+                },
+            ),
         )
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listener).map(|c| c.map(authority::relay)),

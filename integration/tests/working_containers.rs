@@ -548,3 +548,106 @@ fn bundle_takes_run_overrides_and_makes_anonymous_volumes() {
     );
     assert!(!b.join("rootfs/data/new").exists());
 }
+
+/// berth-buildd on the test's store, killed on drop.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn working_containers_over_grpc() {
+    let env = Env::new();
+    env.build("grpc-base", BASE);
+    let sock = env.path().join("buildd.sock");
+    let buildd = builder_bin().with_file_name("berth-buildd");
+    let _d = Daemon(
+        Command::new(buildd)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--root")
+            .arg(env.store())
+            .arg("--runtime")
+            .arg(berth_bin())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let addr = format!("unix://{}", sock.display());
+    let remote = |args: &[&str]| {
+        Command::new(builder_bin())
+            .arg("--addr")
+            .arg(&addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let o = remote(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(ok(&["from", "grpc-base", "--name", "rc"]).trim(), "rc");
+    assert!(ok(&["containers", "-q"]).lines().any(|l| l == "rc"));
+    let o = remote(&[
+        "run",
+        "rc",
+        "-e",
+        "W=x",
+        "--",
+        "sh",
+        "-c",
+        "echo out $W; echo err >&2; echo hi > /hello; rm /etc/gone; exit 5",
+    ]);
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out x\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    let diff = ok(&["diff", "rc"]);
+    assert!(diff.lines().any(|l| l == "A /hello"), "{diff}");
+    assert!(diff.lines().any(|l| l == "D /etc/gone"), "{diff}");
+    let digest = ok(&["commit", "rc", "grpc-image", "-m", "over grpc", "-a", "me"]);
+    assert!(digest.trim().starts_with("sha256:"));
+    let inspect: Value = serde_json::from_str(&ok(&["inspect", "grpc-image"])).unwrap();
+    let last = inspect["Config"]["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["comment"], "over grpc");
+    assert_eq!(last["author"], "me");
+    let tar = env.path().join("rc.tar");
+    ok(&["export", "rc", "-o", tar.to_str().unwrap()]);
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .any(|l| l == "hello"));
+    // Unknown names are NOT_FOUND, bad ones refused, with no store path shown.
+    let o = remote(&["diff", "nope"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no working container named"),
+        "{err}"
+    );
+    let o = remote(&["from", "grpc-base", "--name", "../x"]);
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(env.store().to_str().unwrap()));
+    ok(&["rm", "rc"]);
+    assert!(ok(&["containers", "-q"]).trim().is_empty());
+    assert!(mounts_under(&env.store()).is_empty());
+}

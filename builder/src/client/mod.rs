@@ -195,9 +195,13 @@ pub fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     if let Command::Work(w) = cli.command {
-        // Working containers live beside the local store (see crate::workctr).
-        crate::workctr::cli::require_local(cli.addr.as_deref())?;
-        let code = crate::workctr::cli::dispatch(&cli.root, cli.runtime.as_deref(), w)?;
+        // The local store, or berth-buildd's WorkingContainers service.
+        let code = crate::workctr::cli::dispatch_any(
+            cli.addr.as_deref(),
+            &cli.root,
+            cli.runtime.as_deref(),
+            w,
+        )?;
         if code != 0 {
             // `run` passes the process's exit status on; every guard of the
             // run has been dropped by now.

@@ -147,23 +147,16 @@ pub fn dispatch(
             println!("{}", super::create(&store, &image, name.as_deref())?);
         }
         WorkCommand::Containers { quiet } => {
-            let all = super::list(&store)?;
-            if !quiet {
-                println!("{:<32} {:<14} {:<40} CREATED", "NAME", "IMAGE ID", "IMAGE");
-            }
-            for c in all {
-                if quiet {
-                    println!("{}", c.name);
-                    continue;
-                }
-                let short: String = c
-                    .image_digest
-                    .trim_start_matches("sha256:")
-                    .chars()
-                    .take(12)
-                    .collect();
-                println!("{:<32} {short:<14} {:<40} {}", c.name, c.image, c.created);
-            }
+            let rows = super::list(&store)?
+                .into_iter()
+                .map(|c| Row {
+                    name: c.name,
+                    image: c.image,
+                    image_digest: c.image_digest,
+                    created: c.created,
+                })
+                .collect();
+            print_containers(rows, quiet);
         }
         WorkCommand::Rm { names } => {
             let rt = locate().ok().map(|r| r.binary);
@@ -183,6 +176,7 @@ pub fn dispatch(
                 &a.command,
                 &a.overrides.overrides(),
                 network_host,
+                super::run::RunIo::Inherit,
             );
         }
         WorkCommand::Commit {
@@ -247,11 +241,42 @@ pub fn dispatch(
     Ok(0)
 }
 
-/// Refuses the working-container commands with `--addr` (they need the store
-/// on this machine).
-pub fn require_local(addr: Option<&str>) -> Result<()> {
-    if let Some(a) = addr {
-        bail!("working containers need the local store: not available with --addr {a}");
+/// One line of `containers`.
+pub struct Row {
+    pub name: String,
+    pub image: String,
+    pub image_digest: String,
+    pub created: String,
+}
+
+pub fn print_containers(rows: Vec<Row>, quiet: bool) {
+    if !quiet {
+        println!("{:<32} {:<14} {:<40} CREATED", "NAME", "IMAGE ID", "IMAGE");
     }
-    Ok(())
+    for c in rows {
+        if quiet {
+            println!("{}", c.name);
+            continue;
+        }
+        let short: String = c
+            .image_digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
+        println!("{:<32} {short:<14} {:<40} {}", c.name, c.image, c.created);
+    }
+}
+
+/// Runs `cmd` on the local store, or on berth-buildd when `addr` is given.
+pub fn dispatch_any(
+    addr: Option<&str>,
+    root: &std::path::Path,
+    runtime: Option<&std::path::Path>,
+    cmd: WorkCommand,
+) -> Result<i32> {
+    match addr {
+        Some(a) => super::remote::dispatch(a, cmd),
+        None => dispatch(root, runtime, cmd),
+    }
 }

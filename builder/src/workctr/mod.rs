@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commit;
 pub mod copy;
 pub mod diff;
+pub mod remote;
 pub mod run;
 
 use crate::image::{Descriptor, ImageConfig};
@@ -55,6 +56,21 @@ pub fn containers_dir(store: &Store) -> PathBuf {
     store.root().join("containers")
 }
 
+/// A container name that is not allowed (the caller's mistake).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidName(pub String);
+
+/// No working container has this name.
+#[derive(Debug, thiserror::Error)]
+#[error("no working container named {0:?}")]
+pub struct NoSuchContainer(pub String);
+
+/// The name is taken.
+#[derive(Debug, thiserror::Error)]
+#[error("a working container named {0:?} already exists")]
+pub struct NameInUse(pub String);
+
 /// Names are used as directory names and in runtime container ids.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -67,7 +83,10 @@ pub fn check_name(name: &str) -> Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok {
-        bail!("invalid container name {name:?}: want [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters");
+        return Err(InvalidName(format!(
+            "invalid container name {name:?}: want [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters"
+        ))
+        .into());
     }
     Ok(())
 }
@@ -77,11 +96,9 @@ impl Container {
     pub fn open(store: &Store, name: &str) -> Result<Self> {
         check_name(name)?;
         let dir = containers_dir(store).join(name);
-        let lock = lock_file(&dir.join("lock"))
-            .with_context(|| format!("no working container named {name:?}"))?;
+        let lock = lock_file(&dir.join("lock")).map_err(|_| NoSuchContainer(name.to_string()))?;
         let state: State = serde_json::from_slice(
-            &fs::read(dir.join("state.json"))
-                .with_context(|| format!("no working container named {name:?}"))?,
+            &fs::read(dir.join("state.json")).map_err(|_| NoSuchContainer(name.to_string()))?,
         )
         .with_context(|| format!("parsing {}/state.json", dir.display()))?;
         Ok(Self {
@@ -234,7 +251,7 @@ pub fn create(store: &Store, image: &str, name: Option<&str>) -> Result<String> 
     check_name(&name)?;
     let dir = all.join(&name);
     if dir.exists() {
-        bail!("a working container named {name:?} already exists");
+        return Err(NameInUse(name).into());
     }
     // Built in a temp dir and renamed: a half-made container never shows.
     let tmp = all.join(format!(".new-{name}"));

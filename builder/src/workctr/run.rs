@@ -88,6 +88,15 @@ pub fn parse_network(s: &str) -> Result<bool> {
     }
 }
 
+/// Where a run's stdio goes.
+pub enum RunIo<'a> {
+    /// The caller's own stdin/stdout/stderr (the CLI).
+    Inherit,
+    /// stdin empty; output chunks handed over as they come, `true` for
+    /// stderr (the daemon). No terminal.
+    Capture(&'a mut dyn FnMut(bool, Vec<u8>)),
+}
+
 /// Runs `args` in container `c`; returns the exit code to pass on.
 pub fn run(
     store: &Store,
@@ -96,6 +105,7 @@ pub fn run(
     args: &[String],
     o: &Overrides,
     network_host: bool,
+    io: RunIo<'_>,
 ) -> Result<i32> {
     if args.is_empty() {
         bail!("run needs a command");
@@ -147,7 +157,8 @@ pub fn run(
     let (sources, _staged) = crate::exec::mounts::stage(&req.mounts, &staging)?;
     let mut config = build_config(&root.path, &req, &sources);
     config["hostname"] = json!(o.hostname.clone().unwrap_or_else(|| c.state.name.clone()));
-    config["process"]["terminal"] = json!(o.tty);
+    let capture = matches!(io, RunIo::Capture(_));
+    config["process"]["terminal"] = json!(o.tty && !capture);
     if let Some(profile) = crate::exec::seccomp::run_step_profile(DEFAULT_CAPS)? {
         config["linux"]["seccomp"] = profile;
     }
@@ -182,9 +193,11 @@ pub fn run(
             Ok(())
         });
     }
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting OCI runtime {}", runtime.binary.display()));
+    let status = match io {
+        RunIo::Inherit => cmd.status(),
+        RunIo::Capture(sink) => capture_output(&mut cmd, sink),
+    }
+    .with_context(|| format!("running OCI runtime {}", runtime.binary.display()));
     let _ = Command::new(&runtime.binary)
         .arg("--root")
         .arg(&runtime.state_root)
@@ -199,6 +212,46 @@ pub fn run(
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Runs `cmd` with stdin empty, handing stdout/stderr chunks to `sink`.
+fn capture_output(
+    cmd: &mut Command,
+    sink: &mut dyn FnMut(bool, Vec<u8>),
+) -> std::io::Result<std::process::ExitStatus> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
+    let mut readers = Vec::new();
+    let streams: [(bool, Option<Box<dyn Read + Send>>); 2] = [
+        (false, child.stdout.take().map(|s| Box::new(s) as _)),
+        (true, child.stderr.take().map(|s| Box::new(s) as _)),
+    ];
+    for (is_err, stream) in streams {
+        let Some(mut stream) = stream else { continue };
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || tx.send((is_err, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for (is_err, chunk) in rx {
+        sink(is_err, chunk);
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    child.wait()
 }
 
 struct RemoveDir(PathBuf);

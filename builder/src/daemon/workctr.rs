@@ -1,0 +1,215 @@
+//! The `berth.builder.v1.WorkingContainers` service (proto/working.proto):
+//! [`crate::workctr`] on the daemon's store, for clients without a local
+//! store. `Run` streams output instead of sharing a terminal.
+use super::{blocking, not_found_or_internal, ChunkWriter};
+use crate::exec::run::Runtime;
+use crate::store::Store;
+use crate::workctr::{self, run::Overrides, Container, InvalidName, NameInUse, NoSuchContainer};
+use berth_proto::v1::working_containers_server::WorkingContainers;
+use berth_proto::v1::{self as pb, run_event};
+use std::io::Write;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct WorkService {
+    pub store: Store,
+    pub runtime: Runtime,
+}
+
+/// The caller's mistakes and unknown names get their own codes; the rest
+/// maps as every store call does.
+fn work_status(e: anyhow::Error) -> Status {
+    if e.chain().any(|c| c.is::<NoSuchContainer>()) {
+        Status::not_found(format!("{e:#}"))
+    } else if e.chain().any(|c| c.is::<NameInUse>()) {
+        Status::already_exists(format!("{e:#}"))
+    } else if e.chain().any(|c| c.is::<InvalidName>()) {
+        Status::invalid_argument(format!("{e:#}"))
+    } else {
+        not_found_or_internal(e)
+    }
+}
+
+async fn work<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    blocking(move || Ok(f())).await?.map_err(work_status)
+}
+
+fn info(s: workctr::State) -> pb::ContainerInfo {
+    pb::ContainerInfo {
+        name: s.name,
+        image: s.image,
+        image_digest: s.image_digest,
+        created: s.created,
+    }
+}
+
+#[tonic::async_trait]
+impl WorkingContainers for WorkService {
+    type RunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
+    type ExportContainerStream = ReceiverStream<Result<pb::Chunk, Status>>;
+
+    async fn from(
+        &self,
+        req: Request<pb::FromRequest>,
+    ) -> Result<Response<pb::ContainerInfo>, Status> {
+        let r = req.into_inner();
+        let store = self.store.clone();
+        let state = work(move || {
+            let name = (!r.name.is_empty()).then_some(r.name.as_str());
+            let name = workctr::create(&store, &r.image, name)?;
+            Ok(Container::open(&store, &name)?.state)
+        })
+        .await?;
+        Ok(Response::new(info(state)))
+    }
+
+    async fn list_containers(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let store = self.store.clone();
+        let all = work(move || workctr::list(&store)).await?;
+        Ok(Response::new(pb::ListContainersResponse {
+            containers: all.into_iter().map(info).collect(),
+        }))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<pb::ContainerRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let name = req.into_inner().name;
+        let (store, rt) = (self.store.clone(), self.runtime.binary.clone());
+        work(move || workctr::remove(&store, &name, Some(&rt))).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn run(&self, req: Request<pb::RunRequest>) -> Result<Response<Self::RunStream>, Status> {
+        let r = req.into_inner();
+        if r.args.is_empty() {
+            return Err(Status::invalid_argument("run needs a command (args)"));
+        }
+        let network_host = match r.network.as_str() {
+            "" => true,
+            n => workctr::run::parse_network(n)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        };
+        for v in &r.volumes {
+            workctr::run::parse_volume(v).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        let (tx, rx) = mpsc::channel(32);
+        tokio::task::spawn_blocking(move || {
+            let out = tx.clone();
+            let res = (|| -> anyhow::Result<i32> {
+                let mut c = Container::open(&store, &r.name)?;
+                let o = Overrides {
+                    env: r.env,
+                    volumes: r.volumes,
+                    workdir: (!r.workdir.is_empty()).then_some(r.workdir),
+                    user: (!r.user.is_empty()).then_some(r.user),
+                    hostname: (!r.hostname.is_empty()).then_some(r.hostname),
+                    tty: false,
+                };
+                let mut sink = |is_err: bool, data: Vec<u8>| {
+                    let event = if is_err {
+                        run_event::Event::Stderr(data)
+                    } else {
+                        run_event::Event::Stdout(data)
+                    };
+                    let _ = out.blocking_send(Ok(pb::RunEvent { event: Some(event) }));
+                };
+                workctr::run::run(
+                    &store,
+                    &mut c,
+                    &runtime,
+                    &r.args,
+                    &o,
+                    network_host,
+                    workctr::run::RunIo::Capture(&mut sink),
+                )
+            })();
+            let _ = tx.blocking_send(match res {
+                Ok(code) => Ok(pb::RunEvent {
+                    event: Some(run_event::Event::ExitCode(code)),
+                }),
+                Err(e) => Err(work_status(e)),
+            });
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let r = req.into_inner();
+        let store = self.store.clone();
+        let digest = work(move || {
+            let c = Container::open(&store, &r.name)?;
+            workctr::commit::commit(
+                &store,
+                &c,
+                (!r.image.is_empty()).then_some(r.image.as_str()),
+                &workctr::commit::CommitOptions {
+                    message: Some(r.message),
+                    author: Some(r.author).filter(|a| !a.is_empty()),
+                    changes: r.changes,
+                },
+            )
+        })
+        .await?;
+        Ok(Response::new(pb::CommitResponse { digest }))
+    }
+
+    async fn diff(
+        &self,
+        req: Request<pb::ContainerRef>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        let name = req.into_inner().name;
+        let store = self.store.clone();
+        let changes = work(move || {
+            let c = Container::open(&store, &name)?;
+            workctr::diff::changes(&c.upper(), &c.lowers(&store)?)
+        })
+        .await?;
+        Ok(Response::new(pb::DiffResponse {
+            changes: changes
+                .into_iter()
+                .map(|(k, path)| pb::Change {
+                    kind: k.letter().to_string(),
+                    path,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn export_container(
+        &self,
+        req: Request<pb::ContainerRef>,
+    ) -> Result<Response<Self::ExportContainerStream>, Status> {
+        let name = req.into_inner().name;
+        let store = self.store.clone();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            let res = (|| -> anyhow::Result<()> {
+                let c = Container::open(&store, &name)?;
+                let root = c.mount(&store)?;
+                let (w, _) = crate::layer::diff::write_tar(&root.path, &mut w, None)?;
+                w.flush()?;
+                Ok(())
+            })();
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(work_status(e)));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
