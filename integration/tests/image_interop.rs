@@ -611,3 +611,41 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Through berth-buildd (the API), `images` and `history` give what the
+/// embedded engine gives: config-digest IDs, history newest first with
+/// layer sizes, Docker-equivalent names.
+#[test]
+fn the_api_lists_like_the_cli() {
+    let env = Env::new();
+    let ctx = env.context(SIMPLE);
+    env.build(&ctx, &["-t", "docker.io/library/apilist"]);
+    let d = Daemon::start(&env, &[]);
+    let text = |o: Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // CREATED is relative to now: compare every other column.
+    let strip = |s: &str| -> Vec<Vec<String>> {
+        s.lines()
+            .map(|l| {
+                let mut c: Vec<String> = cells(l).into_iter().map(String::from).collect();
+                c.retain(|x| !x.ends_with(" ago") && !x.starts_with("Less than"));
+                c
+            })
+            .collect()
+    };
+    for args in [
+        &["images"][..],
+        &["images", "-q", "--no-trunc"][..],
+        &["history", "apilist"][..],
+        &["history", "--no-trunc", "docker.io/apilist:latest"][..],
+    ] {
+        let local = env.ok(args);
+        let api = text(d.client(args));
+        assert_eq!(strip(&api), strip(&local), "{args:?}");
+    }
+    let h = text(d.client(&["history", "-q", "apilist"]));
+    let id = env.config_digest("apilist");
+    assert_eq!(h, format!("{}\n<missing>\n<missing>\n", &id[7..19]));
+}
