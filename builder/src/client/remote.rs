@@ -228,8 +228,18 @@ impl Backend for Remote {
                 .map_err(status)?
                 .into_inner();
             let mut digest = None;
-            let mut error = None;
-            while let Some(ev) = s.message().await.map_err(status)? {
+            let mut error: Option<String> = None;
+            loop {
+                // A failed build ends with an ERROR event, then a non-OK
+                // status: the event's text says what failed, as in-process.
+                let ev = match s.message().await {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(st) => match error {
+                        Some(e) => bail!("{e}"),
+                        None => return Err(status(st)),
+                    },
+                };
                 let kind =
                     match build_event::Kind::try_from(ev.kind).unwrap_or(build_event::Kind::Info) {
                         build_event::Kind::StepStarted => EventKind::Started,

@@ -45,6 +45,8 @@ pub fn store_status(e: anyhow::Error, scrub: &Scrub) -> Status {
     } else if msg.contains("not found") {
         Status::not_found(msg)
     } else {
+        // The daemon's own fault: the operator needs it too.
+        eprintln!("berth-buildd: internal error: {msg}");
         Status::internal(msg)
     }
 }
