@@ -209,10 +209,8 @@ impl Backend for Remote {
                 .with_context(|| format!("reading {}", df.display()))?;
         }
         for (id, p) in &opts.secrets {
-            o.secrets.insert(
-                id.clone(),
-                crate::engine::secret::read(id, p)?,
-            );
+            o.secrets
+                .insert(id.clone(), crate::engine::secret::read(id, p)?);
         }
         let (tx, rx) = mpsc::channel(16);
         tx.blocking_send(pb::BuildRequest {
