@@ -651,3 +651,36 @@ fn working_containers_over_grpc() {
     assert!(ok(&["containers", "-q"]).trim().is_empty());
     assert!(mounts_under(&env.store()).is_empty());
 }
+
+#[test]
+fn run_t_gives_a_real_terminal() {
+    let env = Env::new();
+    env.build("tty-base", "");
+    env.ok(&["from", "tty-base", "--name", "ttyc"]);
+    // Without -t: pipes.
+    let o = env.out(&["run", "ttyc", "--", "sh", "-c", "test -t 0 || echo no-tty"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "no-tty");
+    // With -t under a pty (script(1)): the process gets a terminal of its own.
+    let cmd = format!(
+        "{} --root {} --runtime {} run -t ttyc -- sh -c 'test -t 0 && test -t 1 && echo has-tty; exit 4'",
+        builder_bin().display(),
+        env.store().display(),
+        berth_bin().display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("has-tty"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
