@@ -468,3 +468,113 @@ fn import_docker(store: &Store, dir: &Path) -> Result<Vec<(String, String)>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256_of;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            append_bytes(&mut b, name, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// A layer tar holding one file.
+    fn layer() -> Vec<u8> {
+        tar_of(&[("hello", b"hi\n")])
+    }
+
+    #[test]
+    fn docker_archives_keep_config_bytes_nulls_and_every_name() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let l = layer();
+        let diff = sha256_of(&l);
+        // As `docker save` writes it: nulls, container_config, Go's spacing.
+        let cfg = format!(
+            r#"{{"architecture":"amd64","config":{{"Env":["PATH=/bin"],"Cmd":["sh"],"OnBuild":null,"Volumes":null,"Labels":null,"Entrypoint":null}},"container_config":{{"Hostname":"","Cmd":null,"OnBuild":null}},"created":"2020-01-01T00:00:00Z","history":[{{"created":"2020-01-01T00:00:00Z","created_by":"ADD x /"}}],"os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#
+        );
+        let cfg_digest = sha256_of(cfg.as_bytes());
+        let manifest = format!(
+            r#"[{{"Config":"{}.json","RepoTags":["busybox:latest","docker.io/library/busybox:1.36"],"Layers":["abc/layer.tar"]}}]"#,
+            &cfg_digest[7..]
+        );
+        let archive = tar_of(&[
+            (&format!("{}.json", &cfg_digest[7..]), cfg.as_bytes()),
+            ("abc/layer.tar", &l),
+            ("manifest.json", manifest.as_bytes()),
+        ]);
+        let loaded = import(&store, archive.as_slice()).unwrap();
+        let names: Vec<&str> = loaded.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["busybox:latest", "docker.io/library/busybox:1.36"]);
+        let img = store.resolve("busybox").unwrap();
+        // Same config bytes, so the same image ID Docker shows.
+        assert_eq!(img.manifest.config.digest, cfg_digest);
+        assert_eq!(
+            store.resolve("busybox:1.36").unwrap().descriptor.digest,
+            img.descriptor.digest
+        );
+        // The uncompressed layer is stored as it came: digest = diff_id.
+        assert_eq!(img.manifest.layers[0].digest, diff);
+        let ids: Vec<String> = store
+            .image_summaries()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, [cfg_digest]);
+    }
+
+    #[test]
+    fn ctr_exports_load_under_the_containerd_name_and_host_platform() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let l = layer();
+        let diff = sha256_of(&l);
+        let arch = crate::image::host_arch();
+        let cfg = format!(
+            r#"{{"architecture":"{arch}","config":{{}},"os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#
+        );
+        let cfg_d = sha256_of(cfg.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{cfg_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar","digest":"{diff}","size":{}}}]}}"#,
+            cfg.len(),
+            l.len()
+        );
+        let man_d = sha256_of(manifest.as_bytes());
+        // A multi-platform index whose other platform's blobs are absent,
+        // as `ctr images export` writes for a pulled image.
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:{}","size":1,"platform":{{"architecture":"other","os":"linux"}}}},{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{man_d}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}]}}"#,
+            "0".repeat(64),
+            manifest.len()
+        );
+        let list_d = sha256_of(list.as_bytes());
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","digest":"{list_d}","size":{},"annotations":{{"io.containerd.image.name":"docker.io/library/web:v1","org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
+            list.len()
+        );
+        let blob = |d: &str| format!("blobs/sha256/{}", &d[7..]);
+        let archive = tar_of(&[
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json", index.as_bytes()),
+            (&blob(&list_d), list.as_bytes()),
+            (&blob(&man_d), manifest.as_bytes()),
+            (&blob(&cfg_d), cfg.as_bytes()),
+            (&blob(&diff), &l),
+        ]);
+        let loaded = import(&store, archive.as_slice()).unwrap();
+        assert_eq!(
+            loaded,
+            [("docker.io/library/web:v1".to_string(), man_d.clone())]
+        );
+        let img = store.resolve("web:v1").unwrap();
+        assert_eq!(img.descriptor.digest, man_d);
+        assert_eq!(img.manifest.config.digest, cfg_d);
+        // "v1" alone is not taken as a name.
+        assert!(store.resolve("v1").is_err());
+    }
+}

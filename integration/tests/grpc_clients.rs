@@ -264,6 +264,9 @@ fn python_grpcio_builds_lists_inspects_exports() {
     let hist = py.call(&d, &["history", &want]);
     assert_eq!(code(&hist), "OK", "{hist}");
     assert!(hist.to_string().contains("COPY app/ /app/"), "{hist}");
+    // Newest first, as `docker history`.
+    let first = hist["result"][0]["created_by"].as_str().unwrap_or_default();
+    assert!(first.contains("CMD"), "{hist}");
 
     // Export with the format unset: the documented default, docker.
     let tar = dir.path().join("export.tar");
@@ -301,6 +304,24 @@ fn python_grpcio_builds_lists_inspects_exports() {
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().any(|n| n == "index.json"), "{names:?}");
+
+    // A store that lost a blob of the image: FAILED_PRECONDITION, and the
+    // message does not show where the store is.
+    let config_digest = ins["result"]["manifest"]["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = d
+        .store
+        .join("blobs/sha256")
+        .join(config_digest.trim_start_matches("sha256:"));
+    std::fs::remove_file(&blob).unwrap();
+    let lost = py.call(&d, &["inspect", &want]);
+    assert_eq!(code(&lost), "FAILED_PRECONDITION", "{lost}");
+    assert!(
+        !lost.to_string().contains(d.store.to_str().unwrap()),
+        "no server paths: {lost}"
+    );
 
     // The same daemon still serves our own client (it goes through the relay too).
     let o = Command::new(builder_bin("berth-build"))
