@@ -684,3 +684,22 @@ fn run_t_gives_a_real_terminal() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+#[test]
+fn prune_keeps_what_working_containers_use() {
+    let env = Env::new();
+    env.build("prune-base", BASE);
+    env.ok(&["from", "prune-base", "--name", "pc"]);
+    // The image goes away and the store is pruned: the container's layers stay.
+    env.ok(&["rmi", "prune-base"]);
+    env.ok(&["prune"]);
+    assert_eq!(
+        env.ok(&["run", "pc", "--", "cat", "/etc/motd"]).trim(),
+        "old"
+    );
+    env.ok(&["run", "pc", "--", "sh", "-c", "echo kept > /kept"]);
+    env.ok(&["commit", "pc", "pruned-image"]);
+    env.ok(&["rm", "pc"]);
+    env.ok(&["from", "pruned-image", "--name", "pc2"]);
+    assert_eq!(env.ok(&["run", "pc2", "--", "cat", "/kept"]).trim(), "kept");
+}

@@ -736,6 +736,11 @@ impl Store {
             diff_ids.extend(c.rootfs.diff_ids);
             blobs.extend(m.layers.into_iter().map(|l| l.digest));
         }
+        // Working containers keep their image's layers (blobs for commit,
+        // snapshots for their overlay) even once the image is gone.
+        let (b, d) = crate::workctr::in_use(self);
+        blobs.extend(b);
+        diff_ids.extend(d);
         Ok((blobs, diff_ids))
     }
 

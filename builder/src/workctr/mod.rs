@@ -306,6 +306,23 @@ pub fn list(store: &Store) -> Result<Vec<State>> {
     Ok(out)
 }
 
+/// Layer blobs and diff ids the working containers of `store` build on:
+/// prune must keep them (see `Store::prune`).
+pub fn in_use(
+    store: &Store,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut blobs = std::collections::BTreeSet::new();
+    let mut diff_ids = std::collections::BTreeSet::new();
+    for s in list(store).unwrap_or_default() {
+        blobs.extend(s.layers.iter().map(|l| l.digest.clone()));
+        diff_ids.extend(s.config.rootfs.diff_ids.iter().cloned());
+    }
+    (blobs, diff_ids)
+}
+
 /// `rm`: deletes the container's runtime state, mounts and directory.
 pub fn remove(store: &Store, name: &str, runtime: Option<&Path>) -> Result<()> {
     let c = Container::open(store, name)?;
