@@ -265,6 +265,33 @@ fn every_tag_goes_into_a_docker_output() {
         serde_json::json!(["multi/a:one", "multi/b:latest"]),
         "{m}"
     );
+    // An OCI layout output records both too.
+    let layout = env.path().join("layout");
+    env.build(
+        &ctx,
+        &[
+            "-t",
+            "multi/a:one",
+            "-t",
+            "multi/b",
+            "-o",
+            &format!("type=oci,dest={}", layout.display()),
+        ],
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["multi/a:one", "multi/b:latest"]);
     // And a load gives both names back, one line each.
     let env2 = Env::new();
     let out = env2.ok(&["load", "-i", tar.to_str().unwrap()]);

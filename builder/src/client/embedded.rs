@@ -101,10 +101,8 @@ impl Backend for Embedded {
         crate::bundle::write_bundle(&self.store, name, dir)
     }
 
-    fn export_dir(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
-        let img = self.store.resolve(name)?;
-        let tags = export::export_names(&self.store, name, &img)?;
-        export::export(&self.store, &img, &tags, format, dest)
+    fn export_dir(&self, name: &str, also: &[String], format: Format, dest: &Path) -> Result<()> {
+        self.save(name, also, format, dest)
     }
 
     fn pull(

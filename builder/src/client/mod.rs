@@ -54,7 +54,8 @@ pub trait Backend {
     /// Writes an OCI bundle of `name` into `dir`.
     fn bundle(&self, name: &str, dir: &Path) -> Result<()>;
     /// Exports to a directory (oci layout or local filesystem).
-    fn export_dir(&self, name: &str, format: Format, dest: &Path) -> Result<()>;
+    /// `also` as for [`Backend::save`] (an OCI layout records every name).
+    fn export_dir(&self, name: &str, also: &[String], format: Format, dest: &Path) -> Result<()>;
     /// Downloads `reference` from its registry into the store.
     fn pull(
         &self,
@@ -290,7 +291,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Format::Oci if dest.extension().is_some_and(|e| e == "tar") => {
                         be.save(name, also, format, &dest)?
                     }
-                    _ => be.export_dir(name, format, &dest)?,
+                    _ => be.export_dir(name, also, format, &dest)?,
                 }
             }
             println!("{digest}");

@@ -424,14 +424,14 @@ impl Backend for Remote {
             bail!("{} already exists", rootfs.display());
         }
         std::fs::create_dir_all(&rootfs)?;
-        self.export_dir(name, Format::Local, &rootfs)?;
+        self.export_dir(name, &[], Format::Local, &rootfs)?;
         let (_, _, config) = self.inspect(name)?;
         let config: crate::image::ImageConfig =
             serde_json::from_str(&config).context("parsing image config")?;
         crate::bundle::write_config(&config, name, dir)
     }
 
-    fn export_dir(&self, name: &str, format: Format, dest: &Path) -> Result<()> {
+    fn export_dir(&self, name: &str, also: &[String], format: Format, dest: &Path) -> Result<()> {
         let f = match format {
             Format::Oci => "oci",
             Format::Local => "local",
@@ -439,7 +439,7 @@ impl Backend for Remote {
         };
         // Receive the tar into memory-bounded temp storage, then unpack safely.
         let mut tmp = tempfile::tempfile().context("temp file")?;
-        self.export_to(name, &[], f, &mut tmp)?;
+        self.export_to(name, also, f, &mut tmp)?;
         std::io::Seek::rewind(&mut tmp)?;
         std::fs::create_dir_all(dest)?;
         crate::layer::unpack(
