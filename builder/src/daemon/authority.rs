@@ -15,6 +15,10 @@
 //! The server's frames are copied back unchanged. Decoding and re-encoding
 //! with one HPACK state per side keeps the header compression of both
 //! directions consistent.
+//!
+//! Limit: padded DATA frames (which no gRPC implementation sends) are
+//! forwarded without their padding, so the client's flow-control window is
+//! not given back the padding bytes.
 use h2::frame::Frame;
 use std::future::poll_fn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -78,11 +82,22 @@ async fn run(client: UnixStream, server: DuplexStream) -> anyhow::Result<()> {
         while let Some(frame) = codec.next().await {
             let mut frame =
                 frame.map_err(|e| anyhow::anyhow!("reading a frame from the client: {e:?}"))?;
-            if let Frame::Headers(h) = &mut frame {
-                let p = h.pseudo_mut();
-                if p.authority.as_deref().is_some_and(|a| !acceptable(a)) {
-                    p.authority = None;
+            match &mut frame {
+                Frame::Headers(h) => {
+                    let p = h.pseudo_mut();
+                    if p.authority.as_deref().is_some_and(|a| !acceptable(a)) {
+                        p.authority = None;
+                    }
                 }
+                // h2's decoder strips the padding but keeps the PADDED flag,
+                // which its encoder would then write without a pad length:
+                // forward the data unpadded.
+                Frame::Data(d) if d.is_padded() => {
+                    let mut plain = h2::frame::Data::new(d.stream_id(), d.payload().clone());
+                    plain.set_end_stream(d.is_end_stream());
+                    frame = Frame::Data(plain);
+                }
+                _ => {}
             }
             poll_fn(|cx| codec.poll_ready(cx))
                 .await
