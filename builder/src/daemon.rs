@@ -796,6 +796,7 @@ pub async fn serve(store: Store, runtime: Runtime, opts: ServeOptions) -> anyhow
                 workctr::WorkService {
                     store: work_store,
                     runtime: work_runtime,
+                    max_import_size: opts.max_import_size,
                 },
             ),
         )

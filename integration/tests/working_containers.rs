@@ -637,6 +637,27 @@ fn working_containers_over_grpc() {
     assert!(String::from_utf8_lossy(&listing.stdout)
         .lines()
         .any(|l| l == "hello"));
+    // import over gRPC: the exported root comes back as a one-layer image.
+    ok(&[
+        "import",
+        tar.to_str().unwrap(),
+        "grpc-imported",
+        "--change",
+        "ENV I=1",
+    ]);
+    let inspect: Value = serde_json::from_str(&ok(&["inspect", "grpc-imported"])).unwrap();
+    let cfg = &inspect["Config"];
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        cfg["history"][0]["comment"],
+        format!("Imported from {}", tar.display())
+    );
+    ok(&["from", "grpc-imported", "--name", "ri"]);
+    assert_eq!(
+        ok(&["run", "ri", "--", "sh", "-c", "cat /hello; echo $I"]),
+        "hi\n1\n"
+    );
+    ok(&["rm", "ri"]);
     // Unknown names are NOT_FOUND, bad ones refused, with no store path shown.
     let o = remote(&["diff", "nope"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -6,15 +6,17 @@ use crate::exec::run::Runtime;
 use crate::store::Store;
 use crate::workctr::{self, run::Overrides, Container, InvalidName, NameInUse, NoSuchContainer};
 use berth_proto::v1::working_containers_server::WorkingContainers;
-use berth_proto::v1::{self as pb, run_event};
+use berth_proto::v1::{self as pb, import_rootfs_request, run_event};
 use std::io::Write;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 pub struct WorkService {
     pub store: Store,
     pub runtime: Runtime,
+    /// Largest root filesystem tar `ImportRootfs` spools (--max-import-size).
+    pub max_import_size: u64,
 }
 
 /// The caller's mistakes and unknown names get their own codes; the rest
@@ -211,5 +213,69 @@ impl WorkingContainers for WorkService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn import_rootfs(
+        &self,
+        req: Request<Streaming<pb::ImportRootfsRequest>>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let mut stream = req.into_inner();
+        let options = match stream.message().await? {
+            Some(pb::ImportRootfsRequest {
+                part: Some(import_rootfs_request::Part::Options(o)),
+            }) => o,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must carry options",
+                ))
+            }
+        };
+        if !options.image.is_empty() {
+            crate::store::canonical_tag(&options.image).map_err(|e| {
+                Status::invalid_argument(format!("image name {:?}: {e}", options.image))
+            })?;
+        }
+        // Spooled into the store's tmp/ (removed with `tmp` on any return).
+        let tmp = self
+            .store
+            .temp_dir("rootfs-")
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        let path = tmp.path().join("rootfs.tar");
+        let mut f = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
+        let mut received: u64 = 0;
+        while let Some(m) = stream.message().await? {
+            let Some(import_rootfs_request::Part::Chunk(data)) = m.part else {
+                return Err(Status::invalid_argument("options may only come first"));
+            };
+            received += data.len() as u64;
+            if received > self.max_import_size {
+                return Err(Status::resource_exhausted(format!(
+                    "the root filesystem tar is too large: more than {} bytes (berth-buildd --max-import-size)",
+                    self.max_import_size
+                )));
+            }
+            f.write_all(&data)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        drop(f);
+        let store = self.store.clone();
+        let digest = work(move || {
+            let _keep = tmp;
+            let source = if options.source.is_empty() {
+                "-".to_string()
+            } else {
+                options.source
+            };
+            workctr::archive::import(
+                &store,
+                &path,
+                &source,
+                (!options.image.is_empty()).then_some(options.image.as_str()),
+                Some(options.message),
+                &options.changes,
+            )
+        })
+        .await?;
+        Ok(Response::new(pb::CommitResponse { digest }))
     }
 }

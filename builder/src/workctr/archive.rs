@@ -25,9 +25,12 @@ pub fn export(root: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Imports `archive`; `source` names it in the default history comment
+/// (`Imported from <source>`) and in errors.
 pub fn import(
     store: &Store,
     archive: &Path,
+    source: &str,
     image: Option<&str>,
     message: Option<String>,
     changes: &[String],
@@ -41,7 +44,7 @@ pub fn import(
     // Unpacked safely (names cleaned, links kept inside) and written again
     // as a normalized layer, like every other layer of the store.
     unpack(open_decompressed(archive)?, &tree, UnpackMode::Overlay)
-        .with_context(|| format!("unpacking {}", archive.display()))?;
+        .with_context(|| format!("unpacking {source}"))?;
     let layer = write_layer(store, &tree, Compression::Gzip, None)?;
     let created = super::now();
     let mut config = ImageConfig::default();
@@ -57,7 +60,7 @@ pub fn import(
         comment: Some(
             message
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| format!("Imported from {}", archive.display())),
+                .unwrap_or_else(|| format!("Imported from {source}")),
         ),
         ..Default::default()
     });

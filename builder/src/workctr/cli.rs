@@ -233,8 +233,15 @@ pub fn dispatch(
             message,
             change,
         } => {
-            let digest =
-                super::archive::import(&store, &archive, image.as_deref(), message, &change)?;
+            let source = archive.display().to_string();
+            let digest = super::archive::import(
+                &store,
+                &archive,
+                &source,
+                image.as_deref(),
+                message,
+                &change,
+            )?;
             println!("{digest}");
         }
     }

@@ -153,9 +153,63 @@ pub fn dispatch(addr: &str, cmd: WorkCommand) -> Result<i32> {
             tmp.persist(&output)
                 .with_context(|| format!("writing {}", output.display()))?;
         }
-        WorkCommand::Cp { .. } | WorkCommand::Import { .. } => {
-            bail!("cp and import need the local store (not available with --addr)")
+        WorkCommand::Import {
+            archive,
+            image,
+            message,
+            change,
+        } => {
+            let digest = import(&rt, &mut c, &archive, image, message, change)?;
+            println!("{digest}");
+        }
+        WorkCommand::Cp { .. } => {
+            bail!("cp needs the local store (not available with --addr)")
         }
     }
     Ok(0)
+}
+
+/// Streams `archive` to ImportRootfs: options first, then 1 MiB chunks.
+fn import(
+    rt: &tokio::runtime::Runtime,
+    c: &mut WorkingContainersClient<Channel>,
+    archive: &std::path::Path,
+    image: Option<String>,
+    message: Option<String>,
+    changes: Vec<String>,
+) -> Result<String> {
+    use berth_proto::v1::import_rootfs_request::{Options, Part};
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let first = pb::ImportRootfsRequest {
+        part: Some(Part::Options(Options {
+            image: image.unwrap_or_default(),
+            message: message.unwrap_or_default(),
+            changes,
+            source: archive.display().to_string(),
+        })),
+    };
+    tx.blocking_send(first).ok();
+    let reader = std::thread::spawn(move || -> Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).context("reading the archive")?;
+            if n == 0 {
+                return Ok(());
+            }
+            let m = pb::ImportRootfsRequest {
+                part: Some(Part::Chunk(buf[..n].to_vec())),
+            };
+            if tx.blocking_send(m).is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let r = rt.block_on(c.import_rootfs(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("archive reader panicked"))??;
+    Ok(r.map_err(status)?.into_inner().digest)
 }
