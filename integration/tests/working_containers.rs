@@ -658,6 +658,34 @@ fn working_containers_over_grpc() {
         "hi\n1\n"
     );
     ok(&["rm", "ri"]);
+    // cp over gRPC, both ways, never through a container symlink to the host.
+    let canary_dir = env.path().join("grpc-canary");
+    std::fs::create_dir_all(&canary_dir).unwrap();
+    std::fs::write(canary_dir.join("secret"), "host").unwrap();
+    let link = format!(
+        "ln -s {d} /esc && ln -s {d}/secret /leak",
+        d = canary_dir.display()
+    );
+    ok(&["run", "rc", "--", "sh", "-c", &link]);
+    let tree = env.path().join("gtree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/f"), "deep").unwrap();
+    ok(&["cp", tree.to_str().unwrap(), "rc:/opt"]);
+    assert_eq!(ok(&["run", "rc", "--", "cat", "/opt/sub/f"]), "deep");
+    let back = env.path().join("gback");
+    ok(&["cp", "rc:/opt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(back.join("sub/f")).unwrap(), "deep");
+    let file = tree.join("sub/f");
+    let _ = remote(&["cp", file.to_str().unwrap(), "rc:/esc/planted"]);
+    assert!(!canary_dir.join("planted").exists());
+    ok(&["cp", file.to_str().unwrap(), "rc:/leak"]);
+    assert_eq!(
+        std::fs::read_to_string(canary_dir.join("secret")).unwrap(),
+        "host"
+    );
+    let out = env.path().join("gleak");
+    let _ = remote(&["cp", "rc:/esc/secret", out.to_str().unwrap()]);
+    assert!(!out.exists());
     // Unknown names are NOT_FOUND, bad ones refused, with no store path shown.
     let o = remote(&["diff", "nope"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -6,7 +6,7 @@ use crate::exec::run::Runtime;
 use crate::store::Store;
 use crate::workctr::{self, run::Overrides, Container, InvalidName, NameInUse, NoSuchContainer};
 use berth_proto::v1::working_containers_server::WorkingContainers;
-use berth_proto::v1::{self as pb, import_rootfs_request, run_event};
+use berth_proto::v1::{self as pb, copy_in_request, import_rootfs_request, run_event};
 use std::io::Write;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -52,6 +52,7 @@ fn info(s: workctr::State) -> pb::ContainerInfo {
 impl WorkingContainers for WorkService {
     type RunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
     type ExportContainerStream = ReceiverStream<Result<pb::Chunk, Status>>;
+    type CopyOutStream = ReceiverStream<Result<pb::Chunk, Status>>;
 
     async fn from(
         &self,
@@ -277,5 +278,100 @@ impl WorkingContainers for WorkService {
         })
         .await?;
         Ok(Response::new(pb::CommitResponse { digest }))
+    }
+
+    async fn copy_out(
+        &self,
+        req: Request<pb::ContainerPath>,
+    ) -> Result<Response<Self::CopyOutStream>, Status> {
+        let r = req.into_inner();
+        let store = self.store.clone();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            let res = (|| -> anyhow::Result<()> {
+                let c = Container::open(&store, &r.name)?;
+                let root = c.mount(&store)?;
+                // Copied out by fd (see workctr::copy) into the daemon's
+                // tmp/, then sent as a tar of that copy.
+                let tmp = store.temp_dir("cp-")?;
+                let base = std::path::Path::new(&r.path)
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_else(|| "root".into());
+                workctr::copy::from_container(&root.path, &r.path, &tmp.path().join(&base))?;
+                drop(root);
+                let (w, _) = crate::layer::diff::write_tar(tmp.path(), &mut w, None)?;
+                w.flush()?;
+                Ok(())
+            })();
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(work_status(e)));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn copy_in(
+        &self,
+        req: Request<Streaming<pb::CopyInRequest>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let mut stream = req.into_inner();
+        let dest = match stream.message().await? {
+            Some(pb::CopyInRequest {
+                part: Some(copy_in_request::Part::Options(o)),
+            }) => o,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must carry options",
+                ))
+            }
+        };
+        let tmp = self
+            .store
+            .temp_dir("cp-")
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        let path = tmp.path().join("in.tar");
+        let mut f = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
+        let mut received: u64 = 0;
+        while let Some(m) = stream.message().await? {
+            let Some(copy_in_request::Part::Chunk(data)) = m.part else {
+                return Err(Status::invalid_argument("options may only come first"));
+            };
+            received += data.len() as u64;
+            if received > self.max_import_size {
+                return Err(Status::resource_exhausted(format!(
+                    "the copied tree is too large: more than {} bytes (berth-buildd --max-import-size)",
+                    self.max_import_size
+                )));
+            }
+            f.write_all(&data)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        drop(f);
+        let store = self.store.clone();
+        work(move || {
+            // Unpacked safely into tmp/, then copied in by fd.
+            let tree = tmp.path().join("tree");
+            std::fs::create_dir(&tree)?;
+            let file = std::fs::File::open(&path)?;
+            crate::layer::unpack(file, &tree, crate::layer::UnpackMode::Apply)
+                .map_err(|e| InvalidName(format!("the copied tar: {e:#}")))?;
+            let mut tops = std::fs::read_dir(&tree)?.collect::<std::io::Result<Vec<_>>>()?;
+            if tops.len() != 1 {
+                return Err(
+                    InvalidName("the copied tar must hold exactly one top entry".into()).into(),
+                );
+            }
+            let top = tops.remove(0).path();
+            let c = Container::open(&store, &dest.name)?;
+            let root = c.mount(&store)?;
+            workctr::copy::into_container(&root.path, &top, &dest.path)
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
     }
 }

@@ -162,8 +162,17 @@ pub fn dispatch(addr: &str, cmd: WorkCommand) -> Result<i32> {
             let digest = import(&rt, &mut c, &archive, image, message, change)?;
             println!("{digest}");
         }
-        WorkCommand::Cp { .. } => {
-            bail!("cp needs the local store (not available with --addr)")
+        WorkCommand::Cp { source, dest } => {
+            use super::copy::{parse_endpoint, Endpoint};
+            match (parse_endpoint(&source), parse_endpoint(&dest)) {
+                (Endpoint::Container { name, path }, Endpoint::Host(h)) => {
+                    copy_out(&rt, &mut c, name, path, &h)?
+                }
+                (Endpoint::Host(h), Endpoint::Container { name, path }) => {
+                    copy_in(&rt, &mut c, &h, name, path)?
+                }
+                _ => bail!("cp wants exactly one side as NAME:PATH"),
+            }
         }
     }
     Ok(0)
@@ -212,4 +221,105 @@ fn import(
         .join()
         .map_err(|_| anyhow::anyhow!("archive reader panicked"))??;
     Ok(r.map_err(status)?.into_inner().digest)
+}
+
+/// CopyOut: the tar (one top entry) unpacked beside `dest`, then moved into
+/// place with `docker cp`'s naming.
+fn copy_out(
+    rt: &tokio::runtime::Runtime,
+    c: &mut WorkingContainersClient<Channel>,
+    name: String,
+    path: String,
+    dest: &std::path::Path,
+) -> Result<()> {
+    let target = if dest.is_dir() {
+        match std::path::Path::new(&path).file_name() {
+            Some(n) => dest.join(n),
+            None => dest.to_path_buf(),
+        }
+    } else {
+        dest.to_path_buf()
+    };
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".berth-cp-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    let mut stream = rt
+        .block_on(c.copy_out(pb::ContainerPath { name, path }))
+        .map_err(status)?
+        .into_inner();
+    let spool = tmp.path().join("out.tar");
+    let mut f = std::fs::File::create(&spool)?;
+    while let Some(chunk) = rt.block_on(stream.message()).map_err(status)? {
+        f.write_all(&chunk.data)?;
+    }
+    drop(f);
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree)?;
+    crate::layer::unpack(
+        std::fs::File::open(&spool)?,
+        &tree,
+        crate::layer::UnpackMode::Apply,
+    )?;
+    let mut tops = std::fs::read_dir(&tree)?.collect::<std::io::Result<Vec<_>>>()?;
+    if tops.len() != 1 {
+        bail!("berth-buildd sent {} top entries, want one", tops.len());
+    }
+    let top = tops.remove(0).path();
+    if target.is_dir() && top.is_dir() {
+        // Merged into an existing directory, as `docker cp` does.
+        for e in std::fs::read_dir(&top)? {
+            let e = e?;
+            let to = target.join(e.file_name());
+            if to.is_dir() {
+                std::fs::remove_dir_all(&to)?;
+            }
+            std::fs::rename(e.path(), &to).with_context(|| format!("writing {}", to.display()))?;
+        }
+    } else {
+        if target.is_dir() {
+            std::fs::remove_dir_all(&target)?;
+        }
+        std::fs::rename(&top, &target).with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// CopyIn: `src` as a tar whose single top entry carries its base name.
+fn copy_in(
+    rt: &tokio::runtime::Runtime,
+    c: &mut WorkingContainersClient<Channel>,
+    src: &std::path::Path,
+    name: String,
+    path: String,
+) -> Result<()> {
+    use berth_proto::v1::copy_in_request::Part;
+    let base = src
+        .file_name()
+        .with_context(|| format!("{} has no final name", src.display()))?
+        .to_os_string();
+    let meta =
+        std::fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    if meta.is_dir() {
+        b.append_dir_all(&base, src)
+    } else {
+        b.append_path_with_name(src, &base)
+    }
+    .with_context(|| format!("reading {}", src.display()))?;
+    let data = b.into_inner()?;
+    let mut msgs = vec![pb::CopyInRequest {
+        part: Some(Part::Options(pb::ContainerPath { name, path })),
+    }];
+    msgs.extend(data.chunks(1 << 20).map(|d| pb::CopyInRequest {
+        part: Some(Part::Chunk(d.to_vec())),
+    }));
+    rt.block_on(c.copy_in(tokio_stream::iter(msgs)))
+        .map_err(status)?;
+    Ok(())
 }
