@@ -3,8 +3,8 @@
 //! reasons, outputs checked with real clients (skopeo, umoci, podman, ctr,
 //! buildah), bundles run by the runtime, and hostile input.
 //!
-//! A test that needs an external tool prints `SKIP: <reason>` and returns
-//! when the tool is missing (scripts/deps.sh installs them all).
+//! A test whose external tool is missing says `SKIP: <reason>` and returns,
+//! except under CI=true, where it fails (scripts/deps.sh installs them all).
 use berth_integration::harness::{berth_bin, unique, TempDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -53,10 +53,10 @@ fn have(tool: &str) -> bool {
 macro_rules! require {
     ($tool:expr) => {
         if !have($tool) {
-            println!(
-                "SKIP: {} is not installed (scripts/deps.sh installs it)",
+            berth_integration::harness::skip(&format!(
+                "{} is not installed (scripts/deps.sh installs it)",
                 $tool
-            );
+            ));
             return;
         }
     };

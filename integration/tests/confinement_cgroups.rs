@@ -15,11 +15,11 @@ use std::time::Duration;
 /// These tests drive v1 controller files directly: skip (loudly) elsewhere.
 fn v1_host() -> bool {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        skip("needs root");
         return false;
     }
     if !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
-        eprintln!("skipped: no cgroup v1 memory hierarchy (see confinement_v2.rs)");
+        skip("no cgroup v1 memory hierarchy (see confinement_v2.rs)");
         return false;
     }
     true

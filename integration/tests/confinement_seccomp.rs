@@ -96,7 +96,7 @@ fn set_caps(b: &mut Bundle, caps: &[String]) {
 #[test]
 fn containers_common_profile_denies_with_eperm() -> Result<()> {
     if !confinement_common::is_root() {
-        eprintln!("skipped: needs root");
+        skip("needs root");
         return Ok(());
     }
     let profile: Value = serde_json::from_slice(
@@ -135,7 +135,7 @@ fn containers_common_profile_denies_with_eperm() -> Result<()> {
 #[test]
 fn custom_profile_errno_ret() -> Result<()> {
     if !confinement_common::is_root() {
-        eprintln!("skipped: needs root");
+        skip("needs root");
         return Ok(());
     }
     let rt = Runtime::new()?;

@@ -31,11 +31,11 @@ const CHILD_TESTS: &[&str] = &[
 #[test]
 fn v2_in_private_mount_namespace() -> Result<()> {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        skip("needs root");
         return Ok(());
     }
     if !Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
-        eprintln!("skipped: no cgroup2 hierarchy at /sys/fs/cgroup/unified");
+        skip("no cgroup2 hierarchy at /sys/fs/cgroup/unified");
         return Ok(());
     }
     let mut cmd = Command::new(std::env::current_exe()?);

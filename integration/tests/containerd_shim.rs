@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use berth_integration::containerd::{shim_bin, Containerd};
-use berth_integration::harness::{berth_bin, busybox_fixture, TempDir};
+use berth_integration::harness::{berth_bin, busybox_fixture, skip, TempDir};
 use berth_integration::image::write_docker_archive;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
@@ -156,18 +156,10 @@ fn run_detached_sleeper(ctrd: &Containerd, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn berth_has_pause() -> bool {
-    Command::new(berth_bin())
-        .args(["pause", "--help"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 #[test]
 fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        skip(&why);
         return Ok(());
     }
     assert!(
@@ -308,15 +300,10 @@ fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stdout).contains("in-exec"));
     let ps = ctrd.ctr_ok(&["tasks", "ps", "bg"])?;
     assert!(ps.lines().count() >= 2, "{ps}");
-    let pausing = berth_has_pause();
-    if pausing {
-        ctrd.ctr_ok(&["tasks", "pause", "bg"])?;
-        wait_task_status(&ctrd, "bg", "PAUSED")?;
-        ctrd.ctr_ok(&["tasks", "resume", "bg"])?;
-        wait_task_status(&ctrd, "bg", "RUNNING")?;
-    } else {
-        eprintln!("skipping pause/resume: this berth has no `pause` command yet");
-    }
+    ctrd.ctr_ok(&["tasks", "pause", "bg"])?;
+    wait_task_status(&ctrd, "bg", "PAUSED")?;
+    ctrd.ctr_ok(&["tasks", "resume", "bg"])?;
+    wait_task_status(&ctrd, "bg", "RUNNING")?;
     let metrics = ctrd.ctr_ok(&["tasks", "metrics", "bg"])?;
     assert!(metrics.contains("pids.current"), "{metrics}");
     assert!(metrics.contains("memory"), "{metrics}");
@@ -328,17 +315,17 @@ fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
     assert!(!left.lines().any(|l| l.trim() == "bg"), "{left}");
 
     let topics = events.topics_until("bg", "/tasks/delete", Duration::from_secs(10));
-    let mut want = vec![
+    let want = [
         "/tasks/create",
         "/tasks/start",
         "/tasks/exec-added",
         "/tasks/exec-started",
         "/tasks/exit",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
     ];
-    if pausing {
-        want.extend(["/tasks/paused", "/tasks/resumed"]);
-    }
-    want.extend(["/tasks/exit", "/tasks/delete"]);
     assert_eq!(topics, want);
     Ok(())
 }
@@ -349,7 +336,7 @@ fn berth_shim_runs_exec_pause_metrics_kill_delete() -> Result<()> {
 #[test]
 fn berth_shim_reports_an_exec_killed_by_a_real_time_signal() -> Result<()> {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        skip(&why);
         return Ok(());
     }
     let ctrd = daemon_with_busybox()?;
@@ -401,7 +388,7 @@ fn berth_shim_reports_an_exec_killed_by_a_real_time_signal() -> Result<()> {
 #[test]
 fn berth_shim_reports_oom() -> Result<()> {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        skip(&why);
         return Ok(());
     }
     let ctrd = daemon_with_busybox()?;
@@ -457,7 +444,7 @@ fn shim_process(ns: &str, id: &str) -> Option<(i32, PathBuf)> {
 #[test]
 fn dead_shim_is_cleaned_up_by_the_delete_action() -> Result<()> {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        skip(&why);
         return Ok(());
     }
     let ctrd = daemon_with_busybox()?;
@@ -507,11 +494,11 @@ fn dead_shim_is_cleaned_up_by_the_delete_action() -> Result<()> {
 #[test]
 fn runc_shim_with_berth_binary() -> Result<()> {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        skip(&why);
         return Ok(());
     }
     if !std::path::Path::new("/usr/bin/containerd-shim-runc-v2").exists() {
-        eprintln!("skipping: containerd-shim-runc-v2 is not installed");
+        skip("containerd-shim-runc-v2 is not installed");
         return Ok(());
     }
     let ctrd = daemon_with_busybox()?;

@@ -16,7 +16,7 @@ use nix::mount::MsFlags;
 use anyhow::{bail, ensure, Context, Result};
 use berth_integration::containerd_cri::{CriNode, RuntimeHandler};
 use berth_integration::cri_client::Kubelet;
-use berth_integration::harness::{berth_bin, busybox_fixture, unique, TempDir};
+use berth_integration::harness::{berth_bin, busybox_fixture, skip, unique, TempDir};
 use berth_integration::image::write_docker_archive;
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
@@ -98,10 +98,10 @@ fn handlers() -> Result<Vec<RuntimeHandler>> {
             shim: Some(shim),
         });
     } else {
-        eprintln!(
-            "SKIP handler berth-shim: {} is not built (cargo build --workspace --bins)",
+        skip(&format!(
+            "handler berth-shim: {} is not built (cargo build --workspace --bins)",
             shim.display()
-        );
+        ));
     }
     Ok(v)
 }
@@ -201,7 +201,7 @@ fn diagnostics(node: &CriNode) -> String {
 #[test]
 fn cri_runs_pods_with_berth_runtime_classes() -> Result<()> {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {why}");
+        skip(&why);
         return Ok(());
     }
     let handlers = handlers()?;
@@ -815,7 +815,7 @@ async fn privileged_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Resul
 /// The pod also shares one process namespace (`shareProcessNamespace: true`).
 async fn network_pod(node: &CriNode, k: &mut Kubelet, handler: &str) -> Result<()> {
     let Some(net) = node.pod_network() else {
-        eprintln!("SKIP pod-network pod: CNI plugins (containernetworking-plugins) missing");
+        skip("pod-network pod: CNI plugins (containernetworking-plugins) missing");
         return Ok(());
     };
     let mut sandbox = pod_config(node, handler);

@@ -483,7 +483,7 @@ fn running_through_the_dynamic_loader_is_refused_cleanly() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success());
     if !dynamic {
-        eprintln!("skipped: berth is not a dynamically linked executable");
+        skip("berth is not a dynamically linked executable");
         return Ok(());
     }
     let rt = Runtime::new()?;

@@ -20,7 +20,7 @@ fn is_root() -> bool {
 #[test]
 fn rootless_run_create_exec_ps_kill_delete() -> Result<()> {
     if !is_root() {
-        eprintln!("skipped: needs root to switch to an unprivileged uid");
+        skip("needs root to switch to an unprivileged uid");
         return Ok(());
     }
     let rt = user_runtime()?;
@@ -107,7 +107,7 @@ fn rootless_run_create_exec_ps_kill_delete() -> Result<()> {
 #[test]
 fn rootless_state_defaults_to_xdg_runtime_dir() -> Result<()> {
     if !is_root() {
-        eprintln!("skipped: needs root to switch to an unprivileged uid");
+        skip("needs root to switch to an unprivileged uid");
         return Ok(());
     }
     let rt = user_runtime()?;
@@ -161,7 +161,7 @@ fn rootless_state_defaults_to_xdg_runtime_dir() -> Result<()> {
 #[test]
 fn rootless_limits_without_a_cgroup_are_refused_naming_them() -> Result<()> {
     if !is_root() {
-        eprintln!("skipped: needs root to switch to an unprivileged uid");
+        skip("needs root to switch to an unprivileged uid");
         return Ok(());
     }
     let rt = user_runtime()?;
