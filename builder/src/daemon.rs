@@ -11,6 +11,7 @@ pub mod authority;
 mod cancel;
 pub mod info;
 pub mod socket;
+mod spool;
 mod status;
 pub mod workctr;
 
@@ -583,21 +584,14 @@ impl Builder for Service {
         let mut stream = req.into_inner();
         let tmp = self.store.temp_dir("upload-").map_err(internal)?;
         let path = tmp.path().join("archive.tar");
-        let mut f = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
-        let mut received: u64 = 0;
-        while let Some(c) = stream.message().await? {
-            received += c.data.len() as u64;
-            if received > self.max_import_size {
-                // Dropping `tmp` removes what was spooled so far.
-                return Err(Status::resource_exhausted(format!(
-                    "the image archive is too large: more than {} bytes (berth-buildd --max-import-size)",
-                    self.max_import_size
-                )));
-            }
-            f.write_all(&c.data)
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
-        drop(f);
+        spool::spool(
+            &mut stream,
+            &path,
+            self.max_import_size,
+            "the image archive",
+            |c: pb::Chunk| Some(c.data),
+        )
+        .await?;
         let store = self.store.clone();
         let loaded = blocking(move || {
             let f = std::fs::File::open(&path)?;

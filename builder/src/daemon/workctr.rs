@@ -1,6 +1,7 @@
 //! The `berth.builder.v1.WorkingContainers` service (proto/working.proto):
 //! [`crate::workctr`] on the daemon's store, for clients without a local
 //! store. `Run` streams output instead of sharing a terminal.
+use super::spool::spool;
 use super::{blocking, not_found_or_internal, ChunkWriter};
 use crate::exec::run::Runtime;
 use crate::store::Store;
@@ -242,23 +243,17 @@ impl WorkingContainers for WorkService {
             .temp_dir("rootfs-")
             .map_err(|e| Status::internal(format!("{e:#}")))?;
         let path = tmp.path().join("rootfs.tar");
-        let mut f = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
-        let mut received: u64 = 0;
-        while let Some(m) = stream.message().await? {
-            let Some(import_rootfs_request::Part::Chunk(data)) = m.part else {
-                return Err(Status::invalid_argument("options may only come first"));
-            };
-            received += data.len() as u64;
-            if received > self.max_import_size {
-                return Err(Status::resource_exhausted(format!(
-                    "the root filesystem tar is too large: more than {} bytes (berth-buildd --max-import-size)",
-                    self.max_import_size
-                )));
-            }
-            f.write_all(&data)
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
-        drop(f);
+        spool(
+            &mut stream,
+            &path,
+            self.max_import_size,
+            "the root filesystem tar",
+            |m: pb::ImportRootfsRequest| match m.part {
+                Some(import_rootfs_request::Part::Chunk(data)) => Some(data),
+                _ => None,
+            },
+        )
+        .await?;
         let store = self.store.clone();
         let digest = work(move || {
             let _keep = tmp;
@@ -335,23 +330,17 @@ impl WorkingContainers for WorkService {
             .temp_dir("cp-")
             .map_err(|e| Status::internal(format!("{e:#}")))?;
         let path = tmp.path().join("in.tar");
-        let mut f = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
-        let mut received: u64 = 0;
-        while let Some(m) = stream.message().await? {
-            let Some(copy_in_request::Part::Chunk(data)) = m.part else {
-                return Err(Status::invalid_argument("options may only come first"));
-            };
-            received += data.len() as u64;
-            if received > self.max_import_size {
-                return Err(Status::resource_exhausted(format!(
-                    "the copied tree is too large: more than {} bytes (berth-buildd --max-import-size)",
-                    self.max_import_size
-                )));
-            }
-            f.write_all(&data)
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
-        drop(f);
+        spool(
+            &mut stream,
+            &path,
+            self.max_import_size,
+            "the copied tree",
+            |m: pb::CopyInRequest| match m.part {
+                Some(copy_in_request::Part::Chunk(data)) => Some(data),
+                _ => None,
+            },
+        )
+        .await?;
         let store = self.store.clone();
         work(move || {
             // Unpacked safely into tmp/, then copied in by fd.
