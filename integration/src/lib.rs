@@ -1,3 +1,4 @@
+pub mod builder;
 pub mod containerd;
 pub mod containerd_cri;
 pub mod cri_client;

@@ -5,42 +5,13 @@
 //!
 //! A test whose external tool is missing says `SKIP: <reason>` and returns,
 //! except under CI=true, where it fails (scripts/deps.sh installs them all).
-use berth_integration::harness::{berth_bin, unique, TempDir};
+use berth_integration::builder::{builder_bin, step_runtime as runtime};
+use berth_integration::harness::{unique, TempDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// berth-build / berth-buildd: in $BERTH_BUILDER_DIR, else next to
-/// $BERTH_BIN, else target/debug.
-fn builder_bin(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join(name);
-    }
-    if let Some(dir) = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        let p = dir.join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    repo_root().join("target/debug").join(name)
-}
-
-/// The OCI runtime RUN steps use: berth when $BERTH_BIN is set, else runc.
-fn runtime() -> PathBuf {
-    match std::env::var_os("BERTH_BIN") {
-        Some(_) => berth_bin(),
-        None => PathBuf::from("/usr/sbin/runc"),
-    }
-}
 
 fn have(tool: &str) -> bool {
     Command::new("sh")

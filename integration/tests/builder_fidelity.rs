@@ -5,33 +5,12 @@
 //! these, then `docker save`); each test quotes what BuildKit produced.
 //!
 //! RUN steps run with berth ($BERTH_BIN) when set, else runc.
-use berth_integration::harness::{berth_bin, TempDir};
+use berth_integration::builder::{builder_bin, step_runtime as runtime};
+use berth_integration::harness::TempDir;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// berth-build next to $BERTH_BIN (or in $BERTH_BUILDER_DIR), else target/debug.
-fn builder_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join("berth-build");
-    }
-    if let Some(p) = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(|d| d.join("berth-build")))
-        .filter(|p| p.exists())
-    {
-        return p;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-build")
-}
-
-fn runtime() -> PathBuf {
-    match std::env::var_os("BERTH_BIN") {
-        Some(_) => berth_bin(),
-        None => PathBuf::from("/usr/sbin/runc"),
-    }
-}
 
 /// One entry of a layer, as `tar -tv --numeric-owner` lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +80,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(builder_bin())
+        Command::new(builder_bin("berth-build"))
             .arg("--root")
             .arg(self.dir.path().join("store"))
             .arg("--runtime")

@@ -6,32 +6,12 @@
 //! outside every root and asserts the host side is untouched.
 //!
 //! RUN steps use berth ($BERTH_BIN) when set, else runc.
-use berth_integration::harness::{berth_bin, TempDir};
+use berth_integration::builder::{builder_bin, step_runtime as runtime};
+use berth_integration::harness::TempDir;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn builder_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join("berth-build");
-    }
-    if let Some(p) = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(|d| d.join("berth-build")))
-        .filter(|p| p.exists())
-    {
-        return p;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-build")
-}
-
-fn runtime() -> PathBuf {
-    match std::env::var_os("BERTH_BIN") {
-        Some(_) => berth_bin(),
-        None => PathBuf::from("/usr/sbin/runc"),
-    }
-}
 
 /// A store, a scratch area and a canary directory outside both.
 struct Env {
@@ -64,7 +44,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin());
+        let mut c = Command::new(builder_bin("berth-build"));
         c.arg("--root")
             .arg(self.path().join("store"))
             .arg("--runtime")
@@ -618,7 +598,7 @@ fn runtime_inherits_only_stdio_from_the_builder() {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let ctx = env.context("fds", "FROM scratch\nADD busybox.tar /\nRUN true\n");
     let dirfd = std::fs::File::open(env.canary()).unwrap();
-    let mut cmd = Command::new(builder_bin());
+    let mut cmd = Command::new(builder_bin("berth-build"));
     cmd.arg("--root")
         .arg(env.path().join("store"))
         .arg("--runtime")

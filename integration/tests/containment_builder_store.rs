@@ -3,7 +3,8 @@
 //! the limits that keep one hostile Dockerfile, context or archive from
 //! exhausting the host (plus Docker's 127 layers, which overlay's one-page
 //! mount data used to refuse).
-use berth_integration::harness::{berth_bin, unique, Runtime, TempDir};
+use berth_integration::builder::{builder_bin, step_runtime as runtime};
+use berth_integration::harness::{unique, Runtime, TempDir};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -11,36 +12,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// berth-build / berth-buildd: in $BERTH_BUILDER_DIR, else next to
-/// $BERTH_BIN, else target/debug.
-fn builder_bin(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join(name);
-    }
-    if let Some(dir) = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        let p = dir.join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    repo_root().join("target/debug").join(name)
-}
-
-/// The OCI runtime RUN steps use: berth when $BERTH_BIN is set, else runc.
-fn runtime() -> PathBuf {
-    match std::env::var_os("BERTH_BIN") {
-        Some(_) => berth_bin(),
-        None => PathBuf::from("/usr/sbin/runc"),
-    }
-}
 
 fn text(o: &Output) -> String {
     format!(

@@ -6,6 +6,7 @@
 //!
 //! Needs python3 with venv (scripts/deps.sh installs python3-venv) and
 //! access to PyPI.
+use berth_integration::builder::{builder_bin, repo_root, step_runtime as runtime};
 use berth_integration::harness::{unique, TempDir};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -15,34 +16,6 @@ use std::time::{Duration, Instant};
 
 /// The client, written to a temp dir by each test.
 const CLIENT: &str = include_str!("grpc_clients/client.py");
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// berth-buildd / the runtime: as builder_e2e.rs finds them.
-fn builder_bin(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join(name);
-    }
-    if let Some(dir) = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        let p = dir.join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    repo_root().join("target/debug").join(name)
-}
-
-fn runtime() -> PathBuf {
-    match std::env::var_os("BERTH_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from("/usr/sbin/runc"),
-    }
-}
 
 /// A daemon on a private socket and store; killed on drop.
 struct Daemon {

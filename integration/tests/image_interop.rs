@@ -3,37 +3,13 @@
 //! written by podman and `ctr images export` loaded with the same image IDs
 //! and layers, RUN networked by default, every `-t` in a docker output, and
 //! a listing into a closed pipe exiting quietly.
+use berth_integration::builder::{builder_bin, step_runtime as runtime};
 use berth_integration::containerd::Containerd;
-use berth_integration::harness::{berth_bin, unique, TempDir};
+use berth_integration::harness::{unique, TempDir};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn builder_bin(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join(name);
-    }
-    if let Some(dir) = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        let p = dir.join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/debug")
-        .join(name)
-}
-
-fn runtime() -> PathBuf {
-    match std::env::var_os("BERTH_BIN") {
-        Some(_) => berth_bin(),
-        None => PathBuf::from("/usr/sbin/runc"),
-    }
-}
 
 /// A store and a scratch dir, with berth-build run against the store.
 struct Env {

@@ -5,41 +5,13 @@
 //!
 //! A missing peer (docker-registry, skopeo, openssl, htpasswd, curl) skips
 //! the test with `SKIP:`, except under CI=true where it fails it.
+use berth_integration::builder::{builder_bin, step_runtime as runtime};
 use berth_integration::harness::{berth_bin, unique, TempDir};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// berth-build: in $BERTH_BUILDER_DIR, else next to $BERTH_BIN, else target/debug.
-fn builder_bin(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join(name);
-    }
-    if let Some(dir) = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        let p = dir.join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    repo_root().join("target/debug").join(name)
-}
-
-/// The OCI runtime RUN steps and bundles use: berth when $BERTH_BIN is set, else runc.
-fn runtime() -> PathBuf {
-    match std::env::var_os("BERTH_BIN") {
-        Some(_) => berth_bin(),
-        None => PathBuf::from("/usr/sbin/runc"),
-    }
-}
 
 fn have(tool: &str) -> bool {
     Command::new("sh")

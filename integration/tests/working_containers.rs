@@ -4,25 +4,13 @@
 //! load` → `podman run --runtime berth`. Also `cp` against hostile symlinks
 //! (a canary on the host must stay untouched), `export`/`import`, and `rm`
 //! leaving nothing behind.
+use berth_integration::builder::builder_bin;
 use berth_integration::containerd::unmount_under;
 use berth_integration::harness::{berth_bin, unique, TempDir};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-/// berth-build next to $BERTH_BIN, else target/debug.
-fn builder_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_BUILDER_DIR") {
-        return PathBuf::from(dir).join("berth-build");
-    }
-    if let Some(p) = berth_bin().parent().map(|d| d.join("berth-build")) {
-        if p.exists() {
-            return p;
-        }
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-build")
-}
 
 /// A store, its working containers removed and mounts detached on drop.
 struct Env {
@@ -56,7 +44,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin());
+        let mut c = Command::new(builder_bin("berth-build"));
         c.arg("--root")
             .arg(self.store())
             .arg("--runtime")
@@ -564,7 +552,7 @@ fn working_containers_over_grpc() {
     let env = Env::new();
     env.build("grpc-base", BASE);
     let sock = env.path().join("buildd.sock");
-    let buildd = builder_bin().with_file_name("berth-buildd");
+    let buildd = builder_bin("berth-build").with_file_name("berth-buildd");
     let _d = Daemon(
         Command::new(buildd)
             .arg("--socket")
@@ -585,7 +573,7 @@ fn working_containers_over_grpc() {
     }
     let addr = format!("unix://{}", sock.display());
     let remote = |args: &[&str]| {
-        Command::new(builder_bin())
+        Command::new(builder_bin("berth-build"))
             .arg("--addr")
             .arg(&addr)
             .args(args)
@@ -712,7 +700,7 @@ fn run_t_gives_a_real_terminal() {
     // With -t under a pty (script(1)): the process gets a terminal of its own.
     let cmd = format!(
         "{} --root {} --runtime {} run -t ttyc -- sh -c 'test -t 0 && test -t 1 && echo has-tty; exit 4'",
-        builder_bin().display(),
+        builder_bin("berth-build").display(),
         env.store().display(),
         berth_bin().display()
     );
