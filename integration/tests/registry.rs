@@ -1201,6 +1201,56 @@ fn registry_stopped_mid_push_then_the_retry_sends_only_what_is_missing() {
     assert_eq!(pulled, pushed);
 }
 
+/// A registry killed while linking a blob into a repository can leave the
+/// link file truncated; HEAD of that blob then answers 500 until it is
+/// uploaded again. A push treats a server error to HEAD as "not there" and
+/// uploads the blob, which repairs the repository, instead of failing.
+#[test]
+fn a_blob_the_registry_cannot_answer_for_is_uploaded_again() {
+    require!("docker-registry");
+    let reg = Registry::plain();
+    let a = Env::new();
+    let archive = big_archive(a.path(), 1);
+    a.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let dest = format!("{}/broken/link:v1", reg.host);
+    let (pushed, _) = a.ok(&["push", "big:v1", &dest]);
+    let (inspect, _) = a.ok(&["inspect", "big:v1"]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let layer = v["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = reg
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/broken/link/_layers/sha256")
+        .join(layer.trim_start_matches("sha256:"))
+        .join("link");
+    assert!(link.exists(), "no link at {}", link.display());
+    std::fs::write(&link, "").unwrap();
+    let head = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"])
+        .arg(reg.url(&format!("/v2/broken/link/blobs/{layer}")))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&head.stdout),
+        "500",
+        "the registry no longer answers 500 for a truncated link"
+    );
+
+    let (again, log) = a.ok(&["push", "--progress", "plain", "big:v1", &dest]);
+    assert_eq!(again, pushed);
+    assert!(
+        log.contains(&format!("{}: uploading", &layer[7..19])),
+        "{log}"
+    );
+    // Repaired: a fresh store pulls the image.
+    let b = Env::new();
+    let (pulled, _) = b.ok(&["pull", &dest]);
+    assert_eq!(pulled, pushed);
+}
+
 /// Size of the largest file directly in `dir` (0 if none).
 fn largest_file(dir: &Path) -> u64 {
     std::fs::read_dir(dir)

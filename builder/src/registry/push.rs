@@ -172,10 +172,21 @@ async fn push_blob(
 ) -> Result<Option<u64>> {
     let host = r.host.as_str();
     let id = short(&b.digest);
-    let exists = client
-        .blob_exists(oref, &b.digest)
-        .await
-        .map_err(|e| registry_error(host, &format!("checking blob {}", b.digest), e))?;
+    let exists = match client.blob_exists(oref, &b.digest).await {
+        Ok(exists) => exists,
+        // A server error to HEAD says nothing about the blob (a registry
+        // killed while linking a blob answers 500 for it until the blob is
+        // uploaded again): upload it, which either repairs it or fails
+        // with the registry's own error.
+        Err(e) if is_server_error(&e) => false,
+        Err(e) => {
+            return Err(registry_error(
+                host,
+                &format!("checking blob {}", b.digest),
+                e,
+            ))
+        }
+    };
     if exists {
         progress.event(TransferEvent::new(
             TransferKind::Exists,
@@ -260,4 +271,14 @@ async fn push_blob(
         String::new(),
     ));
     Ok(Some(b.size))
+}
+
+/// A 5xx answer (whichever way oci-client reports it).
+fn is_server_error(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::RequestError(re) => re.status().is_some_and(|s| s.is_server_error()),
+        E::ServerError { code, .. } => (500..600).contains(code),
+        _ => false,
+    }
 }
