@@ -233,6 +233,26 @@ impl Progress for ChannelProgress {
     }
 }
 
+/// Streams what `produce` writes as `Chunk` messages, produced on a blocking
+/// thread; an error ends the stream with the status `to_status` makes of it.
+fn chunk_stream(
+    produce: impl FnOnce(&mut ChunkWriter) -> anyhow::Result<()> + Send + 'static,
+    to_status: fn(anyhow::Error) -> Status,
+) -> ReceiverStream<Result<pb::Chunk, Status>> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
+        let res = produce(&mut w).and_then(|()| Ok(w.flush()?));
+        if let Err(e) = res {
+            let _ = tx.blocking_send(Err(to_status(e)));
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 /// A `Write` that turns bytes into `Chunk` messages on a channel.
 struct ChunkWriter {
     tx: mpsc::Sender<Result<pb::Chunk, Status>>,
@@ -536,13 +556,8 @@ impl Builder for Service {
         };
         let requested = r.image.clone();
         let also = r.also;
-        let (tx, rx) = mpsc::channel(8);
-        tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
-            let res = (|| -> anyhow::Result<()> {
+        let stream = chunk_stream(
+            move |w| {
                 let mut tags = export::export_names(&store, &requested, &img)?;
                 for n in &also {
                     for t in export::export_names(&store, n, &img)? {
@@ -553,28 +568,25 @@ impl Builder for Service {
                 }
                 match format {
                     Format::Oci => {
-                        export::write_oci_tar(&store, &img, &tags, &mut w)?;
+                        export::write_oci_tar(&store, &img, &tags, w)?;
                     }
                     Format::Docker => {
-                        export::write_docker_tar(&store, &img, &tags, &mut w)?;
+                        export::write_docker_tar(&store, &img, &tags, w)?;
                     }
                     Format::Local => {
                         let dir = store.temp_dir("local-")?;
                         export::write_local(&store, &img, dir.path())?;
-                        let mut b = tar::Builder::new(&mut w);
+                        let mut b = tar::Builder::new(w);
                         b.follow_symlinks(false);
                         b.append_dir_all(".", dir.path())?;
                         b.into_inner()?;
                     }
                 }
-                w.flush()?;
                 Ok(())
-            })();
-            if let Err(e) = res {
-                let _ = tx.blocking_send(Err(not_found_or_internal(e)));
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+            },
+            not_found_or_internal,
+        );
+        Ok(Response::new(stream))
     }
 
     async fn import(

@@ -2,13 +2,12 @@
 //! [`crate::workctr`] on the daemon's store, for clients without a local
 //! store. `Run` streams output instead of sharing a terminal.
 use super::spool::spool;
-use super::{blocking, not_found_or_internal, ChunkWriter};
+use super::{blocking, chunk_stream, not_found_or_internal};
 use crate::exec::run::Runtime;
 use crate::store::Store;
 use crate::workctr::{self, run::Overrides, Container, InvalidName, NameInUse, NoSuchContainer};
 use berth_proto::v1::working_containers_server::WorkingContainers;
 use berth_proto::v1::{self as pb, copy_in_request, import_rootfs_request, run_event};
-use std::io::Write;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -197,24 +196,16 @@ impl WorkingContainers for WorkService {
     ) -> Result<Response<Self::ExportContainerStream>, Status> {
         let name = req.into_inner().name;
         let store = self.store.clone();
-        let (tx, rx) = mpsc::channel(8);
-        tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
-            let res = (|| -> anyhow::Result<()> {
+        let stream = chunk_stream(
+            move |w| {
                 let c = Container::open(&store, &name)?;
                 let root = c.mount(&store)?;
-                let (w, _) = crate::layer::diff::write_tar(&root.path, &mut w, None)?;
-                w.flush()?;
+                crate::layer::diff::write_tar(&root.path, w, None)?;
                 Ok(())
-            })();
-            if let Err(e) = res {
-                let _ = tx.blocking_send(Err(work_status(e)));
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+            },
+            work_status,
+        );
+        Ok(Response::new(stream))
     }
 
     async fn import_rootfs(
@@ -281,13 +272,8 @@ impl WorkingContainers for WorkService {
     ) -> Result<Response<Self::CopyOutStream>, Status> {
         let r = req.into_inner();
         let store = self.store.clone();
-        let (tx, rx) = mpsc::channel(8);
-        tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
-            let res = (|| -> anyhow::Result<()> {
+        let stream = chunk_stream(
+            move |w| {
                 let c = Container::open(&store, &r.name)?;
                 let root = c.mount(&store)?;
                 // Copied out by fd (see workctr::copy) into the daemon's
@@ -299,15 +285,12 @@ impl WorkingContainers for WorkService {
                     .unwrap_or_else(|| "root".into());
                 workctr::copy::from_container(&root.path, &r.path, &tmp.path().join(&base))?;
                 drop(root);
-                let (w, _) = crate::layer::diff::write_tar(tmp.path(), &mut w, None)?;
-                w.flush()?;
+                crate::layer::diff::write_tar(tmp.path(), w, None)?;
                 Ok(())
-            })();
-            if let Err(e) = res {
-                let _ = tx.blocking_send(Err(work_status(e)));
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+            },
+            work_status,
+        );
+        Ok(Response::new(stream))
     }
 
     async fn copy_in(
