@@ -1,6 +1,7 @@
 pub mod builder;
 pub mod containerd;
 pub mod containerd_cri;
+pub mod dockerd;
 pub mod cri_client;
 pub mod harness;
 pub mod image;
