@@ -1,14 +1,19 @@
 //! The `berth.builder.v1.WorkingContainers` service (proto/working.proto):
 //! [`crate::workctr`] on the daemon's store, for clients without a local
-//! store. `Run` streams output instead of sharing a terminal.
+//! store. `Run` streams output; `RunInteractive` also takes stdin and can
+//! give the process a terminal (a pty in the daemon, see
+//! [`workctr::terminal_stdio`]). Either kills its process when the client
+//! goes away.
 use super::spool::spool;
 use super::{blocking, chunk_stream, not_found_or_internal};
 use crate::exec::run::Runtime;
 use crate::store::Store;
+use crate::workctr::terminal_stdio::{Resizer, Session};
 use crate::workctr::{self, run::Overrides, Container, InvalidName, NameInUse, NoSuchContainer};
 use berth_proto::v1::working_containers_server::WorkingContainers;
-use berth_proto::v1::{self as pb, copy_in_request, import_rootfs_request, run_event};
-use tokio::sync::mpsc;
+use berth_proto::v1::{self as pb, copy_in_request, import_rootfs_request, run_event, run_input};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -48,9 +53,165 @@ fn info(s: workctr::State) -> pb::ContainerInfo {
     }
 }
 
+/// How long the output of a finished run may take to drain (a process that
+/// escaped with the terminal must not hold the exit code back).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// How often the process of a run whose client went away is killed again
+/// (it may not have been started yet).
+const KILL_POLL: Duration = Duration::from_millis(200);
+
+/// Checks a run's options: (networked, overrides), or what is wrong with
+/// them (INVALID_ARGUMENT).
+fn run_options(r: &pb::RunRequest, tty: bool) -> Result<(bool, Overrides), String> {
+    if r.args.is_empty() {
+        return Err("run needs a command (args)".into());
+    }
+    let network_host = match r.network.as_str() {
+        "" => true,
+        n => workctr::run::parse_network(n).map_err(|e| e.to_string())?,
+    };
+    for v in &r.volumes {
+        workctr::run::parse_volume(v).map_err(|e| e.to_string())?;
+    }
+    let o = Overrides {
+        env: r.env.clone(),
+        volumes: r.volumes.clone(),
+        workdir: (!r.workdir.is_empty()).then(|| r.workdir.clone()),
+        user: (!r.user.is_empty()).then(|| r.user.clone()),
+        hostname: (!r.hostname.is_empty()).then(|| r.hostname.clone()),
+        tty,
+    };
+    Ok((network_host, o))
+}
+
+/// A terminal dimension as the kernel takes it.
+fn cells(n: u32) -> u16 {
+    n.min(u16::MAX as u32) as u16
+}
+
+fn output_event(is_err: bool, data: Vec<u8>) -> pb::RunEvent {
+    let event = if is_err {
+        run_event::Event::Stderr(data)
+    } else {
+        run_event::Event::Stdout(data)
+    };
+    pb::RunEvent { event: Some(event) }
+}
+
+/// Ends a run's stream: its exit code, or the error as the call's status.
+fn send_exit(
+    tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
+    name: &str,
+    res: anyhow::Result<i32>,
+) {
+    let last = match res {
+        Ok(code) => Ok(pb::RunEvent {
+            event: Some(run_event::Event::ExitCode(code)),
+        }),
+        Err(e) => {
+            eprintln!("berth-buildd: run in working container {name}: {e:#}");
+            Err(work_status(e))
+        }
+    };
+    let _ = tx.blocking_send(last);
+}
+
+/// Runs `f` on container `name`, holding its lock until `finished` is
+/// dropped: the disconnect watcher stops killing before another run of the
+/// same container (same runtime id) can start.
+fn in_container<T>(
+    store: &Store,
+    name: &str,
+    finished: oneshot::Sender<()>,
+    f: impl FnOnce(&Store, &mut Container) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut c = Container::open(store, name)?;
+    let res = f(store, &mut c);
+    drop(finished);
+    drop(c);
+    res
+}
+
+/// RunInteractive's input after `start`: stdin to the session's writer (its
+/// end, closed on `close_stdin` or when the client ends its half), resizes
+/// to the terminal.
+async fn forward_input(
+    mut input: Streaming<pb::RunInput>,
+    stdin: mpsc::Sender<Vec<u8>>,
+    resizer: Option<Resizer>,
+) {
+    let mut stdin = Some(stdin);
+    // An error is a client gone: kill_on_disconnect takes care of the run.
+    while let Ok(Some(m)) = input.message().await {
+        match m.input {
+            Some(run_input::Input::Stdin(data)) => {
+                if let Some(s) = &stdin {
+                    if s.send(data).await.is_err() {
+                        stdin = None; // the process stopped reading for good
+                    }
+                }
+            }
+            Some(run_input::Input::Resize(s)) => {
+                if let Some(r) = &resizer {
+                    r.resize((cells(s.rows), cells(s.cols)));
+                }
+            }
+            Some(run_input::Input::CloseStdin(_)) => stdin = None,
+            Some(run_input::Input::Start(_)) | None => {}
+        }
+    }
+}
+
+impl WorkService {
+    /// Once the client of a run is gone (the receiver of `tx` dropped: it
+    /// cancelled, its deadline passed, its connection closed), kills the
+    /// run's process through the runtime, again until the returned sender
+    /// is dropped (the run may not have started it yet). `run` then removes
+    /// the runtime's state, the bundle and the mount stubs as after any run.
+    fn kill_on_disconnect<T: Send + 'static>(
+        &self,
+        tx: mpsc::Sender<T>,
+        name: &str,
+    ) -> oneshot::Sender<()> {
+        let (finished, mut finished_rx) = oneshot::channel::<()>();
+        let runtime = self.runtime.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tx.closed() => {}
+                _ = &mut finished_rx => return,
+            }
+            drop(tx);
+            eprintln!(
+                "berth-buildd: the client of a run in working container {name} went away: killing its process"
+            );
+            let id = workctr::runtime_id(&name);
+            let _ = tokio::task::spawn_blocking(move || {
+                // Empty: the run goes on; Closed: it is over.
+                while finished_rx.try_recv() == Err(oneshot::error::TryRecvError::Empty) {
+                    let _ = std::process::Command::new(&runtime.binary)
+                        .arg("--root")
+                        .arg(&runtime.state_root)
+                        .args(["kill", &id, "KILL"])
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                    std::thread::sleep(KILL_POLL);
+                }
+                eprintln!("berth-buildd: run in working container {name} stopped and cleaned up");
+            })
+            .await;
+        });
+        finished
+    }
+}
+
 #[tonic::async_trait]
 impl WorkingContainers for WorkService {
     type RunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
+    type RunInteractiveStream = ReceiverStream<Result<pb::RunEvent, Status>>;
     type ExportContainerStream = ReceiverStream<Result<pb::Chunk, Status>>;
     type CopyOutStream = ReceiverStream<Result<pb::Chunk, Status>>;
 
@@ -92,55 +253,81 @@ impl WorkingContainers for WorkService {
 
     async fn run(&self, req: Request<pb::RunRequest>) -> Result<Response<Self::RunStream>, Status> {
         let r = req.into_inner();
-        if r.args.is_empty() {
-            return Err(Status::invalid_argument("run needs a command (args)"));
-        }
-        let network_host = match r.network.as_str() {
-            "" => true,
-            n => workctr::run::parse_network(n)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-        };
-        for v in &r.volumes {
-            workctr::run::parse_volume(v).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        let (network_host, o) = run_options(&r, false).map_err(Status::invalid_argument)?;
         let (tx, rx) = mpsc::channel(32);
+        let finished = self.kill_on_disconnect(tx.clone(), &r.name);
+        let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
-            let res = (|| -> anyhow::Result<i32> {
-                let mut c = Container::open(&store, &r.name)?;
-                let o = Overrides {
-                    env: r.env,
-                    volumes: r.volumes,
-                    workdir: (!r.workdir.is_empty()).then_some(r.workdir),
-                    user: (!r.user.is_empty()).then_some(r.user),
-                    hostname: (!r.hostname.is_empty()).then_some(r.hostname),
-                    tty: false,
-                };
-                let mut sink = |is_err: bool, data: Vec<u8>| {
-                    let event = if is_err {
-                        run_event::Event::Stderr(data)
-                    } else {
-                        run_event::Event::Stdout(data)
-                    };
-                    let _ = out.blocking_send(Ok(pb::RunEvent { event: Some(event) }));
-                };
+            let mut sink = |is_err: bool, data: Vec<u8>| {
+                let _ = out.blocking_send(Ok(output_event(is_err, data)));
+            };
+            let res = in_container(&store, &r.name, finished, |store, c| {
                 workctr::run::run(
-                    &store,
-                    &mut c,
+                    store,
+                    c,
                     &runtime,
                     &r.args,
                     &o,
                     network_host,
                     workctr::run::RunIo::Capture(&mut sink),
                 )
-            })();
-            let _ = tx.blocking_send(match res {
-                Ok(code) => Ok(pb::RunEvent {
-                    event: Some(run_event::Event::ExitCode(code)),
-                }),
-                Err(e) => Err(work_status(e)),
             });
+            send_exit(&tx, &r.name, res);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn run_interactive(
+        &self,
+        req: Request<Streaming<pb::RunInput>>,
+    ) -> Result<Response<Self::RunInteractiveStream>, Status> {
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(pb::RunInput {
+                input: Some(run_input::Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must carry start",
+                ))
+            }
+        };
+        let r = start.options.unwrap_or_default();
+        let (network_host, o) = run_options(&r, start.tty).map_err(Status::invalid_argument)?;
+        let size = start.size.map(|s| (cells(s.rows), cells(s.cols)));
+        let mut session =
+            Session::open(start.tty, size).map_err(|e| Status::internal(format!("{e:#}")))?;
+        let (stdin_tx, stdin_rx) = mpsc::channel(16);
+        session.spawn_stdin(stdin_rx);
+        let forward = tokio::spawn(forward_input(input, stdin_tx, session.resizer()));
+        let (tx, rx) = mpsc::channel(32);
+        let finished = self.kill_on_disconnect(tx.clone(), &r.name);
+        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = tx.clone();
+            let readers = session.spawn_output(move |is_err, data| {
+                let _ = out.blocking_send(Ok(output_event(is_err, data)));
+            });
+            let terminal = session.tty();
+            let res = in_container(&store, &r.name, finished, |store, c| {
+                workctr::run::run(
+                    store,
+                    c,
+                    &runtime,
+                    &r.args,
+                    &o,
+                    network_host,
+                    workctr::run::RunIo::Custom {
+                        terminal,
+                        start: &mut |cmd| session.start(cmd),
+                    },
+                )
+            });
+            // All output before the exit code; no more input.
+            readers.wait(OUTPUT_DRAIN);
+            forward.abort();
+            send_exit(&tx, &r.name, res);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

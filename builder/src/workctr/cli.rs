@@ -1,6 +1,5 @@
-//! The working-container subcommands of `berth-build` (embedded store only:
-//! the container lives next to the store, and `run` needs the caller's
-//! terminal).
+//! The working-container subcommands of `berth-build`, on the embedded
+//! store or (`--addr`, see [`super::remote`]) on berth-buildd's.
 use super::run::Overrides;
 use crate::exec::run::Runtime;
 use crate::store::Store;
@@ -123,6 +122,9 @@ pub struct RunArgs {
     pub name: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+    /// Keep stdin open and pass it to the process (locally it always is).
+    #[arg(short = 'i', long = "interactive")]
+    pub interactive: bool,
     /// none or host.
     #[arg(long, default_value = "host")]
     pub network: String,

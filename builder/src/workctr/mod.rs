@@ -17,6 +17,8 @@ pub mod copy;
 pub mod diff;
 pub mod remote;
 pub mod run;
+pub mod terminal;
+pub mod terminal_stdio;
 
 use crate::image::{Descriptor, ImageConfig};
 use crate::store::Store;

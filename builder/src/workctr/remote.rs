@@ -1,7 +1,7 @@
 //! The working-container commands against berth-buildd (`--addr`), over the
 //! `WorkingContainers` gRPC service (proto/working.proto). `run` streams the
-//! process's output (no terminal, stdin empty); `cp` and `import` need the
-//! local store.
+//! process's output (stdin empty); `run -i` passes stdin on and `run -t`
+//! also gives the process a terminal (RunInteractive), this terminal raw.
 use super::cli::WorkCommand;
 use anyhow::{bail, Context, Result};
 use berth_proto::v1::working_containers_client::WorkingContainersClient;
@@ -79,33 +79,24 @@ pub fn dispatch(addr: &str, cmd: WorkCommand) -> Result<i32> {
         }
         WorkCommand::Run(a) => {
             let o = &a.overrides;
-            if o.tty {
-                bail!("-t needs the local store: a terminal is not carried over --addr");
+            let req = pb::RunRequest {
+                name: a.name.clone(),
+                args: a.command.clone(),
+                env: o.env.clone(),
+                volumes: o.volume.clone(),
+                workdir: o.workdir.clone().unwrap_or_default(),
+                user: o.user.clone().unwrap_or_default(),
+                hostname: o.hostname.clone().unwrap_or_default(),
+                network: a.network.clone(),
+            };
+            if o.tty || a.interactive {
+                return run_interactive(&rt, &mut c, req, o.tty);
             }
-            let mut stream = rt
-                .block_on(c.run(pb::RunRequest {
-                    name: a.name.clone(),
-                    args: a.command.clone(),
-                    env: o.env.clone(),
-                    volumes: o.volume.clone(),
-                    workdir: o.workdir.clone().unwrap_or_default(),
-                    user: o.user.clone().unwrap_or_default(),
-                    hostname: o.hostname.clone().unwrap_or_default(),
-                    network: a.network.clone(),
-                }))
-                .map_err(status)?
-                .into_inner();
+            let mut stream = rt.block_on(c.run(req)).map_err(status)?.into_inner();
             let mut code = None;
             while let Some(ev) = rt.block_on(stream.message()).map_err(status)? {
-                match ev.event {
-                    Some(run_event::Event::Stdout(d)) => {
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(&d)?;
-                        out.flush()?;
-                    }
-                    Some(run_event::Event::Stderr(d)) => std::io::stderr().write_all(&d)?,
-                    Some(run_event::Event::ExitCode(c)) => code = Some(c),
-                    None => {}
+                if let Some(c) = write_event(ev)? {
+                    code = Some(c);
                 }
             }
             return code.context("berth-buildd ended the run without an exit code");
@@ -176,6 +167,111 @@ pub fn dispatch(addr: &str, cmd: WorkCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Writes a run's output event where it belongs; the exit code if it is one.
+fn write_event(ev: pb::RunEvent) -> Result<Option<i32>> {
+    match ev.event {
+        Some(run_event::Event::Stdout(d)) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&d)?;
+            out.flush()?;
+        }
+        Some(run_event::Event::Stderr(d)) => std::io::stderr().write_all(&d)?,
+        Some(run_event::Event::ExitCode(c)) => return Ok(Some(c)),
+        None => {}
+    }
+    Ok(None)
+}
+
+/// `run -i` / `run -t` over RunInteractive: this process's stdin goes to
+/// the remote process; with `tty` it gets a terminal of this terminal's
+/// size, this terminal goes raw (restored on every way out: return, error,
+/// the signals below, panic) and its resizes are forwarded. Like the local
+/// `run -t`, `-t` passes stdin on whether or not `-i` is given.
+fn run_interactive(
+    rt: &tokio::runtime::Runtime,
+    c: &mut WorkingContainersClient<Channel>,
+    options: pb::RunRequest,
+    tty: bool,
+) -> Result<i32> {
+    use super::terminal;
+    use berth_proto::v1::run_input::Input;
+    use std::os::fd::AsFd;
+    use tokio::signal::unix::{signal, SignalKind};
+    let stdin = std::io::stdin();
+    let stdin_fd = stdin.as_fd();
+    let local_size =
+        || terminal::size(stdin_fd).or_else(|| terminal::size(std::io::stdout().as_fd()));
+    let pb_size = |(rows, cols): terminal::Size| pb::TerminalSize {
+        rows: rows.into(),
+        cols: cols.into(),
+    };
+    let input = |i: Input| pb::RunInput { input: Some(i) };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let start = pb::RunStart {
+        options: Some(options),
+        tty,
+        size: if tty { local_size().map(pb_size) } else { None },
+    };
+    tx.try_send(input(Input::Start(start)))
+        .map_err(|_| anyhow::anyhow!("queueing the run's start"))?;
+    // Blocking reads of stdin on their own thread; stdin's end (or an
+    // error reading it) becomes close_stdin.
+    let stdin_tx = tx.clone();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = vec![0u8; 32 << 10];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stdin_tx
+                        .blocking_send(input(Input::Stdin(buf[..n].to_vec())))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = stdin_tx.blocking_send(input(Input::CloseStdin(true)));
+    });
+    let _raw = match tty && terminal::size(stdin_fd).is_some() {
+        true => Some(terminal::RawMode::enable(stdin_fd)?),
+        false => None,
+    };
+    rt.block_on(async move {
+        let mut winch = signal(SignalKind::window_change())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut events = c
+            .run_interactive(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(status)?
+            .into_inner();
+        let mut code = None;
+        loop {
+            // Returning drops the call: berth-buildd kills the process.
+            tokio::select! {
+                ev = events.message() => match ev.map_err(status)? {
+                    Some(ev) => if let Some(c) = write_event(ev)? { code = Some(c) },
+                    None => break,
+                },
+                _ = winch.recv() => {
+                    if let Some(s) = local_size().filter(|_| tty) {
+                        let _ = tx.send(input(Input::Resize(pb_size(s)))).await;
+                    }
+                }
+                _ = int.recv() => return Ok(128 + libc::SIGINT),
+                _ = term.recv() => return Ok(128 + libc::SIGTERM),
+                _ = hup.recv() => return Ok(128 + libc::SIGHUP),
+            }
+        }
+        code.context("berth-buildd ended the run without an exit code")
+    })
 }
 
 /// Streams `archive` to ImportRootfs: options first, then 1 MiB chunks.

@@ -95,6 +95,13 @@ pub enum RunIo<'a> {
     /// stdin empty; output chunks handed over as they come, `true` for
     /// stderr (the daemon). No terminal.
     Capture(&'a mut dyn FnMut(bool, Vec<u8>)),
+    /// The caller hands the runtime its stdio, starts it and waits for it
+    /// (the daemon's interactive runs). With `terminal` the process gets a
+    /// terminal, so `start` must give the runtime a controlling one.
+    Custom {
+        terminal: bool,
+        start: &'a mut dyn FnMut(&mut Command) -> std::io::Result<std::process::ExitStatus>,
+    },
 }
 
 /// Runs `args` in container `c`; returns the exit code to pass on.
@@ -157,8 +164,11 @@ pub fn run(
     let (sources, _staged) = crate::exec::mounts::stage(&req.mounts, &staging)?;
     let mut config = build_config(&root.path, &req, &sources);
     config["hostname"] = json!(o.hostname.clone().unwrap_or_else(|| c.state.name.clone()));
-    let capture = matches!(io, RunIo::Capture(_));
-    config["process"]["terminal"] = json!(o.tty && !capture);
+    config["process"]["terminal"] = json!(match &io {
+        RunIo::Inherit => o.tty,
+        RunIo::Capture(_) => false,
+        RunIo::Custom { terminal, .. } => *terminal,
+    });
     if let Some(profile) = crate::exec::seccomp::run_step_profile(DEFAULT_CAPS)? {
         config["linux"]["seccomp"] = profile;
     }
@@ -196,6 +206,7 @@ pub fn run(
     let status = match io {
         RunIo::Inherit => cmd.status(),
         RunIo::Capture(sink) => capture_output(&mut cmd, sink),
+        RunIo::Custom { start, .. } => start(&mut cmd),
     }
     .with_context(|| format!("running OCI runtime {}", runtime.binary.display()));
     let _ = Command::new(&runtime.binary)
