@@ -14,17 +14,19 @@
 //! source and whose upper lives in the work directory, discarded after the
 //! step, so writes never reach the build context on the host. Cache mounts
 //! stay read-write binds: persisting writes is their purpose, and their
-//! directories live in the store, not on the host's files.
+//! directories live in the store, not on the host's files. A working
+//! container's `-v` volume is a `Cache` source too: a host path the caller
+//! chose (a directory or a single file), opened once and bound from the fd.
 use super::run::{MountSource, RunMount};
 use crate::fsutil::safe;
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::SFlag;
+use nix::sys::stat::{Mode, SFlag};
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -75,7 +77,7 @@ pub fn stage(mounts: &[RunMount], dir: &Path) -> Result<(Vec<PathBuf>, StagedMou
                 dir: cache,
                 readonly,
             } => {
-                let fd = safe::open_root(cache)?;
+                let fd = open_host_source(cache)?;
                 bind_fd(fd.as_fd(), &point, *readonly, &mut staged)?;
                 point
             }
@@ -91,6 +93,25 @@ fn open_source(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
         Ok(fd) => Ok(fd),
         Err(Errno::ENOENT) => bail!("bind mount source {:?} not found", path.display()),
         Err(e) => Err(e).context("opening the source inside its root"),
+    }
+}
+
+/// Opens a host path the caller chose (a store cache directory, a `-v`
+/// volume source: a directory or any other file, as Docker binds both) as an
+/// `O_PATH` fd, once: the bind is made from this fd. Symlinks are followed,
+/// as Docker follows them in a volume's source: the path is the caller's
+/// own, on the host's side.
+fn open_host_source(path: &Path) -> Result<OwnedFd> {
+    match nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()) {
+        // SAFETY: a fresh descriptor from open(2), owned from here on.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        // Docker's `-v` creates a missing source directory; berth does not
+        // guess (a typo would silently mount an empty directory).
+        Err(Errno::ENOENT) => bail!(
+            "bind source path {} does not exist (create it first)",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
     }
 }
 
@@ -254,6 +275,41 @@ mod tests {
             assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{}", s.display());
         }
         drop(staged);
+        // A host file (a `-v` volume): bound itself, read-only when asked.
+        let host_file = outside.path().join("host");
+        let cache = |readonly| RunMount {
+            target: "/etc/f".into(),
+            source: MountSource::Cache {
+                dir: host_file.clone(),
+                readonly,
+            },
+        };
+        let files = work.path().join("files");
+        fs::create_dir(&files).unwrap();
+        let (srcs, staged) = stage(&[cache(true), cache(false)], &files).unwrap();
+        assert!(srcs[0].is_file() && srcs[1].is_file());
+        let e = fs::OpenOptions::new()
+            .append(true)
+            .open(&srcs[0])
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&srcs[1])
+            .unwrap()
+            .write_all(b"+")
+            .unwrap();
+        drop(staged);
+        assert_eq!(fs::read(&host_file).unwrap(), b"host+");
+        let missing = RunMount {
+            target: "/x".into(),
+            source: MountSource::Cache {
+                dir: outside.path().join("nope"),
+                readonly: false,
+            },
+        };
+        let err = stage(&[missing], &files).unwrap_err();
+        assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
         // An absolute symlink out of the context resolves inside it: missing.
         let err = stage(&[bind(ctx.path(), "abs/host", true)], work.path()).unwrap_err();
         assert!(format!("{err:#}").contains("not found"), "{err:#}");

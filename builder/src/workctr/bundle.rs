@@ -1,5 +1,6 @@
 //! `bundle` with the overrides of `run` (`-e -v -w -u -h -t`): applied to
-//! the bundle's config.json after the backend wrote it, plus the image's
+//! the bundle's config.json after the backend wrote it (a `-v` source may
+//! be a directory or a single file, its mount point made in the rootfs), plus the image's
 //! VOLUME entries as anonymous volumes: directories created beside the
 //! rootfs (`volumes/<n>`), filled with what the image has at that path (as
 //! Docker fills a new volume), bind-mounted read-write. Prints the exact
@@ -8,6 +9,7 @@ use super::run::{merged_env, parse_volume, Overrides};
 use crate::image::ImageConfig;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 /// Rewrites `dir/config.json` for `image` with `o`; returns the command line.
@@ -43,14 +45,29 @@ pub fn finish(dir: &Path, image: &ImageConfig, o: &Overrides) -> Result<String> 
     }
     spec["process"]["terminal"] = json!(o.tty);
     let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    let root_fd = crate::fsutil::safe::open_root(&rootfs)?;
     for v in &o.volumes {
         let v = parse_volume(v)?;
         let mut opts = vec!["rbind"];
         if v.readonly {
             opts.push("ro");
         }
+        // The runtime binds the source when the bundle runs; its mount point
+        // is made here, in the bundle's own rootfs, by fd (a file for a file
+        // source, as Docker makes it), and the runtime gets the destination
+        // resolved inside the rootfs, free of the image's symlinks.
+        let dir = std::fs::metadata(&v.source)
+            .with_context(|| {
+                format!(
+                    "bind source path {} does not exist (create it first)",
+                    v.source.display()
+                )
+            })?
+            .is_dir();
+        let point = super::mountpoint::prepare(root_fd.as_fd(), &v.target, dir)
+            .with_context(|| format!("volume {}", v.target))?;
         mounts.push(json!({
-            "destination": v.target, "type": "bind", "source": v.source, "options": opts,
+            "destination": point.dest, "type": "bind", "source": v.source, "options": opts,
         }));
     }
     // Anonymous volumes for VOLUME entries the caller did not mount.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commit;
 pub mod copy;
 pub mod diff;
+pub mod mountpoint;
 pub mod remote;
 pub mod run;
 pub mod terminal;

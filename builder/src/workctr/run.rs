@@ -145,7 +145,7 @@ pub fn run(
             },
         });
     }
-    let req = RunRequest {
+    let mut req = RunRequest {
         args: args.to_vec(),
         env,
         user,
@@ -161,7 +161,28 @@ pub fn run(
     let _bundle_guard = RemoveDir(bundle.clone());
     let staging = bundle.join("mounts");
     std::fs::create_dir(&staging).context("creating the mount staging directory")?;
+    // Each volume source (a directory or a file: Docker binds both) is
+    // opened once and bind-mounted from its fd onto a private staging point
+    // of the same type.
     let (sources, _staged) = crate::exec::mounts::stage(&req.mounts, &staging)?;
+    // Mount points, made inside the root by fd before the runtime sees a
+    // path (a symlinked destination resolves inside the root, as Docker
+    // resolves it); the runtime gets the resolved path, and what is made
+    // here is removed again after the run.
+    let mut made = Stubs {
+        root: &root,
+        paths: Vec::new(),
+    };
+    for (m, src) in req.mounts.iter_mut().zip(&sources) {
+        // The staging point is ours (in the private bundle directory).
+        let dir = std::fs::symlink_metadata(src)
+            .with_context(|| format!("volume {}", m.target))?
+            .is_dir();
+        let point = super::mountpoint::prepare(root_fd.as_fd(), &m.target, dir)
+            .with_context(|| format!("volume {}", m.target))?;
+        made.paths.extend(point.created);
+        m.target = point.dest;
+    }
     let mut config = build_config(&root.path, &req, &sources);
     config["hostname"] = json!(o.hostname.clone().unwrap_or_else(|| c.state.name.clone()));
     config["process"]["terminal"] = json!(match &io {
@@ -172,7 +193,7 @@ pub fn run(
     if let Some(profile) = crate::exec::seccomp::run_step_profile(DEFAULT_CAPS)? {
         config["linux"]["seccomp"] = profile;
     }
-    let stubs = missing_mount_points(&root, &config);
+    made.paths.extend(missing_mount_points(&root, &config));
     std::fs::write(
         bundle.join("config.json"),
         serde_json::to_vec_pretty(&config)?,
@@ -216,7 +237,7 @@ pub fn run(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
-    remove_stubs(&root, &stubs);
+    drop(made);
     let status = status?;
     c.state.last_command = args.to_vec();
     c.save()?;
@@ -270,6 +291,19 @@ struct RemoveDir(PathBuf);
 impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Mount points made for one run, removed (if still hollow) on drop, also
+/// when the run fails before the runtime started.
+struct Stubs<'a> {
+    root: &'a Mounted,
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for Stubs<'_> {
+    fn drop(&mut self) {
+        remove_stubs(self.root, &self.paths);
     }
 }
 
