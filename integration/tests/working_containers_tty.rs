@@ -1,0 +1,532 @@
+//! `berth-build --addr ... run -t` / `-i` against a real berth-buildd (with
+//! berth as its runtime), and runs whose client goes away.
+//!
+//! The terminal case drives the client the way a user's terminal does: the
+//! test holds a pty master, the client runs on its slave as session leader
+//! (so a resize of the test's pty reaches it as SIGWINCH), and what is typed
+//! into the master must reach the shell in the container. The disconnect
+//! cases kill the client (SIGKILL, and Ctrl-C of `-i`) mid-run and require
+//! that the container's process is gone and the runtime keeps no state,
+//! while the working container itself stays usable.
+use berth_integration::builder::builder_bin;
+use berth_integration::containerd::unmount_under;
+use berth_integration::harness::{berth_bin, unique, TempDir};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A berth-buildd on a private socket and store. On drop: the daemon is
+/// killed, then whatever a failed test left behind is removed (the
+/// runtime's containers, the working containers, mounts).
+struct Daemon {
+    child: Child,
+    dir: TempDir,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = TempDir::new("bb-tty").unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        let log = std::fs::File::create(dir.path().join("buildd.log")).unwrap();
+        let child = Command::new(builder_bin("berth-buildd"))
+            .arg("--socket")
+            .arg(dir.path().join("buildd.sock"))
+            .arg("--root")
+            .arg(dir.path().join("store"))
+            .arg("--runtime")
+            .arg(berth_bin())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, dir };
+        let t = Instant::now();
+        while !d.dir.path().join("buildd.sock").exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("buildd.log")).unwrap_or_default()
+    }
+
+    /// Where the daemon keeps the runtime's state (`<root>/runtime`).
+    fn runtime_root(&self) -> PathBuf {
+        self.dir.path().join("store/runtime")
+    }
+
+    /// `berth-build --addr unix://<socket> ARGS`.
+    fn client(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(builder_bin("berth-build"));
+        c.arg("--addr")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("buildd.sock").display()
+            ))
+            .args(args);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.client(args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            o.status.success(),
+            "berth-build {args:?}: {}\n{}\ndaemon log:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Container ids the runtime has state for, from `berth list`.
+    fn runtime_containers(&self) -> Vec<String> {
+        let o = Command::new(berth_bin())
+            .arg("--root")
+            .arg(self.runtime_root())
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// A working container from a minimal busybox image, imported over
+    /// the daemon's API.
+    fn container(&self) -> String {
+        let tar = self.dir.path().join(format!("{}.tar", unique("rootfs")));
+        busybox_tar(&tar, &self.dir.path().join(unique("scratch")));
+        let image = unique("tty-img");
+        self.ok(&["import", tar.to_str().unwrap(), &image]);
+        let name = unique("tty");
+        self.ok(&["from", &image, "--name", &name]);
+        name
+    }
+
+    /// No process of the run, no runtime state, no bundle left; the
+    /// container still listed and usable.
+    /// `gone` counts the runs of this daemon whose client went away so far.
+    fn assert_cleaned_up(&self, name: &str, marker: &str, gone: usize) {
+        let t = Instant::now();
+        loop {
+            let left = processes_with(marker);
+            let state = self.runtime_containers();
+            if left.is_empty() && state.is_empty() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "10 s after the client went away: processes {left:?}, runtime state {state:?}\ndaemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let dir = self.dir.path().join("store/containers").join(name);
+        let t = Instant::now();
+        loop {
+            let bundles: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("bundle"))
+                .collect();
+            if bundles.is_empty() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "bundle left: {bundles:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let said = format!("the client of a run in working container {name} went away");
+        assert_eq!(self.log().matches(&said).count(), gone, "{}", self.log());
+        assert!(self.ok(&["containers", "-q"]).lines().any(|l| l == name));
+        let out = self.ok(&["run", name, "--", "echo", "still-usable"]);
+        assert_eq!(out, "still-usable\n");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let rt = self.runtime_root();
+        if let Ok(o) = Command::new(berth_bin())
+            .arg("--root")
+            .arg(&rt)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&o.stdout).lines() {
+                for args in [&["kill", id, "KILL"][..], &["delete", "--force", id]] {
+                    let _ = Command::new(berth_bin())
+                        .arg("--root")
+                        .arg(&rt)
+                        .args(args)
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+        let local = |args: &[&str]| {
+            Command::new(builder_bin("berth-build"))
+                .arg("--root")
+                .arg(self.dir.path().join("store"))
+                .arg("--runtime")
+                .arg(berth_bin())
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+        };
+        if let Ok(o) = local(&["containers", "-q"]) {
+            for n in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = local(&["rm", n]);
+            }
+        }
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Writes a tar of a minimal busybox root filesystem.
+fn busybox_tar(dest: &Path, scratch: &Path) {
+    for d in ["bin", "etc", "tmp", "root", "proc", "dev", "sys"] {
+        std::fs::create_dir_all(scratch.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat", "sleep", "stty", "tty", "true"] {
+        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        scratch.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(scratch.join("etc/group"), "root:x:0:\n").unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(scratch)
+        .args(["--numeric-owner", "-cf"])
+        .arg(dest)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Pids of processes whose command line is exactly `cmdline` (words
+/// joined by spaces).
+fn processes_with(cmdline: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let words: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        if words.join(" ") == cmdline {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_for_process(cmdline: &str, d: &Daemon) {
+    let t = Instant::now();
+    while processes_with(cmdline).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{cmdline:?} never started\ndaemon log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn set_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize.
+    assert_eq!(
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+}
+
+/// The client on a pty of the test's: its slave is the client's stdin,
+/// stdout, stderr and controlling terminal (the client leads a session of
+/// its own, so the pty's size changes reach it as SIGWINCH). Everything the
+/// client writes is collected from the master.
+struct Terminal {
+    master: std::fs::File,
+    /// The test's own slave fd: to check the client's raw mode is undone.
+    slave: OwnedFd,
+    output: Arc<Mutex<Vec<u8>>>,
+    child: Child,
+}
+
+impl Terminal {
+    fn spawn(mut cmd: Command, rows: u16, cols: u16) -> Terminal {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        set_size(pty.master.as_fd(), rows, cols);
+        let slave = pty.slave;
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        // SAFETY: async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        let master = std::fs::File::from(pty.master);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (mut r, out) = (master.try_clone().unwrap(), output.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Terminal {
+            master,
+            slave,
+            output,
+            child,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    fn type_in(&mut self, s: &str) {
+        self.master.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// Waits until the output holds `want` (after what it held at `from`).
+    fn wait_for(&self, want: &str, from: usize, d: &Daemon) -> usize {
+        let t = Instant::now();
+        loop {
+            let text = self.text();
+            if let Some(i) = text.get(from..).and_then(|s| s.find(want)) {
+                return from + i + want.len();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no {want:?} in the terminal's output: {text:?}\ndaemon log:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait(&mut self, d: &Daemon) -> std::process::ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the client did not exit; output {:?}\ndaemon log:\n{}",
+                self.text(),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn remote_run_t_gives_a_real_terminal_with_size_resizes_and_input() {
+    let d = Daemon::start();
+    let name = d.container();
+    let mut term = Terminal::spawn(d.client(&["run", "-t", &name, "--", "sh"]), 30, 99);
+    let before = nix::sys::termios::tcgetattr(term.slave.as_fd()).unwrap();
+
+    // `tty` names a pts; `stty size` sees the size of the test's terminal.
+    // Quotes split the markers, so the typed echo never matches them.
+    term.type_in("echo S''TART; tty; stty size; echo E''ND\n");
+    let at = term.wait_for("START", 0, &d);
+    let end = term.wait_for("END", at, &d);
+    let first = term.text()[at..end].to_string();
+    assert!(first.contains("/dev/pts/"), "{first:?}");
+    assert!(first.contains("30 99"), "{first:?}");
+    // The client's terminal is raw while it runs: the shell's echo is the
+    // only one (no local echo, no line editing).
+    let now = nix::sys::termios::tcgetattr(term.slave.as_fd()).unwrap();
+    assert!(!now
+        .local_flags
+        .contains(nix::sys::termios::LocalFlags::ICANON));
+
+    // A resize of the test's terminal reaches the same shell.
+    set_size(term.master.as_fd(), 41, 123);
+    let mut from = end;
+    let t = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        term.type_in("echo S''Z; stty size; echo Z''Z\n");
+        let a = term.wait_for("SZ", from, &d);
+        let b = term.wait_for("ZZ", a, &d);
+        let seen = term.text()[a..b].to_string();
+        from = b;
+        if seen.contains("41 123") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the resize never reached the container: {seen:?}"
+        );
+    }
+
+    // Typed input reaches the shell; the exit status comes back.
+    term.type_in("echo h''i; exit 3\n");
+    let st = term.wait(&d);
+    let rest = term.text()[from..].to_string();
+    assert!(rest.contains("hi\r\n"), "{rest:?}");
+    assert_eq!(st.code(), Some(3), "{rest:?}\n{}", d.log());
+    // The client put its terminal back the way it found it.
+    let after = nix::sys::termios::tcgetattr(term.slave.as_fd()).unwrap();
+    assert_eq!(after.local_flags, before.local_flags);
+    assert_eq!(after.input_flags, before.input_flags);
+    assert_eq!(after.output_flags, before.output_flags);
+    assert!(d.runtime_containers().is_empty());
+}
+
+#[test]
+fn remote_run_i_pipes_stdin_and_keeps_stdout_and_stderr_apart() {
+    let d = Daemon::start();
+    let name = d.container();
+    let run_i = |args: &[&str], input: &[u8]| {
+        let mut c = d
+            .client(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let input = input.to_vec();
+        let w = std::thread::spawn(move || stdin.write_all(&input));
+        let o = c.wait_with_output().unwrap();
+        w.join().unwrap().unwrap();
+        o
+    };
+    let o = run_i(&["run", "-i", &name, "--", "cat"], b"abc");
+    assert_eq!(o.stdout, b"abc", "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success());
+
+    // Larger than any pipe or message buffer on the way, in order.
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    let o = run_i(&["run", "-i", &name, "--", "cat"], &big);
+    assert_eq!(o.stdout.len(), big.len());
+    assert!(o.stdout == big, "the bytes came back changed");
+
+    let o = run_i(
+        &[
+            "run",
+            "-i",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "read l; echo \"out $l\"; echo \"err $l\" >&2; exit 7",
+        ],
+        b"line\n",
+    );
+    assert_eq!(o.stdout, b"out line\n");
+    assert_eq!(o.stderr, b"err line\n");
+    assert_eq!(o.status.code(), Some(7));
+
+    // Without -i stdin stays empty (the plain Run call).
+    let o = run_i(&["run", &name, "--", "cat"], b"ignored");
+    assert_eq!(o.stdout, b"");
+    assert!(o.status.success());
+}
+
+#[test]
+fn a_run_whose_client_goes_away_is_killed_and_cleaned_up() {
+    let d = Daemon::start();
+    let name = d.container();
+
+    // Run (no stdin): the client killed hard mid-run.
+    let secs = format!("{}", 100_000 + std::process::id() % 1000);
+    let marker = format!("sleep {secs}");
+    let mut client = d
+        .client(&["run", &name, "--", "sleep", &secs])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_process(&marker, &d);
+    client.kill().unwrap();
+    client.wait().unwrap();
+    d.assert_cleaned_up(&name, &marker, 1);
+
+    // RunInteractive with a terminal: the same.
+    let secs = format!("{}", 101_000 + std::process::id() % 1000);
+    let marker = format!("sleep {secs}");
+    let mut term = Terminal::spawn(
+        d.client(&["run", "-t", &name, "--", "sleep", &secs]),
+        24,
+        80,
+    );
+    wait_for_process(&marker, &d);
+    term.child.kill().unwrap();
+    term.child.wait().unwrap();
+    d.assert_cleaned_up(&name, &marker, 2);
+
+    // RunInteractive without one: Ctrl-C of the client (SIGINT) ends the
+    // call, with the shell's status for it.
+    let secs = format!("{}", 102_000 + std::process::id() % 1000);
+    let marker = format!("sleep {secs}");
+    let mut client = d
+        .client(&["run", "-i", &name, "--", "sleep", &secs])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_process(&marker, &d);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(client.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let st = client.wait().unwrap();
+    assert_eq!(st.code(), Some(130), "{st:?} (signal {:?})", st.signal());
+    d.assert_cleaned_up(&name, &marker, 3);
+}
