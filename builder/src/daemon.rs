@@ -222,6 +222,7 @@ impl Progress for ChannelProgress {
             message: self.scrub.apply(&e.message),
             image_digest: e.image_digest,
             seconds: e.seconds,
+            plan: String::new(),
         };
         if kind == build_event::Kind::Done {
             if let Ok(mut d) = self.done.lock() {
@@ -416,11 +417,22 @@ impl Builder for Service {
             // whose deadline passed (its stream is gone) gets no tags.
             let tags = std::mem::take(&mut o.tags);
             let result = run_build(&store, runtime, reg, o, work.path(), &tar_path, &progress)
-                .and_then(|desc| {
-                    if tx.is_closed() {
-                        anyhow::bail!("the client went away: not tagging {}", desc.digest);
+                .and_then(|out| match out {
+                    Outcome::Image(desc) => {
+                        if tx.is_closed() {
+                            anyhow::bail!("the client went away: not tagging {}", desc.digest);
+                        }
+                        store.add_to_index(&desc, &tags)
                     }
-                    store.add_to_index(&desc, &tags)
+                    Outcome::Plan(plan) => {
+                        let done = pb::BuildEvent {
+                            kind: build_event::Kind::Done as i32,
+                            plan: scrub.apply(&plan),
+                            ..Default::default()
+                        };
+                        let _ = tx.blocking_send(Ok(done));
+                        Ok(())
+                    }
                 });
             let _ = finished.send(());
             cancel::cleanup(&build_runtime);
@@ -662,6 +674,14 @@ impl Builder for Service {
     }
 }
 
+/// What a Build request produced.
+enum Outcome {
+    /// The image built (to be tagged).
+    Image(crate::image::Descriptor),
+    /// `print`: the plan's JSON; nothing was built.
+    Plan(String),
+}
+
 fn run_build(
     store: &Store,
     runtime: Runtime,
@@ -670,7 +690,7 @@ fn run_build(
     work: &Path,
     tar_path: &Path,
     progress: &dyn Progress,
-) -> anyhow::Result<crate::image::Descriptor> {
+) -> anyhow::Result<Outcome> {
     use anyhow::Context;
     let context = work.join("context");
     std::fs::create_dir(&context)?;
@@ -735,10 +755,14 @@ fn run_build(
         std::fs::write(&p, data)?;
         opts.secrets.insert(id, p);
     }
+    if o.print {
+        // Planning sends no events: its failures are reported by the caller.
+        return Ok(Outcome::Plan(crate::engine::plan_json(&opts, store)?));
+    }
     // Engine failures reach the client as the engine's own Error event;
     // only failures before the engine ran are reported by the caller.
     match build(store, &opts, progress) {
-        Ok(out) => Ok(out.descriptor),
+        Ok(out) => Ok(Outcome::Image(out.descriptor)),
         Err(e) => Err(e.context(Reported)),
     }
 }

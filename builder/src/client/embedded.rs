@@ -33,6 +33,10 @@ impl Backend for Embedded {
         Ok(build(&self.store, &opts, progress)?.descriptor.digest)
     }
 
+    fn plan(&self, opts: &BuildOptions) -> Result<String> {
+        crate::engine::plan_json(opts, &self.store)
+    }
+
     fn images(&self) -> Result<Vec<ImageRow>> {
         Ok(self
             .store

@@ -37,6 +37,9 @@ pub struct ImageRow {
 /// What the commands need from the engine and store.
 pub trait Backend {
     fn build(&self, opts: &BuildOptions, progress: &dyn Progress) -> Result<String>;
+    /// `build --print`: the plan of `opts` with each step's cache key, as
+    /// JSON (docs/build-plan.md); builds nothing.
+    fn plan(&self, opts: &BuildOptions) -> Result<String>;
     fn images(&self) -> Result<Vec<ImageRow>>;
     /// (manifest digest, manifest JSON, config JSON)
     fn inspect(&self, name: &str) -> Result<(String, String, String)>;
@@ -253,16 +256,6 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
             opts.target = b.target.clone();
-            if b.print {
-                // Embedded: base images' Env and triggers from the store;
-                // with --addr the client has no store and plans without them.
-                let store = match &cli.addr {
-                    None => Some(crate::store::Store::open(&cli.root)?),
-                    Some(_) => None,
-                };
-                println!("{}", crate::engine::plan_json(&opts, store.as_ref())?);
-                return Ok(());
-            }
             opts.no_cache = b.no_cache;
             opts.compression = b.compression.parse()?;
             opts.pull = b.pull;
@@ -279,6 +272,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 "none" => false,
                 o => anyhow::bail!("unknown --network {o:?} (default, host or none)"),
             };
+            if b.print {
+                // After every option a step's key covers (--network).
+                println!("{}", be.plan(&opts)?);
+                return Ok(());
+            }
             let ui = crate::ui::renderer(b.progress.parse()?);
             let digest = be.build(&opts, ui.as_ref())?;
             // Archives record the build's names (every -t), not other tags

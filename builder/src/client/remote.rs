@@ -176,8 +176,15 @@ fn send_context(context: PathBuf, tx: mpsc::Sender<pb::BuildRequest>) -> Result<
     Ok(())
 }
 
-impl Backend for Remote {
-    fn build(&self, opts: &BuildOptions, progress: &dyn Progress) -> Result<String> {
+impl Remote {
+    /// A Build request with `opts` and the context: the image's digest,
+    /// or with `print` the daemon's plan JSON (nothing built).
+    fn stream_build(
+        &self,
+        opts: &BuildOptions,
+        print: bool,
+        progress: &dyn Progress,
+    ) -> Result<String> {
         let context = opts
             .context
             .canonicalize()
@@ -197,6 +204,7 @@ impl Backend for Remote {
                 "none".into()
             },
             pull: opts.pull,
+            print,
             cache_from: opts.cache_from.clone(),
             cache_to: opts.cache_to.clone().unwrap_or_default(),
             // The daemon pulls FROM images with the client's credentials;
@@ -249,6 +257,7 @@ impl Backend for Remote {
                         build_event::Kind::Done => EventKind::Done,
                     };
                 match kind {
+                    EventKind::Done if print => digest = Some(ev.plan.clone()),
                     EventKind::Done => digest = Some(ev.image_digest.clone()),
                     EventKind::Error => error = Some(ev.message.clone()),
                     _ => {}
@@ -273,6 +282,16 @@ impl Backend for Remote {
             .join()
             .map_err(|_| anyhow::anyhow!("context sender panicked"))??;
         Ok(digest)
+    }
+}
+
+impl Backend for Remote {
+    fn build(&self, opts: &BuildOptions, progress: &dyn Progress) -> Result<String> {
+        self.stream_build(opts, false, progress)
+    }
+
+    fn plan(&self, opts: &BuildOptions) -> Result<String> {
+        self.stream_build(opts, true, &crate::progress::Quiet)
     }
 
     fn images(&self) -> Result<Vec<ImageRow>> {

@@ -6,9 +6,11 @@
 mod bases;
 mod fetch;
 mod history;
+mod plan;
 pub mod secret;
 mod shared_cache;
 mod stage;
+mod step_key;
 
 use crate::dockerfile::{self, Dockerfile, Instruction, Lexer};
 use crate::exec::run::Runtime;
@@ -17,6 +19,7 @@ use crate::layer::Compression;
 use crate::progress::{Event, EventKind, Progress};
 use crate::store::{CachedLayer, Store};
 use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -90,6 +93,15 @@ pub struct StageResult {
     pub layers: Vec<CachedLayer>,
     /// Cache key of the stage's last filesystem state.
     pub key: String,
+    /// Planning (`build --print`) only, `None` in a build: why `key` is
+    /// not known before the build runs.
+    pub(crate) pending: Option<String>,
+    /// Planning only: why `layers` are not all in the store yet.
+    pub(crate) unbuilt: Option<String>,
+    /// Planning only: each step's key, FROM first.
+    pub(crate) steps: Vec<plan::StepPlan>,
+    /// Planning only: the base image's config is not in the store.
+    pub(crate) config_unknown: bool,
 }
 
 /// Shared, read-only facts of one build.
@@ -109,6 +121,9 @@ pub(crate) struct BuildCtx<'a> {
     /// expanded and base images' ONBUILD triggers in place. Stages execute
     /// its instructions; nothing is expanded a second time.
     pub plan: dockerfile::BuildPlan,
+    /// `build --print`: stages compute and look up every key as a build
+    /// does, and execute, download and write nothing ([`plan`]).
+    pub planning: bool,
 }
 
 /// A stage's result, filled once by its thread and awaited by dependents.
@@ -193,84 +208,190 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     result
 }
 
+/// A Dockerfile read and parsed for one build, with what FROM lines need.
+struct Loaded {
+    context: PathBuf,
+    dockerfile_path: PathBuf,
+    df: Dockerfile,
+    ignore: crate::dockerfile::IgnoreMatcher,
+    /// Global ARGs in effect (build args over defaults).
+    global_args: BTreeMap<String, Option<String>>,
+    /// Stage index → expanded base reference.
+    bases: Vec<String>,
+    target: usize,
+}
+
+impl Loaded {
+    fn read(opts: &BuildOptions) -> Result<Loaded> {
+        let context = opts
+            .context
+            .canonicalize()
+            .with_context(|| format!("build context {}", opts.context.display()))?;
+        let dockerfile_path = opts
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| context.join("Dockerfile"));
+        let text = dockerfile::read_dockerfile(&dockerfile_path)
+            .with_context(|| format!("reading {}", dockerfile_path.display()))?;
+        let name = dockerfile_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let df = dockerfile::parse(&text).map_err(|e| anyhow!("{}", e.with_file(name)))?;
+        if df.stages.is_empty() {
+            bail!("the Dockerfile has no FROM instruction");
+        }
+        let ignore = read_dockerignore(&context, &dockerfile_path)?;
+        let lexer = Lexer::new(df.directives.escape);
+
+        // Global ARGs: visible in FROM lines; build args override defaults.
+        let mut global_args: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for a in predefined_args() {
+            global_args.insert(a.0.to_string(), Some(a.1));
+        }
+        for node in &df.global_args {
+            if let Instruction::Arg(decls) = &node.instruction {
+                for d in decls {
+                    let lookup = |k: &str| global_args.get(k).cloned().flatten();
+                    let default = match &d.default {
+                        Some(v) => Some(
+                            lexer
+                                .process_word(v, &lookup)
+                                .map_err(|e| anyhow!("line {}: {e}", node.line))?,
+                        ),
+                        None => None,
+                    };
+                    let value = opts.build_args.get(&d.name).cloned().or(default);
+                    global_args.insert(d.name.clone(), value);
+                }
+            }
+        }
+        let mut bases = Vec::new();
+        for s in &df.stages {
+            let lookup = |k: &str| global_args.get(k).cloned().flatten();
+            bases.push(
+                lexer
+                    .process_word(&s.base, &lookup)
+                    .map_err(|e| anyhow!("line {}: {e}", s.line))?,
+            );
+        }
+        let target = match &opts.target {
+            Some(t) => {
+                let lower = t.to_ascii_lowercase();
+                df.stages
+                    .iter()
+                    .find(|s| s.name.as_deref() == Some(lower.as_str()))
+                    .map(|s| s.index)
+                    .with_context(|| format!("target stage {t:?} could not be found"))?
+            }
+            None => df.stages.len() - 1,
+        };
+        Ok(Loaded {
+            context,
+            dockerfile_path,
+            df,
+            ignore,
+            global_args,
+            bases,
+            target,
+        })
+    }
+
+    /// A word expanded with the global ARGs (FROM-level references).
+    fn expand(&self, w: &str) -> String {
+        let lookup = |k: &str| self.global_args.get(k).cloned().flatten();
+        Lexer::new(self.df.directives.escape)
+            .process_word(w, &lookup)
+            .unwrap_or_else(|_| w.to_string())
+    }
+
+    /// The context of one build (or plan) of `plan` against `store`.
+    fn into_ctx<'a>(
+        self,
+        store: &'a Store,
+        opts: &'a BuildOptions,
+        progress: &'a dyn Progress,
+        plan: dockerfile::BuildPlan,
+        planning: bool,
+    ) -> (BuildCtx<'a>, PathBuf) {
+        let mut step_base = vec![0u32; self.df.stages.len()];
+        let mut n = 0u32;
+        for s in &self.df.stages {
+            if let Some(p) = plan.stage(s.index) {
+                step_base[s.index] = n;
+                n += 1 + p.instructions.len() as u32;
+            }
+        }
+        let ctx = BuildCtx {
+            store,
+            opts,
+            progress,
+            slots: (0..self.df.stages.len()).map(|_| Slot::default()).collect(),
+            dockerfile: self.df,
+            dockerfile_path: self.dockerfile_path,
+            ignore: self.ignore,
+            bases: self.bases,
+            step_base,
+            platform: format!("linux/{}", crate::image::host_arch()),
+            plan,
+            planning,
+        };
+        (ctx, self.context)
+    }
+}
+
+/// Runs every planned stage of `ctx`, each in its own thread (a stage
+/// waits for those it depends on), filling `ctx.slots`.
+fn run_stages(ctx: &BuildCtx<'_>, context_dir: &std::path::Path) {
+    let needed: BTreeSet<usize> = ctx.plan.stages.iter().map(|s| s.index).collect();
+    std::thread::scope(|scope| {
+        for &i in &needed {
+            scope.spawn(move || {
+                let r = stage::run_stage(ctx, i, context_dir)
+                    .map(Arc::new)
+                    .map_err(|e| format!("{e:#}"));
+                ctx.slots[i].set(r);
+            });
+        }
+    });
+}
+
+/// The target's result, its own failure worded as the target's.
+fn target_result(ctx: &BuildCtx<'_>, target: usize) -> Result<Arc<StageResult>> {
+    ctx.wait_stage(target).map_err(|e| {
+        anyhow!(
+            "{}",
+            e.to_string()
+                .trim_start_matches("dependency stage failed: ")
+        )
+    })
+}
+
 fn build_inner(
     store: &Store,
     opts: &BuildOptions,
     progress: &dyn Progress,
     started: std::time::Instant,
 ) -> Result<BuildOutput> {
-    let context = opts
-        .context
-        .canonicalize()
-        .with_context(|| format!("build context {}", opts.context.display()))?;
-    let dockerfile_path = opts
-        .dockerfile
-        .clone()
-        .unwrap_or_else(|| context.join("Dockerfile"));
-    let text = dockerfile::read_dockerfile(&dockerfile_path)
-        .with_context(|| format!("reading {}", dockerfile_path.display()))?;
-    let name = dockerfile_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let df = dockerfile::parse(&text).map_err(|e| anyhow!("{}", e.with_file(name)))?;
-    if df.stages.is_empty() {
-        bail!("the Dockerfile has no FROM instruction");
-    }
-    let ignore = read_dockerignore(&context, &dockerfile_path)?;
-    let lexer = Lexer::new(df.directives.escape);
-
-    // Global ARGs: visible in FROM lines; build args override defaults.
-    let mut global_args: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for a in predefined_args() {
-        global_args.insert(a.0.to_string(), Some(a.1));
-    }
-    for node in &df.global_args {
-        if let Instruction::Arg(decls) = &node.instruction {
-            for d in decls {
-                let lookup = |k: &str| global_args.get(k).cloned().flatten();
-                let default = match &d.default {
-                    Some(v) => Some(
-                        lexer
-                            .process_word(v, &lookup)
-                            .map_err(|e| anyhow!("line {}: {e}", node.line))?,
-                    ),
-                    None => None,
-                };
-                let value = opts.build_args.get(&d.name).cloned().or(default);
-                global_args.insert(d.name.clone(), value);
-            }
-        }
-    }
-    let mut bases = Vec::new();
-    for s in &df.stages {
-        let lookup = |k: &str| global_args.get(k).cloned().flatten();
-        bases.push(
-            lexer
-                .process_word(&s.base, &lookup)
-                .map_err(|e| anyhow!("line {}: {e}", s.line))?,
-        );
-    }
-
-    let target = match &opts.target {
-        Some(t) => {
-            let lower = t.to_ascii_lowercase();
-            df.stages
-                .iter()
-                .find(|s| s.name.as_deref() == Some(lower.as_str()))
-                .map(|s| s.index)
-                .with_context(|| format!("target stage {t:?} could not be found"))?
-        }
-        None => df.stages.len() - 1,
-    };
-    let needed = needed_stages(&df, &bases, &global_args, &lexer, target);
-    let expand = |w: &str| {
-        let lookup = |k: &str| global_args.get(k).cloned().flatten();
-        lexer
-            .process_word(w, &lookup)
-            .unwrap_or_else(|_| w.to_string())
-    };
-    bases::pull_bases(store, opts, &df.stages, &bases, &needed, &expand, progress)?;
+    let loaded = Loaded::read(opts)?;
+    let lexer = Lexer::new(loaded.df.directives.escape);
+    let needed = needed_stages(
+        &loaded.df,
+        &loaded.bases,
+        &loaded.global_args,
+        &lexer,
+        loaded.target,
+    );
+    let expand = |w: &str| loaded.expand(w);
+    bases::pull_bases(
+        store,
+        opts,
+        &loaded.df.stages,
+        &loaded.bases,
+        &needed,
+        &expand,
+        progress,
+    )?;
     let link = shared_cache::link(store, opts, progress)?;
     let linked;
     let store = match &link {
@@ -280,50 +401,11 @@ fn build_inner(
         }
         None => store,
     };
-    let plan = plan_build(store, opts, &df)?;
-    let needed: BTreeSet<usize> = plan.stages.iter().map(|s| s.index).collect();
-    let mut step_base = vec![0u32; df.stages.len()];
-    let mut n = 0u32;
-    for s in &df.stages {
-        if let Some(p) = plan.stage(s.index) {
-            step_base[s.index] = n;
-            n += 1 + p.instructions.len() as u32;
-        }
-    }
-    let ctx = BuildCtx {
-        store,
-        opts,
-        progress,
-        slots: (0..df.stages.len()).map(|_| Slot::default()).collect(),
-        dockerfile: df,
-        dockerfile_path,
-        ignore,
-        bases,
-        step_base,
-        platform: format!("linux/{}", crate::image::host_arch()),
-        plan,
-    };
-    let ctx = &ctx;
-    let context_dir = context;
-    std::thread::scope(|scope| {
-        for &i in &needed {
-            let context_dir = context_dir.clone();
-            scope.spawn(move || {
-                let r = stage::run_stage(ctx, i, &context_dir)
-                    .map(Arc::new)
-                    .map_err(|e| format!("{e:#}"));
-                ctx.slots[i].set(r);
-            });
-        }
-    });
-    let result = ctx.wait_stage(target).map_err(|e| {
-        // Unwrap the "dependency failed" wording for the target itself.
-        anyhow!(
-            "{}",
-            e.to_string()
-                .trim_start_matches("dependency stage failed: ")
-        )
-    })?;
+    let plan = plan_build(store, opts, &loaded.df)?;
+    let target = loaded.target;
+    let (ctx, context_dir) = loaded.into_ctx(store, opts, progress, plan, false);
+    run_stages(&ctx, &context_dir);
+    let result = target_result(&ctx, target)?;
     let mut config = result.config.clone();
     history::fill_created(&mut config.history);
     if config.created.is_none() {
@@ -373,41 +455,43 @@ fn resolve_plan(
         .map_err(|e| anyhow!("{e}"))
 }
 
-/// `build --print`: the plan [`build`] would execute for `opts`, as JSON.
-/// Base images' Env and ONBUILD triggers come from `store`; one that is not
-/// there (build would pull it first) is planned without them, and said so
-/// on stderr.
-pub fn plan_json(opts: &BuildOptions, store: Option<&Store>) -> Result<String> {
-    let context = opts
-        .context
-        .canonicalize()
-        .with_context(|| format!("build context {}", opts.context.display()))?;
-    let path = opts
-        .dockerfile
-        .clone()
-        .unwrap_or_else(|| context.join("Dockerfile"));
-    let text = dockerfile::read_dockerfile(&path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let df = dockerfile::parse(&text).map_err(|e| anyhow!("{}", e.with_file(name)))?;
-    let plan = resolve_plan(
-        &df,
-        opts,
-        &mut |image| match store.map(|s| s.resolve(image)) {
-            Some(Ok(img)) => Ok(dockerfile::BaseImage {
-                env: img.config.config.env,
-                onbuild: img.config.config.on_build,
-            }),
-            _ => {
-                eprintln!("note: base image {image} is not in the store: planned without its Env and ONBUILD triggers");
-                Ok(dockerfile::BaseImage::default())
-            }
-        },
-    )?;
-    Ok(serde_json::to_string_pretty(&plan)?)
+/// `build --print`: the plan [`build`] would execute for `opts`, as JSON,
+/// each step with its cache key, what the key hashed and whether `store`
+/// has it ([`plan`]; docs/build-plan.md). Nothing is pulled, run or
+/// written: a base image that is not in the store (a build would pull it
+/// first) is planned without its Env and ONBUILD triggers, said so on
+/// stderr, and its stage's keys are pending.
+pub fn plan_json(opts: &BuildOptions, store: &Store) -> Result<String> {
+    let loaded = Loaded::read(opts)?;
+    let plan = resolve_plan(&loaded.df, opts, &mut |image| match store.resolve(image) {
+        Ok(img) => Ok(dockerfile::BaseImage {
+            env: img.config.config.env,
+            onbuild: img.config.config.on_build,
+        }),
+        Err(_) => {
+            eprintln!("note: base image {image} is not in the store: planned without its Env and ONBUILD triggers");
+            Ok(dockerfile::BaseImage::default())
+        }
+    })?;
+    let mut json = serde_json::to_value(&plan)?;
+    let target = loaded.target;
+    let quiet = crate::progress::Quiet;
+    let (ctx, context_dir) = loaded.into_ctx(store, opts, &quiet, plan, true);
+    run_stages(&ctx, &context_dir);
+    // A stage that cannot even be planned (a missing COPY source, …) fails
+    // the plan as it would fail the build.
+    target_result(&ctx, target)?;
+    let mut results = BTreeMap::new();
+    for s in &ctx.plan.stages {
+        results.insert(s.index, ctx.wait_stage(s.index)?);
+    }
+    plan::annotate(&mut json, &|i| results.get(&i).map(|r| r.steps.clone()))?;
+    if let Value::Object(top) = &mut json {
+        top.insert("platform".into(), Value::String(ctx.platform.clone()));
+        // With --no-cache a build looks nothing up: every layer step runs.
+        top.insert("no_cache".into(), Value::Bool(opts.no_cache));
+    }
+    Ok(serde_json::to_string_pretty(&json)?)
 }
 
 /// TARGETPLATFORM & co, which BuildKit predefines for `ARG` declarations.

@@ -2,6 +2,8 @@
 //! image config, layers and the chain of cache keys.
 use super::fetch::{download, is_url};
 use super::history::{entry, go_list, go_quote, go_quote_rune, go_quoted_list, json_list};
+use super::plan::StepPlan;
+use super::step_key::{self, CopyInputs, RunInputs, SourceInput, StepKey};
 use super::{BuildCtx, StageResult};
 use crate::digest::KeyHasher;
 use crate::dockerfile::{
@@ -28,9 +30,6 @@ use std::time::Instant;
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
-/// Version of what filesystem steps produce, part of every step's cache key.
-const STEP_FORMAT: &str = "step-format-2";
-
 pub(super) struct StageExec<'c, 'a> {
     ctx: &'c BuildCtx<'a>,
     index: usize,
@@ -53,6 +52,19 @@ pub(super) struct StageExec<'c, 'a> {
     /// `created` of the last filesystem step (history timestamps).
     last_created: Option<String>,
     step: u32,
+    /// Planning only: why `key` is not known yet (a base image not in the
+    /// store, a step whose inputs exist only once the build runs). A build
+    /// always knows its keys.
+    pending: Option<String>,
+    /// Planning only: the first step whose layer is not in the store, so
+    /// `layers` are not this stage's filesystem (a `COPY --from` of it
+    /// cannot be hashed before the build runs).
+    unbuilt: Option<String>,
+    /// Planning only: what `build --print` shows of each step, FROM first.
+    steps: Vec<StepPlan>,
+    /// Planning only: the base image is not in the store, so neither is
+    /// its config (Env, USER, WORKDIR…), part of later steps' inputs.
+    config_unknown: bool,
 }
 
 /// Builds stage `index` (waiting for the stages it depends on).
@@ -76,6 +88,10 @@ pub(super) fn run_stage(ctx: &BuildCtx<'_>, index: usize, context: &Path) -> Res
         dirty: false,
         last_created: None,
         step: ctx.step_base[index],
+        pending: None,
+        unbuilt: None,
+        steps: Vec::new(),
+        config_unknown: false,
     };
     ex.from(&stage.original)?;
     ex.state_env = ex.config.config.env.clone();
@@ -97,8 +113,12 @@ pub(super) fn run_stage(ctx: &BuildCtx<'_>, index: usize, context: &Path) -> Res
             &node.original,
             String::new(),
         );
+        let recorded = ex.steps.len();
         ex.instruction(node)
             .with_context(|| format!("line {}: {}", node.line, node.original))?;
+        if ctx.planning && ex.steps.len() == recorded {
+            ex.steps.push(StepPlan::metadata(ex.step));
+        }
         let _ = started;
     }
     let mut config = ex.config;
@@ -107,6 +127,10 @@ pub(super) fn run_stage(ctx: &BuildCtx<'_>, index: usize, context: &Path) -> Res
         config,
         layers: ex.layers,
         key: ex.key,
+        pending: ex.pending,
+        unbuilt: ex.unbuilt,
+        steps: ex.steps,
+        config_unknown: ex.config_unknown,
     })
 }
 
@@ -181,7 +205,9 @@ impl StageExec<'_, '_> {
             .base
             .clone();
         if planned == dockerfile::Base::Scratch {
-            self.key = KeyHasher::new("scratch").str(&platform).clone().finish();
+            let key = step_key::scratch(&platform);
+            self.key = key.digest.clone();
+            self.record(StepPlan::keyed(self.step, "base", key, true, None));
             // BuildKit's empty image has WorkingDir "/" (and the default PATH).
             self.config.config.working_dir = "/".into();
         } else if let dockerfile::Base::Stage(dep) = planned {
@@ -190,10 +216,43 @@ impl StageExec<'_, '_> {
             self.layers = r.layers.clone();
             self.key = r.key.clone();
             self.last_created = r.config.created.clone();
+            self.pending = r.pending.clone();
+            self.unbuilt = r.unbuilt.clone();
+            self.config_unknown = r.config_unknown;
+            let mut inputs = serde_json::Map::new();
+            inputs.insert("stage".into(), serde_json::json!(dep));
+            let from = StepPlan {
+                step: self.step,
+                kind: "base",
+                cache_key: r.pending.is_none().then(|| r.key.clone()),
+                key_inputs: Some(inputs),
+                cached: r.pending.is_none().then_some(r.unbuilt.is_none()),
+                pending: r.pending.clone(),
+                miss_reason: r.unbuilt.clone(),
+            };
+            self.record(from);
         } else {
-            let img = self.ctx.store.resolve(&base).with_context(|| {
-                format!("base image {base:?} is not in the store (berth builds offline: build or load it first)")
-            })?;
+            let img = match self.ctx.store.resolve(&base) {
+                Ok(img) => img,
+                Err(e) if self.ctx.planning => {
+                    let why = format!(
+                        "base image {base} is not in the store (a build pulls it first): \
+                         its digest is part of every key of this stage"
+                    );
+                    let _ = e;
+                    self.record(StepPlan::pending(self.step, "base", why.clone(), None));
+                    self.pending = Some(why.clone());
+                    self.unbuilt = Some(why);
+                    self.config_unknown = true;
+                    self.config.created = None;
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("base image {base:?} is not in the store (berth builds offline: build or load it first)")
+                    })
+                }
+            };
             let diff_ids = &img.config.rootfs.diff_ids;
             if diff_ids.len() != img.manifest.layers.len() {
                 bail!(
@@ -212,11 +271,9 @@ impl StageExec<'_, '_> {
                     diff_id: id.clone(),
                 })
                 .collect();
-            self.key = KeyHasher::new("image")
-                .str(&img.descriptor.digest)
-                .str(&platform)
-                .clone()
-                .finish();
+            let key = step_key::image(&img.descriptor.digest, &platform);
+            self.key = key.digest.clone();
+            self.record(StepPlan::keyed(self.step, "base", key, true, None));
             self.last_created = img.config.created.clone();
             self.config = img.config;
             self.ctx.emit(
@@ -452,8 +509,7 @@ impl StageExec<'_, '_> {
         let dir = self.workdir_abs(&path);
         self.config.config.working_dir = shown.clone();
         let user = self.config.config.user.clone();
-        let mut key = KeyHasher::new("workdir");
-        key.str(&dir).str(&user);
+        let key = step_key::workdir(&dir, &user);
         let mut memo = BTreeMap::new();
         memo.insert("path".to_string(), dir.clone());
         memo.insert("user".to_string(), user.clone());
@@ -480,7 +536,7 @@ impl StageExec<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     fn fs_step(
         &mut self,
-        mut key: KeyHasher,
+        key: StepKey,
         memo: BTreeMap<String, String>,
         link: bool,
         created_by: String,
@@ -488,15 +544,17 @@ impl StageExec<'_, '_> {
         op: impl FnOnce(&mut Self, &Path, &Path) -> Result<()>,
     ) -> Result<()> {
         let started = Instant::now();
-        // Results of a step changed meaning (every step is a layer, WORKDIR
-        // owned by USER, directory sources copy their contents): entries
-        // cached by older berth versions must not be reused.
-        key.str(STEP_FORMAT);
-        key.str(&self.ctx.platform);
-        if !link {
-            key.str(&self.key);
+        if let (Some(why), false) = (&self.pending, link) {
+            // Planning only (a build knows every parent key): this key
+            // chains on a parent key nobody knows yet.
+            let why = why.clone();
+            let inputs =
+                (!self.config_unknown).then(|| key.inputs_without_parent(link, &self.ctx.platform));
+            self.record(StepPlan::pending(self.step, "layer", why, inputs));
+            return Ok(());
         }
-        let key = key.finish();
+        let planned_key = key.finish_layer(link, &self.ctx.platform, &self.key);
+        let key = planned_key.digest.clone();
         let memo_key = KeyHasher::new("memo")
             .str(&self.ctx.dockerfile_path.to_string_lossy())
             .str(&self.context.to_string_lossy())
@@ -505,6 +563,40 @@ impl StageExec<'_, '_> {
             .clone()
             .finish();
         let store = self.ctx.store;
+        if self.ctx.planning {
+            // What the build would do, without doing it: look the key up;
+            // on a miss, later keys still chain on this one (keys do not
+            // depend on what a step produces).
+            let hit = store.cache_get(&key);
+            let reason = match &hit {
+                Some(hit) => {
+                    self.apply_entry(hit, created_by);
+                    None
+                }
+                None => {
+                    let reason = self.miss_reason(&memo_key, &memo, original);
+                    self.dirty = true;
+                    if self.unbuilt.is_none() {
+                        self.unbuilt = Some(format!(
+                            "step {} ({original}) is not cached: its layer exists once the build runs it",
+                            self.step
+                        ));
+                    }
+                    Some(reason)
+                }
+            };
+            let cached = hit.is_some();
+            self.record(StepPlan::keyed(
+                self.step,
+                "layer",
+                planned_key,
+                cached,
+                reason,
+            ));
+            self.key = key;
+            self.pending = None;
+            return Ok(());
+        }
         if !self.ctx.opts.no_cache {
             if let Some(hit) = store.cache_get(&key) {
                 self.apply_entry(&hit, created_by);
@@ -632,6 +724,26 @@ impl StageExec<'_, '_> {
         lower_dirs_of(self.ctx, &self.layers)
     }
 
+    /// Planning: what `build --print` shows of the current step.
+    fn record(&mut self, step: StepPlan) {
+        if self.ctx.planning {
+            self.steps.push(step);
+        }
+    }
+
+    /// Planning: the current layer step's key needs something that exists
+    /// only once the build runs (`why`); later keys chain on it.
+    fn step_pending(&mut self, why: String, original: &str) {
+        self.record(StepPlan::pending(self.step, "layer", why, None));
+        let step = self.step;
+        self.pending = Some(format!(
+            "depends on the key of step {step} ({original}), known only when the build gets there"
+        ));
+        if self.unbuilt.is_none() {
+            self.unbuilt = Some(format!("step {step} ({original}) has not run"));
+        }
+    }
+
     // ---- RUN ----
 
     fn run(
@@ -647,7 +759,7 @@ impl StageExec<'_, '_> {
             CommandForm::Exec(v) => v.clone(),
             CommandForm::Shell(s) => {
                 let mut v = self.shell();
-                v.push(shell_script(s, &r.heredocs));
+                v.push(dockerfile::run_script(s, &r.heredocs));
                 v
             }
         };
@@ -692,24 +804,28 @@ impl StageExec<'_, '_> {
             self.config.config.working_dir.clone()
         };
         let mounts_desc = format!("{mounts:?}");
-        let mut key = KeyHasher::new("run");
-        for a in &args {
-            key.str(a);
-        }
-        key.str("env");
-        for e in &env {
-            key.str(e);
-        }
-        key.str(&user)
-            .str(&cwd)
-            .str(&mounts_desc)
-            .str(if network_host { "host" } else { "none" });
+        let mut mount_sources = Vec::new();
         for m in &mounts {
             // A bind mount from another stage depends on that stage's content.
             if let Some(from) = &m.from {
-                key.str(&self.mount_source_key(from)?);
+                match self.mount_source_key(from)? {
+                    Ok(k) => mount_sources.push((from.clone(), k)),
+                    Err(why) => {
+                        self.step_pending(why, original);
+                        return Ok(());
+                    }
+                }
             }
         }
+        let key = step_key::run(&RunInputs {
+            args: &args,
+            env: &env,
+            user: &user,
+            cwd: &cwd,
+            mounts: &mounts_desc,
+            network_host,
+            mount_sources: &mount_sources,
+        });
         let mut memo = BTreeMap::new();
         memo.insert("command".to_string(), json_list(&args));
         memo.insert("environment".to_string(), env.join("\n"));
@@ -774,11 +890,55 @@ impl StageExec<'_, '_> {
         )
     }
 
-    fn mount_source_key(&self, from: &str) -> Result<String> {
+    /// The key a `--mount=from=` source contributes: the stage's key or the
+    /// image's digest. Planning, the inner `Err` says why it is not known.
+    fn mount_source_key(&self, from: &str) -> Result<Result<String, String>> {
         if let Some(dep) = self.ctx.stage_ref(from, self.index) {
-            return Ok(self.ctx.wait_stage(dep)?.key.clone());
+            let r = self.ctx.wait_stage(dep)?;
+            return Ok(match &r.pending {
+                Some(why) => Err(format!(
+                    "mounts stage {from}, whose key is not known yet: {why}"
+                )),
+                None => Ok(r.key.clone()),
+            });
         }
-        Ok(self.ctx.store.resolve(from)?.descriptor.digest)
+        match self.ctx.store.resolve(from) {
+            Ok(img) => Ok(Ok(img.descriptor.digest)),
+            Err(_) if self.ctx.planning => Ok(Err(format!(
+                "mounts image {from}, which is not in the store (a build pulls it first)"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Planning: why a COPY/ADD's sources can't be hashed before the build
+    /// runs — a URL not downloaded yet, or a `--from` source whose files
+    /// don't exist yet. `None` when they can.
+    fn unknown_sources(&self, spec: &FileSpec, from: Option<&str>) -> Result<Option<String>> {
+        for s in &spec.sources {
+            if let Source::Path(p) = s {
+                if is_url(p) {
+                    return Ok(Some(format!(
+                        "its key covers the content of {p}, known once the build downloads it"
+                    )));
+                }
+            }
+        }
+        let Some(from) = from else {
+            return Ok(None);
+        };
+        if let Some(dep) = self.ctx.stage_ref(from, self.index) {
+            let r = self.ctx.wait_stage(dep)?;
+            return Ok(r.unbuilt.as_ref().map(|why| {
+                format!(
+                    "its key covers the files it copies from stage {from}, \
+                     which exist only after the build runs it: {why}"
+                )
+            }));
+        }
+        Ok(self.ctx.store.resolve(from).is_err().then(|| {
+            format!("copies from image {from}, which is not in the store (a build pulls it first)")
+        }))
     }
 
     /// Layers of a `from=` source (stage or store image).
@@ -960,6 +1120,12 @@ impl StageExec<'_, '_> {
         let chmod = spec.chmod_bits().map_err(|e| anyhow!(e))?;
         let excludes: Vec<String> = spec.excludes.clone();
 
+        if self.ctx.planning {
+            if let Some(why) = self.unknown_sources(spec, from.as_deref())? {
+                self.step_pending(why, original);
+                return Ok(());
+            }
+        }
         // Where path sources come from.
         let mut src_mount: Option<OverlayMount> = None;
         let (src_root, ignore) = match &from {
@@ -1034,45 +1200,63 @@ impl StageExec<'_, '_> {
         if multi && !dest.ends_with('/') && items.len() > 1 {
             bail!("When using {kw} with more than one source file, the destination must be a directory and end with a /");
         }
-        let mut key = KeyHasher::new(if is_add { "add" } else { "copy" });
         let mut memo = BTreeMap::new();
+        let mut digests = Vec::with_capacity(items.len());
         for (item, filter) in &items {
             match item {
-                Item::Data { name, data, mode } => {
+                Item::Data { name, data, .. } => {
                     let h = crate::digest::sha256_of(data);
-                    key.str(name).str(&h).str(&mode.to_string());
-                    memo.insert(format!("file:{name}"), h);
+                    memo.insert(format!("file:{name}"), h.clone());
+                    digests.push(h);
                 }
                 Item::Path(sel) => {
                     let mut files = Vec::new();
                     let h = hash_selected(sel, filter, &mut files)?;
-                    key.str(&sel.rel).str(&h).str(&sel.is_dir.to_string());
                     if files.len() <= 20_000 {
                         for (f, fh) in files {
                             memo.insert(format!("file:{f}"), fh);
                         }
                     }
+                    digests.push(h);
                 }
             }
         }
-        key.str(&dest)
-            .str(chown.as_deref().unwrap_or(""))
-            .str(&format!("{chmod:?}"));
-        key.str(&format!("{excludes:?}"))
-            .str(&from.clone().unwrap_or_default())
-            .str(&spec.link.to_string());
+        let sources: Vec<SourceInput<'_>> = items
+            .iter()
+            .zip(&digests)
+            .map(|((item, _), digest)| match item {
+                Item::Data { name, mode, .. } => SourceInput::Data {
+                    name,
+                    digest,
+                    mode: *mode,
+                },
+                Item::Path(sel) => SourceInput::Path {
+                    rel: &sel.rel,
+                    digest,
+                    is_dir: sel.is_dir,
+                },
+            })
+            .collect();
+        let key = step_key::copy(
+            &sources,
+            &CopyInputs {
+                add: is_add,
+                dest: &dest,
+                chown: chown.as_deref().unwrap_or(""),
+                chmod,
+                excludes: &excludes,
+                from: from.as_deref().unwrap_or(""),
+                link: spec.link,
+            },
+        );
+        drop(sources);
         memo.insert("destination".into(), dest.clone());
         memo.insert("chown".into(), chown.clone().unwrap_or_default());
         memo.insert("chmod".into(), format!("{chmod:?}"));
-        let shown: Vec<String> = spec
-            .sources
-            .iter()
-            .map(|s| match s {
-                Source::Path(p) => p.clone(),
-                Source::Heredoc(h) => format!("<<{}", h.name),
-            })
-            .collect();
-        let created_by = format!("{kw} {} {raw_dest} # buildkit", shown.join(" "));
+        let created_by = format!(
+            "{kw} {} {raw_dest} # buildkit",
+            super::history::copy_sources(&spec.sources)
+        );
         let from_stage = from.is_some();
         let into_dir = items.len() > 1;
         self.fs_step(
@@ -1229,27 +1413,6 @@ pub(super) fn lower_dirs_of(ctx: &BuildCtx<'_>, layers: &[CachedLayer]) -> Resul
     Ok(top_down)
 }
 
-/// The shell script for a shell-form RUN: a command that is only a heredoc
-/// runs the heredoc's body; otherwise heredoc bodies follow the command
-/// line, as a shell expects them.
-fn shell_script(cmd: &str, heredocs: &[dockerfile::Heredoc]) -> String {
-    if heredocs.is_empty() {
-        return cmd.to_string();
-    }
-    let trimmed = cmd.trim();
-    if heredocs.len() == 1 && trimmed.starts_with("<<") && !trimmed.contains(char::is_whitespace) {
-        return heredocs[0].content.clone();
-    }
-    let mut s = cmd.to_string();
-    s.push('\n');
-    for h in heredocs {
-        s.push_str(&h.content);
-        s.push_str(&h.name);
-        s.push('\n');
-    }
-    s
-}
-
 /// A reader for `path` if it is a (possibly gzip/zstd compressed) tar archive.
 fn archive_reader(sel: &Selected) -> Result<Option<Box<dyn std::io::Read>>> {
     use std::io::Read;
@@ -1307,17 +1470,5 @@ mod tests {
         assert_eq!(clean_abs("/../x"), "/x");
         assert_eq!(go_duration(90_000_000_000), "1m30s");
         assert_eq!(go_duration(0), "0s");
-        let h = dockerfile::Heredoc {
-            name: "EOF".into(),
-            content: "echo hi\n".into(),
-            expand: true,
-            chomp: false,
-            fd: None,
-        };
-        assert_eq!(shell_script("<<EOF", std::slice::from_ref(&h)), "echo hi\n");
-        assert_eq!(
-            shell_script("cat <<EOF > /x", &[h]),
-            "cat <<EOF > /x\necho hi\nEOF\n"
-        );
     }
 }
