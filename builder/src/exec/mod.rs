@@ -2,6 +2,7 @@
 pub mod copy;
 pub mod glob;
 pub mod mounts;
+pub mod netfiles;
 pub mod run;
 pub mod seccomp;
 pub mod user;

@@ -8,7 +8,7 @@ use nix::sys::stat::SFlag;
 use serde_json::{json, Value};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -115,7 +115,16 @@ impl Runtime {
         if let Some(profile) = super::seccomp::run_step_profile(DEFAULT_CAPS)? {
             config["linux"]["seccomp"] = profile;
         }
-        let stubs = missing_mount_points(rootfs, &config);
+        // BuildKit bind-mounts its own /etc/resolv.conf and /etc/hosts into
+        // every RUN container (see super::netfiles).
+        let hostname = config["hostname"].as_str().unwrap_or_default().to_string();
+        let net = super::netfiles::mounts(bundle, &hostname, req.network_host)?;
+        if let Some(m) = config["mounts"].as_array_mut() {
+            m.extend(net);
+        }
+        let mut targets: Vec<&str> = super::netfiles::TARGETS.to_vec();
+        targets.extend(req.mounts.iter().map(|m| m.target.as_str()));
+        let stubs = missing_mount_points(rootfs, &targets);
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&config)?,
@@ -311,33 +320,47 @@ pub fn build_config(rootfs: &Path, req: &RunRequest, sources: &[PathBuf]) -> Val
     spec
 }
 
-/// Mount destinations that don't exist in the rootfs yet: the runtime will
-/// create them, and they must not end up in the layer. Returns the topmost
-/// missing ancestor of each, relative to `rootfs`. The walk is made by fd
-/// inside the root and stops at a symlink (the runtime resolves those inside
-/// the root itself; what it creates there is left alone).
-fn missing_mount_points(rootfs: &Path, config: &Value) -> Vec<PathBuf> {
+/// Mount points the step's own mounts need that the rootfs lacks: the
+/// runtime creates them (an empty file or directory, and any missing parent
+/// directory) and they must not end up in the layer. As BuildKit's
+/// MountStubsCleaner (executor/stubs.go), only /etc/resolv.conf, /etc/hosts
+/// and the RUN's own mounts (`RUN --mount` targets) count: the runtime's
+/// /dev, /proc and /sys stay in the layer, as in BuildKit's. For each
+/// target, the missing path and each of its missing parents are listed,
+/// deepest first, relative to `rootfs`.
+///
+/// The walk is made by fd inside the root and stops at a symlink (the
+/// runtime resolves those inside the root itself; what it creates there is
+/// left alone).
+fn missing_mount_points(rootfs: &Path, targets: &[&str]) -> Vec<PathBuf> {
     let Ok(root) = safe::open_root(rootfs) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for m in config["mounts"].as_array().into_iter().flatten() {
-        let Some(dest) = m["destination"].as_str() else {
-            continue;
-        };
+    for dest in targets {
+        let comps: Vec<&OsStr> = Path::new(dest)
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
         let mut rel = PathBuf::new();
         let mut dir = None::<OwnedFd>;
-        for comp in Path::new(dest).components() {
-            let Component::Normal(name) = comp else {
-                continue;
-            };
+        for (i, name) in comps.iter().enumerate() {
             rel.push(name);
             let cur = dir.as_ref().map_or(root.as_fd(), |d| d.as_fd());
             match safe::stat_at(cur, name) {
                 Ok(None) => {
-                    if !out.contains(&rel) {
-                        out.push(rel.clone());
+                    // This one and everything below it will be created.
+                    let mut missing = rel.clone();
+                    let mut chain = vec![missing.clone()];
+                    for deeper in &comps[i + 1..] {
+                        missing.push(deeper);
+                        chain.push(missing.clone());
                     }
+                    chain.reverse();
+                    out.extend(chain);
                     break;
                 }
                 Ok(Some(st)) if safe::kind(&st) == SFlag::S_IFDIR => {
@@ -353,26 +376,15 @@ fn missing_mount_points(rootfs: &Path, config: &Value) -> Vec<PathBuf> {
     out
 }
 
-/// Removes mount stubs the runtime created, if they still hold nothing but
-/// stubs. `stubs` are relative to `rootfs`; each is looked up inside the
-/// root without following any symlink, so a step that replaced a parent of
-/// a stub with a symlink (to a host directory) gets nothing removed.
+/// Removes the mount stubs the runtime created, in the order listed: each
+/// only while it is an empty directory or an empty regular file (what a
+/// runtime creates), so anything the step put there is kept. Each stub is
+/// looked up inside the root without following any symlink, so a step that
+/// replaced a parent of a stub with a symlink (to a host directory) gets
+/// nothing removed; a directory is removed by the kernel only if empty.
 fn remove_stubs(rootfs: &Path, stubs: &[PathBuf]) {
-    fn only_stubs(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-        match safe::stat_at(dir, name) {
-            Ok(None) => true,
-            Ok(Some(st)) if safe::kind(&st) == SFlag::S_IFDIR => {
-                let Ok(sub) = safe::open_subdir(dir, name) else {
-                    return false;
-                };
-                safe::list_dir(sub.as_fd())
-                    .map(|names| names.iter().all(|n| only_stubs(sub.as_fd(), n)))
-                    .unwrap_or(false)
-            }
-            Ok(Some(st)) => safe::kind(&st) == SFlag::S_IFREG && st.st_size == 0,
-            Err(_) => false,
-        }
-    }
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    use std::os::fd::AsRawFd;
     let Ok(root) = safe::open_root(rootfs) else {
         return;
     };
@@ -383,9 +395,15 @@ fn remove_stubs(rootfs: &Path, stubs: &[PathBuf]) {
         let Ok(dir) = safe::open_dir_nofollow(root.as_fd(), parent) else {
             continue;
         };
-        if only_stubs(dir.as_fd(), name) {
-            let _ = safe::remove_at(dir.as_fd(), name);
-        }
+        let flag = match safe::stat_at(dir.as_fd(), name) {
+            Ok(Some(st)) if safe::kind(&st) == SFlag::S_IFDIR => UnlinkatFlags::RemoveDir,
+            Ok(Some(st)) if safe::kind(&st) == SFlag::S_IFREG && st.st_size == 0 => {
+                UnlinkatFlags::NoRemoveDir
+            }
+            _ => continue,
+        };
+        // ENOTEMPTY: the step (or another stub) put something there.
+        let _ = unlinkat(Some(dir.as_raw_fd()), name, flag);
     }
 }
 
@@ -492,22 +510,86 @@ mod tests {
         }
     }
 
+    /// BuildKit's MountStubsCleaner: a missing target and its missing
+    /// parents, deepest first; removed in that order while empty, so what
+    /// the step wrote stays (with the directories holding it).
     #[test]
     fn mount_stubs_are_found_and_removed() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("proc")).unwrap();
-        let cfg = json!({"mounts": [
-            {"destination": "/proc"}, {"destination": "/dev/pts"}, {"destination": "/run/secrets/x"}
-        ]});
-        let stubs = missing_mount_points(d.path(), &cfg);
-        assert_eq!(stubs, vec![PathBuf::from("dev"), PathBuf::from("run")]);
-        std::fs::create_dir_all(d.path().join("dev/pts")).unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/hosts"), b"image's own\n").unwrap();
+        let targets = [
+            "/etc/resolv.conf",
+            "/etc/hosts",
+            "/run/secrets/x",
+            "/cache/a/b",
+        ];
+        let stubs = missing_mount_points(d.path(), &targets);
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            stubs,
+            [
+                p("etc/resolv.conf"),
+                p("run/secrets/x"),
+                p("run/secrets"),
+                p("run"),
+                p("cache/a/b"),
+                p("cache/a"),
+                p("cache"),
+            ]
+        );
+        // What the runtime creates, and what the step adds.
+        std::fs::write(d.path().join("etc/resolv.conf"), b"").unwrap();
         std::fs::create_dir_all(d.path().join("run/secrets")).unwrap();
         std::fs::write(d.path().join("run/secrets/x"), b"").unwrap();
         std::fs::write(d.path().join("run/real"), b"data").unwrap();
+        std::fs::create_dir_all(d.path().join("cache/a/b")).unwrap();
         remove_stubs(d.path(), &stubs);
-        assert!(!d.path().join("dev").exists());
+        assert!(!d.path().join("etc/resolv.conf").exists());
+        assert!(d.path().join("etc/hosts").exists(), "not a stub");
+        assert!(!d.path().join("run/secrets").exists());
         assert!(d.path().join("run/real").exists(), "real content is kept");
+        assert!(!d.path().join("cache").exists());
+    }
+
+    /// The runtime's own mounts (/dev, /proc, /sys) are not stubs: BuildKit's
+    /// layer keeps the directories the runtime created for them.
+    #[test]
+    fn runtime_mount_points_are_not_stubs() {
+        let d = tempfile::tempdir().unwrap();
+        let req = RunRequest {
+            args: vec!["true".into()],
+            env: vec![],
+            user: ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/".into(),
+            },
+            cwd: "/".into(),
+            network_host: false,
+            mounts: vec![],
+        };
+        let cfg = build_config(d.path(), &req, &[]);
+        let runtime_targets: Vec<&str> = cfg["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["destination"].as_str())
+            .collect();
+        assert!(runtime_targets.contains(&"/proc"), "{runtime_targets:?}");
+        let mut targets = super::super::netfiles::TARGETS.to_vec();
+        targets.extend(req.mounts.iter().map(|m| m.target.as_str()));
+        let stubs = missing_mount_points(d.path(), &targets);
+        assert_eq!(
+            stubs,
+            [
+                PathBuf::from("etc/resolv.conf"),
+                PathBuf::from("etc"),
+                PathBuf::from("etc/hosts"),
+                PathBuf::from("etc"),
+            ]
+        );
     }
 
     #[test]
@@ -517,8 +599,7 @@ mod tests {
         std::fs::write(outside.path().join("stub/empty"), b"").unwrap();
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("x")).unwrap();
-        let cfg = json!({"mounts": [{"destination": "/x/stub"}]});
-        let stubs = missing_mount_points(d.path(), &cfg);
+        let stubs = missing_mount_points(d.path(), &["/x/stub"]);
         assert_eq!(stubs, vec![PathBuf::from("x/stub")]);
         // The step swaps /x for a symlink to a host directory.
         std::fs::rename(d.path().join("x"), d.path().join("y")).unwrap();
