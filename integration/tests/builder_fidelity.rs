@@ -362,8 +362,9 @@ fn copy_modes_owners_and_hard_links() {
 /// Items 8, 13 and the history format. BuildKit, for this Dockerfile:
 /// ExposedPorts 7000/udp 7001/udp 7002/tcp 80/tcp; WorkingDir as written;
 /// `ArgsEscaped: true` from CMD; no history for ONBUILD; every RUN and
-/// WORKDIR a layer (WORKDIR /tmp of an existing dir: an empty one); and
-/// these `created_by` strings.
+/// WORKDIR a layer (WORKDIR /tmp of an existing dir: an empty one, `RUN
+/// true`: the mount points dev, etc, proc, sys); and these `created_by`
+/// strings.
 #[test]
 fn config_and_history_as_buildkit() {
     let env = Env::new();
@@ -406,6 +407,23 @@ fn config_and_history_as_buildkit() {
     // One layer per non-empty history entry; WORKDIR /tmp changed nothing.
     assert_eq!(img.layers.len(), want.iter().filter(|(_, e)| !e).count());
     assert!(img.layers[2].is_empty(), "{:?}", img.layers[2]);
+    // `RUN true` on a rootfs without /dev, /proc, /sys: BuildKit's layer
+    // holds the mount points runc created for those, and /etc, where the
+    // /etc/hosts and /etc/resolv.conf stubs were made and removed again
+    // (builder_vs_buildkit.rs compares this live).
+    let names: Vec<(&str, char, &str)> = img.layers[1]
+        .iter()
+        .map(|e| (e.name.as_str(), e.kind, e.mode.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("dev", 'd', "rwxr-xr-x"),
+            ("etc", 'd', "rwxr-xr-x"),
+            ("proc", 'd', "rwxr-xr-x"),
+            ("sys", 'd', "rwxr-xr-x"),
+        ]
+    );
     // FROM scratch: WorkingDir "/" unless set.
     let ctx = env.context(
         "scratchwd",
@@ -906,4 +924,36 @@ fn history_times_as_buildkit() {
         "{times:?}"
     );
     assert_eq!(img.config["created"].as_str(), Some(times[15]));
+}
+
+/// Heredoc history. Docker 20.10's frontend has no heredocs, so these
+/// follow BuildKit's source (frontend/dockerfile/dockerfile2llb/convert.go
+/// dispatchRun + runCommandString + commitToHistory; convert_copy.go
+/// dispatchCopy): a RUN that is only `<<EOF` runs (and shows) the body; any
+/// other RUN shows the command line, then per heredoc `\n` + body as written
+/// + delimiter; COPY shows `<<NAME`. The steps also do what they say.
+#[test]
+fn heredoc_history_as_buildkit_source() {
+    let env = Env::new();
+    let ctx = env.context(
+        "heredoc",
+        "FROM scratch\nADD busybox.tar /\nRUN <<EOF\necho a > /a\necho b >> /a\nEOF\n\
+         RUN <<-EOT sh\n\techo x > /x\n\tEOT\nRUN cat <<A <<B > /ab\na\nA\nb\nB\n\
+         COPY <<EOF /f\nhi\nEOF\n",
+    );
+    let img = env.build_ok(&ctx, "fid/heredoc");
+    let history: Vec<String> = img.history().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(
+        history[1..],
+        [
+            "RUN /bin/sh -c echo a > /a\necho b >> /a\n # buildkit",
+            "RUN /bin/sh -c <<-EOT sh\n\techo x > /x\nEOT # buildkit",
+            "RUN /bin/sh -c cat <<A <<B > /ab\na\nA\nb\nB # buildkit",
+            "COPY <<EOF /f # buildkit",
+        ]
+    );
+    assert_eq!(img.read(1, "a"), "a\nb\n");
+    assert_eq!(img.read(2, "x"), "x\n");
+    assert_eq!(img.read(3, "ab"), "b\n");
+    assert_eq!(img.read(4, "f"), "hi\n");
 }

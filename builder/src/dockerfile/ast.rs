@@ -173,6 +173,11 @@ pub struct Heredoc {
     pub chomp: bool,
     /// File descriptor prefix as in `RUN 3<<EOF`.
     pub fd: Option<u32>,
+    /// The body as written (for `<<-`, before its tabs are stripped): a
+    /// RUN that is more than the heredoc passes this to the shell, which
+    /// strips the tabs itself, and BuildKit's history shows it so.
+    #[serde(skip)]
+    pub raw: String,
 }
 
 /// `RUN`.

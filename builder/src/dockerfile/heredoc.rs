@@ -1,6 +1,8 @@
 //! Heredoc markers (`<<EOF`, `<<-EOF`, `<<'EOF'`, `3<<EOF`) in RUN/COPY/ADD
-//! lines, detected like BuildKit's `heredocsFromLine` / `ParseHeredoc`.
+//! lines, detected like BuildKit's `heredocsFromLine` / `ParseHeredoc`, and
+//! the shell script a RUN with heredocs runs (which its history shows).
 
+use super::ast::Heredoc;
 use super::lex::Lexer;
 
 /// A heredoc marker found in an instruction line (body not read yet).
@@ -65,6 +67,32 @@ pub fn parse_marker(word: &str) -> Option<Marker> {
         chomp,
         fd: if fd.is_empty() { None } else { fd.parse().ok() },
     })
+}
+
+/// The script a shell-form RUN with heredocs hands to the shell, as
+/// BuildKit's dispatchRun (frontend/dockerfile/dockerfile2llb/convert.go)
+/// builds it, so the image history's `created_by` is the same:
+/// * a command that is one heredoc marker and nothing else (`<<EOF`,
+///   `<< 'EOF'`, `<<-EOF`, `3<<EOF`: `parser.MustParseHeredoc` of the whole
+///   command) runs the body itself, tabs stripped for `<<-`: a heredoc that
+///   works whatever the shell;
+/// * otherwise the command line, then for each heredoc a newline, its body
+///   as written (for `<<-` the shell strips the tabs) and its delimiter,
+///   with no newline after the last one.
+pub fn run_script(cmd: &str, heredocs: &[Heredoc]) -> String {
+    let Some(first) = heredocs.first() else {
+        return cmd.to_string();
+    };
+    if parse_marker(cmd).is_some() {
+        return first.content.clone();
+    }
+    let mut script = cmd.to_string();
+    for h in heredocs {
+        script.push('\n');
+        script.push_str(&h.raw);
+        script.push_str(&h.name);
+    }
+    script
 }
 
 /// Removes leading tabs from every line (`<<-`).
@@ -133,6 +161,58 @@ mod tests {
         assert_eq!(markers("RUN <<EO\"F\""), vec![m("EOF", false, false, None)]);
         assert!(markers("RUN <<EOF'").is_empty());
         assert!(markers("RUN <<<EOF").is_empty());
+    }
+
+    /// RUN's script (and so its history, `RUN /bin/sh -c <script> #
+    /// buildkit`) for heredocs, byte for byte what BuildKit's dispatchRun
+    /// (frontend/dockerfile/dockerfile2llb/convert.go) makes of the parsed
+    /// command: `parser.MustParseHeredoc(args[0])` decides whether the
+    /// command is just the heredoc (then `args = [data]`, chomped for
+    /// `<<-`), else `args[0]` plus `"\n" + file.Data + file.Name` per heredoc,
+    /// Data unchomped. Docker 20.10's frontend has no heredocs, so this
+    /// follows the source rather than a live build.
+    #[test]
+    fn run_scripts_as_buildkit() {
+        let parse = |df: &str| {
+            let ins = crate::dockerfile::parse(&format!("FROM scratch\n{df}"))
+                .unwrap()
+                .stages
+                .remove(0)
+                .instructions
+                .remove(0)
+                .instruction;
+            match ins {
+                crate::dockerfile::Instruction::Run(r) => match r.command {
+                    crate::dockerfile::CommandForm::Shell(s) => run_script(&s, &r.heredocs),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        };
+        // `RUN <<EOF`: the body is the script.
+        assert_eq!(
+            parse("RUN <<EOF\necho a\necho b\nEOF\n"),
+            "echo a\necho b\n"
+        );
+        // `<<-` with more on the line: the body as written, tabs included,
+        // the delimiter, no trailing newline.
+        assert_eq!(
+            parse("RUN <<-EOT bash\n\techo x\n\tEOT\n"),
+            "<<-EOT bash\n\techo x\nEOT"
+        );
+        // Alone, `<<-` strips the tabs itself.
+        assert_eq!(parse("RUN <<-EOT\n\techo x\n\tEOT\n"), "echo x\n");
+        // Two heredocs, in order.
+        assert_eq!(
+            parse("RUN cat <<A <<B\na1\nA\nb1\nb2\nB\n"),
+            "cat <<A <<B\na1\nA\nb1\nb2\nB"
+        );
+        // One marker with blanks or a quoted delimiter is still the script.
+        assert_eq!(parse("RUN << 'EOF'\necho $x\nEOF\n"), "echo $x\n");
+        assert_eq!(
+            parse("RUN 3<<EOF cat /proc/self/fd/3\nhi\nEOF\n"),
+            "3<<EOF cat /proc/self/fd/3\nhi\nEOF"
+        );
     }
 
     #[test]

@@ -532,7 +532,12 @@ fn read_heredocs(
             return Ok(Err(m.name));
         };
         out.push(Heredoc {
-            content: if m.chomp { heredoc::chomp(&body) } else { body },
+            content: if m.chomp {
+                heredoc::chomp(&body)
+            } else {
+                body.clone()
+            },
+            raw: body,
             name: m.name,
             expand: m.expand,
             chomp: m.chomp,

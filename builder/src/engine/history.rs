@@ -1,4 +1,5 @@
 //! Image history entries the way BuildKit writes them.
+use crate::dockerfile::Source;
 use crate::image::History;
 
 pub const COMMENT: &str = "buildkit.dockerfile.v0";
@@ -30,6 +31,21 @@ pub fn go_list(v: &[String]) -> String {
 /// JSON array form, as BuildKit prints CMD/ENTRYPOINT/SHELL in history.
 pub fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// COPY/ADD sources as BuildKit's dispatchCopy
+/// (frontend/dockerfile/dockerfile2llb/convert_copy.go) writes them in
+/// `created_by`: the paths first, then each heredoc as `<<NAME`.
+pub fn copy_sources(sources: &[Source]) -> String {
+    let paths = sources.iter().filter_map(|s| match s {
+        Source::Path(p) => Some(p.clone()),
+        Source::Heredoc(_) => None,
+    });
+    let heredocs = sources.iter().filter_map(|s| match s {
+        Source::Heredoc(h) => Some(format!("<<{}", h.name)),
+        Source::Path(_) => None,
+    });
+    paths.chain(heredocs).collect::<Vec<_>>().join(" ")
 }
 
 /// Gives metadata entries (no `created` yet) their time the way BuildKit's
@@ -156,6 +172,47 @@ mod tests {
         let mut h = vec![e(Some("11")), e(Some("15")), e(None), e(None)];
         fill_created(&mut h);
         assert_eq!(h[3].created.as_deref(), Some("15"));
+    }
+
+    /// `COPY <<EOF /f` and friends: BuildKit's dispatchCopy
+    /// (frontend/dockerfile/dockerfile2llb/convert_copy.go) appends `" " +
+    /// src` for every path source, then `" <<" + src.Path` for every
+    /// heredoc (SourceContents), then `" " + DestPath`; commitToHistory
+    /// (convert.go) adds ` # buildkit`. Docker 20.10's frontend has no
+    /// heredocs, so this follows the source.
+    #[test]
+    fn copy_heredoc_history_as_buildkit() {
+        let created_by = |df: &str| {
+            let ins = crate::dockerfile::parse(&format!("FROM scratch\n{df}"))
+                .unwrap()
+                .stages
+                .remove(0)
+                .instructions
+                .remove(0)
+                .instruction;
+            let (kw, args) = match ins {
+                crate::dockerfile::Instruction::Copy(c) => ("COPY", c.files),
+                crate::dockerfile::Instruction::Add(a) => ("ADD", a.files),
+                other => panic!("{other:?}"),
+            };
+            format!(
+                "{kw} {} {} # buildkit",
+                copy_sources(&args.sources),
+                args.dest
+            )
+        };
+        assert_eq!(
+            created_by("COPY <<EOF /f\nhi\nEOF\n"),
+            "COPY <<EOF /f # buildkit"
+        );
+        assert_eq!(
+            created_by("COPY <<A a.txt <<-B /d/\n1\nA\n\t2\n\tB\n"),
+            "COPY a.txt <<A <<B /d/ # buildkit"
+        );
+        assert_eq!(
+            created_by("ADD <<'EOF' /x\n$y\nEOF\n"),
+            "ADD <<EOF /x # buildkit"
+        );
     }
 
     /// Renderings observed in BuildKit (Docker 20.10) image history.
