@@ -472,6 +472,7 @@ impl Builder for Service {
                     tags: i.tags,
                     digest: i.digest,
                     size: i.size,
+                    unpacked_size: i.unpacked_size,
                     created: i.created,
                     id: i.id,
                 })

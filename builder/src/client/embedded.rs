@@ -47,6 +47,7 @@ impl Backend for Embedded {
                 digest: i.digest,
                 id: i.id,
                 size: i.size,
+                unpacked_size: i.unpacked_size,
                 created: i.created,
             })
             .collect())

@@ -180,28 +180,45 @@ fn ago(created: &str) -> String {
     format!("{d} ago")
 }
 
-/// Docker's `units.HumanSizeWithPrecision(n, 3)`: decimal units, three
-/// significant digits (`4.26MB`, `0B`, `12.3kB`).
+/// Docker's `units.HumanSizeWithPrecision(n, 3)`: decimal units and Go's
+/// `%.3g` (`4.26MB`, `0B`, `12.3kB`, and Go's own `1e+03kB` just below a
+/// unit boundary).
 pub fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut v = n as f64;
     let mut i = 0;
     while v >= 1000.0 && i < units.len() - 1 {
         v /= 1000.0;
         i += 1;
     }
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut s = format!("{v:.digits$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    format!("{}{}", go_g(v, 3), units[i])
+}
+
+/// Go's `%.{prec}g` of a non-negative number: `prec` significant digits,
+/// trailing zeros dropped, exponent form when the exponent is below -4 or
+/// not below `prec`.
+fn go_g(v: f64, prec: usize) -> String {
+    if v == 0.0 {
+        return "0".into();
     }
-    format!("{s}{}", units[i])
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    // The exponent after rounding to `prec` digits decides the form.
+    let sci = format!("{:.*e}", prec - 1, v);
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if exp < -4 || exp >= prec as i32 {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mant.to_string()), exp.abs())
+    } else {
+        let decimals = (prec as i32 - 1 - exp).max(0) as usize;
+        trim(format!("{v:.decimals$}"))
+    }
 }
 
 /// Prints `rows` as columns separated by three spaces (Docker's tabwriter).
@@ -285,7 +302,8 @@ pub fn print_images(mut rows: Vec<ImageRow>, args: &ImagesArgs, out: &mut dyn Wr
             if args.digests {
                 l.push(img.digest.clone());
             }
-            l.extend([id.clone(), ago(&img.created), human_size(img.size)]);
+            // Docker's SIZE: the unpacked layers, not the compressed blobs.
+            l.extend([id.clone(), ago(&img.created), human_size(img.unpacked_size)]);
             lines.push(l);
         }
     }
@@ -356,7 +374,9 @@ mod tests {
             tags: tags.iter().map(|s| s.to_string()).collect(),
             digest: format!("sha256:{}", "d".repeat(64)),
             id: format!("sha256:{}", id.repeat(64 / id.len())),
-            size: 4_261_416,
+            // The compressed blobs; SIZE shows the unpacked content.
+            size: 2_000_000,
+            unpacked_size: 4_261_416,
             created: created.into(),
         }
     }
@@ -486,6 +506,12 @@ mod tests {
         assert_eq!(human_size(12_300), "12.3kB");
         assert_eq!(human_size(1_000_000), "1MB");
         assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(human_size(40), "40B");
+        assert_eq!(human_size(1_240), "1.24kB");
+        assert_eq!(human_size(4_857_000), "4.86MB");
+        assert_eq!(human_size(999_999), "1e+03kB");
+        assert_eq!(human_size(1_005), "1kB");
+        assert_eq!(human_size(5_000_000_000), "5GB");
         assert_eq!(ago("garbage"), "N/A");
         let t = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
         assert_eq!(ago(&t), "3 hours ago");

@@ -30,7 +30,10 @@ pub struct ImageRow {
     pub digest: String,
     /// Config digest: the image ID Docker and podman show.
     pub id: String,
+    /// Compressed blobs (layers and config) as stored.
     pub size: u64,
+    /// Docker's image size (unpacked layer content): the SIZE column.
+    pub unpacked_size: u64,
     pub created: String,
 }
 

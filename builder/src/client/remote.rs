@@ -308,6 +308,7 @@ impl Backend for Remote {
                 digest: i.digest,
                 id: i.id,
                 size: i.size,
+                unpacked_size: i.unpacked_size,
                 created: i.created,
             })
             .collect())

@@ -4,7 +4,7 @@
 //! or a registry gave: they have no image of their own).
 use super::Store;
 use crate::image::History;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 /// One line of `history`.
@@ -13,8 +13,9 @@ pub struct HistoryRow {
     /// The image ID (config digest) on the newest row, `None` on the others.
     pub id: Option<String>,
     pub history: History,
-    /// Bytes of file content the step's layer adds (Docker's SIZE: the
-    /// unpacked size, not the compressed blob); 0 for empty layers.
+    /// Bytes of content the step's layer adds as Docker counts them (see
+    /// `layer_size.rs`: the unpacked size, not the compressed blob); 0 for
+    /// empty layers.
     pub size: u64,
 }
 
@@ -30,8 +31,7 @@ impl Store {
                 0
             } else {
                 match layers.next() {
-                    Some(l) => unpacked_size(&self.blob_path(&l.digest)?)
-                        .with_context(|| format!("measuring layer {}", l.digest))?,
+                    Some(l) => self.layer_content_size(&l.digest)?,
                     None => 0,
                 }
             };
@@ -47,18 +47,4 @@ impl Store {
         }
         Ok(rows)
     }
-}
-
-/// Sum of the regular files' sizes in a (possibly compressed) layer tar:
-/// what Docker's layer store reports as a layer's size.
-fn unpacked_size(path: &std::path::Path) -> Result<u64> {
-    let mut ar = tar::Archive::new(crate::layer::open_decompressed(path)?);
-    let mut total = 0u64;
-    for e in ar.entries().context("reading layer")? {
-        let e = e.context("reading layer entry")?;
-        if e.header().entry_type().is_file() {
-            total = total.saturating_add(e.header().size().unwrap_or(0));
-        }
-    }
-    Ok(total)
 }

@@ -3,9 +3,11 @@
 //! `snapshots/<diffid-hex>/` (each layer unpacked alone, in overlayfs format, used as a lowerdir),
 //! `cache/<key-hex>.json` (build cache entries), `summaries/<manifest-hex>.json`
 //! (what `images` lists: size and creation time, so listing never parses
-//! configs), `sources/<digest-hex>` (registry repositories a blob is known
-//! to be in, see `sources.rs`), `partial/<digest-hex>` (interrupted
-//! downloads kept for a retry) and `tmp/` (work space, wiped on open).
+//! configs), `layer-sizes/<blob-hex>` (a layer's content size as Docker
+//! counts it, see `layer_size.rs`), `sources/<digest-hex>` (registry
+//! repositories a blob is known to be in, see `sources.rs`),
+//! `partial/<digest-hex>` (interrupted downloads kept for a retry) and
+//! `tmp/` (work space, wiped on open).
 //!
 //! Crash consistency: blobs and snapshots are created under `tmp/` and renamed
 //! into place; `index.json` is replaced atomically and only after everything it
@@ -13,6 +15,7 @@
 mod blobs;
 mod cache_link;
 mod history;
+mod layer_size;
 mod refs;
 mod sources;
 
@@ -98,6 +101,9 @@ pub struct ImageSummary {
     pub tags: Vec<String>,
     /// Manifest's layers plus config, compressed sizes.
     pub size: u64,
+    /// Docker's image size: the layers' unpacked content (`docker images`
+    /// SIZE, `docker image inspect -f {{.Size}}`).
+    pub unpacked_size: u64,
     pub created: String,
 }
 
@@ -112,6 +118,10 @@ struct StoredSummary {
     /// are recomputed).
     #[serde(default)]
     id: String,
+    /// Docker's image size; missing in summaries written before it was kept
+    /// (those are recomputed, measuring each layer once).
+    #[serde(default)]
+    unpacked: Option<u64>,
 }
 
 /// What a build step produced, keyed by the step's cache key.
@@ -159,6 +169,7 @@ impl Store {
             "snapshots",
             "cache",
             "summaries",
+            layer_size::DIR,
             "sources",
             "partial",
             "tmp",
@@ -409,6 +420,7 @@ impl Store {
                 + img.manifest.config.size,
             created: img.config.created.unwrap_or_default(),
             id: img.manifest.config.digest.clone(),
+            unpacked: Some(self.unpacked_size(&img.manifest)),
         };
         let data = serde_json::to_vec(&summary).context("serializing image summary")?;
         // Derived data: a lost summary is recomputed on the next listing.
@@ -416,12 +428,23 @@ impl Store {
         Ok(summary)
     }
 
+    /// Docker's size of an image: its layers' content sizes summed (a layer
+    /// listed twice counts twice, as Docker's layer chain does). A layer
+    /// that is not a readable tar (which Docker would refuse to load) adds
+    /// nothing rather than keeping the image out of the listing.
+    fn unpacked_size(&self, m: &Manifest) -> u64 {
+        m.layers
+            .iter()
+            .map(|l| self.layer_content_size(&l.digest).unwrap_or(0))
+            .fold(0u64, u64::saturating_add)
+    }
+
     fn read_summary(&self, digest: &str) -> Result<StoredSummary> {
         let path = self.summary_path(digest)?;
         match fs::read(&path) {
             Ok(data) if data.len() < 64 << 10 => {
                 if let Ok(s) = serde_json::from_slice::<StoredSummary>(&data) {
-                    if !s.id.is_empty() {
+                    if !s.id.is_empty() && s.unpacked.is_some() {
                         return Ok(s);
                     }
                 }
@@ -448,6 +471,7 @@ impl Store {
                 Ok(StoredSummary {
                     size: m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size,
                     created: String::new(),
+                    unpacked: Some(self.unpacked_size(&m)),
                     id: m.config.digest,
                 })
             }
@@ -465,6 +489,7 @@ impl Store {
                 id: s.id,
                 tags: i.tags,
                 size: s.size,
+                unpacked_size: s.unpacked.unwrap_or(0),
                 created: s.created,
             });
         }
@@ -784,12 +809,14 @@ impl Store {
                 remove_any(&e.path())?;
             }
         }
-        let sources = self.root.join("sources");
-        for e in fs::read_dir(&sources).with_context(|| format!("reading {}", sources.display()))? {
-            let e = e?;
-            let digest = format!("sha256:{}", e.file_name().to_string_lossy());
-            if !blobs.contains(&digest) {
-                remove_any(&e.path())?;
+        for side in ["sources", layer_size::DIR] {
+            let dir = self.root.join(side);
+            for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                let e = e?;
+                let digest = format!("sha256:{}", e.file_name().to_string_lossy());
+                if !blobs.contains(&digest) {
+                    remove_any(&e.path())?;
+                }
             }
         }
         let snaps = self.root.join("snapshots");
