@@ -148,7 +148,12 @@ pub struct BuildArgs {
     /// Print the resolved build plan (needed stages, dependencies first,
     /// with every instruction as the engine runs it: words expanded, base
     /// images' ONBUILD triggers in place, build args in effect) as JSON,
-    /// and build nothing.
+    /// and build nothing. Each step has `cache_key` (the key the build
+    /// looks it up with, null with `pending` when it can only be known
+    /// once the build runs), `key_inputs` (each field hashed, by name:
+    /// parent key, command, env, user, workdir, mounts, network, sources'
+    /// content digests…), `cached` (the store has it now) and, on a miss,
+    /// `miss_reason`. See docs/build-plan.md.
     #[arg(long)]
     pub print: bool,
     pub context: PathBuf,
