@@ -95,6 +95,15 @@ RUN rm -rf /d && mkdir /d && echo again > /d/g
         files: &[],
     },
     Case {
+        name: "run-mount-stubs",
+        dockerfile: "FROM scratch\nADD busybox.tar /\n\
+                     RUN --mount=type=tmpfs,target=/tmp/t touch /tmp/t/x\n\
+                     RUN --mount=type=bind,source=f,target=/etc/f cat /etc/f > /copied\n\
+                     RUN --mount=type=cache,target=/root/cache echo c > /root/cache/c\n\
+                     RUN --mount=type=tmpfs,target=/opt/deep/t true\n",
+        files: &[("f", Content::Text("f\n"))],
+    },
+    Case {
         name: "run-without-etc",
         dockerfile: "FROM scratch AS full\nADD busybox.tar /\n\
                      FROM scratch\nCOPY --from=full /bin /bin\nRUN true\n",
@@ -162,10 +171,39 @@ const NEWER_BUILDKIT: &[(&str, &str, &str)] = &[
     (
         "run-without-etc",
         "layer[1] etc: only BuildKit: d 0755 0:0",
-        // executor/stubs.go MountStubsCleaner: since BuildKit v0.12 it also
+        // executor/stubs.go MountStubsCleaner: current BuildKit also
         // removes the missing parents it had to create for a mount stub
         // (here the /etc made for /etc/hosts), when they are left empty.
         "MountStubsCleaner removes empty parents of mount stubs",
+    ),
+    // executor/stubs.go MountStubsCleaner: Docker 20.10's skipped every
+    // directory stub (it removed only stubs of size 0, and a directory's
+    // size never is); current BuildKit removes a directory stub when it is
+    // empty, and the missing parents it created with it.
+    (
+        "run-mount-stubs",
+        "layer[1] tmp/t: only BuildKit: d 0755 0:0",
+        "MountStubsCleaner removes empty directory stubs",
+    ),
+    (
+        "run-mount-stubs",
+        "layer[3] root/cache: only BuildKit: d 0755 0:0",
+        "MountStubsCleaner removes empty directory stubs",
+    ),
+    (
+        "run-mount-stubs",
+        "layer[4] opt: only BuildKit: d 0755 0:0",
+        "MountStubsCleaner removes empty parents of mount stubs",
+    ),
+    (
+        "run-mount-stubs",
+        "layer[4] opt/deep: only BuildKit: d 0755 0:0",
+        "MountStubsCleaner removes empty parents of mount stubs",
+    ),
+    (
+        "run-mount-stubs",
+        "layer[4] opt/deep/t: only BuildKit: d 0755 0:0",
+        "MountStubsCleaner removes empty directory stubs",
     ),
     (
         "global-args",
