@@ -37,6 +37,10 @@ enum Content {
     HardLink(&'static str),
     /// A tar of the named context directory (which is then removed).
     TarOf(&'static str),
+    /// A symbolic link with this target.
+    Symlink(&'static str),
+    /// An executable file with this text.
+    Exec(&'static str),
 }
 
 const CASES: &[Case] = &[
@@ -137,6 +141,28 @@ RUN rm -rf /d && mkdir /d && echo again > /d/g
             ("hl/f1", Content::Text("h\n")),
             ("hl/f2", Content::HardLink("hl/f1")),
         ],
+    },
+    Case {
+        name: "copy-shapes",
+        dockerfile: "FROM scratch\nADD busybox.tar /\nCOPY tree /tree\nCOPY tree/ /tree2/\n\
+                     COPY tree/run.sh tree/data /flat/\nCOPY tree/link /single-link\n\
+                     COPY tree/run.sh /bin/renamed\nCOPY tree /etc/\n",
+        files: &[
+            ("tree/data", Content::Text("data\n")),
+            ("tree/run.sh", Content::Exec("#!/bin/sh\necho run\n")),
+            ("tree/link", Content::Symlink("data")),
+            ("tree/sub/dangling", Content::Symlink("/nowhere")),
+            ("tree/sub/deeper/x", Content::Text("x\n")),
+        ],
+    },
+    Case {
+        name: "inherited-config",
+        dockerfile: "FROM scratch AS base\nADD busybox.tar /\nCMD [\"base\"]\nENV X=1 Y=1\n\
+                     LABEL a=b keep=1\nEXPOSE 80\nVOLUME /v\nUSER app\nWORKDIR /w\n\
+                     HEALTHCHECK CMD true\nSTOPSIGNAL SIGINT\nONBUILD ENV T=1\n\
+                     FROM base\nENTRYPOINT [\"/bin/sh\"]\nENV X=2\nLABEL a=c\nEXPOSE 81/udp\n\
+                     HEALTHCHECK NONE\nUSER root\nRUN id -u > /id\n",
+        files: &[],
     },
     Case {
         name: "multi-stage",
@@ -384,7 +410,7 @@ fn busybox_tar(dest: &Path, scratch: &Path) {
     std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "echo", "cat", "ls", "mkdir", "true", "env", "chmod", "touch", "grep", "rm", "ln",
-        "pwd", "stat", "hostname",
+        "pwd", "stat", "hostname", "id",
     ] {
         std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
     }
@@ -426,6 +452,11 @@ fn make_context(case: &Case, work: &Path) -> PathBuf {
         match content {
             Content::Text(t) => std::fs::write(&p, t).unwrap(),
             Content::HardLink(target) => std::fs::hard_link(ctx.join(target), &p).unwrap(),
+            Content::Symlink(target) => std::os::unix::fs::symlink(target, &p).unwrap(),
+            Content::Exec(t) => {
+                std::fs::write(&p, t).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
             Content::TarOf(dir) => {
                 let src = ctx.join(dir);
                 let entries: Vec<String> = std::fs::read_dir(&src)
