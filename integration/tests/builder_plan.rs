@@ -397,7 +397,7 @@ fn print_says_which_keys_wait_for_the_build() {
     assert!(after.inputs["parent"].is_null());
     assert_eq!(after.inputs["kind"], "run");
 
-    env.build(&ctx, &[]);
+    env.build(&ctx, &["-t", "plan/pend"]);
     let plan = env.plan(&ctx, &[]);
     let (base, last) = (steps(&plan, 0), steps(&plan, 1));
     assert_eq!(last[0].cached, Some(true));
@@ -408,6 +408,20 @@ fn print_says_which_keys_wait_for_the_build() {
     assert_eq!(copy.cached, Some(true));
     assert_eq!(copy.inputs["from"], "base");
     assert_eq!(copy.inputs["sources"][0]["path"], "b");
+
+    // An image in the store is keyed by its manifest digest, unless --pull
+    // has the build resolve it in its registry first.
+    let digest = env.ok(&["inspect", "plan/pend"]);
+    let digest: Value = serde_json::from_str(&digest).unwrap();
+    let ctx = env.context("image", "FROM plan/pend\nRUN true\n");
+    let s = steps(&env.plan(&ctx, &[]), 0);
+    assert_eq!(s[0].inputs["manifest_digest"], digest["Digest"]);
+    assert_eq!(s[0].cached, Some(true));
+    assert_eq!(s[1].inputs["parent"].as_str(), s[0].key.as_deref());
+    let s = steps(&env.plan(&ctx, &["--pull"]), 0);
+    assert_eq!(s[0].key, None);
+    assert!(s[0].pending.as_deref().unwrap().contains("--pull"), "{s:?}");
+    assert_eq!(s[1].key, None);
 
     // A base image the store does not have: every key of its stage waits.
     let ctx = env.context("absent", "FROM berth-plan-test/absent:1\nRUN true\n");

@@ -232,27 +232,19 @@ impl StageExec<'_, '_> {
             };
             self.record(from);
         } else {
-            let img = match self.ctx.store.resolve(&base) {
-                Ok(img) => img,
-                Err(e) if self.ctx.planning => {
-                    let why = format!(
-                        "base image {base} is not in the store (a build pulls it first): \
-                         its digest is part of every key of this stage"
-                    );
-                    let _ = e;
-                    self.record(StepPlan::pending(self.step, "base", why.clone(), None));
-                    self.pending = Some(why.clone());
-                    self.unbuilt = Some(why);
-                    self.config_unknown = true;
-                    self.config.created = None;
-                    return Ok(());
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("base image {base:?} is not in the store (berth builds offline: build or load it first)")
-                    })
-                }
-            };
+            if let Some(why) = self.image_unknown(&base) {
+                let why =
+                    format!("base image {why}: its digest is part of every key of this stage");
+                self.record(StepPlan::pending(self.step, "base", why.clone(), None));
+                self.pending = Some(why.clone());
+                self.unbuilt = Some(why);
+                self.config_unknown = true;
+                self.config.created = None;
+                return Ok(());
+            }
+            let img = self.ctx.store.resolve(&base).with_context(|| {
+                format!("base image {base:?} is not in the store (berth builds offline: build or load it first)")
+            })?;
             let diff_ids = &img.config.rootfs.diff_ids;
             if diff_ids.len() != img.manifest.layers.len() {
                 bail!(
@@ -902,13 +894,27 @@ impl StageExec<'_, '_> {
                 None => Ok(r.key.clone()),
             });
         }
-        match self.ctx.store.resolve(from) {
-            Ok(img) => Ok(Ok(img.descriptor.digest)),
-            Err(_) if self.ctx.planning => Ok(Err(format!(
-                "mounts image {from}, which is not in the store (a build pulls it first)"
-            ))),
-            Err(e) => Err(e),
+        if let Some(why) = self.image_unknown(from) {
+            return Ok(Err(format!("mounts image {why}")));
         }
+        Ok(Ok(self.ctx.store.resolve(from)?.descriptor.digest))
+    }
+
+    /// Planning: why the digest a build will find for `image` is not known
+    /// now — it is not in the store (a build pulls it), or `--pull` has the
+    /// build resolve it in its registry again (unless pinned by digest).
+    /// `None` when building, or when the store's image is the one.
+    fn image_unknown(&self, image: &str) -> Option<String> {
+        if !self.ctx.planning {
+            return None;
+        }
+        if self.ctx.store.resolve(image).is_err() {
+            return Some(format!(
+                "{image}, which is not in the store (a build pulls it first)"
+            ));
+        }
+        (self.ctx.opts.pull && !image.contains('@'))
+            .then(|| format!("{image}, which --pull has a build resolve in its registry first"))
     }
 
     /// Planning: why a COPY/ADD's sources can't be hashed before the build
@@ -936,9 +942,9 @@ impl StageExec<'_, '_> {
                 )
             }));
         }
-        Ok(self.ctx.store.resolve(from).is_err().then(|| {
-            format!("copies from image {from}, which is not in the store (a build pulls it first)")
-        }))
+        Ok(self
+            .image_unknown(from)
+            .map(|why| format!("copies from image {why}")))
     }
 
     /// Layers of a `from=` source (stage or store image).
