@@ -119,3 +119,35 @@ pub(crate) fn annotate(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn annotate_puts_from_first_then_each_instruction() {
+        let mut plan = json!({"stages": [{"index": 3, "instructions": [
+            {"original": "ENV A=1"}, {"original": "RUN true"}
+        ]}]});
+        let key = super::super::step_key::scratch("linux/amd64");
+        let steps = vec![
+            StepPlan::keyed(1, "base", key.clone(), true, None),
+            StepPlan::metadata(2),
+            StepPlan::pending(3, "layer", "why".into(), None),
+        ];
+        annotate(&mut plan, &|i| (i == 3).then(|| steps.clone())).unwrap();
+        let s = &plan["stages"][0];
+        assert_eq!(s["from_step"]["cache_key"], json!(key.digest));
+        assert_eq!(s["from_step"]["key_inputs"]["kind"], "scratch");
+        let ins = &s["instructions"];
+        assert_eq!(ins[0]["original"], "ENV A=1");
+        assert_eq!(ins[0]["kind"], "metadata");
+        assert_eq!(ins[0]["cache_key"], Value::Null);
+        assert!(ins[0].get("pending").is_none());
+        assert_eq!(ins[1]["pending"], "why");
+        assert_eq!(ins[1]["cached"], Value::Null);
+        // A stage the planner did not run is an error, not a plan without keys.
+        assert!(annotate(&mut plan, &|_| None).is_err());
+    }
+}
