@@ -957,3 +957,33 @@ fn heredoc_history_as_buildkit_source() {
     assert_eq!(img.read(3, "ab"), "b\n");
     assert_eq!(img.read(4, "f"), "hi\n");
 }
+
+/// A RUN that is one heredoc starting with `#!` runs as a file, as
+/// BuildKit's dispatchRun (frontend/dockerfile/dockerfile2llb/convert.go)
+/// does it: the body in a 0755 file mounted read-only at
+/// `/dev/pipes/<name>`, run by the shell (history `RUN /bin/sh -c
+/// /dev/pipes/EOF # buildkit`), so the shebang's interpreter runs it ($0 is
+/// the file). Changing the body is a different step.
+#[test]
+fn shebang_heredoc_runs_as_a_file() {
+    let env = Env::new();
+    let df = |word: &str| {
+        format!(
+            "FROM scratch\nADD busybox.tar /\nRUN <<EOF\n#!/bin/sh\necho \"$0 {word}\" > /s\nEOF\n"
+        )
+    };
+    let ctx = env.context("shebang", &df("one"));
+    let img = env.build_ok(&ctx, "fid/shebang");
+    assert_eq!(
+        img.history()[1].0,
+        "RUN /bin/sh -c /dev/pipes/EOF # buildkit"
+    );
+    assert_eq!(img.read(1, "s"), "/dev/pipes/EOF one\n");
+    // Nothing of the mount is left in the layer: only what the step wrote
+    // and the mount points the runtime made.
+    let names: Vec<&str> = img.layers[1].iter().map(|e| e.name.as_str()).collect();
+    assert!(!names.iter().any(|n| n.contains("pipes")), "{names:?}");
+    std::fs::write(ctx.join("Dockerfile"), df("two")).unwrap();
+    let img = env.build_ok(&ctx, "fid/shebang");
+    assert_eq!(img.read(1, "s"), "/dev/pipes/EOF two\n");
+}

@@ -69,22 +69,44 @@ pub fn parse_marker(word: &str) -> Option<Marker> {
     })
 }
 
-/// The script a shell-form RUN with heredocs hands to the shell, as
-/// BuildKit's dispatchRun (frontend/dockerfile/dockerfile2llb/convert.go)
-/// builds it, so the image history's `created_by` is the same:
+/// What a shell-form RUN with heredocs runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunScript {
+    /// The shell's command string.
+    Inline(String),
+    /// A RUN that is one heredoc whose body starts with `#!`: BuildKit
+    /// writes the body to an executable file, mounts it read-only at
+    /// [`PIPES_DIR`]`/<name>` and has the shell run that path, so the
+    /// interpreter the shebang names runs the script.
+    File { name: String, data: String },
+}
+
+/// Where BuildKit mounts a shebang heredoc's file.
+pub const PIPES_DIR: &str = "/dev/pipes";
+
+/// What a shell-form RUN with heredocs runs, as BuildKit's dispatchRun
+/// (frontend/dockerfile/dockerfile2llb/convert.go) builds it, so the image
+/// history's `created_by` is the same:
 /// * a command that is one heredoc marker and nothing else (`<<EOF`,
 ///   `<< 'EOF'`, `<<-EOF`, `3<<EOF`: `parser.MustParseHeredoc` of the whole
 ///   command) runs the body itself, tabs stripped for `<<-`: a heredoc that
-///   works whatever the shell;
+///   works whatever the shell — or, when the body starts with `#!`, the body
+///   as a file ([`RunScript::File`]);
 /// * otherwise the command line, then for each heredoc a newline, its body
 ///   as written (for `<<-` the shell strips the tabs) and its delimiter,
 ///   with no newline after the last one.
-pub fn run_script(cmd: &str, heredocs: &[Heredoc]) -> String {
+pub fn run_script(cmd: &str, heredocs: &[Heredoc]) -> RunScript {
     let Some(first) = heredocs.first() else {
-        return cmd.to_string();
+        return RunScript::Inline(cmd.to_string());
     };
     if parse_marker(cmd).is_some() {
-        return first.content.clone();
+        if first.content.starts_with("#!") {
+            return RunScript::File {
+                name: first.name.clone(),
+                data: first.content.clone(),
+            };
+        }
+        return RunScript::Inline(first.content.clone());
     }
     let mut script = cmd.to_string();
     for h in heredocs {
@@ -92,7 +114,7 @@ pub fn run_script(cmd: &str, heredocs: &[Heredoc]) -> String {
         script.push_str(&h.raw);
         script.push_str(&h.name);
     }
-    script
+    RunScript::Inline(script)
 }
 
 /// Removes leading tabs from every line (`<<-`).
@@ -183,7 +205,10 @@ mod tests {
                 .instruction;
             match ins {
                 crate::dockerfile::Instruction::Run(r) => match r.command {
-                    crate::dockerfile::CommandForm::Shell(s) => run_script(&s, &r.heredocs),
+                    crate::dockerfile::CommandForm::Shell(s) => match run_script(&s, &r.heredocs) {
+                        RunScript::Inline(script) => script,
+                        RunScript::File { name, data } => format!("FILE {name}: {data}"),
+                    },
                     other => panic!("{other:?}"),
                 },
                 other => panic!("{other:?}"),
@@ -206,6 +231,17 @@ mod tests {
         assert_eq!(
             parse("RUN cat <<A <<B\na1\nA\nb1\nb2\nB\n"),
             "cat <<A <<B\na1\nA\nb1\nb2\nB"
+        );
+        // A body with a shebang: a file the shell runs as
+        // /dev/pipes/<name> (history `RUN /bin/sh -c /dev/pipes/EOF`).
+        assert_eq!(
+            parse("RUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n"),
+            "FILE EOF: #!/usr/bin/env python3\nprint(1)\n"
+        );
+        // Only when the command is the heredoc alone.
+        assert_eq!(
+            parse("RUN python3 <<EOF\n#!x\nEOF\n"),
+            "python3 <<EOF\n#!x\nEOF"
         );
         // One marker with blanks or a quoted delimiter is still the script.
         assert_eq!(parse("RUN << 'EOF'\necho $x\nEOF\n"), "echo $x\n");

@@ -57,7 +57,7 @@ mod words;
 
 pub use ast::*;
 pub use error::ParseError;
-pub use heredoc::run_script;
+pub use heredoc::{run_script, RunScript, PIPES_DIR};
 pub use ignore::{find_ignore_file, read_patterns, IgnoreMatcher};
 pub use lex::{expand, Lexer};
 pub use parser::{parse, parse_onbuild_trigger};

@@ -747,11 +747,19 @@ impl StageExec<'_, '_> {
         if r.security == Some(dockerfile::SecurityMode::Insecure) {
             bail!("RUN --security=insecure is not allowed by berth");
         }
+        // A shebang heredoc is a file the shell runs (see RunScript::File).
+        let mut pipe: Option<(String, String)> = None;
         let args = match &r.command {
             CommandForm::Exec(v) => v.clone(),
             CommandForm::Shell(s) => {
                 let mut v = self.shell();
-                v.push(dockerfile::run_script(s, &r.heredocs));
+                match dockerfile::run_script(s, &r.heredocs) {
+                    dockerfile::RunScript::Inline(script) => v.push(script),
+                    dockerfile::RunScript::File { name, data } => {
+                        v.push(format!("{}/{name}", dockerfile::PIPES_DIR));
+                        pipe = Some((name, data));
+                    }
+                }
                 v
             }
         };
@@ -795,7 +803,11 @@ impl StageExec<'_, '_> {
         } else {
             self.config.config.working_dir.clone()
         };
-        let mounts_desc = format!("{mounts:?}");
+        let mut mounts_desc = format!("{mounts:?}");
+        if let Some((name, data)) = &pipe {
+            // The file's content is part of what the step runs.
+            mounts_desc.push_str(&format!(" {}/{name}={data:?}", dockerfile::PIPES_DIR));
+        }
         let mut mount_sources = Vec::new();
         for m in &mounts {
             // A bind mount from another stage depends on that stage's content.
@@ -852,7 +864,10 @@ impl StageExec<'_, '_> {
                 for m in &mounts {
                     run_mounts.push(ex.prepare_mount(m, work.path(), &mut keep, &mut env)?);
                 }
-                let run_mounts: Vec<RunMount> = run_mounts.into_iter().flatten().collect();
+                let mut run_mounts: Vec<RunMount> = run_mounts.into_iter().flatten().collect();
+                if let Some((name, data)) = &pipe {
+                    run_mounts.push(pipe_mount(work.path(), name, data)?);
+                }
                 env.extend(proxies);
                 let req = RunRequest {
                     args: args.clone(),
@@ -1417,6 +1432,30 @@ pub(super) fn lower_dirs_of(ctx: &BuildCtx<'_>, layers: &[CachedLayer]) -> Resul
     }
     top_down.reverse();
     Ok(top_down)
+}
+
+/// A shebang heredoc's file, as BuildKit makes it (mode 0755 in a scratch
+/// directory mounted read-only at /dev/pipes): written under the step's
+/// private work directory.
+fn pipe_mount(work: &Path, name: &str, data: &str) -> Result<RunMount> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        bail!("heredoc name {name:?} is not a file name");
+    }
+    let dir = work.join("pipes");
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join(name);
+    std::fs::write(&file, data).with_context(|| format!("writing {}", file.display()))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(RunMount {
+        target: dockerfile::PIPES_DIR.to_string(),
+        source: MountSource::Bind {
+            root: dir,
+            path: PathBuf::from("/"),
+            readonly: true,
+        },
+    })
 }
 
 /// A reader for `path` if it is a (possibly gzip/zstd compressed) tar archive.
