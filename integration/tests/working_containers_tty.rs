@@ -116,8 +116,8 @@ impl Daemon {
 
     /// No process of the run, no runtime state, no bundle left; the
     /// container still listed and usable.
-    /// `gone` counts the runs of this daemon whose client went away so far.
-    fn assert_cleaned_up(&self, name: &str, marker: &str, gone: usize) {
+    /// `why` is the reason the daemon logs, `times` how often so far.
+    fn assert_cleaned_up(&self, name: &str, marker: &str, why: &str, times: usize) {
         let t = Instant::now();
         loop {
             let left = processes_with(marker);
@@ -150,8 +150,8 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let said = format!("the client of a run in working container {name} went away");
-        assert_eq!(self.log().matches(&said).count(), gone, "{}", self.log());
+        let said = format!("run in working container {name}: {why}: killing its process");
+        assert_eq!(self.log().matches(&said).count(), times, "{}", self.log());
         assert!(self.ok(&["containers", "-q"]).lines().any(|l| l == name));
         let out = self.ok(&["run", name, "--", "echo", "still-usable"]);
         assert_eq!(out, "still-usable\n");
@@ -496,7 +496,7 @@ fn a_run_whose_client_goes_away_is_killed_and_cleaned_up() {
     wait_for_process(&marker, &d);
     client.kill().unwrap();
     client.wait().unwrap();
-    d.assert_cleaned_up(&name, &marker, 1);
+    d.assert_cleaned_up(&name, &marker, "the client went away", 1);
 
     // RunInteractive with a terminal: the same.
     let secs = format!("{}", 101_000 + std::process::id() % 1000);
@@ -509,7 +509,7 @@ fn a_run_whose_client_goes_away_is_killed_and_cleaned_up() {
     wait_for_process(&marker, &d);
     term.child.kill().unwrap();
     term.child.wait().unwrap();
-    d.assert_cleaned_up(&name, &marker, 2);
+    d.assert_cleaned_up(&name, &marker, "the client went away", 2);
 
     // RunInteractive without one: Ctrl-C of the client (SIGINT) ends the
     // call, with the shell's status for it.
@@ -528,5 +528,88 @@ fn a_run_whose_client_goes_away_is_killed_and_cleaned_up() {
     .unwrap();
     let st = client.wait().unwrap();
     assert_eq!(st.code(), Some(130), "{st:?} (signal {:?})", st.signal());
-    d.assert_cleaned_up(&name, &marker, 3);
+    d.assert_cleaned_up(&name, &marker, "the client went away", 3);
+}
+
+#[test]
+fn a_run_past_its_grpc_deadline_is_stopped_by_the_daemon() {
+    use k8s_cri::v1::{ExecSyncRequest, ExecSyncResponse};
+    use tonic::codegen::http::uri::PathAndQuery;
+    let d = Daemon::start();
+    let name = d.container();
+    let secs = format!("{}", 103_000 + std::process::id() % 1000);
+    let marker = format!("sleep {secs}");
+    let sock = d.dir.path().join("buildd.sock");
+    // The process did start before the deadline stopped it.
+    let seen = {
+        let marker = marker.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if !processes_with(&marker).is_empty() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, took) = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let sock = sock.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(sock).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        // A plain tonic client: it sends its deadline as `grpc-timeout` but
+        // does nothing when it passes on a stream, so the daemon must. CRI's
+        // ExecSync messages have exactly RunRequest's first fields (1 string
+        // name, 2 repeated string args) and RunEvent's (1 bytes stdout, 2
+        // bytes stderr, 3 int32 exit_code) on the wire, and this crate has
+        // their generated code already.
+        let mut req = tonic::Request::new(ExecSyncRequest {
+            container_id: name.clone(),
+            cmd: vec!["sleep".into(), secs.clone()],
+            timeout: 0,
+        });
+        req.set_timeout(Duration::from_millis(1500));
+        let t = Instant::now();
+        let mut events = grpc
+            .server_streaming(
+                req,
+                PathAndQuery::from_static("/berth.builder.v1.WorkingContainers/Run"),
+                tonic::codec::ProstCodec::<ExecSyncRequest, ExecSyncResponse>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        let end = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match events.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the run ended OK past its deadline"),
+                    Err(s) => break s,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("still running 20 s past a 1.5 s deadline\n{}", d.log()));
+        (end, t.elapsed())
+    });
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(seen.join().unwrap(), "{marker:?} never ran");
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    d.assert_cleaned_up(&name, &marker, "the client's deadline passed", 1);
 }

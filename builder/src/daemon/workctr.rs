@@ -12,10 +12,14 @@ use crate::workctr::terminal_stdio::{Resizer, Session};
 use crate::workctr::{self, run::Overrides, Container, InvalidName, NameInUse, NoSuchContainer};
 use berth_proto::v1::working_containers_server::WorkingContainers;
 use berth_proto::v1::{self as pb, copy_in_request, import_rootfs_request, run_event, run_input};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use watch::Watch;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+
+mod watch;
 
 pub struct WorkService {
     pub store: Store,
@@ -57,10 +61,6 @@ fn info(s: workctr::State) -> pb::ContainerInfo {
 /// escaped with the terminal must not hold the exit code back).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
-/// How often the process of a run whose client went away is killed again
-/// (it may not have been started yet).
-const KILL_POLL: Duration = Duration::from_millis(200);
-
 /// Checks a run's options: (networked, overrides), or what is wrong with
 /// them (INVALID_ARGUMENT).
 fn run_options(r: &pb::RunRequest, tty: bool) -> Result<(bool, Overrides), String> {
@@ -99,13 +99,18 @@ fn output_event(is_err: bool, data: Vec<u8>) -> pb::RunEvent {
     pb::RunEvent { event: Some(event) }
 }
 
-/// Ends a run's stream: its exit code, or the error as the call's status.
+/// Ends a run's stream: its exit code, or the error as the call's status
+/// (DEADLINE_EXCEEDED when the caller's deadline stopped it).
 fn send_exit(
     tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
     name: &str,
     res: anyhow::Result<i32>,
+    expired: &AtomicBool,
 ) {
     let last = match res {
+        _ if expired.load(Ordering::SeqCst) => Err(Status::deadline_exceeded(
+            "the deadline passed: the process was killed",
+        )),
         Ok(code) => Ok(pb::RunEvent {
             event: Some(run_event::Event::ExitCode(code)),
         }),
@@ -142,7 +147,7 @@ async fn forward_input(
     resizer: Option<Resizer>,
 ) {
     let mut stdin = Some(stdin);
-    // An error is a client gone: kill_on_disconnect takes care of the run.
+    // An error is a client gone: its run's watcher takes care of it.
     while let Ok(Some(m)) = input.message().await {
         match m.input {
             Some(run_input::Input::Stdin(data)) => {
@@ -164,47 +169,20 @@ async fn forward_input(
 }
 
 impl WorkService {
-    /// Once the client of a run is gone (the receiver of `tx` dropped: it
-    /// cancelled, its deadline passed, its connection closed), kills the
-    /// run's process through the runtime, again until the returned sender
-    /// is dropped (the run may not have started it yet). `run` then removes
-    /// the runtime's state, the bundle and the mount stubs as after any run.
-    fn kill_on_disconnect<T: Send + 'static>(
+    /// Kills the run's process once its caller is gone (see [`watch`]).
+    fn watch(
         &self,
-        tx: mpsc::Sender<T>,
+        tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
         name: &str,
-    ) -> oneshot::Sender<()> {
-        let (finished, mut finished_rx) = oneshot::channel::<()>();
-        let runtime = self.runtime.clone();
-        let name = name.to_string();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tx.closed() => {}
-                _ = &mut finished_rx => return,
-            }
-            drop(tx);
-            eprintln!(
-                "berth-buildd: the client of a run in working container {name} went away: killing its process"
-            );
-            let id = workctr::runtime_id(&name);
-            let _ = tokio::task::spawn_blocking(move || {
-                // Empty: the run goes on; Closed: it is over.
-                while finished_rx.try_recv() == Err(oneshot::error::TryRecvError::Empty) {
-                    let _ = std::process::Command::new(&runtime.binary)
-                        .arg("--root")
-                        .arg(&runtime.state_root)
-                        .args(["kill", &id, "KILL"])
-                        .stdin(std::process::Stdio::null())
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .status();
-                    std::thread::sleep(KILL_POLL);
-                }
-                eprintln!("berth-buildd: run in working container {name} stopped and cleaned up");
-            })
-            .await;
-        });
-        finished
+        deadline: Option<Duration>,
+    ) -> Watch {
+        watch::watch(
+            tx.clone(),
+            self.runtime.clone(),
+            name.to_string(),
+            workctr::runtime_id(name),
+            deadline,
+        )
     }
 }
 
@@ -252,10 +230,11 @@ impl WorkingContainers for WorkService {
     }
 
     async fn run(&self, req: Request<pb::RunRequest>) -> Result<Response<Self::RunStream>, Status> {
+        let deadline = watch::deadline(req.metadata());
         let r = req.into_inner();
         let (network_host, o) = run_options(&r, false).map_err(Status::invalid_argument)?;
         let (tx, rx) = mpsc::channel(32);
-        let finished = self.kill_on_disconnect(tx.clone(), &r.name);
+        let Watch { finished, expired } = self.watch(&tx, &r.name, deadline);
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
@@ -273,7 +252,7 @@ impl WorkingContainers for WorkService {
                     workctr::run::RunIo::Capture(&mut sink),
                 )
             });
-            send_exit(&tx, &r.name, res);
+            send_exit(&tx, &r.name, res, &expired);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -282,6 +261,7 @@ impl WorkingContainers for WorkService {
         &self,
         req: Request<Streaming<pb::RunInput>>,
     ) -> Result<Response<Self::RunInteractiveStream>, Status> {
+        let deadline = watch::deadline(req.metadata());
         let mut input = req.into_inner();
         let start = match input.message().await? {
             Some(pb::RunInput {
@@ -302,7 +282,7 @@ impl WorkingContainers for WorkService {
         session.spawn_stdin(stdin_rx);
         let forward = tokio::spawn(forward_input(input, stdin_tx, session.resizer()));
         let (tx, rx) = mpsc::channel(32);
-        let finished = self.kill_on_disconnect(tx.clone(), &r.name);
+        let Watch { finished, expired } = self.watch(&tx, &r.name, deadline);
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
@@ -327,7 +307,7 @@ impl WorkingContainers for WorkService {
             // All output before the exit code; no more input.
             readers.wait(OUTPUT_DRAIN);
             forward.abort();
-            send_exit(&tx, &r.name, res);
+            send_exit(&tx, &r.name, res, &expired);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
