@@ -147,54 +147,69 @@ fn images_size_matches_docker() {
             .ok(&["load", "-i", archive.to_str().unwrap()])
             .unwrap();
     }
-    // SIZE as both `images` print it, by REPOSITORY.
-    let berth_images = env.ok(&["images"]);
-    let berth: BTreeMap<String, String> = column(&berth_images, "REPOSITORY")
-        .into_iter()
-        .zip(column(&berth_images, "SIZE"))
-        .collect();
+    // Docker's side: SIZE by REPOSITORY, per-layer and total bytes.
     let out = dockerd.ok(&["images"]).unwrap();
     let docker_images = String::from_utf8_lossy(&out.stdout).into_owned();
     let docker: BTreeMap<String, String> = column(&docker_images, "REPOSITORY")
         .into_iter()
         .zip(column(&docker_images, "SIZE"))
         .collect();
-    eprintln!("berth-build images:\n{berth_images}\ndocker images:\n{docker_images}");
+    let mut docker_bytes: BTreeMap<&str, (Vec<u64>, u64)> = BTreeMap::new();
     for (tag, _) in images {
-        let b = berth
-            .get(tag)
-            .unwrap_or_else(|| panic!("{tag} not in\n{berth_images}"));
-        let d = docker
-            .get(tag)
-            .unwrap_or_else(|| panic!("{tag} not in\n{docker_images}"));
-        assert_eq!(
-            b, d,
-            "SIZE of {tag}:\nberth:\n{berth_images}\ndocker:\n{docker_images}"
-        );
-
-        // Bytes: per history entry and summed.
-        let berth_history = env.ok(&["history", "-H=false", tag]);
-        let berth_sizes: Vec<u64> = column(&berth_history, "SIZE")
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .unwrap_or_else(|_| panic!("{s:?} in\n{berth_history}"))
-            })
-            .collect();
         let out = dockerd
             .ok(&["history", "--human=false", "--format", "{{.Size}}", tag])
             .unwrap();
-        let docker_sizes: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        let layers: Vec<u64> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|s| s.trim().parse().unwrap())
             .collect();
-        eprintln!("{tag}: layer sizes {berth_sizes:?}");
-        assert_eq!(berth_sizes, docker_sizes, "layer sizes of {tag}");
         let out = dockerd
             .ok(&["image", "inspect", "-f", "{{.Size}}", tag])
             .unwrap();
-        let docker_total: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        assert_eq!(berth_sizes.iter().sum::<u64>(), docker_total, "{tag}");
-        assert!(docker_total > 0);
+        let total: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(total > 0);
+        docker_bytes.insert(tag, (layers, total));
+    }
+    // Twice: with the sizes measured while the layers were written, then as
+    // a store that never recorded them (each layer read back once).
+    for pass in ["streamed", "read back"] {
+        if pass == "read back" {
+            for side in ["layer-sizes", "summaries"] {
+                let d = env.dir.path().join("store").join(side);
+                std::fs::remove_dir_all(&d).unwrap();
+                std::fs::create_dir(&d).unwrap();
+            }
+        }
+        let berth_images = env.ok(&["images"]);
+        let berth: BTreeMap<String, String> = column(&berth_images, "REPOSITORY")
+            .into_iter()
+            .zip(column(&berth_images, "SIZE"))
+            .collect();
+        eprintln!("{pass}: berth-build images:\n{berth_images}\ndocker images:\n{docker_images}");
+        for (tag, _) in images {
+            let b = berth
+                .get(tag)
+                .unwrap_or_else(|| panic!("{tag} not in\n{berth_images}"));
+            let d = docker
+                .get(tag)
+                .unwrap_or_else(|| panic!("{tag} not in\n{docker_images}"));
+            assert_eq!(
+                b, d,
+                "{pass}: SIZE of {tag}:\nberth:\n{berth_images}\ndocker:\n{docker_images}"
+            );
+            // Bytes: per history entry and summed.
+            let berth_history = env.ok(&["history", "-H=false", tag]);
+            let berth_sizes: Vec<u64> = column(&berth_history, "SIZE")
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .unwrap_or_else(|_| panic!("{s:?} in\n{berth_history}"))
+                })
+                .collect();
+            eprintln!("{pass}: {tag}: layer sizes {berth_sizes:?}");
+            let (layers, total) = &docker_bytes[tag];
+            assert_eq!(&berth_sizes, layers, "{pass}: layer sizes of {tag}");
+            assert_eq!(berth_sizes.iter().sum::<u64>(), *total, "{pass}: {tag}");
+        }
     }
 }

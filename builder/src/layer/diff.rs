@@ -43,21 +43,26 @@ pub fn write_layer(
 ) -> Result<LayerInfo> {
     let blob = store.blob_writer()?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
-    let compressor = std::thread::spawn(move || -> Result<crate::store::BlobWriter> {
+    // Docker's content size of the layer, measured from the same stream
+    // (what `images` shows; see store::layer_size).
+    let mut sizer = crate::store::StreamSizer::new();
+    let compressor = std::thread::spawn(move || -> Result<Compressed> {
         match compression {
             Compression::Gzip => {
                 let mut gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
                 for chunk in rx {
+                    sizer.feed(&chunk);
                     gz.write_all(&chunk).context("compressing layer")?;
                 }
-                gz.finish().context("finishing gzip stream")
+                Ok((gz.finish().context("finishing gzip stream")?, sizer))
             }
             Compression::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(blob, 3).context("starting zstd")?;
                 for chunk in rx {
+                    sizer.feed(&chunk);
                     z.write_all(&chunk).context("compressing layer")?;
                 }
-                z.finish().context("finishing zstd stream")
+                Ok((z.finish().context("finishing zstd stream")?, sizer))
             }
         }
     });
@@ -78,7 +83,12 @@ pub fn write_layer(
         .join()
         .map_err(|_| anyhow::anyhow!("layer compressor panicked"))?;
     let diff_id = produced?;
-    let (digest, size) = blob?.commit(None)?;
+    let (blob, sizer) = blob?;
+    let (digest, size) = blob.commit(None)?;
+    // Derived data: if the measure failed, the first listing measures again.
+    if let Ok(n) = sizer.finish() {
+        let _ = store.record_layer_size(&digest, n);
+    }
     Ok(LayerInfo {
         descriptor: Descriptor {
             media_type: compression.media_type().into(),
@@ -90,6 +100,9 @@ pub fn write_layer(
         diff_id,
     })
 }
+
+/// The compressor thread's result: the blob and the layer's content size.
+type Compressed = (crate::store::BlobWriter, crate::store::StreamSizer);
 
 const CHUNK: usize = 256 << 10;
 

@@ -10,8 +10,11 @@
 //! behind (a later entry replaces an earlier one at the same path).
 //!
 //! The result is kept per layer blob in `layer-sizes/<blob-hex>` (a decimal
-//! number), computed once, the first time an image using the layer enters
-//! the index or is listed, so `images` never reads a layer twice.
+//! number). A layer berth writes (build steps, `commit`, `import`) is
+//! measured while its tar is streamed ([`StreamSizer`]); any other layer
+//! (loaded, pulled, or in a store older than this record) is measured once,
+//! by reading it back, the first time an image using it enters the index or
+//! is listed, so `images` never reads a layer twice.
 use super::Store;
 use crate::digest::hex_part;
 use crate::fsutil::replace_file;
@@ -19,6 +22,8 @@ use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 use tar::EntryType;
 
 /// The directory of the per-layer sizes, below the store root.
@@ -108,7 +113,93 @@ fn replace(paths: &mut BTreeMap<PathBuf, Option<usize>>, path: PathBuf, inode: O
     paths.insert(path, inode);
 }
 
+/// Measures a layer tar while it is written: the chunks handed to `feed`
+/// are parsed by [`content_size`] on a helper thread, overlapping with the
+/// compression of the same stream.
+pub struct StreamSizer {
+    tx: Option<SyncSender<Vec<u8>>>,
+    worker: Option<JoinHandle<Result<u64>>>,
+}
+
+impl StreamSizer {
+    pub fn new() -> Self {
+        let (tx, rx) = sync_channel::<Vec<u8>>(16);
+        let worker = std::thread::spawn(move || {
+            let mut r = ChannelReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            let size = content_size(&mut r);
+            // Whatever follows the end of the archive (or follows a parse
+            // error) is drained, so the writer never blocks on a full channel.
+            for _ in r.rx.iter() {}
+            size
+        });
+        StreamSizer {
+            tx: Some(tx),
+            worker: Some(worker),
+        }
+    }
+
+    /// The next bytes of the tar stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if let Some(tx) = &self.tx {
+            // A gone worker has failed: `finish` reports it.
+            if tx.send(chunk.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// The content size of everything fed.
+    pub fn finish(mut self) -> Result<u64> {
+        drop(self.tx.take());
+        self.worker
+            .take()
+            .context("layer size already taken")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("layer size worker panicked"))?
+    }
+}
+
+impl Default for StreamSizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The chunks of a channel as one byte stream.
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => (self.cur, self.pos) = (c, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 impl Store {
+    /// Records the content size of the layer blob `blob`, measured while it
+    /// was written (see [`StreamSizer`]).
+    pub fn record_layer_size(&self, blob: &str, size: u64) -> Result<()> {
+        std::fs::create_dir_all(self.root.join(DIR))
+            .context("creating the layer sizes directory")?;
+        replace_file(&self.layer_size_path(blob)?, size.to_string().as_bytes())
+    }
+
     fn layer_size_path(&self, blob: &str) -> Result<PathBuf> {
         Ok(self.root.join(DIR).join(hex_part(blob)?))
     }
@@ -125,9 +216,7 @@ impl Store {
         let size =
             measure(&self.blob_path(blob)?).with_context(|| format!("measuring layer {blob}"))?;
         // Derived data: a lost record is measured again.
-        std::fs::create_dir_all(self.root.join(DIR))
-            .context("creating the layer sizes directory")?;
-        replace_file(&path, size.to_string().as_bytes())?;
+        self.record_layer_size(blob, size)?;
         Ok(size)
     }
 }
@@ -200,5 +289,51 @@ mod tests {
             file(b, "a", 4);
         });
         assert_eq!(content_size(&tar[..]).unwrap(), 14);
+    }
+
+    #[test]
+    fn written_layers_are_measured_while_streamed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let up = tempfile::tempdir().unwrap();
+        std::fs::create_dir(up.path().join("d")).unwrap();
+        std::fs::write(up.path().join("d/f"), vec![b'x'; 5000]).unwrap();
+        std::fs::hard_link(up.path().join("d/f"), up.path().join("d/g")).unwrap();
+        std::os::unix::fs::symlink("d/f", up.path().join("s")).unwrap();
+        for c in [
+            crate::layer::Compression::Gzip,
+            crate::layer::Compression::Zstd,
+        ] {
+            let l = crate::layer::write_layer(&store, up.path(), c, None).unwrap();
+            let digest = &l.descriptor.digest;
+            // Recorded by the writer, before anything lists the image.
+            let recorded = std::fs::read_to_string(store.layer_size_path(digest).unwrap());
+            assert_eq!(recorded.unwrap(), "5003");
+            // The same as reading the layer back.
+            assert_eq!(measure(&store.blob_path(digest).unwrap()).unwrap(), 5003);
+        }
+    }
+
+    #[test]
+    fn streamed_measure_matches_and_never_blocks_the_writer() {
+        let tar = layer(|b| {
+            file(b, "big", 3 << 20);
+            link(b, "s", EntryType::Symlink, "big");
+        });
+        let mut sizer = StreamSizer::new();
+        for chunk in tar.chunks(4096) {
+            sizer.feed(chunk);
+        }
+        // Trailing bytes past the end of the archive are drained.
+        for _ in 0..64 {
+            sizer.feed(&[0u8; 8192]);
+        }
+        assert_eq!(sizer.finish().unwrap(), (3 << 20) + 3);
+        // Garbage: an error, and feeding it never blocks.
+        let mut sizer = StreamSizer::new();
+        for _ in 0..64 {
+            sizer.feed(&[b'x'; 8192]);
+        }
+        assert!(sizer.finish().is_err());
     }
 }

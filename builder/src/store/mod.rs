@@ -22,6 +22,7 @@ mod sources;
 pub use blobs::BlobWriter;
 pub use cache_link::{CacheLink, LayerFetcher};
 pub use history::HistoryRow;
+pub use layer_size::StreamSizer;
 pub use refs::{
     canonical_tag, docker_full_name, looks_like_content_address, normalize_ref, parse_reference,
     same_name, InvalidReference, Reference,
