@@ -3,6 +3,9 @@
 //! 20.10's BuildKit (`DOCKER_BUILDKIT=1 docker build --network=none` against
 //! a private dockerd, `FROM scratch` + `ADD busybox.tar /` contexts like
 //! these, then `docker save`); each test quotes what BuildKit produced.
+//! Heredocs are the exception: Docker 20.10's frontend has none, so those
+//! tests quote what BuildKit's frontend source makes of them (cited in each
+//! test). builder_vs_buildkit.rs compares whole images with a live BuildKit.
 //!
 //! RUN steps run with berth ($BERTH_BIN) when set, else runc.
 use berth_integration::builder::{builder_bin, step_runtime as runtime};
