@@ -75,7 +75,7 @@ pub struct OverrideArgs {
     /// Set an environment variable (KEY=VALUE, or KEY from this environment).
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
-    /// Bind-mount a host directory: SRC:DST[:ro|rw].
+    /// Bind-mount a host directory or file: SRC:DST[:ro|rw].
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
     /// Working directory.
