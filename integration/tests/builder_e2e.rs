@@ -947,8 +947,10 @@ fn same_result_as_buildah() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, b) = (tree(&ours), tree(&unpacked));
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    // buildah leaves the mount points of its RUN containers in the layer
-    // (BuildKit and berth remove them): those may only exist on its side.
+    // buildah leaves the mount points of its RUN containers in the layer.
+    // BuildKit and berth keep the runtime's dev/proc/sys too but remove the
+    // stubs of their own binds (run, hostname, hosts, resolv.conf): those may
+    // only exist on buildah's side.
     let buildah_stubs = [
         "dev",
         "proc",
