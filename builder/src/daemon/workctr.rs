@@ -304,6 +304,8 @@ impl WorkingContainers for WorkService {
                     },
                 )
             });
+            // Our ends of a runtime that never started: the readers end.
+            drop(session);
             // All output before the exit code; no more input.
             readers.wait(OUTPUT_DRAIN);
             forward.abort();
