@@ -14,10 +14,10 @@ use berth_proto::v1::working_containers_server::WorkingContainers;
 use berth_proto::v1::{self as pb, copy_in_request, import_rootfs_request, run_event, run_input};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use watch::Watch;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use watch::Watch;
 
 mod watch;
 
