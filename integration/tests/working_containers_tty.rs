@@ -132,6 +132,13 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Nor the runtime's own process for the run (its command line
+        // carries the runtime id).
+        let id = format!("berth-work-{name}");
+        assert_eq!(
+            processes_matching(|w| w.iter().any(|a| *a == id)),
+            Vec::<i32>::new()
+        );
         let dir = self.dir.path().join("store/containers").join(name);
         let t = Instant::now();
         loop {
@@ -152,6 +159,14 @@ impl Daemon {
         }
         let said = format!("run in working container {name}: {why}: killing its process");
         assert_eq!(self.log().matches(&said).count(), times, "{}", self.log());
+        // The overlay is mounted only while an operation needs it.
+        let left: Vec<_> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|p| p.starts_with(&*dir.to_string_lossy()))
+            .collect();
+        assert!(left.is_empty(), "mounts left: {left:?}");
         assert!(self.ok(&["containers", "-q"]).lines().any(|l| l == name));
         let out = self.ok(&["run", name, "--", "echo", "still-usable"]);
         assert_eq!(out, "still-usable\n");
@@ -228,6 +243,11 @@ fn busybox_tar(dest: &Path, scratch: &Path) {
 /// Pids of processes whose command line is exactly `cmdline` (words
 /// joined by spaces).
 fn processes_with(cmdline: &str) -> Vec<i32> {
+    processes_matching(|words| words.join(" ") == cmdline)
+}
+
+/// Pids of processes whose command line (as words) passes `pred`.
+fn processes_matching(pred: impl Fn(&[String]) -> bool) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -241,7 +261,7 @@ fn processes_with(cmdline: &str) -> Vec<i32> {
             .filter(|w| !w.is_empty())
             .map(|w| String::from_utf8_lossy(w).into_owned())
             .collect();
-        if words.join(" ") == cmdline {
+        if pred(&words) {
             out.push(pid);
         }
     }
@@ -488,8 +508,9 @@ fn a_run_whose_client_goes_away_is_killed_and_cleaned_up() {
     // Run (no stdin): the client killed hard mid-run.
     let secs = format!("{}", 100_000 + std::process::id() % 1000);
     let marker = format!("sleep {secs}");
+    let script = format!("echo kept > /kept; exec sleep {secs}");
     let mut client = d
-        .client(&["run", &name, "--", "sleep", &secs])
+        .client(&["run", &name, "--", "sh", "-c", &script])
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -497,6 +518,8 @@ fn a_run_whose_client_goes_away_is_killed_and_cleaned_up() {
     client.kill().unwrap();
     client.wait().unwrap();
     d.assert_cleaned_up(&name, &marker, "the client went away", 1);
+    // What the killed run wrote stays the container's.
+    assert_eq!(d.ok(&["run", &name, "--", "cat", "/kept"]), "kept\n");
 
     // RunInteractive with a terminal: the same.
     let secs = format!("{}", 101_000 + std::process::id() % 1000);
