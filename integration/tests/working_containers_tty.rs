@@ -135,10 +135,7 @@ impl Daemon {
         // Nor the runtime's own process for the run (its command line
         // carries the runtime id).
         let id = format!("berth-work-{name}");
-        assert_eq!(
-            processes_matching(|w| w.iter().any(|a| *a == id)),
-            Vec::<i32>::new()
-        );
+        assert_eq!(processes_matching(|w| w.contains(&id)), Vec::<i32>::new());
         let dir = self.dir.path().join("store/containers").join(name);
         let t = Instant::now();
         loop {
