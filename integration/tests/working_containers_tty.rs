@@ -633,3 +633,56 @@ fn a_run_past_its_grpc_deadline_is_stopped_by_the_daemon() {
     assert!(took >= Duration::from_millis(1400), "{took:?}");
     d.assert_cleaned_up(&name, &marker, "the client's deadline passed", 1);
 }
+
+#[test]
+fn a_queued_run_whose_client_goes_away_leaves_the_running_one_alone() {
+    let d = Daemon::start();
+    let name = d.container();
+    let secs = format!("{}", 104_000 + std::process::id() % 1000);
+    let marker = format!("sleep {secs}");
+    let mut first = d
+        .client(&["run", &name, "--", "sleep", &secs])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_process(&marker, &d);
+    let pid = processes_with(&marker);
+    // A second run of the same container waits for it (same runtime id);
+    // its client goes away while it waits.
+    let mut second = d
+        .client(&["run", &name, "--", "sh", "-c", "echo ran > /second-ran"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    second.kill().unwrap();
+    second.wait().unwrap();
+    // Several of the watcher's kill rounds later, the first run is intact.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        processes_with(&marker),
+        pid,
+        "the first run was killed for the second's client\n{}",
+        d.log()
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    d.assert_cleaned_up(&name, &marker, "the client went away", 2);
+    // The second run never started once the container was free.
+    assert!(
+        d.log()
+            .contains("the caller went away before the container was free"),
+        "{}",
+        d.log()
+    );
+    let o = d
+        .client(&["run", &name, "--", "cat", "/second-ran"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

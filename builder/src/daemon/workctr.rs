@@ -122,16 +122,24 @@ fn send_exit(
     let _ = tx.blocking_send(last);
 }
 
-/// Runs `f` on container `name`, holding its lock until `finished` is
-/// dropped: the disconnect watcher stops killing before another run of the
-/// same container (same runtime id) can start.
+/// Runs `f` on container `name` for a caller that is still there once the
+/// container is free (its lock is held by one operation at a time), telling
+/// the watcher when the container is this run's, and holding it until the
+/// watcher is told the run is over: so the watcher kills neither an earlier
+/// run of the same container (same runtime id) nor a later one.
 fn in_container<T>(
     store: &Store,
     name: &str,
     finished: oneshot::Sender<()>,
+    holding: &AtomicBool,
+    gone: impl Fn() -> bool,
     f: impl FnOnce(&Store, &mut Container) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let mut c = Container::open(store, name)?;
+    if gone() {
+        anyhow::bail!("the caller went away before the container was free");
+    }
+    holding.store(true, Ordering::SeqCst);
     let res = f(store, &mut c);
     drop(finished);
     drop(c);
@@ -234,14 +242,19 @@ impl WorkingContainers for WorkService {
         let r = req.into_inner();
         let (network_host, o) = run_options(&r, false).map_err(Status::invalid_argument)?;
         let (tx, rx) = mpsc::channel(32);
-        let Watch { finished, expired } = self.watch(&tx, &r.name, deadline);
+        let Watch {
+            finished,
+            expired,
+            holding,
+        } = self.watch(&tx, &r.name, deadline);
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
             let mut sink = |is_err: bool, data: Vec<u8>| {
                 let _ = out.blocking_send(Ok(output_event(is_err, data)));
             };
-            let res = in_container(&store, &r.name, finished, |store, c| {
+            let gone = || tx.is_closed() || expired.load(Ordering::SeqCst);
+            let res = in_container(&store, &r.name, finished, &holding, gone, |store, c| {
                 workctr::run::run(
                     store,
                     c,
@@ -282,7 +295,11 @@ impl WorkingContainers for WorkService {
         session.spawn_stdin(stdin_rx);
         let forward = tokio::spawn(forward_input(input, stdin_tx, session.resizer()));
         let (tx, rx) = mpsc::channel(32);
-        let Watch { finished, expired } = self.watch(&tx, &r.name, deadline);
+        let Watch {
+            finished,
+            expired,
+            holding,
+        } = self.watch(&tx, &r.name, deadline);
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
@@ -290,7 +307,8 @@ impl WorkingContainers for WorkService {
                 let _ = out.blocking_send(Ok(output_event(is_err, data)));
             });
             let terminal = session.tty();
-            let res = in_container(&store, &r.name, finished, |store, c| {
+            let gone = || tx.is_closed() || expired.load(Ordering::SeqCst);
+            let res = in_container(&store, &r.name, finished, &holding, gone, |store, c| {
                 workctr::run::run(
                     store,
                     c,

@@ -48,6 +48,10 @@ pub struct Watch {
     pub finished: oneshot::Sender<()>,
     /// Set when the caller's deadline stopped the run.
     pub expired: Arc<AtomicBool>,
+    /// Set by the run once it holds the container's lock: before that, the
+    /// runtime id may be another run's (one still holding the container),
+    /// which must not be killed for this caller.
+    pub holding: Arc<AtomicBool>,
 }
 
 /// Watches the run of container `name` (runtime id `id`) whose events go to
@@ -63,6 +67,8 @@ pub fn watch<T: Send + 'static>(
     let (finished, mut finished_rx) = oneshot::channel::<()>();
     let expired = Arc::new(AtomicBool::new(false));
     let flag = expired.clone();
+    let holding = Arc::new(AtomicBool::new(false));
+    let ours = holding.clone();
     // A plain thread times the deadline; it ends early (disconnected) when
     // the watcher returns and drops `_cancel`.
     let (fire, mut fired) = oneshot::channel::<()>();
@@ -89,6 +95,10 @@ pub fn watch<T: Send + 'static>(
         let _ = tokio::task::spawn_blocking(move || {
             // Empty: the run goes on; Closed: it is over.
             while finished_rx.try_recv() == Err(oneshot::error::TryRecvError::Empty) {
+                if !ours.load(Ordering::SeqCst) {
+                    std::thread::sleep(KILL_POLL);
+                    continue;
+                }
                 let _ = Command::new(&runtime.binary)
                     .arg("--root")
                     .arg(&runtime.state_root)
@@ -103,7 +113,11 @@ pub fn watch<T: Send + 'static>(
         })
         .await;
     });
-    Watch { finished, expired }
+    Watch {
+        finished,
+        expired,
+        holding,
+    }
 }
 
 #[cfg(test)]
