@@ -118,24 +118,24 @@ impl Daemon {
     /// container still listed and usable.
     /// `why` is the reason the daemon logs, `times` how often so far.
     fn assert_cleaned_up(&self, name: &str, marker: &str, why: &str, times: usize) {
+        // No process of the run: its own, nor the runtime's (`run`, then the
+        // daemon's `delete --force`: their command lines carry the id).
+        let id = format!("berth-work-{name}");
         let t = Instant::now();
         loop {
             let left = processes_with(marker);
+            let runtime = processes_matching(|w| w.contains(&id));
             let state = self.runtime_containers();
-            if left.is_empty() && state.is_empty() {
+            if left.is_empty() && runtime.is_empty() && state.is_empty() {
                 break;
             }
             assert!(
                 t.elapsed() < Duration::from_secs(10),
-                "10 s after the client went away: processes {left:?}, runtime state {state:?}\ndaemon log:\n{}",
+                "10 s after the client went away: processes {left:?}, runtime's {runtime:?}, runtime state {state:?}\ndaemon log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Nor the runtime's own process for the run (its command line
-        // carries the runtime id).
-        let id = format!("berth-work-{name}");
-        assert_eq!(processes_matching(|w| w.contains(&id)), Vec::<i32>::new());
         let dir = self.dir.path().join("store/containers").join(name);
         let t = Instant::now();
         loop {
@@ -161,7 +161,7 @@ impl Daemon {
             .unwrap()
             .lines()
             .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|p| p.starts_with(&*dir.to_string_lossy()))
+            .filter(|p| p.starts_with(&*dir.join("").to_string_lossy()))
             .collect();
         assert!(left.is_empty(), "mounts left: {left:?}");
         assert!(self.ok(&["containers", "-q"]).lines().any(|l| l == name));
@@ -207,7 +207,9 @@ impl Drop for Daemon {
                 let _ = local(&["rm", n]);
             }
         }
-        unmount_under(self.dir.path());
+        // With the trailing slash: unmount_under matches by string prefix,
+        // and /tmp/bb-tty-P-1 must not take /tmp/bb-tty-P-14's mounts.
+        unmount_under(&self.dir.path().join(""));
     }
 }
 
@@ -299,6 +301,8 @@ struct Terminal {
     master: std::fs::File,
     /// The test's own slave fd: to check the client's raw mode is undone.
     slave: OwnedFd,
+    /// The terminal's settings before the client started.
+    initial: nix::sys::termios::Termios,
     output: Arc<Mutex<Vec<u8>>>,
     child: Child,
 }
@@ -308,6 +312,7 @@ impl Terminal {
         let pty = nix::pty::openpty(None, None).unwrap();
         set_size(pty.master.as_fd(), rows, cols);
         let slave = pty.slave;
+        let initial = nix::sys::termios::tcgetattr(slave.as_fd()).unwrap();
         cmd.stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
             .stderr(slave.try_clone().unwrap());
@@ -336,6 +341,7 @@ impl Terminal {
         Terminal {
             master,
             slave,
+            initial,
             output,
             child,
         }
@@ -395,7 +401,7 @@ fn remote_run_t_gives_a_real_terminal_with_size_resizes_and_input() {
     let d = Daemon::start();
     let name = d.container();
     let mut term = Terminal::spawn(d.client(&["run", "-t", &name, "--", "sh"]), 30, 99);
-    let before = nix::sys::termios::tcgetattr(term.slave.as_fd()).unwrap();
+    let before = term.initial.clone();
 
     // `tty` names a pts; `stty size` sees the size of the test's terminal.
     // Quotes split the markers, so the typed echo never matches them.

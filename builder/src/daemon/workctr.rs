@@ -14,7 +14,7 @@ use berth_proto::v1::working_containers_server::WorkingContainers;
 use berth_proto::v1::{self as pb, copy_in_request, import_rootfs_request, run_event, run_input};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use watch::Watch;
@@ -122,30 +122,6 @@ fn send_exit(
     let _ = tx.blocking_send(last);
 }
 
-/// Runs `f` on container `name` for a caller that is still there once the
-/// container is free (its lock is held by one operation at a time), telling
-/// the watcher when the container is this run's, and holding it until the
-/// watcher is told the run is over: so the watcher kills neither an earlier
-/// run of the same container (same runtime id) nor a later one.
-fn in_container<T>(
-    store: &Store,
-    name: &str,
-    finished: oneshot::Sender<()>,
-    holding: &AtomicBool,
-    gone: impl Fn() -> bool,
-    f: impl FnOnce(&Store, &mut Container) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let mut c = Container::open(store, name)?;
-    if gone() {
-        anyhow::bail!("the caller went away before the container was free");
-    }
-    holding.store(true, Ordering::SeqCst);
-    let res = f(store, &mut c);
-    drop(finished);
-    drop(c);
-    res
-}
-
 /// RunInteractive's input after `start`: stdin to the session's writer (its
 /// end, closed on `close_stdin` or when the client ends its half), resizes
 /// to the terminal.
@@ -242,29 +218,30 @@ impl WorkingContainers for WorkService {
         let r = req.into_inner();
         let (network_host, o) = run_options(&r, false).map_err(Status::invalid_argument)?;
         let (tx, rx) = mpsc::channel(32);
-        let Watch {
-            finished,
-            expired,
-            holding,
-        } = self.watch(&tx, &r.name, deadline);
+        let watch = self.watch(&tx, &r.name, deadline);
+        let expired = watch.expired.clone();
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
             let mut sink = |is_err: bool, data: Vec<u8>| {
                 let _ = out.blocking_send(Ok(output_event(is_err, data)));
             };
-            let gone = || tx.is_closed() || expired.load(Ordering::SeqCst);
-            let res = in_container(&store, &r.name, finished, &holding, gone, |store, c| {
-                workctr::run::run(
-                    store,
-                    c,
-                    &runtime,
-                    &r.args,
-                    &o,
-                    network_host,
-                    workctr::run::RunIo::Capture(&mut sink),
-                )
-            });
+            let res = watch.run_in(
+                &store,
+                &r.name,
+                || tx.is_closed(),
+                |store, c| {
+                    workctr::run::run(
+                        store,
+                        c,
+                        &runtime,
+                        &r.args,
+                        &o,
+                        network_host,
+                        workctr::run::RunIo::Capture(&mut sink),
+                    )
+                },
+            );
             send_exit(&tx, &r.name, res, &expired);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -295,11 +272,8 @@ impl WorkingContainers for WorkService {
         session.spawn_stdin(stdin_rx);
         let forward = tokio::spawn(forward_input(input, stdin_tx, session.resizer()));
         let (tx, rx) = mpsc::channel(32);
-        let Watch {
-            finished,
-            expired,
-            holding,
-        } = self.watch(&tx, &r.name, deadline);
+        let watch = self.watch(&tx, &r.name, deadline);
+        let expired = watch.expired.clone();
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
@@ -307,21 +281,25 @@ impl WorkingContainers for WorkService {
                 let _ = out.blocking_send(Ok(output_event(is_err, data)));
             });
             let terminal = session.tty();
-            let gone = || tx.is_closed() || expired.load(Ordering::SeqCst);
-            let res = in_container(&store, &r.name, finished, &holding, gone, |store, c| {
-                workctr::run::run(
-                    store,
-                    c,
-                    &runtime,
-                    &r.args,
-                    &o,
-                    network_host,
-                    workctr::run::RunIo::Custom {
-                        terminal,
-                        start: &mut |cmd| session.start(cmd),
-                    },
-                )
-            });
+            let res = watch.run_in(
+                &store,
+                &r.name,
+                || tx.is_closed(),
+                |store, c| {
+                    workctr::run::run(
+                        store,
+                        c,
+                        &runtime,
+                        &r.args,
+                        &o,
+                        network_host,
+                        workctr::run::RunIo::Custom {
+                            terminal,
+                            start: &mut |cmd| session.start(cmd),
+                        },
+                    )
+                },
+            );
             // Our ends of a runtime that never started: the readers end.
             drop(session);
             // All output before the exit code; no more input.

@@ -11,9 +11,11 @@
 //! built on tonic bound only the wait for response headers, so a streaming
 //! call past its `grpc-timeout` would otherwise run on.
 use crate::exec::run::Runtime;
+use crate::store::Store;
+use crate::workctr::Container;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tonic::metadata::MetadataMap;
@@ -45,18 +47,46 @@ pub fn deadline(meta: &MetadataMap) -> Option<Duration> {
 pub struct Watch {
     /// Dropped once the run is over (while the container is still locked,
     /// so no later run with the same runtime id gets killed).
-    pub finished: oneshot::Sender<()>,
+    finished: oneshot::Sender<()>,
     /// Set when the caller's deadline stopped the run.
     pub expired: Arc<AtomicBool>,
-    /// Set by the run once it holds the container's lock: before that, the
+    /// Set once the run holds the container's lock: before that, the
     /// runtime id may be another run's (one still holding the container),
     /// which must not be killed for this caller.
-    pub holding: Arc<AtomicBool>,
+    holding: Arc<AtomicBool>,
+    /// Held by the watcher while it kills: the run waits for a kill in
+    /// flight before it frees the container (and its runtime id).
+    kills: Arc<Mutex<()>>,
+}
+
+impl Watch {
+    /// Runs `f` on container `name` once it is free (one operation holds
+    /// its lock at a time), unless the caller is gone by then (`gone`, or
+    /// the deadline passed); the watcher kills only while the container is
+    /// this run's, so neither an earlier run of it nor a later one.
+    pub fn run_in<T>(
+        self,
+        store: &Store,
+        name: &str,
+        gone: impl Fn() -> bool,
+        f: impl FnOnce(&Store, &mut Container) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut c = Container::open(store, name)?;
+        if gone() || self.expired.load(Ordering::SeqCst) {
+            anyhow::bail!("the caller went away before the container was free");
+        }
+        self.holding.store(true, Ordering::SeqCst);
+        let res = f(store, &mut c);
+        drop(self.finished);
+        drop(self.kills.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(c);
+        res
+    }
 }
 
 /// Watches the run of container `name` (runtime id `id`) whose events go to
 /// `tx`: once the receiver is dropped or `deadline` passes, kills its
-/// process until [`Watch::finished`] is dropped.
+/// process while it runs (see [`Watch::run_in`]).
 pub fn watch<T: Send + 'static>(
     tx: mpsc::Sender<T>,
     runtime: Runtime,
@@ -69,6 +99,8 @@ pub fn watch<T: Send + 'static>(
     let flag = expired.clone();
     let holding = Arc::new(AtomicBool::new(false));
     let ours = holding.clone();
+    let kills = Arc::new(Mutex::new(()));
+    let killing = kills.clone();
     // A plain thread times the deadline; it ends early (disconnected) when
     // the watcher returns and drops `_cancel`.
     let (fire, mut fired) = oneshot::channel::<()>();
@@ -83,30 +115,36 @@ pub fn watch<T: Send + 'static>(
     tokio::spawn(async move {
         let _cancel = _cancel;
         let why = tokio::select! {
+            // A run that is over is not stopped, even if its client left too.
+            biased;
+            _ = &mut finished_rx => return,
             _ = tx.closed() => "the client went away",
             Ok(()) = &mut fired => {
                 flag.store(true, Ordering::SeqCst);
                 "the client's deadline passed"
             }
-            _ = &mut finished_rx => return,
         };
         drop(tx);
         eprintln!("berth-buildd: run in working container {name}: {why}: killing its process");
         let _ = tokio::task::spawn_blocking(move || {
-            // Empty: the run goes on; Closed: it is over.
-            while finished_rx.try_recv() == Err(oneshot::error::TryRecvError::Empty) {
-                if !ours.load(Ordering::SeqCst) {
-                    std::thread::sleep(KILL_POLL);
-                    continue;
+            loop {
+                {
+                    let _killing = killing.lock().unwrap_or_else(|e| e.into_inner());
+                    // Empty: the run goes on; Closed: it is over.
+                    if finished_rx.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
+                        break;
+                    }
+                    if ours.load(Ordering::SeqCst) {
+                        let _ = Command::new(&runtime.binary)
+                            .arg("--root")
+                            .arg(&runtime.state_root)
+                            .args(["kill", &id, "KILL"])
+                            .stdin(Stdio::null())
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status();
+                    }
                 }
-                let _ = Command::new(&runtime.binary)
-                    .arg("--root")
-                    .arg(&runtime.state_root)
-                    .args(["kill", &id, "KILL"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
                 std::thread::sleep(KILL_POLL);
             }
             eprintln!("berth-buildd: run in working container {name} stopped and cleaned up");
@@ -117,6 +155,7 @@ pub fn watch<T: Send + 'static>(
         finished,
         expired,
         holding,
+        kills,
     }
 }
 
