@@ -277,8 +277,14 @@ impl WorkingContainers for WorkService {
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
             let out = tx.clone();
+            // Output read after the exit code (a process that escaped with
+            // the terminal) is dropped: the exit code is the last event.
+            let ended = std::sync::Arc::new(AtomicBool::new(false));
+            let over = ended.clone();
             let readers = session.spawn_output(move |is_err, data| {
-                let _ = out.blocking_send(Ok(output_event(is_err, data)));
+                if !over.load(Ordering::SeqCst) {
+                    let _ = out.blocking_send(Ok(output_event(is_err, data)));
+                }
             });
             let terminal = session.tty();
             let res = watch.run_in(
@@ -304,6 +310,7 @@ impl WorkingContainers for WorkService {
             drop(session);
             // All output before the exit code; no more input.
             readers.wait(OUTPUT_DRAIN);
+            ended.store(true, Ordering::SeqCst);
             forward.abort();
             send_exit(&tx, &r.name, res, &expired);
         });

@@ -257,7 +257,9 @@ fn run_interactive(
             // Returning drops the call: berth-buildd kills the process.
             tokio::select! {
                 ev = events.message() => match ev.map_err(status)? {
-                    Some(ev) => if let Some(c) = write_event(ev)? { code = Some(c) },
+                    // The exit code is the last event: done, even if the
+                    // daemon's end of the stream stays open a little longer.
+                    Some(ev) => if let Some(c) = write_event(ev)? { code = Some(c); break },
                     None => break,
                 },
                 _ = winch.recv() => {
