@@ -246,11 +246,15 @@ pub fn unmount_under(dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
-    let prefix = dir.to_string_lossy().into_owned();
+    // By whole path components: /tmp/x-1 must not take /tmp/x-14's mounts
+    // (another test's, still in use) with it.
+    let dir = dir.to_string_lossy();
+    let dir = dir.trim_end_matches('/');
+    let below = format!("{dir}/");
     let mut points: Vec<String> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|p| p.starts_with(&prefix))
+        .filter(|p| p == dir || p.starts_with(&below))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::harness::{host_mounts_containing, terminate, TempDir};
+use crate::harness::{terminate, TempDir};
 
 /// Debian's docker client, matching the daemon's API version. Another
 /// `docker` earlier in PATH (a newer client without buildx) would not speak
@@ -160,7 +160,8 @@ impl Drop for Dockerd {
         }
         // A managed containerd (or shim) that outlived its parent: anything
         // whose command line names our directory.
-        let root = self.dir.path().to_string_lossy().into_owned();
+        // (With the trailing slash: /tmp/dkd-1/ is not /tmp/dkd-14/.)
+        let root = format!("{}/", self.dir.path().display());
         for pid in processes_mentioning(&root) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -169,15 +170,7 @@ impl Drop for Dockerd {
         }
         // Anything still mounted under our dirs (overlay2 layers, netns
         // files, the exec root's shm) must go before the directory can.
-        let mut points: Vec<String> = host_mounts_containing(&root)
-            .iter()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        points.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in points {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
+        crate::containerd::unmount_under(self.dir.path());
     }
 }
 
