@@ -11,8 +11,8 @@ use nix::mount::MsFlags;
 use nix::sys::stat::{fstat, makedev, SFlag};
 use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
 
+use super::lookup::Lookup;
 use super::mounts::{mount_flags_of, sys_mount};
-use super::paths::Missing;
 use super::{fdmount, options, paths, pivot, RootfsContext};
 
 pub fn finalize(ctx: &RootfsContext) -> Result<()> {
@@ -24,12 +24,14 @@ pub fn finalize(ctx: &RootfsContext) -> Result<()> {
             .map_err(|e| anyhow!("set rootfs propagation {:?} on /: {}", flags, e.desc()))?;
     }
     let linux = ctx.spec.linux().as_ref();
+    // One root descriptor and one per parent directory for all of them.
+    let mut lookup = Lookup::new(root)?;
     for p in linux
         .and_then(|l| l.readonly_paths().as_ref())
         .into_iter()
         .flatten()
     {
-        readonly_path(Path::new(p))?;
+        readonly_path(&mut lookup, Path::new(p))?;
     }
     let mut devnull = None;
     for p in linux
@@ -37,7 +39,7 @@ pub fn finalize(ctx: &RootfsContext) -> Result<()> {
         .into_iter()
         .flatten()
     {
-        mask_path(Path::new(p), &mut devnull)?;
+        mask_path(&mut lookup, Path::new(p), &mut devnull)?;
     }
     remount_dev_readonly(ctx)?;
     if ctx
@@ -74,15 +76,17 @@ fn create_cwd(ctx: &RootfsContext) -> Result<()> {
 /// mount's nosuid/nodev/noexec (mount_setattr only touches `ro`). The path
 /// is resolved once, inside the root, and the bind goes from that
 /// descriptor onto itself.
-fn readonly_path(p: &Path) -> Result<()> {
+fn readonly_path(lookup: &mut Lookup, p: &Path) -> Result<()> {
     let p = paths::clean(p);
     let err = |what: &str, e: Errno| anyhow!("readonly path {:?}: {}: {}", p, what, e.desc());
-    let Some(target) = paths::walk(Path::new("/"), &p, Missing::Lexical)?.fd else {
+    let Some(target) = lookup.open(&p)? else {
         return Ok(());
     };
     let tree = fdmount::clone_tree(&target, true).map_err(|e| err("bind", e))?;
     set_tree_attrs_top(&tree, libc::MOUNT_ATTR_RDONLY).map_err(|e| err("make read-only", e))?;
-    fdmount::move_onto(&tree, &target).map_err(|e| err("mount", e))
+    fdmount::move_onto(&tree, &target).map_err(|e| err("mount", e))?;
+    lookup.mounted_on(&p);
+    Ok(())
 }
 
 /// Files are covered with /dev/null, directories with an empty read-only
@@ -91,10 +95,10 @@ fn readonly_path(p: &Path) -> Result<()> {
 /// from descriptor to descriptor, so neither the mask's source nor its
 /// target can be redirected by a symlink swapped in meanwhile
 /// (CVE-2025-31133), and the result is checked.
-fn mask_path(p: &Path, devnull: &mut Option<OwnedFd>) -> Result<()> {
+fn mask_path(lookup: &mut Lookup, p: &Path, devnull: &mut Option<OwnedFd>) -> Result<()> {
     let p = paths::clean(p);
     let err = |what: &str, e: Errno| anyhow!("mask path {:?}: {}: {}", p, what, e.desc());
-    let Some(target) = paths::walk(Path::new("/"), &p, Missing::Lexical)?.fd else {
+    let Some(target) = lookup.open(&p)? else {
         return Ok(());
     };
     let st = fstat(target.as_raw_fd()).map_err(|e| err("stat", e))?;
@@ -104,7 +108,7 @@ fn mask_path(p: &Path, devnull: &mut Option<OwnedFd>) -> Result<()> {
             .map_err(|e| err("make read-only tmpfs", e))?
     } else {
         if devnull.is_none() {
-            *devnull = Some(open_dev_null()?);
+            *devnull = Some(open_dev_null(lookup)?);
         }
         let Some(null) = devnull.as_ref() else {
             unreachable!("set just above");
@@ -113,13 +117,14 @@ fn mask_path(p: &Path, devnull: &mut Option<OwnedFd>) -> Result<()> {
     };
     fdmount::move_onto(&tree, &target).map_err(|e| err("mount", e))?;
     drop(target);
-    verify_masked(&p, is_dir)
+    lookup.mounted_on(&p);
+    verify_masked(lookup, &p, is_dir)
 }
 
 /// The container's /dev/null, which must really be the null device (1:3):
 /// an image or a shared /dev may have made it a symlink to a procfs file.
-fn open_dev_null() -> Result<OwnedFd> {
-    let fd = paths::open_in_root(Path::new("/"), Path::new("/dev/null"))?;
+fn open_dev_null(lookup: &Lookup) -> Result<OwnedFd> {
+    let fd = lookup.open_fresh(Path::new("/dev/null"))?;
     let st = fstat(fd.as_raw_fd()).map_err(|e| anyhow!("stat /dev/null: {}", e.desc()))?;
     let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
     if !is_chr || st.st_rdev != makedev(1, 3) {
@@ -128,9 +133,11 @@ fn open_dev_null() -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// After masking, the path must show the null device or an empty tmpfs.
-fn verify_masked(p: &Path, is_dir: bool) -> Result<()> {
-    let fd = paths::open_in_root(Path::new("/"), p)?;
+/// After masking, the path must show the null device or an empty tmpfs,
+/// looked up afresh from the root (no cached parent): what the container
+/// will find there.
+fn verify_masked(lookup: &Lookup, p: &Path, is_dir: bool) -> Result<()> {
+    let fd = lookup.open_fresh(p)?;
     let ok = if is_dir {
         fstatfs(&fd).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
     } else {

@@ -49,8 +49,16 @@ pub(crate) struct Resolved {
 /// Opens `unsafe_path` (as seen inside the container) under `root` and
 /// returns an `O_PATH` descriptor that is guaranteed to lie inside `root`.
 pub fn open_in_root(root: &Path, unsafe_path: &Path) -> Result<OwnedFd> {
-    let root_fd = open_root(root)?;
-    match openat2_in_root(&root_fd, unsafe_path) {
+    open_in_root_fd(&open_root(root)?, root, unsafe_path)
+}
+
+/// [`open_in_root`] with the root already open (`root_fd` is `root`).
+pub(crate) fn open_in_root_fd(
+    root_fd: &OwnedFd,
+    root: &Path,
+    unsafe_path: &Path,
+) -> Result<OwnedFd> {
+    match openat2_in_root(root_fd, unsafe_path) {
         Ok(fd) => Ok(fd),
         // Old kernel, or a seccomp filter that hides openat2: walk by hand.
         Err(Errno::ENOSYS) | Err(Errno::EPERM) | Err(Errno::E2BIG) => {
@@ -120,7 +128,7 @@ fn openat2_in_root(root_fd: &OwnedFd, unsafe_path: &Path) -> nix::Result<OwnedFd
 }
 
 /// `unsafe_path` as a relative path (`.` for the root itself).
-fn relative(unsafe_path: &Path) -> PathBuf {
+pub(crate) fn relative(unsafe_path: &Path) -> PathBuf {
     let rel: PathBuf = unsafe_path
         .components()
         .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))

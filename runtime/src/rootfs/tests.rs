@@ -934,3 +934,102 @@ fn resolution_never_leaves_the_root() {
     paths::create_in_root(&root, Path::new("/abs/newdir/deeper"), Last::Dir).expect("create dir");
     assert!(root.join("etc/newdir/deeper").is_dir());
 }
+
+/// `Lookup` (cached parents, openat2 fast path) finds exactly what the
+/// component walk finds, symlinks and all, and fails where it fails.
+#[test]
+fn lookup_agrees_with_the_walk() {
+    let tmp = TempDir::new("lookup");
+    let root = tmp.0.clone();
+    symlink_maze(&root);
+    fs::create_dir_all(root.join("proc/sys")).expect("mkdir");
+    symlink("/etc/passwd", root.join("proc/keys")).expect("symlink");
+    symlink("../../etc", root.join("proc/up")).expect("symlink");
+    symlink("/missing/../etc", root.join("via_missing")).expect("symlink");
+    let mut lookup = super::lookup::Lookup::new(&root).expect("lookup");
+    let real = |fd: &std::os::fd::OwnedFd| fs::read_link(paths::fd_path(fd)).expect("readlink fd");
+    for p in [
+        "/proc/sys",
+        "/proc/keys",
+        "/proc/up",
+        "/proc/up/passwd",
+        "/abs/passwd",
+        "/rel/passwd",
+        "/chain",
+        "/etc/passwd",
+        "/via_missing/passwd",
+        "/proc/nothing",
+        "/nothing/here",
+        "/dangling/x",
+        "/",
+    ] {
+        let p = Path::new(p);
+        let want = paths::walk(&root, p, Missing::Lexical).expect("walk").fd;
+        let got = lookup.open(p).expect("lookup");
+        assert_eq!(got.as_ref().map(real), want.as_ref().map(real), "{:?}", p);
+        assert!(
+            got.as_ref().is_none_or(|fd| real(fd).starts_with(&root)),
+            "{:?} left the root",
+            p
+        );
+    }
+    // Found through symlinks, inside the root.
+    let keys = lookup.open(Path::new("/proc/keys")).expect("lookup");
+    assert_eq!(keys.as_ref().map(real), Some(root.join("etc/passwd")));
+    for p in ["/loop", "/etc/passwd/x"] {
+        let p = Path::new(p);
+        assert!(paths::walk(&root, p, Missing::Lexical).is_err(), "{:?}", p);
+        assert!(lookup.open(p).is_err(), "{:?}", p);
+    }
+    // A fresh lookup from the root sees the same.
+    let fresh = lookup
+        .open_fresh(Path::new("/proc/up/passwd"))
+        .expect("fresh");
+    assert_eq!(real(&fresh), root.join("etc/passwd"));
+}
+
+/// A masked directory covers what the masks after it look for below it:
+/// the parent `finalize` resolved before that mount is not reused.
+#[test]
+fn masks_below_a_masked_directory_see_the_mask() {
+    let tmp = TempDir::new("maskorder");
+    let rootfs = busybox_rootfs(&tmp.0);
+    fs::create_dir_all(rootfs.join("opt/a")).expect("mkdir");
+    for f in ["f", "g"] {
+        fs::write(rootfs.join("opt/a").join(f), "secret").expect("write");
+    }
+    let mut spec = Spec::default();
+    spec.set_mounts(Some(Vec::new()));
+    if let Some(l) = spec.linux_mut() {
+        l.set_masked_paths(Some(vec![
+            "/opt/a/f".to_string(),
+            "/opt/a".to_string(),
+            "/opt/a/g".to_string(),
+        ]));
+        l.set_readonly_paths(Some(Vec::new()));
+    }
+    let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |c| {
+        let ctx = RootfsContext {
+            spec: &spec,
+            rootfs: &rootfs,
+            bundle: &tmp.0,
+            no_pivot: false,
+            in_user_ns: false,
+            bind_sources: &Default::default(),
+        };
+        prepare(&ctx, &mut || Ok(()))?;
+        enter(&ctx)?;
+        finalize(&ctx)?;
+        let entries = fs::read_dir("/opt/a")
+            .map(|d| d.count())
+            .unwrap_or(usize::MAX);
+        c.check(entries == 0, "/opt/a is an empty mask");
+        c.check(
+            fs::symlink_metadata("/opt/a/g").is_err(),
+            "/opt/a/g is hidden by the mask",
+        );
+        Ok(())
+    });
+    assert_eq!(code, 0, "container checks failed:\n{}", report);
+    assert!(tmp.mounts_below().is_empty(), "mounts leaked to the host");
+}
