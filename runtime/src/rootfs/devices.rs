@@ -54,9 +54,16 @@ pub(crate) fn needs_setup_dev(spec: &Spec) -> bool {
     })
 }
 
+/// The container's /dev, resolved (and created if missing) inside the
+/// rootfs once for the device nodes and links made in it.
+pub(crate) fn open_dev(ctx: &RootfsContext) -> Result<OwnedFd> {
+    paths::create_in_root(ctx.rootfs, Path::new("/dev"), Last::Dir)
+}
+
 /// Default devices plus `linux.devices` (a spec entry replaces a default
-/// with the same path).
-pub(crate) fn create_devices(ctx: &RootfsContext) -> Result<()> {
+/// with the same path). `dev` is [`open_dev`]'s descriptor: nothing is
+/// mounted on /dev meanwhile, so it stays what resolving /dev again gives.
+pub(crate) fn create_devices(ctx: &RootfsContext, dev: &OwnedFd) -> Result<()> {
     let mut devs = default_devices()?;
     let extra = ctx
         .spec
@@ -69,12 +76,12 @@ pub(crate) fn create_devices(ctx: &RootfsContext) -> Result<()> {
         devs.push(d);
     }
     for d in &devs {
-        create_device(ctx, d)?;
+        create_device(ctx, dev, d)?;
     }
     Ok(())
 }
 
-fn create_device(ctx: &RootfsContext, d: &LinuxDevice) -> Result<()> {
+fn create_device(ctx: &RootfsContext, dev: &OwnedFd, d: &LinuxDevice) -> Result<()> {
     let dest = paths::clean(d.path());
     let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
         bail!("device path {:?} is not a file path", d.path());
@@ -98,7 +105,13 @@ fn create_device(ctx: &RootfsContext, d: &LinuxDevice) -> Result<()> {
         );
     };
     let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666) & 0o7777);
-    let dir: OwnedFd = paths::create_in_root(ctx.rootfs, parent, Last::Dir)?;
+    let other_dir;
+    let dir: &OwnedFd = if parent == Path::new("/dev") {
+        dev
+    } else {
+        other_dir = paths::create_in_root(ctx.rootfs, parent, Last::Dir)?;
+        &other_dir
+    };
     let err = |what: &str, e: Errno| {
         anyhow!(
             "{} device {:?} ({}:{}) (rootfs {}): {}",
@@ -171,8 +184,7 @@ fn symlink_in(ctx: &RootfsContext, dir: &OwnedFd, target: &str, name: &str) -> R
 }
 
 /// /dev/fd, /dev/std{in,out,err} and, when the host has it, /dev/core.
-pub(crate) fn create_symlinks(ctx: &RootfsContext) -> Result<()> {
-    let dev = paths::create_in_root(ctx.rootfs, Path::new("/dev"), Last::Dir)?;
+pub(crate) fn create_symlinks(ctx: &RootfsContext, dev: &OwnedFd) -> Result<()> {
     let mut links = vec![
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -183,13 +195,13 @@ pub(crate) fn create_symlinks(ctx: &RootfsContext) -> Result<()> {
         links.push(("/proc/kcore", "core"));
     }
     for (target, name) in links {
-        symlink_in(ctx, &dev, target, name)?;
+        symlink_in(ctx, dev, target, name)?;
     }
     Ok(())
 }
 
 /// With a private devpts instance at /dev/pts, /dev/ptmx must be its ptmx.
-pub(crate) fn setup_ptmx(ctx: &RootfsContext) -> Result<()> {
+pub(crate) fn setup_ptmx(ctx: &RootfsContext, dev: &OwnedFd) -> Result<()> {
     let has_devpts = ctx
         .spec
         .mounts()
@@ -199,7 +211,6 @@ pub(crate) fn setup_ptmx(ctx: &RootfsContext) -> Result<()> {
     if !has_devpts {
         return Ok(());
     }
-    let dev = paths::create_in_root(ctx.rootfs, Path::new("/dev"), Last::Dir)?;
     match unlinkat(Some(dev.as_raw_fd()), "ptmx", UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => bail!(
@@ -208,7 +219,7 @@ pub(crate) fn setup_ptmx(ctx: &RootfsContext) -> Result<()> {
             e.desc()
         ),
     }
-    symlink_in(ctx, &dev, "pts/ptmx", "ptmx")
+    symlink_in(ctx, dev, "pts/ptmx", "ptmx")
 }
 
 /// Creates /dev/console and binds the terminal's pty slave onto it. Called

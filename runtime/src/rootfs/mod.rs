@@ -12,6 +12,7 @@ mod devices;
 pub(crate) mod fdmount;
 mod finalize;
 pub(crate) mod hostns;
+mod lookup;
 mod mountinfo;
 mod mounts;
 mod options;
@@ -68,9 +69,10 @@ pub fn prepare(ctx: &RootfsContext, enter_cgroups: &mut dyn FnMut() -> Result<()
     ctx.bind_sources.close_rest();
     enter_cgroups()?;
     if devices::needs_setup_dev(ctx.spec) {
-        devices::create_devices(ctx)?;
-        devices::create_symlinks(ctx)?;
-        devices::setup_ptmx(ctx)?;
+        let dev = devices::open_dev(ctx)?;
+        devices::create_devices(ctx, &dev)?;
+        devices::create_symlinks(ctx, &dev)?;
+        devices::setup_ptmx(ctx, &dev)?;
     }
     Ok(())
 }
