@@ -501,6 +501,25 @@ fn remote_run_i_pipes_stdin_and_keeps_stdout_and_stderr_apart() {
     let o = run_i(&["run", &name, "--", "cat"], b"ignored");
     assert_eq!(o.stdout, b"");
     assert!(o.status.success());
+
+    // -t needs a terminal on stdin (Docker's "the input device is not a
+    // TTY"): a pipe could never end the remote shell. Refused before any
+    // process starts.
+    let o = run_i(
+        &["run", "-t", &name, "--", "sh", "-c", "touch /tty-ran"],
+        b"x\n",
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the input device is not a TTY"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run_i(&["run", &name, "--", "ls", "/tty-ran"], b"");
+    assert!(
+        !o.status.success(),
+        "run -t with a piped stdin ran its command"
+    );
 }
 
 #[test]

@@ -188,7 +188,8 @@ fn write_event(ev: pb::RunEvent) -> Result<Option<i32>> {
 /// the remote process; with `tty` it gets a terminal of this terminal's
 /// size, this terminal goes raw (restored on every way out: return, error,
 /// the signals below, panic) and its resizes are forwarded. Like the local
-/// `run -t`, `-t` passes stdin on whether or not `-i` is given.
+/// `run -t`, `-t` passes stdin on whether or not `-i` is given; unlike it,
+/// stdin must then be a terminal (Docker's rule for `-it`).
 fn run_interactive(
     rt: &tokio::runtime::Runtime,
     c: &mut WorkingContainersClient<Channel>,
@@ -201,6 +202,12 @@ fn run_interactive(
     use tokio::signal::unix::{signal, SignalKind};
     let stdin = std::io::stdin();
     let stdin_fd = stdin.as_fd();
+    // A terminal fed from a pipe has no reliable end: the ^D the daemon
+    // types at EOF is a NUL byte to a shell that has not yet set up its
+    // line discipline, and the run never ends. Docker refuses it too.
+    if tty && terminal::size(stdin_fd).is_none() {
+        anyhow::bail!("the input device is not a TTY (run -t needs a terminal on stdin; use -i for piped input)");
+    }
     let local_size =
         || terminal::size(stdin_fd).or_else(|| terminal::size(std::io::stdout().as_fd()));
     let pb_size = |(rows, cols): terminal::Size| pb::TerminalSize {
