@@ -1,5 +1,9 @@
-//! Where the builder tests find berth-build / berth-buildd and the OCI
-//! runtime their RUN steps use.
+//! The builder tests' shared pieces: where they find berth-build /
+//! berth-buildd and the OCI runtime their RUN steps use, a store to drive
+//! the CLI against ([`BuildEnv`]), a daemon on a private socket
+//! ([`Buildd`]), the minimal busybox root filesystem `FROM scratch` +
+//! `ADD busybox.tar /` contexts start from ([`Busybox`]), a `save`d image
+//! read back ([`SavedImage`]) and process/mount lookups for cleanup checks.
 
 use crate::harness::berth_bin;
 use std::path::{Path, PathBuf};
@@ -34,3 +38,15 @@ pub fn step_runtime() -> PathBuf {
         None => PathBuf::from("/usr/sbin/runc"),
     }
 }
+
+mod buildd;
+mod env;
+mod procs;
+mod rootfs;
+mod saved;
+
+pub use buildd::Buildd;
+pub use env::{text, BuildEnv};
+pub use procs::{mounts_under, processes_matching, processes_with};
+pub use rootfs::{busybox_tar, tar_dir, Busybox};
+pub use saved::SavedImage;

@@ -4,141 +4,42 @@
 //! load` → `podman run --runtime berth`. Also `cp` against hostile symlinks
 //! (a canary on the host must stay untouched), `export`/`import`, and `rm`
 //! leaving nothing behind.
-use berth_integration::builder::builder_bin;
+use berth_integration::builder::{builder_bin, mounts_under, BuildEnv, Buildd, Busybox};
 use berth_integration::containerd::unmount_under;
-use berth_integration::harness::{berth_bin, unique, TempDir};
+use berth_integration::harness::{berth_bin, unique};
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-/// A store, its working containers removed and mounts detached on drop.
-struct Env {
-    dir: TempDir,
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "mkdir", "true", "id", "env", "rm", "hostname", "pwd", "chown",
+];
+
+/// A store whose working containers run with berth; cleaned up on drop.
+fn new_env() -> BuildEnv {
+    BuildEnv::new("bb-work").with_runtime(berth_bin())
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Ok(o) = self.cmd(&["containers", "-q"]).output() {
-            for n in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = self.cmd(&["rm", n]).output();
-            }
-        }
-        unmount_under(self.dir.path());
-    }
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = TempDir::new("bb-work").unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        Env { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin("berth-build"));
-        c.arg("--root")
-            .arg(self.store())
-            .arg("--runtime")
-            .arg(berth_bin())
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn out(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.out(args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed ({}):\nstdout: {out}\nstderr: {err}",
-            o.status
-        );
-        out
-    }
-
-    /// Builds an image `tag` from busybox with `extra` Dockerfile lines.
-    fn build(&self, tag: &str, extra: &str) {
-        let ctx = self.path().join(format!("ctx-{}", unique("c")));
-        std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(&ctx.join("busybox.tar"), &ctx.join("rootfs"));
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!("FROM scratch\nADD busybox.tar /\n{extra}"),
-        )
-        .unwrap();
-        std::fs::write(ctx.join(".dockerignore"), "rootfs\n").unwrap();
-        self.ok(&[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            tag,
-            ctx.to_str().unwrap(),
-        ]);
-    }
-}
-
-/// Writes a tar of a minimal busybox root filesystem.
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp", "root", "proc", "dev", "sys"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "echo", "cat", "ls", "mkdir", "true", "id", "env", "rm", "hostname", "pwd", "chown",
-    ] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let d = dir.to_string_lossy().into_owned();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&d))
-        .map(str::to_string)
-        .collect()
+/// Builds an image `tag` from busybox (with /proc, /dev, /sys and a
+/// nobody user) with `extra` Dockerfile lines.
+fn build(env: &BuildEnv, tag: &str, extra: &str) {
+    let rootfs = Busybox {
+        dirs: &["bin", "etc", "tmp", "root", "proc", "dev", "sys"],
+        passwd: Some("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        group: Some("root:x:0:\nnogroup:x:65534:\n"),
+        ..Busybox::new(APPLETS)
+    };
+    let dockerfile = format!("FROM scratch\nADD busybox.tar /\n{extra}");
+    let ctx = env.context_with(&unique("ctx"), &dockerfile, &rootfs);
+    env.build(&ctx, &["-t", tag]);
 }
 
 const BASE: &str = "RUN echo old > /etc/motd && echo bye > /etc/gone\nCMD [\"cat\", \"/hello\"]\n";
 
 #[test]
 fn tutorial_from_run_commit_diff_history_bundle_podman() {
-    let env = Env::new();
-    env.build("tut-base", BASE);
+    let env = new_env();
+    build(&env, "tut-base", BASE);
 
     // from / containers
     let name = env.ok(&["from", "tut-base", "--name", "tut"]);
@@ -381,8 +282,8 @@ impl Drop for Podman {
 
 #[test]
 fn cp_never_leaves_the_container_root() {
-    let env = Env::new();
-    env.build("cp-base", "");
+    let env = new_env();
+    build(&env, "cp-base", "");
     env.ok(&["from", "cp-base", "--name", "cpc"]);
     // Host canaries the container tries to reach through its symlinks.
     let canary_dir = env.path().join("canary");
@@ -476,8 +377,8 @@ fn cp_never_leaves_the_container_root() {
 
 #[test]
 fn bundle_takes_run_overrides_and_makes_anonymous_volumes() {
-    let env = Env::new();
-    env.build(
+    let env = new_env();
+    build(&env,
         "vol-image",
         "RUN mkdir /data && echo seed > /data/seed && chown 65534:65534 /data\nVOLUME /data\nCMD [\"sh\", \"-c\", \"echo $X $(pwd) $(id -u) $(hostname) $(cat /data/seed /mnt/in); echo out > /data/new\"]\n",
     );
@@ -537,59 +438,19 @@ fn bundle_takes_run_overrides_and_makes_anonymous_volumes() {
     assert!(!b.join("rootfs/data/new").exists());
 }
 
-/// berth-buildd on the test's store, killed on drop.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn working_containers_over_grpc() {
-    let env = Env::new();
-    env.build("grpc-base", BASE);
-    let sock = env.path().join("buildd.sock");
-    let buildd = builder_bin("berth-build").with_file_name("berth-buildd");
-    let _d = Daemon(
-        Command::new(buildd)
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--root")
-            .arg(env.store())
-            .arg("--runtime")
-            .arg(berth_bin())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let env = new_env();
+    build(&env, "grpc-base", BASE);
+    let d = Buildd::start(
+        &env.path().join("buildd.sock"),
+        &env.store(),
+        &berth_bin(),
+        &[],
+        None,
     );
-    for _ in 0..200 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let addr = format!("unix://{}", sock.display());
-    let remote = |args: &[&str]| {
-        Command::new(builder_bin("berth-build"))
-            .arg("--addr")
-            .arg(&addr)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| {
-        let o = remote(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let remote = |args: &[&str]| d.out(args);
+    let ok = |args: &[&str]| d.ok(args);
     assert_eq!(ok(&["from", "grpc-base", "--name", "rc"]).trim(), "rc");
     assert!(ok(&["containers", "-q"]).lines().any(|l| l == "rc"));
     let o = remote(&[
@@ -691,8 +552,8 @@ fn working_containers_over_grpc() {
 
 #[test]
 fn run_t_gives_a_real_terminal() {
-    let env = Env::new();
-    env.build("tty-base", "");
+    let env = new_env();
+    build(&env, "tty-base", "");
     env.ok(&["from", "tty-base", "--name", "ttyc"]);
     // Without -t: pipes.
     let o = env.out(&["run", "ttyc", "--", "sh", "-c", "test -t 0 || echo no-tty"]);
@@ -724,8 +585,8 @@ fn run_t_gives_a_real_terminal() {
 
 #[test]
 fn prune_keeps_what_working_containers_use() {
-    let env = Env::new();
-    env.build("prune-base", BASE);
+    let env = new_env();
+    build(&env, "prune-base", BASE);
     env.ok(&["from", "prune-base", "--name", "pc"]);
     // The image goes away and the store is pruned: the container's layers stay.
     env.ok(&["rmi", "prune-base"]);

@@ -1,0 +1,156 @@
+//! A berth-build store in a temporary directory and the commands that
+//! drive it (`berth-build --root STORE --runtime RUNTIME ...`).
+
+use super::{builder_bin, step_runtime, Busybox};
+use crate::containerd::unmount_under;
+use crate::harness::TempDir;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A store (`<dir>/store`) and room for contexts in a temporary directory.
+/// On drop, even when the test failed: every working container of the
+/// store is removed, whatever is still mounted below the directory is
+/// detached, then the directory is removed.
+pub struct BuildEnv {
+    // Dropped after `Drop::drop` has cleaned up: removes the directory.
+    dir: TempDir,
+    runtime: PathBuf,
+}
+
+impl Drop for BuildEnv {
+    fn drop(&mut self) {
+        if let Ok(o) = self.cmd(&["containers", "-q"]).output() {
+            for n in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = self.cmd(&["rm", n]).output();
+            }
+        }
+        unmount_under(self.dir.path());
+    }
+}
+
+impl BuildEnv {
+    /// A fresh store in a temporary directory named after `prefix`; RUN
+    /// steps use [`step_runtime`].
+    pub fn new(prefix: &str) -> BuildEnv {
+        let dir = TempDir::new(prefix).unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        BuildEnv {
+            dir,
+            runtime: step_runtime(),
+        }
+    }
+
+    /// The same with `runtime` as the OCI runtime (`--runtime`).
+    pub fn with_runtime(mut self, runtime: PathBuf) -> BuildEnv {
+        self.runtime = runtime;
+        self
+    }
+
+    /// The temporary directory (the store is its `store`).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The store (`--root`).
+    pub fn store(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    /// The OCI runtime the store's steps and containers use.
+    pub fn runtime(&self) -> &Path {
+        &self.runtime
+    }
+
+    /// `berth-build --root STORE --runtime RUNTIME ARGS`, stdin from
+    /// /dev/null (a test that feeds it sets its own).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(builder_bin("berth-build"));
+        c.arg("--root")
+            .arg(self.store())
+            .arg("--runtime")
+            .arg(&self.runtime)
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs [`BuildEnv::cmd`] to its end, whatever its status.
+    pub fn out(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs it, asserting success (stdout and stderr in the message);
+    /// returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_err(args).0
+    }
+
+    /// Like [`BuildEnv::ok`], returning stdout and stderr.
+    pub fn ok_err(&self, args: &[&str]) -> (String, String) {
+        let o = self.out(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert!(
+            o.status.success(),
+            "berth-build {args:?} failed ({}):\nstdout: {out}\nstderr: {err}",
+            o.status
+        );
+        (out, err)
+    }
+
+    /// Runs it, asserting failure; returns stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let o = self.out(args);
+        assert!(
+            !o.status.success(),
+            "berth-build {args:?} must fail ({}):\n{}",
+            o.status,
+            text(&o)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// A context `<dir>/name` with busybox.tar (`rootfs`, built in
+    /// `<dir>/name-rootfs`) and `dockerfile` as its Dockerfile.
+    pub fn context_with(&self, name: &str, dockerfile: &str, rootfs: &Busybox) -> PathBuf {
+        let ctx = self.path().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        rootfs.write_tar(
+            &ctx.join("busybox.tar"),
+            &self.path().join(format!("{name}-rootfs")),
+        );
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        ctx
+    }
+
+    /// [`BuildEnv::context_with`] a [`Busybox::new`] tree of `applets`.
+    pub fn context(&self, name: &str, dockerfile: &str, applets: &[&str]) -> PathBuf {
+        self.context_with(name, dockerfile, &Busybox::new(applets))
+    }
+
+    /// `build --progress plain EXTRA CTX`, asserting success; returns
+    /// (stdout trimmed: the digest, the progress log on stderr).
+    pub fn build(&self, ctx: &Path, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let (out, err) = self.ok_err(&args);
+        (out.trim().to_string(), err)
+    }
+
+    /// The store's index.json.
+    pub fn index(&self) -> String {
+        std::fs::read_to_string(self.store().join("index.json")).unwrap()
+    }
+}
+
+/// A command's stdout then stderr, as text (for messages and matching).
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
