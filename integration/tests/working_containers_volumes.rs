@@ -5,84 +5,39 @@
 //! leaves the image's file alone (nothing in `diff`), and a destination
 //! that is a symlink in the image pointing out of the root never reaches a
 //! canary on the host.
-use berth_integration::builder::builder_bin;
-use berth_integration::containerd::unmount_under;
-use berth_integration::harness::{berth_bin, unique, TempDir};
-use std::os::unix::fs::PermissionsExt;
+use berth_integration::builder::{tar_dir, BuildEnv, Buildd, Busybox};
+use berth_integration::harness::{berth_bin, unique};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A store, its working containers removed and mounts detached on drop.
-struct Env {
-    dir: TempDir,
+/// A store whose working containers run with berth; cleaned up on drop.
+fn new_env() -> BuildEnv {
+    BuildEnv::new("bb-work").with_runtime(berth_bin())
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Ok(o) = self.cmd(&["containers", "-q"]).output() {
-            for n in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = self.cmd(&["rm", n]).output();
-            }
-        }
-        unmount_under(self.dir.path());
-    }
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = TempDir::new("bb-vol").unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        Env { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin("berth-build"));
-        c.arg("--root")
-            .arg(self.store())
-            .arg("--runtime")
-            .arg(berth_bin())
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn out(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        check(args, self.out(args))
-    }
-
-    /// Builds `tag`: busybox plus an image file `/etc/imgfile` and a symlink
-    /// `/etc/evil` whose target, taken on the host, is `canary`.
-    fn build(&self, tag: &str, canary: &Path) {
-        let ctx = self.path().join(format!("ctx-{}", unique("c")));
-        std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(&ctx.join("busybox.tar"), &ctx.join("rootfs"), canary);
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            "FROM scratch\nADD busybox.tar /\nRUN echo image > /etc/imgfile\nCMD [\"sh\"]\n",
-        )
-        .unwrap();
-        std::fs::write(ctx.join(".dockerignore"), "rootfs\n").unwrap();
-        self.ok(&[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            tag,
-            ctx.to_str().unwrap(),
-        ]);
-    }
+/// Builds `tag`: busybox plus an image file `/etc/imgfile` and a symlink
+/// `/etc/evil` whose target, taken on the host, is `canary`.
+fn build(env: &BuildEnv, tag: &str, canary: &Path) {
+    let ctx = env.path().join(unique("ctx"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    let scratch = env.path().join(unique("rootfs"));
+    let rootfs = Busybox {
+        dirs: &["bin", "etc", "tmp", "root", "proc", "dev", "sys"],
+        ..Busybox::new(&["sh", "echo", "cat", "ls", "rm", "true"])
+    };
+    rootfs.populate(&scratch);
+    std::os::unix::fs::symlink(
+        format!("/../../../../../..{}", canary.display()),
+        scratch.join("etc/evil"),
+    )
+    .unwrap();
+    tar_dir(&scratch, &ctx.join("busybox.tar"), rootfs.tar_flags);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD busybox.tar /\nRUN echo image > /etc/imgfile\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    env.build(&ctx, &["-t", tag]);
 }
 
 fn check(args: &[&str], o: Output) -> String {
@@ -98,43 +53,10 @@ fn check(args: &[&str], o: Output) -> String {
     out
 }
 
-/// Writes a tar of a minimal busybox root filesystem with `/etc/evil`, a
-/// symlink that climbs out of the root to `canary`.
-fn busybox_tar(dest: &Path, scratch: &Path, canary: &Path) {
-    for d in ["bin", "etc", "tmp", "root", "proc", "dev", "sys"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "ls", "rm", "true"] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\n").unwrap();
-    std::os::unix::fs::symlink(
-        format!("/../../../../../..{}", canary.display()),
-        scratch.join("etc/evil"),
-    )
-    .unwrap();
-    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// The cases every way of running shares; `run` runs `args` in container
 /// `c` and returns (exit code, stdout, stderr).
 fn file_volume_cases(
-    env: &Env,
+    env: &BuildEnv,
     tag: &str,
     canary: &Path,
     run: &dyn Fn(&str, &[&str]) -> Output,
@@ -239,7 +161,7 @@ fn assert_only_copied_up_dirs(diff: &str) {
     }
 }
 
-fn canary(env: &Env) -> PathBuf {
+fn canary(env: &BuildEnv) -> PathBuf {
     let dir = env.path().join("canary-dir");
     std::fs::create_dir_all(&dir).unwrap();
     let c = dir.join("canary");
@@ -249,9 +171,9 @@ fn canary(env: &Env) -> PathBuf {
 
 #[test]
 fn file_volumes_in_run() {
-    let env = Env::new();
+    let env = new_env();
     let canary = canary(&env);
-    env.build("fv", &canary);
+    build(&env, "fv", &canary);
     let run = |name: &str, args: &[&str]| {
         let mut a = vec!["run", name];
         a.extend_from_slice(args);
@@ -260,51 +182,19 @@ fn file_volumes_in_run() {
     file_volume_cases(&env, "fv", &canary, &run, &|a| env.ok(a));
 }
 
-/// berth-buildd on the test's store, killed on drop.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn file_volumes_over_grpc() {
-    let env = Env::new();
+    let env = new_env();
     let canary = canary(&env);
-    env.build("gv", &canary);
-    let sock = env.path().join("buildd.sock");
-    let buildd = builder_bin("berth-build").with_file_name("berth-buildd");
-    let _d = Daemon(
-        Command::new(buildd)
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--root")
-            .arg(env.store())
-            .arg("--runtime")
-            .arg(berth_bin())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    build(&env, "gv", &canary);
+    let d = Buildd::start(
+        &env.path().join("buildd.sock"),
+        &env.store(),
+        &berth_bin(),
+        &[],
+        None,
     );
-    for _ in 0..200 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let addr = format!("unix://{}", sock.display());
-    let remote = |args: &[&str]| {
-        Command::new(builder_bin("berth-build"))
-            .arg("--addr")
-            .arg(&addr)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let remote = |args: &[&str]| d.out(args);
     let run = |name: &str, args: &[&str]| {
         let mut a = vec!["run", name];
         a.extend_from_slice(args);
@@ -315,9 +205,9 @@ fn file_volumes_over_grpc() {
 
 #[test]
 fn bundle_with_a_file_volume_runs_with_berth() {
-    let env = Env::new();
+    let env = new_env();
     let canary = canary(&env);
-    env.build("bv", &canary);
+    build(&env, "bv", &canary);
     let host = env.path().join("bundle-hostfile");
     std::fs::write(&host, "from host\n").unwrap();
     for (dest, ro) in [
