@@ -8,13 +8,12 @@
 //! cases kill the client (SIGKILL, and Ctrl-C of `-i`) mid-run and require
 //! that the container's process is gone and the runtime keeps no state,
 //! while the working container itself stays usable.
-use berth_integration::builder::builder_bin;
-use berth_integration::containerd::unmount_under;
-use berth_integration::harness::{berth_bin, unique, TempDir};
+use berth_integration::builder::{processes_matching, processes_with, BuildEnv, Buildd, Busybox};
+use berth_integration::harness::{berth_bin, unique};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,67 +22,48 @@ use std::time::{Duration, Instant};
 /// killed, then whatever a failed test left behind is removed (the
 /// runtime's containers, the working containers, mounts).
 struct Daemon {
-    child: Child,
-    dir: TempDir,
+    /// Taken (killed) first on drop, before the cleanup below.
+    buildd: Option<Buildd>,
+    /// Its store; dropped last: working containers, mounts, directory.
+    env: BuildEnv,
 }
 
 impl Daemon {
     fn start() -> Daemon {
-        let dir = TempDir::new("bb-tty").unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        let log = std::fs::File::create(dir.path().join("buildd.log")).unwrap();
-        let child = Command::new(builder_bin("berth-buildd"))
-            .arg("--socket")
-            .arg(dir.path().join("buildd.sock"))
-            .arg("--root")
-            .arg(dir.path().join("store"))
-            .arg("--runtime")
-            .arg(berth_bin())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, dir };
-        let t = Instant::now();
-        while !d.dir.path().join("buildd.sock").exists() {
-            assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log());
-            std::thread::sleep(Duration::from_millis(50));
+        let env = BuildEnv::new("bb-tty").with_runtime(berth_bin());
+        let buildd = Buildd::start(
+            &env.path().join("buildd.sock"),
+            &env.store(),
+            &berth_bin(),
+            &[],
+            Some(&env.path().join("buildd.log")),
+        );
+        Daemon {
+            buildd: Some(buildd),
+            env,
         }
-        d
+    }
+
+    fn buildd(&self) -> &Buildd {
+        self.buildd.as_ref().unwrap()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("buildd.log")).unwrap_or_default()
+        self.buildd().log()
     }
 
     /// Where the daemon keeps the runtime's state (`<root>/runtime`).
     fn runtime_root(&self) -> PathBuf {
-        self.dir.path().join("store/runtime")
+        self.env.store().join("runtime")
     }
 
     /// `berth-build --addr unix://<socket> ARGS`.
     fn client(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin("berth-build"));
-        c.arg("--addr")
-            .arg(format!(
-                "unix://{}",
-                self.dir.path().join("buildd.sock").display()
-            ))
-            .args(args);
-        c
+        self.buildd().client(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.client(args).stdin(Stdio::null()).output().unwrap();
-        assert!(
-            o.status.success(),
-            "berth-build {args:?}: {}\n{}\ndaemon log:\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.buildd().ok(args)
     }
 
     /// Container ids the runtime has state for, from `berth list`.
@@ -105,8 +85,13 @@ impl Daemon {
     /// A working container from a minimal busybox image, imported over
     /// the daemon's API.
     fn container(&self) -> String {
-        let tar = self.dir.path().join(format!("{}.tar", unique("rootfs")));
-        busybox_tar(&tar, &self.dir.path().join(unique("scratch")));
+        let tar = self.env.path().join(format!("{}.tar", unique("rootfs")));
+        let rootfs = Busybox {
+            dirs: &["bin", "etc", "tmp", "root", "proc", "dev", "sys"],
+            modes: &[],
+            ..Busybox::new(&["sh", "echo", "cat", "sleep", "stty", "tty", "true"])
+        };
+        rootfs.write_tar(&tar, &self.env.path().join(unique("scratch")));
         let image = unique("tty-img");
         self.ok(&["import", tar.to_str().unwrap(), &image]);
         let name = unique("tty");
@@ -136,7 +121,7 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let dir = self.dir.path().join("store/containers").join(name);
+        let dir = self.env.store().join("containers").join(name);
         let t = Instant::now();
         loop {
             let bundles: Vec<_> = std::fs::read_dir(&dir)
@@ -172,8 +157,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The daemon first, then the runtime's containers a failed test
+        // left; `env` then removes the working containers and mounts.
+        drop(self.buildd.take());
         let rt = self.runtime_root();
         if let Ok(o) = Command::new(berth_bin())
             .arg("--root")
@@ -192,79 +178,7 @@ impl Drop for Daemon {
                 }
             }
         }
-        let local = |args: &[&str]| {
-            Command::new(builder_bin("berth-build"))
-                .arg("--root")
-                .arg(self.dir.path().join("store"))
-                .arg("--runtime")
-                .arg(berth_bin())
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-        };
-        if let Ok(o) = local(&["containers", "-q"]) {
-            for n in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = local(&["rm", n]);
-            }
-        }
-        // With the trailing slash: unmount_under matches by string prefix,
-        // and /tmp/bb-tty-P-1 must not take /tmp/bb-tty-P-14's mounts.
-        unmount_under(&self.dir.path().join(""));
     }
-}
-
-/// Writes a tar of a minimal busybox root filesystem.
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp", "root", "proc", "dev", "sys"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "sleep", "stty", "tty", "true"] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\n").unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-/// Pids of processes whose command line is exactly `cmdline` (words
-/// joined by spaces).
-fn processes_with(cmdline: &str) -> Vec<i32> {
-    processes_matching(|words| words.join(" ") == cmdline)
-}
-
-/// Pids of processes whose command line (as words) passes `pred`.
-fn processes_matching(pred: impl Fn(&[String]) -> bool) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let words: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|w| !w.is_empty())
-            .map(|w| String::from_utf8_lossy(w).into_owned())
-            .collect();
-        if pred(&words) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 fn wait_for_process(cmdline: &str, d: &Daemon) {
@@ -584,7 +498,7 @@ fn a_run_past_its_grpc_deadline_is_stopped_by_the_daemon() {
     let name = d.container();
     let secs = format!("{}", 103_000 + std::process::id() % 1000);
     let marker = format!("sleep {secs}");
-    let sock = d.dir.path().join("buildd.sock");
+    let sock = d.buildd().socket().to_path_buf();
     // The process did start before the deadline stopped it.
     let seen = {
         let marker = marker.clone();
