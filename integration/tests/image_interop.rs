@@ -3,88 +3,43 @@
 //! written by podman and `ctr images export` loaded with the same image IDs
 //! and layers, RUN networked by default, every `-t` in a docker output, and
 //! a listing into a closed pipe exiting quietly.
-use berth_integration::builder::{builder_bin, step_runtime as runtime};
+use berth_integration::builder::{BuildEnv, Buildd, Busybox};
 use berth_integration::containerd::Containerd;
-use berth_integration::harness::{unique, TempDir};
+use berth_integration::harness::unique;
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A store and a scratch dir, with berth-build run against the store.
-struct Env {
-    dir: TempDir,
+/// A store and a scratch dir, with berth-build run against the store
+/// (the shared [`BuildEnv`], plus this file's context and lookups).
+struct Env(BuildEnv);
+
+impl std::ops::Deref for Env {
+    type Target = BuildEnv;
+    fn deref(&self) -> &BuildEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = TempDir::new("interop").unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        Env { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin("berth-build"));
-        c.arg("--root")
-            .arg(self.path().join("store"))
-            .arg("--runtime")
-            .arg(runtime())
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        Env(BuildEnv::new("interop"))
     }
 
     /// A context with a static busybox root filesystem and `dockerfile`.
     fn context(&self, dockerfile: &str) -> PathBuf {
-        let ctx = self.path().join(unique("ctx"));
-        let root = self.path().join(unique("rootfs"));
-        std::fs::create_dir_all(&ctx).unwrap();
-        for d in ["bin", "etc", "tmp"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for a in ["sh", "cat", "wc", "echo", "ls"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-            .unwrap();
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .args(["--numeric-owner", "-cf"])
-            .arg(ctx.join("busybox.tar"))
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        ctx
+        let rootfs = Busybox {
+            dirs: &["bin", "etc", "tmp"],
+            passwd: Some("root:x:0:0:root:/:/bin/sh\n"),
+            group: None,
+            ..Busybox::new(&["sh", "cat", "wc", "echo", "ls"])
+        };
+        self.context_with(&unique("ctx"), dockerfile, &rootfs)
     }
 
+    /// `build --progress plain EXTRA CTX`; the digest it prints.
     fn build(&self, ctx: &Path, extra: &[&str]) -> String {
-        let mut args = vec!["build", "--progress", "plain"];
-        args.extend_from_slice(extra);
-        args.push(ctx.to_str().unwrap());
-        self.ok(&args).trim().to_string()
+        self.0.build(ctx, extra).0
     }
 
     fn inspect(&self, name: &str) -> Value {
@@ -186,7 +141,7 @@ fn docker_names_images_and_history() {
     // rmi by the long form removes the name stored short... and long.
     env.ok(&["rmi", &format!("docker.io/library/{short}:v2")]);
     env.ok(&["rmi", &short]);
-    assert!(!env.run(&["inspect", &long]).status.success());
+    assert!(!env.out(&["inspect", &long]).status.success());
 }
 
 #[test]
@@ -494,7 +449,7 @@ CMD [\"true\"]
     env.ok(&["bundle", "sec/ok", dir.to_str().unwrap()]);
     let size = std::fs::read_to_string(dir.join("rootfs/size")).unwrap();
     assert_eq!(size.trim(), (500 * 1024).to_string());
-    let o = env.run(&[
+    let o = env.out(&[
         "build",
         "--progress",
         "plain",
@@ -507,8 +462,8 @@ CMD [\"true\"]
     assert!(!o.status.success());
     assert!(err.contains("secret s is too large"), "{err}");
     // Through the daemon: refused before any step runs.
-    let d = Daemon::start(&env, &[]);
-    let o = d.client(&[
+    let d = daemon(&env, &[]);
+    let o = d.out(&[
         "build",
         "--progress",
         "plain",
@@ -539,15 +494,15 @@ fn import_stream_is_capped() {
     );
     let len = std::fs::metadata(&tar).unwrap().len();
     let fresh = Env::new();
-    let d = Daemon::start(&fresh, &["--max-import-size", &(len - 1).to_string()]);
-    let o = d.client(&["load", "-i", tar.to_str().unwrap()]);
+    let d = daemon(&fresh, &["--max-import-size", &(len - 1).to_string()]);
+    let o = d.out(&["load", "-i", tar.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
         err.contains("too large") && err.contains("--max-import-size"),
         "{err}"
     );
-    assert!(!fresh.run(&["inspect", "cap/x"]).status.success());
+    assert!(!fresh.out(&["inspect", "cap/x"]).status.success());
     let spooled: Vec<_> = std::fs::read_dir(fresh.path().join("store/tmp"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -556,63 +511,16 @@ fn import_stream_is_capped() {
     assert!(spooled.is_empty(), "{spooled:?}");
     drop(d);
     // At the cap it loads.
-    let d = Daemon::start(&fresh, &["--max-import-size", &len.to_string()]);
-    let o = d.client(&["load", "-i", tar.to_str().unwrap()]);
+    let d = daemon(&fresh, &["--max-import-size", &len.to_string()]);
+    let o = d.out(&["load", "-i", tar.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// berth-buildd on a private socket over `env`'s store, stopped on drop.
-struct Daemon {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(env: &Env, extra: &[&str]) -> Daemon {
-        let sock = env.path().join(unique("d")).with_extension("sock");
-        let child = Command::new(builder_bin("berth-buildd"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--root")
-            .arg(env.path().join("store"))
-            .arg("--runtime")
-            .arg(runtime())
-            .args(extra)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            addr: format!("unix://{}", sock.display()),
-        };
-        for _ in 0..200 {
-            if sock.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        assert!(sock.exists(), "berth-buildd did not come up");
-        d
-    }
-
-    fn client(&self, args: &[&str]) -> Output {
-        Command::new(builder_bin("berth-build"))
-            .arg("--addr")
-            .arg(&self.addr)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
+/// berth-buildd on a private socket over `env`'s store with `extra`
+/// flags; stopped with SIGTERM on drop.
+fn daemon(env: &Env, extra: &[&str]) -> Buildd {
+    let sock = env.path().join(unique("d")).with_extension("sock");
+    Buildd::start(&sock, &env.store(), env.runtime(), extra, None).terminate_on_drop()
 }
 
 /// Through berth-buildd (the API), `images` and `history` give what the
@@ -623,7 +531,7 @@ fn the_api_lists_like_the_cli() {
     let env = Env::new();
     let ctx = env.context(SIMPLE);
     env.build(&ctx, &["-t", "docker.io/library/apilist"]);
-    let d = Daemon::start(&env, &[]);
+    let d = daemon(&env, &[]);
     let text = |o: Output| {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -645,10 +553,10 @@ fn the_api_lists_like_the_cli() {
         &["history", "--no-trunc", "docker.io/apilist:latest"][..],
     ] {
         let local = env.ok(args);
-        let api = text(d.client(args));
+        let api = text(d.out(args));
         assert_eq!(strip(&api), strip(&local), "{args:?}");
     }
-    let h = text(d.client(&["history", "-q", "apilist"]));
+    let h = text(d.out(&["history", "-q", "apilist"]));
     let id = env.config_digest("apilist");
     assert_eq!(h, format!("{}\n<missing>\n<missing>\n", &id[7..19]));
 }
