@@ -4,89 +4,37 @@
 //! show the same SIZE in `berth-build images` as in `docker images`, and the
 //! byte counts (`berth-build history -H=false`, per layer and summed) equal
 //! `docker history --human=false` and `docker image inspect -f {{.Size}}`.
-use berth_integration::builder::{builder_bin, step_runtime};
+use berth_integration::builder::{tar_dir, BuildEnv, Busybox};
 use berth_integration::dockerd::Dockerd;
-use berth_integration::harness::{skip, TempDir};
+use berth_integration::harness::skip;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-struct Env {
-    dir: TempDir,
-}
-
-impl Env {
-    fn ok(&self, args: &[&str]) -> String {
-        let o = Command::new(builder_bin("berth-build"))
-            .arg("--root")
-            .arg(self.dir.path().join("store"))
-            .arg("--runtime")
-            .arg(step_runtime())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn build(&self, tag: &str, dockerfile: &str) {
-        let ctx = self.dir.path().join(format!("ctx-{tag}"));
-        std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(
-            &ctx.join("busybox.tar"),
-            &self.dir.path().join(format!("{tag}-rootfs")),
-        );
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        self.ok(&[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            tag,
-            ctx.to_str().unwrap(),
-        ]);
-    }
+/// Builds `tag` from `dockerfile` in a context with the tree below.
+fn build(env: &BuildEnv, tag: &str, dockerfile: &str) {
+    let ctx = env.path().join(format!("ctx-{tag}"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    busybox_tar(
+        &ctx.join("busybox.tar"),
+        &env.path().join(format!("{tag}-rootfs")),
+    );
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    env.build(&ctx, &["-t", tag]);
 }
 
 /// A busybox root filesystem tar with a hard link and a symlink of its own.
 fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc/conf.d", "tmp", "root", "proc", "dev", "sys"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in ["sh", "ln", "rm", "mkdir", "echo", "cat", "true"] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
+    let rootfs = Busybox {
+        dirs: &["bin", "etc/conf.d", "tmp", "root", "proc", "dev", "sys"],
+        ..Busybox::new(&["sh", "ln", "rm", "mkdir", "echo", "cat", "true"])
+    };
+    rootfs.populate(scratch);
     std::fs::hard_link(scratch.join("bin/busybox"), scratch.join("bin/bb-hard")).unwrap();
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\n").unwrap();
     std::fs::write(scratch.join("etc/conf.d/a"), "a".repeat(3000)).unwrap();
     std::fs::write(scratch.join("etc/empty"), "").unwrap();
-    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar_dir(scratch, dest, rootfs.tar_flags);
 }
 
-/// Cells of the column `name` in a table printed Docker's way: a column
-/// starts where its header starts and ends where the next one starts
-/// (headers are separated by at least three spaces; all ASCII).
 fn column(table: &str, name: &str) -> Vec<String> {
     let mut lines = table.lines();
     let header = lines.next().unwrap_or_default();
@@ -109,10 +57,7 @@ fn column(table: &str, name: &str) -> Vec<String> {
 
 #[test]
 fn images_size_matches_docker() {
-    let env = Env {
-        dir: TempDir::new("bb-size").unwrap(),
-    };
-    std::fs::create_dir_all(env.dir.path().join("store")).unwrap();
+    let env = BuildEnv::new("bb-size");
     let images: [(&str, &str); 3] = [
         // Hard links: in the ADDed tar and made by RUN (a copied-up file
         // linked twice): each inode counts once.
@@ -133,7 +78,7 @@ fn images_size_matches_docker() {
         ),
     ];
     for (tag, df) in images {
-        env.build(tag, df);
+        build(&env, tag, df);
     }
     let dockerd = match Dockerd::start() {
         Ok(Some(d)) => d,
@@ -141,7 +86,7 @@ fn images_size_matches_docker() {
         Err(e) => panic!("starting dockerd: {e:#}"),
     };
     for (tag, _) in images {
-        let archive: PathBuf = env.dir.path().join(format!("{tag}.tar"));
+        let archive: PathBuf = env.path().join(format!("{tag}.tar"));
         env.ok(&["save", "-o", archive.to_str().unwrap(), tag]);
         dockerd
             .ok(&["load", "-i", archive.to_str().unwrap()])
@@ -175,7 +120,7 @@ fn images_size_matches_docker() {
     for pass in ["streamed", "read back"] {
         if pass == "read back" {
             for side in ["layer-sizes", "summaries"] {
-                let d = env.dir.path().join("store").join(side);
+                let d = env.store().join(side);
                 std::fs::remove_dir_all(&d).unwrap();
                 std::fs::create_dir(&d).unwrap();
             }
