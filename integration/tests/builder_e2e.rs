@@ -5,13 +5,13 @@
 //!
 //! A test whose external tool is missing says `SKIP: <reason>` and returns,
 //! except under CI=true, where it fails (scripts/deps.sh installs them all).
-use berth_integration::builder::{builder_bin, step_runtime as runtime};
-use berth_integration::harness::{unique, TempDir};
+use berth_integration::builder::{builder_bin, step_runtime as runtime, BuildEnv, Buildd, Busybox};
+use berth_integration::harness::unique;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -34,103 +34,26 @@ macro_rules! require {
 }
 
 /// A store plus helpers to run berth-build against it.
-struct Env {
-    dir: TempDir,
+/// The applets the busybox root filesystem of every context has.
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "mkdir", "true", "id", "env", "chmod", "touch", "uname", "stat",
+    "wc", "hostname", "pwd", "rm",
+];
+
+/// A store in a temporary directory (cleaned up on drop).
+fn new_env() -> BuildEnv {
+    BuildEnv::new("bb-e2e")
 }
 
-impl Env {
-    fn new() -> Env {
-        let dir = TempDir::new("bb-e2e").unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        Env { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(builder_bin("berth-build"));
-        c.arg("--root")
-            .arg(self.store())
-            .arg("--runtime")
-            .arg(runtime())
-            .args(args);
-        c.output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> (String, String) {
-        let o = self.cmd(args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed:\nstdout: {out}\nstderr: {err}"
-        );
-        (out, err)
-    }
-
-    /// Builds `ctx` in plain progress mode; returns (digest, progress log).
-    fn build(&self, ctx: &Path, extra: &[&str]) -> (String, String) {
-        let mut args = vec!["build", "--progress", "plain"];
-        args.extend_from_slice(extra);
-        let c = ctx.to_str().unwrap();
-        args.push(c);
-        let (out, err) = self.ok(&args);
-        (out.trim().to_string(), err)
-    }
-
-    /// A context dir with busybox.tar (static busybox rootfs) and `dockerfile`.
-    fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
-        let ctx = self.path().join(name);
-        std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(
-            &ctx.join("busybox.tar"),
-            &self.path().join(format!("{name}-rootfs")),
-        );
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        ctx
-    }
-
-    fn index(&self) -> String {
-        std::fs::read_to_string(self.store().join("index.json")).unwrap()
-    }
-}
-
-/// Writes a tar of a minimal busybox root filesystem.
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "echo", "cat", "ls", "mkdir", "true", "id", "env", "chmod", "touch", "uname", "stat",
-        "wc", "hostname", "pwd", "rm",
-    ] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+/// A context dir with busybox.tar (static busybox rootfs with a nobody
+/// user) and `dockerfile`.
+fn context(env: &BuildEnv, name: &str, dockerfile: &str) -> PathBuf {
+    let rootfs = Busybox {
+        passwd: Some("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        group: Some("root:x:0:\nnogroup:x:65534:\n"),
+        ..Busybox::new(APPLETS)
+    };
+    env.context_with(name, dockerfile, &rootfs)
 }
 
 const SIMPLE: &str = "FROM scratch
@@ -142,8 +65,8 @@ COPY src/ /app/src/
 CMD [\"cat\", \"/greeting\"]
 ";
 
-fn simple_ctx(env: &Env) -> PathBuf {
-    let ctx = env.context("simple", SIMPLE);
+fn simple_ctx(env: &BuildEnv) -> PathBuf {
+    let ctx = context(env, "simple", SIMPLE);
     std::fs::create_dir_all(ctx.join("src/lib")).unwrap();
     std::fs::write(ctx.join("src/main.c"), "int main(void) { return 0; }\n").unwrap();
     std::fs::write(ctx.join("src/lib/util.c"), "int util;\n").unwrap();
@@ -165,7 +88,7 @@ fn steps_with(log: &str, word: &str) -> usize {
 
 #[test]
 fn build_run_and_cache_explain_misses() {
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
     let (d1, log1) = env.build(&ctx, &["-t", "simple"]);
     assert!(d1.starts_with("sha256:"), "{d1}");
@@ -231,7 +154,7 @@ fn build_run_and_cache_explain_misses() {
     assert!(log7.contains("WORKDIR: parent step changed"), "{log7}");
 
     // Config and history look like BuildKit's.
-    let (out, _) = env.ok(&["inspect", "simple"]);
+    let (out, _) = env.ok_err(&["inspect", "simple"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     let cfg = &v["Config"];
     assert_eq!(
@@ -263,14 +186,14 @@ fn build_run_and_cache_explain_misses() {
 
 #[test]
 fn bundle_runs_with_the_runtime() {
-    let env = Env::new();
-    let ctx = env.context(
+    let env = new_env();
+    let ctx = context(&env,
         "bundle",
         "FROM scratch\nADD busybox.tar /\nRUN echo built > /built\nUSER nobody\nWORKDIR /tmp\nENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"echo $(cat /built) as $(id -u) in $(pwd)\"]\n",
     );
     env.build(&ctx, &["-t", "bundle-test"]);
     let b = env.path().join("bundle");
-    env.ok(&["bundle", "bundle-test", b.to_str().unwrap()]);
+    env.ok_err(&["bundle", "bundle-test", b.to_str().unwrap()]);
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["process"]["user"]["uid"], 65534);
@@ -296,7 +219,7 @@ fn bundle_runs_with_the_runtime() {
 
 #[test]
 fn multistage_target_build_args_and_metadata() {
-    let env = Env::new();
+    let env = new_env();
     let df = "ARG BASE=scratch
 FROM ${BASE} AS base
 ADD busybox.tar /
@@ -321,13 +244,13 @@ HEALTHCHECK --interval=30s CMD [\"/bin/busybox\", \"true\"]
 CMD [\"/artifact\"]
 ENTRYPOINT [\"/bin/busybox\", \"cat\"]
 ";
-    let ctx = env.context("multi", df);
+    let ctx = context(&env, "multi", df);
     std::fs::create_dir_all(ctx.join("docs")).unwrap();
     std::fs::write(ctx.join("docs/a.txt"), "a\n").unwrap();
     std::fs::write(ctx.join("docs/b.md"), "b\n").unwrap();
     let (_, log) = env.build(&ctx, &["-t", "multi", "--build-arg", "WHO=berth"]);
     assert!(!log.contains("[other]"), "unneeded stage was built:\n{log}");
-    let (out, _) = env.ok(&["inspect", "multi"]);
+    let (out, _) = env.ok_err(&["inspect", "multi"]);
     let cfg = &serde_json::from_str::<Value>(&out).unwrap()["Config"]["config"];
     assert_eq!(cfg["Labels"]["org.example.k"], "v");
     assert!(
@@ -367,7 +290,7 @@ ENTRYPOINT [\"/bin/busybox\", \"cat\"]
     assert_eq!((a.uid(), a.gid()), (7, 8));
     assert!(!local.join("docs/b.md").exists(), "--exclude was ignored");
     // ONBUILD ran in the child stage (builder), not in base itself.
-    let (_, _) = env.ok(&["bundle", "multi", env.path().join("b").to_str().unwrap()]);
+    let (_, _) = env.ok_err(&["bundle", "multi", env.path().join("b").to_str().unwrap()]);
 
     // --target builds an intermediate stage; the trigger ran there.
     let tl = env.path().join("target-local");
@@ -390,11 +313,15 @@ ENTRYPOINT [\"/bin/busybox\", \"cat\"]
         std::fs::read_to_string(tl.join("artifact")).unwrap(),
         "made by nobody\n"
     );
-    let (hist, _) = env.ok(&["history", "multi-builder"]);
+    let (hist, _) = env.ok_err(&["history", "multi-builder"]);
     assert!(hist.contains("ARG WHO=nobody"), "{hist}");
 
     // ENTRYPOINT resets a CMD inherited from the base.
-    let ctx2 = env.context("ep", "FROM scratch\nADD busybox.tar /\nCMD [\"sh\"]\n");
+    let ctx2 = context(
+        &env,
+        "ep",
+        "FROM scratch\nADD busybox.tar /\nCMD [\"sh\"]\n",
+    );
     env.build(&ctx2, &["-t", "ep-base"]);
     std::fs::write(
         ctx2.join("Dockerfile"),
@@ -402,14 +329,14 @@ ENTRYPOINT [\"/bin/busybox\", \"cat\"]
     )
     .unwrap();
     env.build(&ctx2, &["-t", "ep-child"]);
-    let (out, _) = env.ok(&["inspect", "ep-child"]);
+    let (out, _) = env.ok_err(&["inspect", "ep-child"]);
     let cfg = &serde_json::from_str::<Value>(&out).unwrap()["Config"]["config"];
     assert!(cfg.get("Cmd").is_none(), "{cfg}");
 }
 
 #[test]
 fn run_mounts_and_add_sources() {
-    let env = Env::new();
+    let env = new_env();
     // A tiny HTTP server for ADD <url>.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -460,7 +387,7 @@ RUN --mount=type=bind,source=bindme.txt,target=/mnt/b.txt cat /mnt/b.txt > /boun
 RUN --network=none cat /proc/net/dev | wc -l > /netdevs
 "
     );
-    let ctx = env.context("mounts", &df);
+    let ctx = context(&env, "mounts", &df);
     std::fs::write(ctx.join("bindme.txt"), "bound content\n").unwrap();
     let xt = env.path().join("xt");
     std::fs::create_dir_all(xt.join("sub")).unwrap();
@@ -510,14 +437,15 @@ RUN --network=none cat /proc/net/dev | wc -l > /netdevs
     assert_eq!(read("netdevs").trim(), "3");
 
     // Wrong checksum: clear error.
-    let bad = env.context(
+    let bad = context(
+        &env,
         "badsum",
         &format!(
             "FROM scratch\nADD --checksum=sha256:{} http://127.0.0.1:{port}/x /x\n",
             "0".repeat(64)
         ),
     );
-    let o = env.cmd(&["build", "--progress", "plain", bad.to_str().unwrap()]);
+    let o = env.out(&["build", "--progress", "plain", bad.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("digest mismatch"));
     server.join().unwrap();
@@ -525,7 +453,7 @@ RUN --network=none cat /proc/net/dev | wc -l > /netdevs
 
 #[test]
 fn bad_input_leaves_store_untouched() {
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
     env.build(&ctx, &["-t", "keep"]);
     let index_before = env.index();
@@ -570,7 +498,7 @@ fn bad_input_leaves_store_untouched() {
             .status()
             .unwrap();
         assert!(st.success());
-        let o = env.cmd(&[
+        let o = env.out(&[
             "build",
             "--progress",
             "plain",
@@ -607,7 +535,7 @@ fn bad_input_leaves_store_untouched() {
 fn outputs_load_in_real_clients() {
     require!("skopeo");
     require!("umoci");
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
     let oci = env.path().join("oci");
     let oci_tar = env.path().join("img-oci.tar");
@@ -703,21 +631,21 @@ fn outputs_load_in_real_clients() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Round trips through save/load into fresh stores.
-    let env2 = Env::new();
-    env2.ok(&["load", "-i", docker_tar.to_str().unwrap()]);
-    let (images, _) = env2.ok(&["images"]);
+    let env2 = new_env();
+    env2.ok_err(&["load", "-i", docker_tar.to_str().unwrap()]);
+    let (images, _) = env2.ok_err(&["images"]);
     // `images` prints Docker's REPOSITORY and TAG columns.
     assert!(lists(&images, "e2e/simple", "v1"), "{images}");
-    let env3 = Env::new();
-    env3.ok(&["load", "-i", oci_tar.to_str().unwrap()]);
-    let (out, _) = env3.ok(&["inspect", "e2e/simple:v1"]);
+    let env3 = new_env();
+    env3.ok_err(&["load", "-i", oci_tar.to_str().unwrap()]);
+    let (out, _) = env3.ok_err(&["inspect", "e2e/simple:v1"]);
     assert!(out.contains(&digest));
 }
 
 #[test]
 fn podman_loads_and_runs_the_image() {
     require!("podman");
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
     let tag = unique("berth-e2e").to_lowercase();
     let tar = env.path().join("podman.tar");
@@ -764,7 +692,7 @@ fn podman_loads_and_runs_the_image() {
 fn containerd_imports_the_archives() {
     require!("containerd");
     require!("ctr");
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
     let docker_tar = env.path().join("ctr-docker.tar");
     let oci_tar = env.path().join("ctr-oci.tar");
@@ -880,7 +808,7 @@ fn same_result_as_buildah() {
     require!("buildah");
     require!("skopeo");
     require!("umoci");
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
     let ours = env.path().join("ours");
     env.build(
@@ -892,7 +820,7 @@ fn same_result_as_buildah() {
             &format!("type=local,dest={}", ours.display()),
         ],
     );
-    let (out, _) = env.ok(&["inspect", "cmp"]);
+    let (out, _) = env.ok_err(&["inspect", "cmp"]);
     let our_cfg = serde_json::from_str::<Value>(&out).unwrap()["Config"]["config"].clone();
 
     let tag = unique("berth-cmp").to_lowercase();
@@ -971,48 +899,17 @@ fn same_result_as_buildah() {
 
 #[test]
 fn daemon_serves_builds_over_grpc() {
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
-    let sock = env.path().join("buildd.sock");
-    struct Daemon(Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Command::new(builder_bin("berth-buildd"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--root")
-        .arg(env.store())
-        .arg("--runtime")
-        .arg(runtime())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _d = Daemon(child);
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let addr = format!("unix://{}", sock.display());
-    let remote = |args: &[&str]| {
-        let o = Command::new(builder_bin("berth-build"))
-            .arg("--addr")
-            .arg(&addr)
-            .args(args)
-            .output()
-            .unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert!(o.status.success(), "{args:?}: {out}\n{err}");
-        (out, err)
-    };
+    let d = Buildd::start(
+        &env.path().join("buildd.sock"),
+        &env.store(),
+        env.runtime(),
+        &[],
+        None,
+    );
+    let addr = d.addr();
+    let remote = |args: &[&str]| d.ok_err(args);
     let (digest, log) = remote(&[
         "build",
         "--progress",
@@ -1075,7 +972,7 @@ fn daemon_serves_builds_over_grpc() {
 
 #[test]
 fn killed_build_leaves_the_store_consistent() {
-    let env = Env::new();
+    let env = new_env();
     let ctx = simple_ctx(&env);
     env.build(&ctx, &["-t", "before"]);
     let index_before = env.index();
@@ -1144,13 +1041,13 @@ fn killed_build_leaves_the_store_consistent() {
         .collect();
     // The killed RUN container may still hold its rootfs; everything else is gone.
     assert!(leaked.len() <= 1, "mounts left under the store: {leaked:?}");
-    let (images, _) = env.ok(&["images"]);
+    let (images, _) = env.ok_err(&["images"]);
     assert!(!images.contains("after"), "{images}");
 }
 
 #[test]
 fn independent_stages_run_in_parallel() {
-    let env = Env::new();
+    let env = new_env();
     let df = "FROM scratch AS base
 ADD busybox.tar /
 
@@ -1164,7 +1061,7 @@ FROM scratch
 COPY --from=a /a /a
 COPY --from=b /b /b
 ";
-    let ctx = env.context("par", df);
+    let ctx = context(&env, "par", df);
     let out = env.path().join("out");
     let started = std::time::Instant::now();
     let (_, log) = env.build(&ctx, &["-o", &format!("type=local,dest={}", out.display())]);
@@ -1187,8 +1084,9 @@ COPY --from=b /b /b
 #[test]
 fn tty_progress_shows_live_steps() {
     require!("script");
-    let env = Env::new();
-    let ctx = env.context(
+    let env = new_env();
+    let ctx = context(
+        &env,
         "tty",
         "FROM scratch\nADD busybox.tar /\nRUN echo hi-from-run\nCMD [\"sh\"]\n",
     );

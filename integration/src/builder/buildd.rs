@@ -132,19 +132,26 @@ impl Buildd {
         self.client(args).output().unwrap()
     }
 
-    /// Runs it, asserting success (stderr and the daemon's log in the
+    /// Runs it, asserting success (its output and the daemon's log in the
     /// message); returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_err(args).0
+    }
+
+    /// Like [`Buildd::ok`], returning stdout and stderr.
+    pub fn ok_err(&self, args: &[&str]) -> (String, String) {
         let o = self.out(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
         assert!(
             o.status.success(),
-            "berth-build --addr {args:?}: {}\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            "berth-build --addr {args:?}: {}\nstdout: {out}\nstderr: {err}\ndaemon log:\n{}",
             o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
             self.log()
         );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        (out, err)
     }
 }
 
