@@ -8,10 +8,8 @@
 //! test). builder_vs_buildkit.rs compares whole images with a live BuildKit.
 //!
 //! RUN steps run with berth ($BERTH_BIN) when set, else runc.
-use berth_integration::builder::{builder_bin, step_runtime as runtime};
-use berth_integration::harness::TempDir;
+use berth_integration::builder::{BuildEnv, Busybox, SavedImage};
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -70,54 +68,29 @@ impl Image {
     }
 }
 
-/// A store and build contexts in a temporary directory.
-struct Env {
-    dir: TempDir,
+/// A store and build contexts in a temporary directory (the shared
+/// [`BuildEnv`], plus this file's contexts and image reader).
+struct Env(BuildEnv);
+
+impl std::ops::Deref for Env {
+    type Target = BuildEnv;
+    fn deref(&self) -> &BuildEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = TempDir::new("bb-fidelity").unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        Env { dir }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(builder_bin("berth-build"))
-            .arg("--root")
-            .arg(self.dir.path().join("store"))
-            .arg("--runtime")
-            .arg(runtime())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.cmd(args);
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        Env(BuildEnv::new("bb-fidelity"))
     }
 
     /// A context `name` with busybox.tar and the Dockerfile.
     fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
-        let ctx = self.dir.path().join(name);
-        std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(
-            &ctx.join("busybox.tar"),
-            &self.dir.path().join(format!("{name}-rootfs")),
-        );
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        ctx
+        self.context_with(name, dockerfile, &rootfs())
     }
 
     fn build(&self, ctx: &Path, tag: &str) -> Output {
-        self.cmd(&[
+        self.out(&[
             "build",
             "--progress",
             "plain",
@@ -139,38 +112,16 @@ impl Env {
 
     /// The image as `save` writes it: config and each layer's entries.
     fn image(&self, tag: &str) -> Image {
-        let out = self
-            .dir
-            .path()
-            .join(format!("{}.tar", tag.replace([':', '/'], "_")));
+        let name = tag.replace([':', '/'], "_");
+        let out = self.path().join(format!("{name}.tar"));
         self.ok(&["save", "-o", out.to_str().unwrap(), tag]);
-        let unpacked = self
-            .dir
-            .path()
-            .join(format!("{}.d", tag.replace([':', '/'], "_")));
-        std::fs::create_dir_all(&unpacked).unwrap();
-        tar::Archive::new(std::fs::File::open(&out).unwrap())
-            .unpack(&unpacked)
-            .unwrap();
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap())
-                .unwrap();
-        let m = &manifest[0];
-        let config_bytes =
-            std::fs::read_to_string(unpacked.join(m["Config"].as_str().unwrap())).unwrap();
-        let config: Value = serde_json::from_str(&config_bytes).unwrap();
-        let layer_paths: Vec<PathBuf> = m["Layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| unpacked.join(l.as_str().unwrap()))
-            .collect();
-        let layers = layer_paths.iter().map(|p| list_layer(p)).collect();
+        let saved = SavedImage::unpack(&out, &self.path().join(format!("{name}.d")));
+        let layers = saved.layers.iter().map(|p| list_layer(p)).collect();
         Image {
-            config,
-            config_bytes,
+            config: saved.config,
+            config_bytes: saved.config_bytes,
             layers,
-            layer_paths,
+            layer_paths: saved.layers,
         }
     }
 }
@@ -212,32 +163,14 @@ fn list_layer(path: &Path) -> Vec<Entry> {
 }
 
 /// A minimal busybox root filesystem with an `app` user (1000:1000).
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
+fn rootfs() -> Busybox<'static> {
+    Busybox {
+        passwd: Some("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"),
+        group: Some("root:x:0:\napp:x:1000:\n"),
+        ..Busybox::new(&[
+            "sh", "echo", "cat", "ls", "mkdir", "true", "env", "chmod", "touch", "grep",
+        ])
     }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "echo", "cat", "ls", "mkdir", "true", "env", "chmod", "touch", "grep",
-    ] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
-    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// Item 1. BuildKit: `USER app` + `WORKDIR /home/app/work` creates home,
@@ -498,12 +431,12 @@ fn stage_names_are_case_sensitive() {
 fn docker_save_archive_with_nulls_loads() {
     use sha2::{Digest, Sha256};
     let env = Env::new();
-    let dir = env.dir.path().join("dsave");
+    let dir = env.path().join("dsave");
     let layer_dir = dir.join("b4dab612fb1c0c398a6950a61b71f2d811acf8ca4826ebd0c16829f37763ff64");
     std::fs::create_dir_all(&layer_dir).unwrap();
-    busybox_tar(
+    rootfs().write_tar(
         &layer_dir.join("layer.tar"),
-        &env.dir.path().join("dsave-rootfs"),
+        &env.path().join("dsave-rootfs"),
     );
     let diff_id = format!(
         "sha256:{:x}",
@@ -526,7 +459,7 @@ fn docker_save_archive_with_nulls_loads() {
         r#"{"fid/dsave":{"w4":"b4dab612fb1c0c398a6950a61b71f2d811acf8ca4826ebd0c16829f37763ff64"}}"#,
     )
     .unwrap();
-    let archive = env.dir.path().join("dsave.tar");
+    let archive = env.path().join("dsave.tar");
     let st = Command::new("tar")
         .arg("-C")
         .arg(&dir)
@@ -562,11 +495,11 @@ fn export_records_only_the_requested_name() {
         assert!(o.status.success());
         serde_json::from_slice::<Value>(&o.stdout).unwrap()[0]["RepoTags"].clone()
     };
-    let saved = env.dir.path().join("saved.tar");
+    let saved = env.path().join("saved.tar");
     env.ok(&["save", "-o", saved.to_str().unwrap(), "fid/other:v2"]);
     assert_eq!(repo_tags(&saved), serde_json::json!(["fid/other:v2"]));
     // The same content built again under a new name: only that name.
-    let built = env.dir.path().join("built.tar");
+    let built = env.path().join("built.tar");
     let dest = format!("type=docker,dest={}", built.display());
     env.ok(&[
         "build",
@@ -580,7 +513,7 @@ fn export_records_only_the_requested_name() {
     ]);
     assert_eq!(repo_tags(&built), serde_json::json!(["fid/second:latest"]));
     // OCI layout: one ref.name annotation, the requested one.
-    let oci = env.dir.path().join("oci-out");
+    let oci = env.path().join("oci-out");
     env.ok(&[
         "save",
         "--format",
@@ -600,7 +533,7 @@ fn export_records_only_the_requested_name() {
     assert_eq!(names, [&Value::from("fid/second:latest")]);
     // By digest: no name at all.
     let digest = env.ok(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
-    let by_digest = env.dir.path().join("bydigest.tar");
+    let by_digest = env.path().join("bydigest.tar");
     env.ok(&["save", "-o", by_digest.to_str().unwrap(), digest.trim()]);
     assert_eq!(repo_tags(&by_digest), serde_json::json!([]));
 }
@@ -811,7 +744,7 @@ fn proxy_build_args_reach_run_only() {
         "proxy",
         "FROM scratch\nADD busybox.tar /\nRUN echo \"p=$HTTP_PROXY n=$no_proxy\" > /p\n",
     );
-    let o = env.cmd(&[
+    let o = env.out(&[
         "build",
         "--progress",
         "plain",
