@@ -6,13 +6,11 @@
 //! the keys the plan printed as not cached.
 //!
 //! Run with the real berth-build, embedded and through berth-buildd.
-use berth_integration::builder::{builder_bin, step_runtime as runtime};
-use berth_integration::harness::TempDir;
+use berth_integration::builder::{tar_dir, text, BuildEnv, Buildd, Busybox};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
 const DOCKERFILE: &str = "FROM scratch\n\
 ADD busybox.tar /\n\
@@ -25,51 +23,46 @@ CMD [\"cat\", \"/out\"]\n";
 
 /// A store, a context and how to call berth-build on them.
 struct Env {
-    dir: TempDir,
-    /// `--addr` of a berth-buildd serving the store, else embedded.
-    addr: Option<String>,
+    /// A berth-buildd serving the store, else the embedded engine; killed
+    /// before the store is cleaned up (fields drop in order).
+    buildd: Option<Buildd>,
+    env: BuildEnv,
 }
 
 impl Env {
     fn new(name: &str) -> Env {
-        let dir = TempDir::new(name).unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        Env { dir, addr: None }
+        Env {
+            buildd: None,
+            env: BuildEnv::new(name),
+        }
     }
 
     fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.env.store()
     }
 
     fn cmd(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(builder_bin("berth-build"));
-        match &self.addr {
-            Some(a) => c.arg("--addr").arg(a),
-            None => c
-                .arg("--root")
-                .arg(self.store())
-                .arg("--runtime")
-                .arg(runtime()),
-        };
-        c.args(args).stdin(Stdio::null()).output().unwrap()
+        match &self.buildd {
+            Some(d) => d.out(args),
+            None => self.env.out(args),
+        }
     }
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.cmd(args);
         assert!(
             o.status.success(),
-            "berth-build {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+            "berth-build {args:?} failed:\n{}",
+            text(&o)
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// A context `name` with busybox.tar, file.txt and `dockerfile`.
     fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
-        let ctx = self.dir.path().join(name);
+        let ctx = self.env.path().join(name);
         std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(&ctx.join("busybox.tar"), &self.dir.path().join("rootfs"));
+        busybox_tar(&ctx.join("busybox.tar"), &self.env.path().join("rootfs"));
         std::fs::write(ctx.join("file.txt"), "one\n").unwrap();
         std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
         ctx
@@ -101,33 +94,18 @@ impl Env {
     }
 }
 
-/// A busybox rootfs tar (sh, cat, echo) made from the host's /bin/busybox.
+/// A busybox rootfs tar (sh, cat, echo) made from the host's /bin/busybox,
+/// with mtimes zeroed: every context's tar is the same bytes.
 fn busybox_tar(dest: &Path, scratch: &Path) {
+    let rootfs = Busybox {
+        group: None,
+        tar_flags: &["--numeric-owner", "--mtime=@0"],
+        ..Busybox::new(&["sh", "echo", "cat", "true"])
+    };
     if !scratch.exists() {
-        for d in ["bin", "etc", "tmp", "root"] {
-            std::fs::create_dir_all(scratch.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-        for applet in ["sh", "echo", "cat", "true"] {
-            std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-        }
-        std::fs::write(
-            scratch.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-            .unwrap();
+        rootfs.populate(scratch);
     }
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "--mtime=@0", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar_dir(scratch, dest, rootfs.tar_flags);
 }
 
 /// A planned step as the test looks at it.
@@ -246,7 +224,7 @@ fn story(env: &Env) {
         without(&copy1.inputs, &["sources"]),
         without(&copy0.inputs, &["sources"])
     );
-    if env.addr.is_none() {
+    if env.buildd.is_none() {
         // (berth-buildd gets a new context directory per request, so it
         // has no earlier run of "this" step to compare with.)
         let why = copy1.miss_reason.as_deref().unwrap_or_default();
@@ -322,40 +300,18 @@ fn print_shows_the_keys_the_build_uses() {
     story(&Env::new("bb-plan"));
 }
 
-/// berth-buildd on the test's store, killed on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The same story through berth-buildd: the daemon plans against its store.
 #[test]
 fn print_shows_the_keys_over_grpc() {
     let mut env = Env::new("bb-plan-grpc");
-    let sock = env.dir.path().join("buildd.sock");
-    let _d = Daemon(
-        Command::new(builder_bin("berth-buildd"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--root")
-            .arg(env.store())
-            .arg("--runtime")
-            .arg(runtime())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let d = Buildd::start(
+        &env.env.path().join("buildd.sock"),
+        &env.store(),
+        env.env.runtime(),
+        &[],
+        None,
     );
-    for _ in 0..200 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    env.addr = Some(format!("unix://{}", sock.display()));
+    env.buildd = Some(d);
     story(&env);
 }
 
