@@ -6,25 +6,28 @@
 //! outside every root and asserts the host side is untouched.
 //!
 //! RUN steps use berth ($BERTH_BIN) when set, else runc.
-use berth_integration::builder::{builder_bin, step_runtime as runtime};
-use berth_integration::harness::TempDir;
+use berth_integration::builder::{builder_bin, step_runtime as runtime, text, BuildEnv, Busybox};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A store, a scratch area and a canary directory outside both.
-struct Env {
-    dir: TempDir,
+/// A store, a scratch area and a canary directory outside both (the
+/// shared [`BuildEnv`], plus the canary and this file's contexts).
+struct Env(BuildEnv);
+
+impl std::ops::Deref for Env {
+    type Target = BuildEnv;
+    fn deref(&self) -> &BuildEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = TempDir::new("bb-contain").unwrap();
-        for d in ["store", "canary"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        let canary = dir.path().join("canary");
+        let env = BuildEnv::new("bb-contain");
+        let canary = env.path().join("canary");
+        std::fs::create_dir_all(&canary).unwrap();
         std::fs::set_permissions(&canary, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::write(canary.join("secret"), secret_of(&canary)).unwrap();
         std::fs::set_permissions(
@@ -32,34 +35,16 @@ impl Env {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        Env { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
+        Env(env)
     }
 
     fn canary(&self) -> PathBuf {
         self.path().join("canary")
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin("berth-build"));
-        c.arg("--root")
-            .arg(self.path().join("store"))
-            .arg("--runtime")
-            .arg(runtime())
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
+    /// Runs berth-build, asserting success; returns stdout and stderr.
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
+        let o = self.out(args);
         assert!(
             o.status.success(),
             "berth-build {args:?} failed: {}",
@@ -70,18 +55,20 @@ impl Env {
 
     /// A context dir holding busybox.tar and `dockerfile`.
     fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
-        let ctx = self.path().join(name);
-        std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(
-            &ctx.join("busybox.tar"),
-            &self.path().join(format!("{name}-rootfs")),
-        );
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        ctx
+        let rootfs = Busybox {
+            dirs: &["bin", "etc", "tmp"],
+            passwd: Some("root:x:0:0:root:/:/bin/sh\n"),
+            modes: &[],
+            ..Busybox::new(&[
+                "sh", "cat", "ls", "mkdir", "mv", "ln", "rm", "rmdir", "touch", "true", "echo",
+                "seq", "sleep", "pwd", "test", "grep",
+            ])
+        };
+        self.context_with(name, dockerfile, &rootfs)
     }
 
     fn build(&self, ctx: &Path) -> Output {
-        self.run(&[
+        self.out(&[
             "build",
             "--no-cache",
             "--progress",
@@ -128,39 +115,6 @@ fn secret_of(canary: &Path) -> String {
         "canary-{:x}",
         Sha256::digest(canary.as_os_str().as_encoded_bytes())
     )
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A tar of a minimal static-busybox root filesystem.
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "cat", "ls", "mkdir", "mv", "ln", "rm", "rmdir", "touch", "true", "echo", "seq",
-        "sleep", "pwd", "test", "grep",
-    ] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(scratch.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\n").unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// A tar with raw names (the tar crate's own path checks bypassed), so
@@ -321,7 +275,7 @@ fn load_bundle_and_from_of_a_hostile_image_stay_inside_the_root() {
         std::fs::write(&archive, docker_archive(&tar, &tag)).unwrap();
         env.ok(&["load", "-i", archive.to_str().unwrap()]);
         let b = env.path().join(format!("bundle-{i}"));
-        let o = env.run(&["bundle", &tag, b.to_str().unwrap()]);
+        let o = env.out(&["bundle", &tag, b.to_str().unwrap()]);
         assert!(!o.status.success(), "bundle of {what} was accepted");
         env.assert_canary_untouched(&format!("bundle {what}"));
         std::fs::write(ctx.join("Dockerfile"), format!("FROM {tag}\nRUN true\n")).unwrap();
