@@ -111,19 +111,20 @@ fn read_proc_cgroup() -> Result<Vec<CgroupEntry>> {
 }
 
 pub(crate) fn mount_cgroup(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()> {
-    super::mounts::check_proc_dest(ctx, dest, None, "cgroup")?;
+    let (target, _) = mounts::mount_target(ctx, dest, None, "cgroup", Last::Dir)?;
+    mounts::check_proc_target(ctx, &target, dest, None, "cgroup")?;
     let unified = statfs(CGROUP_ROOT)
         .map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
         .with_context(|| format!("statfs {}", CGROUP_ROOT))?;
     if unified {
-        mount_v2(ctx, dest, opts)
+        mount_v2(ctx, dest, opts, target)
     } else {
-        mount_v1(ctx, dest, opts)
+        mount_v1(ctx, dest, opts, target)
     }
 }
 
-fn mount_v2(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()> {
-    let target = paths::create_in_root(ctx.rootfs, dest, Last::Dir)?;
+/// `target`: the checked mount target (see `mounts::mount_target`).
+fn mount_v2(ctx: &RootfsContext, dest: &Path, opts: &MountOptions, target: OwnedFd) -> Result<()> {
     let flags = opts.flags | default_flags();
     match sys_mount(
         Some(Path::new("cgroup2")),
@@ -161,11 +162,10 @@ fn mount_v2(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()>
     }
 }
 
-fn mount_v1(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Result<()> {
+fn mount_v1(ctx: &RootfsContext, dest: &Path, opts: &MountOptions, target: OwnedFd) -> Result<()> {
     let hier = hierarchies(&read_proc_cgroup()?, &mountinfo::read_self()?);
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
 
-    let target = paths::create_in_root(ctx.rootfs, dest, Last::Dir)?;
     sys_mount(
         Some(Path::new("tmpfs")),
         &fd_path(&target),

@@ -12,7 +12,7 @@ use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
 use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType, Spec};
 
-use super::mounts::{check_proc_dest, check_proc_target, mount_err, sys_mount};
+use super::mounts::{check_proc_target, mount_err, mount_target, sys_mount};
 use super::paths::{self, fd_path, Last};
 use super::{fdmount, RootfsContext};
 
@@ -157,8 +157,7 @@ fn create_device(ctx: &RootfsContext, dev: &OwnedFd, d: &LinuxDevice) -> Result<
 /// Bind-mounts the host's node at the device's path onto an empty file.
 fn bind_device(ctx: &RootfsContext, dest: &Path, d: &LinuxDevice) -> Result<()> {
     // A hostile image's /dev may lead into /proc (`dev -> /proc/sys/...`).
-    check_proc_dest(ctx, dest, Some(d.path()), "bind")?;
-    let target = paths::create_in_root(ctx.rootfs, dest, Last::File)?;
+    let (target, _) = mount_target(ctx, dest, Some(d.path()), "bind", Last::File)?;
     check_proc_target(ctx, &target, dest, Some(d.path()), "bind")?;
     sys_mount(
         Some(d.path()),

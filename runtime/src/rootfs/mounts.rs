@@ -159,16 +159,43 @@ pub(crate) fn check_proc_mount(
 
 /// [`check_proc_mount`] on where `dest` really leads inside the rootfs, before
 /// anything is created there: a symlink on the way (`/myvol -> /proc`,
-/// `/a -> /proc/self`) must not smuggle a mount onto procfs.
-pub(crate) fn check_proc_dest(
+/// `/a -> /proc/self`) must not smuggle a mount onto procfs. Returns the
+/// destination's descriptor when it exists (from the same walk).
+fn check_proc_dest(
     ctx: &RootfsContext,
     dest: &Path,
     bind_source: Option<&Path>,
     fstype: &str,
-) -> Result<()> {
-    let resolved = Path::new("/").join(paths::walk(ctx.rootfs, dest, Missing::Lexical)?.rel);
+) -> Result<Option<OwnedFd>> {
+    let walked = paths::walk(ctx.rootfs, dest, Missing::Lexical)?;
+    let resolved = Path::new("/").join(&walked.rel);
     check_proc_mount(&resolved, bind_source, fstype)
-        .with_context(|| proc_context(ctx, dest, &resolved))
+        .with_context(|| proc_context(ctx, dest, &resolved))?;
+    Ok(walked.fd)
+}
+
+/// The descriptor a mount on `dest` goes through, and whether `dest`
+/// existed. The caller applies [`check_proc_target`] to it, which checks
+/// where it really leads. An existing destination is opened by the
+/// kernel's in-root lookup (one openat2); [`check_proc_dest`] would only
+/// check the same path again. Anything else goes the careful way:
+/// [`check_proc_dest`] first, so nothing gets created on a way into /proc,
+/// then the walk that creates what is missing (its final component as
+/// `last`).
+pub(crate) fn mount_target(
+    ctx: &RootfsContext,
+    dest: &Path,
+    bind_source: Option<&Path>,
+    fstype: &str,
+    last: Last,
+) -> Result<(OwnedFd, bool)> {
+    if let Some(fd) = paths::open_existing_in_root(ctx.rootfs, dest)? {
+        return Ok((fd, true));
+    }
+    match check_proc_dest(ctx, dest, bind_source, fstype)? {
+        Some(fd) => Ok((fd, true)),
+        None => Ok((paths::create_in_root(ctx.rootfs, dest, last)?, false)),
+    }
 }
 
 /// The same rule on the descriptor the mount will go through, which is
@@ -252,15 +279,15 @@ pub(crate) fn bind(
     // What the checks stat: the descriptor itself when there is one (its
     // path may not be searchable from here).
     let checked_source = source_fd.map(fd_path).unwrap_or_else(|| source.clone());
-    check_proc_dest(ctx, dest, Some(&checked_source), "bind")?;
     let kind = if is_dir { Last::Dir } else { Last::File };
-    let target = paths::create_in_root(ctx.rootfs, dest, kind).with_context(|| {
-        format!(
-            "create bind mount target {:?} (rootfs {})",
-            dest,
-            ctx.rootfs.display()
-        )
-    })?;
+    let (target, _) =
+        mount_target(ctx, dest, Some(&checked_source), "bind", kind).with_context(|| {
+            format!(
+                "create bind mount target {:?} (rootfs {})",
+                dest,
+                ctx.rootfs.display()
+            )
+        })?;
     check_proc_target(ctx, &target, dest, Some(&checked_source), "bind")?;
     let recursive = opts.flags.contains(MsFlags::MS_REC);
     match source_fd {
@@ -397,8 +424,7 @@ fn kernel_fs(
     opts: &MountOptions,
 ) -> Result<()> {
     ensure_not_special(ctx.rootfs, dest, typ)?;
-    check_proc_dest(ctx, dest, None, typ)?;
-    let target = paths::create_in_root(ctx.rootfs, dest, Last::Dir)?;
+    let (target, _) = mount_target(ctx, dest, None, typ, Last::Dir)?;
     check_proc_target(ctx, &target, dest, None, typ)?;
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     match sys_mount(
@@ -445,8 +471,7 @@ fn ensure_not_special(rootfs: &Path, dest: &Path, typ: &str) -> Result<()> {
 /// supports `tmpcopyup`, and delays `ro` until its contents are in place
 /// (for /dev until `finalize`, after the device nodes exist).
 fn tmpfs(ctx: &RootfsContext, m: &Mount, dest: &Path, opts: &MountOptions) -> Result<()> {
-    check_proc_dest(ctx, dest, None, "tmpfs")?;
-    let (target, existed) = paths::open_or_create(ctx.rootfs, dest, Last::Dir)?;
+    let (target, existed) = mount_target(ctx, dest, None, "tmpfs", Last::Dir)?;
     check_proc_target(ctx, &target, dest, None, "tmpfs")?;
     let covered = fstat(target.as_raw_fd())
         .map_err(|e| anyhow!("stat mount target {:?}: {}", dest, e.desc()))?;
@@ -514,8 +539,7 @@ fn generic(
     typ: &str,
     opts: &MountOptions,
 ) -> Result<()> {
-    check_proc_dest(ctx, dest, None, typ)?;
-    let target = paths::create_in_root(ctx.rootfs, dest, Last::Dir)?;
+    let (target, _) = mount_target(ctx, dest, None, typ, Last::Dir)?;
     check_proc_target(ctx, &target, dest, None, typ)?;
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let mut flags = opts.flags;

@@ -75,6 +75,14 @@ pub(crate) fn open_in_root_fd(
     }
 }
 
+/// [`open_in_root`] for a path that may well not exist: `None` when the
+/// kernel's in-root lookup does not open it for whatever reason (missing,
+/// a dangling symlink, no openat2), leaving the caller to its slower
+/// path.
+pub(crate) fn open_existing_in_root(root: &Path, unsafe_path: &Path) -> Result<Option<OwnedFd>> {
+    Ok(openat2_in_root(&open_root(root)?, unsafe_path).ok())
+}
+
 /// Returns the host path of `unsafe_path` resolved inside `root`. Missing
 /// trailing components are appended lexically, so the result can be used to
 /// create the path; it always starts with `root`.
@@ -291,18 +299,4 @@ pub(crate) fn clean(p: &Path) -> PathBuf {
     let mut res = PathBuf::from("/");
     res.extend(out);
     res
-}
-
-/// Opens `unsafe_path` inside `root`, creating it as `last` when missing.
-/// Also reports whether it existed before, which decides e.g. whether a
-/// tmpfs should inherit the mode of the directory it covers.
-pub(crate) fn open_or_create(
-    root: &Path,
-    unsafe_path: &Path,
-    last: Last,
-) -> Result<(OwnedFd, bool)> {
-    match walk(root, unsafe_path, Missing::Lexical)?.fd {
-        Some(fd) => Ok((fd, true)),
-        None => Ok((create_in_root(root, unsafe_path, last)?, false)),
-    }
 }
