@@ -3,14 +3,14 @@
 //! the limits that keep one hostile Dockerfile, context or archive from
 //! exhausting the host (plus Docker's 127 layers, which overlay's one-page
 //! mount data used to refuse).
-use berth_integration::builder::{builder_bin, step_runtime as runtime};
-use berth_integration::harness::{unique, Runtime, TempDir};
+use berth_integration::builder::{builder_bin, BuildEnv, Buildd, Busybox};
+use berth_integration::harness::{unique, Runtime};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn text(o: &Output) -> String {
@@ -23,51 +23,25 @@ fn text(o: &Output) -> String {
 }
 
 /// A store in a temp dir and berth-build run against it (embedded engine).
-struct Env {
-    dir: TempDir,
+struct Env(BuildEnv);
+
+impl std::ops::Deref for Env {
+    type Target = BuildEnv;
+    fn deref(&self) -> &BuildEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = TempDir::new("bb-store").unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
-        Env { dir }
+        Env(BuildEnv::new("bb-store"))
     }
 
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(builder_bin("berth-build"))
-            .arg("--root")
-            .arg(self.store())
-            .arg("--runtime")
-            .arg(runtime())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
+    /// Runs berth-build, asserting success; returns stdout, trimmed.
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
+        let o = self.out(args);
         assert!(o.status.success(), "berth-build {args:?}: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    fn fail(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            !o.status.success(),
-            "berth-build {args:?} must fail: {}",
-            text(&o)
-        );
-        String::from_utf8_lossy(&o.stderr).into_owned()
     }
 
     /// A context dir holding `files` and `dockerfile`.
@@ -92,96 +66,52 @@ impl Env {
         ])
     }
 
-    fn index(&self) -> String {
-        std::fs::read_to_string(self.store().join("index.json")).unwrap()
-    }
-
     fn manifest_digest(&self, name: &str) -> String {
         let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
         v["Digest"].as_str().unwrap().to_string()
     }
 }
 
-/// berth-buildd on a socket; killed (by its own pid) and reaped on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    /// Starts berth-buildd under umask 000 with `extra` flags and waits for
-    /// the socket, checking every state of the socket path it sees on the
-    /// way: the first moment it exists it must already be 0660.
-    fn start(env: &Env, socket: &Path, extra: &[&str]) -> Daemon {
-        let mut cmd = Command::new(builder_bin("berth-buildd"));
-        cmd.arg("--socket")
-            .arg(socket)
-            .arg("--root")
-            .arg(env.store())
-            .arg("--runtime")
-            .arg(runtime())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: umask is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::umask(0);
-                Ok(())
-            });
+/// Starts berth-buildd under umask 000 with `extra` flags and waits for
+/// the socket, checking every state of the socket path it sees on the
+/// way: the first moment it exists it must already be 0660. Killed and
+/// reaped on drop.
+fn start_daemon(env: &Env, socket: &Path, extra: &[&str]) -> Buildd {
+    let mut cmd = Buildd::command(socket, &env.store(), env.runtime());
+    cmd.args(extra);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    // A stale socket left at the path is not the daemon's.
+    // (An inode number can be reused after unlink: compare ctime too.)
+    let id = |m: &std::fs::Metadata| (m.ino(), m.ctime(), m.ctime_nsec());
+    let stale = std::fs::symlink_metadata(socket).ok().map(|m| id(&m));
+    let mut d = Buildd::spawn(cmd, socket);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(m) = std::fs::symlink_metadata(socket)
+            .ok()
+            .filter(|m| Some(id(m)) != stale)
+        {
+            assert!(m.file_type().is_socket());
+            assert_eq!(
+                m.mode() & 0o7777,
+                0o660,
+                "the socket must never be reachable with wider permissions"
+            );
+            break;
         }
-        // A stale socket left at the path is not the daemon's.
-        // (An inode number can be reused after unlink: compare ctime too.)
-        let id = |m: &std::fs::Metadata| (m.ino(), m.ctime(), m.ctime_nsec());
-        let stale = std::fs::symlink_metadata(socket).ok().map(|m| id(&m));
-        let child = cmd.spawn().unwrap();
-        let mut d = Daemon {
-            child,
-            socket: socket.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(m) = std::fs::symlink_metadata(socket)
-                .ok()
-                .filter(|m| Some(id(m)) != stale)
-            {
-                assert!(m.file_type().is_socket());
-                assert_eq!(
-                    m.mode() & 0o7777,
-                    0o660,
-                    "the socket must never be reachable with wider permissions"
-                );
-                break;
-            }
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("berth-buildd exited before listening: {st}");
-            }
-            assert!(Instant::now() < deadline, "berth-buildd did not start");
-            std::thread::sleep(Duration::from_millis(1));
+        if let Ok(Some(st)) = d.child().try_wait() {
+            panic!("berth-buildd exited before listening: {st}");
         }
-        d
+        assert!(Instant::now() < deadline, "berth-buildd did not start");
+        std::thread::sleep(Duration::from_millis(1));
     }
-
-    fn addr(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-
-    fn client(&self, args: &[&str]) -> Output {
-        Command::new(builder_bin("berth-build"))
-            .arg("--addr")
-            .arg(self.addr())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    d
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -357,7 +287,7 @@ fn buildd_socket_is_0660_root_and_unreachable_for_others() {
     let socket = world_writable_socket_dir(&env).join("buildd.sock");
     // A stale socket from a crashed daemon is replaced.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let d = Daemon::start(&env, &socket, &[]);
+    let d = start_daemon(&env, &socket, &[]);
     let m = std::fs::symlink_metadata(&socket).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 0, 0o660));
     let leftovers: Vec<_> = std::fs::read_dir(socket.parent().unwrap())
@@ -366,7 +296,7 @@ fn buildd_socket_is_0660_root_and_unreachable_for_others() {
     assert_eq!(leftovers.len(), 1, "no staging directory left behind");
 
     // Root can use it; an unprivileged user cannot even connect.
-    let o = d.client(&["images"]);
+    let o = d.out(&["images"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = client_as(&d, 65534, 65534);
     assert!(
@@ -386,7 +316,7 @@ fn buildd_socket_group_is_configurable() {
     let env = Env::new();
     // Directories the daemon makes for its socket are 0755 even under umask 000.
     let socket = env.path().join("made/by/buildd/buildd.sock");
-    let d = Daemon::start(&env, &socket, &["--group", "65534"]);
+    let d = start_daemon(&env, &socket, &["--group", "65534"]);
     for dir in ["made", "made/by", "made/by/buildd"] {
         let m = std::fs::metadata(env.path().join(dir)).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o755, "{dir}");
@@ -410,7 +340,7 @@ fn world_writable_socket_dir(env: &Env) -> PathBuf {
 }
 
 /// `berth-build images` against the daemon as uid:gid (no supplementary groups).
-fn client_as(d: &Daemon, uid: u32, gid: u32) -> Output {
+fn client_as(d: &Buildd, uid: u32, gid: u32) -> Output {
     Command::new(builder_bin("berth-build"))
         .arg("--addr")
         .arg(d.addr())
@@ -427,10 +357,10 @@ fn buildd_refuses_bad_names_and_oversized_requests() {
     let env = Env::new();
     let (a, _) = two_images(&env);
     let socket = env.path().join("buildd.sock");
-    let d = Daemon::start(&env, &socket, &["--max-context-size", "1048576"]);
+    let d = start_daemon(&env, &socket, &["--max-context-size", "1048576"]);
 
     // Names are refused over gRPC too.
-    let o = d.client(&["tag", "img-b", &a]);
+    let o = d.out(&["tag", "img-b", &a]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("invalid reference format"),
@@ -444,7 +374,7 @@ fn buildd_refuses_bad_names_and_oversized_requests() {
         "FROM scratch\nCOPY big /big\n",
         &[("big", &vec![7u8; 3 << 20])],
     );
-    let o = d.client(&["build", "--progress", "plain", big.to_str().unwrap()]);
+    let o = d.out(&["build", "--progress", "plain", big.to_str().unwrap()]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("build context is too large"),
@@ -478,7 +408,7 @@ fn buildd_refuses_bad_names_and_oversized_requests() {
     let huge = env.path().join("Huge.Dockerfile");
     std::fs::write(&huge, huge_dockerfile()).unwrap();
     let started = Instant::now();
-    let o = d.client(&[
+    let o = d.out(&[
         "build",
         "-f",
         huge.to_str().unwrap(),
@@ -550,7 +480,13 @@ fn builds_with_130_layers_then_runs_the_bundle() {
     let env = Env::new();
     let ctx = env.path().join("ctx-130");
     std::fs::create_dir_all(&ctx).unwrap();
-    busybox_tar(&ctx.join("busybox.tar"), &env.path().join("rootfs"));
+    let rootfs = Busybox {
+        dirs: &["bin", "etc", "tmp"],
+        passwd: Some("root:x:0:0:root:/:/bin/sh\n"),
+        modes: &[],
+        ..Busybox::new(&["sh", "cat", "ls", "grep"])
+    };
+    rootfs.write_tar(&ctx.join("busybox.tar"), &env.path().join("rootfs"));
     let mut df = String::from("FROM scratch\nADD busybox.tar /\n");
     for i in 1..=130 {
         std::fs::write(ctx.join(format!("f{i}")), format!("layer {i}\n")).unwrap();
@@ -576,26 +512,4 @@ fn builds_with_130_layers_then_runs_the_bundle() {
         String::from_utf8_lossy(&o.stdout),
         "layer 1\nlayer 130\n130\n"
     );
-}
-
-/// A tar of a minimal busybox root filesystem.
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "ls", "grep"] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(scratch.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\n").unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
