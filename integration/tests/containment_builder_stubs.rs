@@ -6,46 +6,39 @@
 //! berth-build binary with a canary outside every root.
 //!
 //! RUN steps use berth ($BERTH_BIN) when set, else runc.
-use berth_integration::builder::{builder_bin, step_runtime};
-use berth_integration::harness::TempDir;
+use berth_integration::builder::{text, BuildEnv, Busybox};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// A busybox root with nothing but /bin (no /etc): the runtime must create
 /// /etc for the network files' mount points.
 fn bin_only_tar(dest: &Path, scratch: &Path) {
-    std::fs::create_dir_all(scratch.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in ["sh", "mv", "ln", "true", "cat"] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
+    Busybox {
+        dirs: &["bin"],
+        passwd: None,
+        group: None,
+        modes: &[],
+        tar_flags: &["--numeric-owner", "--owner=0", "--group=0"],
+        ..Busybox::new(&["sh", "mv", "ln", "true", "cat"])
     }
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-        .arg(dest)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    .write_tar(dest, scratch);
 }
 
 #[test]
 fn network_file_stubs_are_not_removed_through_a_swapped_etc() {
-    let dir = TempDir::new("bb-stubs").unwrap();
+    let env = BuildEnv::new("bb-stubs");
     // The canary: a host directory shaped like the stubs (empty files named
     // hosts and resolv.conf), which a teardown that followed the symlink
     // would delete, then the directory itself once empty.
-    let host = dir.path().join("hostdir");
+    let host = env.path().join("hostdir");
     std::fs::create_dir_all(&host).unwrap();
     for f in ["hosts", "resolv.conf"] {
         std::fs::write(host.join(f), b"").unwrap();
     }
     std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ctx = dir.path().join("ctx");
+    let ctx = env.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    bin_only_tar(&ctx.join("bin.tar"), &dir.path().join("rootfs"));
+    bin_only_tar(&ctx.join("bin.tar"), &env.path().join("rootfs"));
     // /etc exists only in the step's own upper layer (the runtime made it
     // for the stubs), so overlayfs lets the step rename it.
     std::fs::write(
@@ -56,22 +49,15 @@ fn network_file_stubs_are_not_removed_through_a_swapped_etc() {
         ),
     )
     .unwrap();
-    std::fs::create_dir_all(dir.path().join("store")).unwrap();
-    let o = Command::new(builder_bin("berth-build"))
-        .arg("--root")
-        .arg(dir.path().join("store"))
-        .arg("--runtime")
-        .arg(step_runtime())
-        .args(["build", "--progress", "plain", "-t", "stubs/etc"])
-        .arg(&ctx)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = env.out(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "stubs/etc",
+        ctx.to_str().unwrap(),
+    ]);
+    let out = text(&o);
     for f in ["hosts", "resolv.conf"] {
         assert!(
             host.join(f).exists(),
