@@ -6,65 +6,26 @@
 //!
 //! Needs python3 with venv (scripts/deps.sh installs python3-venv) and
 //! access to PyPI.
-use berth_integration::builder::{builder_bin, repo_root, step_runtime as runtime};
+use berth_integration::builder::{builder_bin, repo_root, BuildEnv, Buildd, Busybox};
 use berth_integration::harness::{unique, TempDir};
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The client, written to a temp dir by each test.
 const CLIENT: &str = include_str!("grpc_clients/client.py");
 
-/// A daemon on a private socket and store; killed on drop.
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-    log: PathBuf,
-    store: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path) -> Daemon {
-        let sock = dir.join("buildd.sock");
-        let store = dir.join("store");
-        let log = dir.join("buildd.log");
-        let child = Command::new(builder_bin("berth-buildd"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--root")
-            .arg(&store)
-            .arg("--runtime")
-            .arg(runtime())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            sock,
-            log,
-            store,
-        };
-        let t = Instant::now();
-        while !d.sock.exists() {
-            assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// berth-buildd on `env`'s store and a private socket, its log beside
+/// them; killed on drop.
+fn daemon(env: &BuildEnv) -> Buildd {
+    Buildd::start(
+        &env.path().join("buildd.sock"),
+        &env.store(),
+        env.runtime(),
+        &[],
+        Some(&env.path().join("buildd.log")),
+    )
 }
 
 /// A venv with grpcio and grpcio-tools, the client script and its stubs.
@@ -106,10 +67,10 @@ impl Python {
     }
 
     /// Runs one client command; returns its JSON result line.
-    fn call(&self, d: &Daemon, args: &[&str]) -> Value {
+    fn call(&self, d: &Buildd, args: &[&str]) -> Value {
         let o = Command::new(self.dir.path().join("venv/bin/python"))
             .arg(self.dir.path().join("client.py"))
-            .arg(&d.sock)
+            .arg(d.socket())
             .arg(self.dir.path().join("stubs"))
             .args(args)
             .output()
@@ -119,7 +80,7 @@ impl Python {
             o.status.success(),
             "client {args:?}: {stdout}{}\ndaemon: {}",
             String::from_utf8_lossy(&o.stderr),
-            d.log_text()
+            d.log()
         );
         serde_json::from_str(stdout.lines().last().unwrap_or_default())
             .unwrap_or_else(|e| panic!("client {args:?}: {e}: {stdout}"))
@@ -144,34 +105,15 @@ fn copy_context(dir: &Path) -> PathBuf {
 }
 
 /// A context with a busybox root filesystem and `run` as a RUN step.
-fn busybox_context(dir: &Path, name: &str, run: &str) -> PathBuf {
-    let ctx = dir.join(name);
-    let rootfs = dir.join(format!("{name}-rootfs"));
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "echo", "false", "true"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::create_dir_all(&ctx).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .args(["--numeric-owner", "-cf"])
-        .arg(ctx.join("busybox.tar"))
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM scratch\nADD busybox.tar /\nRUN {run}\n"),
-    )
-    .unwrap();
-    ctx
+fn busybox_context(env: &BuildEnv, name: &str, run: &str) -> PathBuf {
+    let rootfs = Busybox {
+        dirs: &["bin", "etc", "tmp"],
+        passwd: Some("root:x:0:0:root:/:/bin/sh\n"),
+        group: None,
+        ..Busybox::new(&["sh", "sleep", "echo", "false", "true"])
+    };
+    let dockerfile = format!("FROM scratch\nADD busybox.tar /\nRUN {run}\n");
+    env.context_with(name, &dockerfile, &rootfs)
 }
 
 fn tags_in(list: &Value) -> Vec<String> {
@@ -186,26 +128,26 @@ fn tags_in(list: &Value) -> Vec<String> {
 
 #[test]
 fn python_grpcio_builds_lists_inspects_exports() {
-    let dir = TempDir::new("grpc-clients").unwrap();
-    let d = Daemon::start(dir.path());
+    let env = BuildEnv::new("grpc-clients");
+    let d = daemon(&env);
     let py = Python::new();
-    let ctx = copy_context(dir.path());
+    let ctx = copy_context(env.path());
 
     let v = py.call(&d, &["version"]);
-    assert_eq!(code(&v), "OK", "{v}\n{}", d.log_text());
+    assert_eq!(code(&v), "OK", "{v}\n{}", d.log());
     assert_eq!(v["result"]["api_version"], "berth.builder.v1", "{v}");
     assert_eq!(v["result"]["os"], "linux", "{v}");
     let info = py.call(&d, &["info"]);
     assert_eq!(code(&info), "OK", "{info}");
     assert_eq!(
         Path::new(info["result"]["store_root"].as_str().unwrap()),
-        d.store.as_path()
+        env.store().as_path()
     );
     assert_eq!(info["result"]["default_compression"], "gzip", "{info}");
 
     let tag = unique("pyclient");
     let b = py.call(&d, &["build", ctx.to_str().unwrap(), &format!("{tag}:1")]);
-    assert_eq!(code(&b), "OK", "{b}\n{}", d.log_text());
+    assert_eq!(code(&b), "OK", "{b}\n{}", d.log());
     let events = b["events"].as_array().unwrap();
     let last = events.last().unwrap();
     assert_eq!(last["kind"], "DONE", "{b}");
@@ -242,7 +184,7 @@ fn python_grpcio_builds_lists_inspects_exports() {
     assert!(first.contains("CMD"), "{hist}");
 
     // Export with the format unset: the documented default, docker.
-    let tar = dir.path().join("export.tar");
+    let tar = env.path().join("export.tar");
     let ex = py.call(&d, &["export", &want, "", tar.to_str().unwrap()]);
     assert_eq!(code(&ex), "OK", "{ex}");
     assert!(
@@ -268,7 +210,7 @@ fn python_grpcio_builds_lists_inspects_exports() {
         "docker archive names the image: {manifest}"
     );
     // An explicit oci export too.
-    let oci = dir.path().join("export-oci.tar");
+    let oci = env.path().join("export-oci.tar");
     let ex = py.call(&d, &["export", &want, "oci", oci.to_str().unwrap()]);
     assert_eq!(code(&ex), "OK", "{ex}");
     let names: Vec<String> = tar::Archive::new(std::fs::File::open(&oci).unwrap())
@@ -284,22 +226,22 @@ fn python_grpcio_builds_lists_inspects_exports() {
         .as_str()
         .unwrap()
         .to_string();
-    let blob = d
-        .store
+    let blob = env
+        .store()
         .join("blobs/sha256")
         .join(config_digest.trim_start_matches("sha256:"));
     std::fs::remove_file(&blob).unwrap();
     let lost = py.call(&d, &["inspect", &want]);
     assert_eq!(code(&lost), "FAILED_PRECONDITION", "{lost}");
     assert!(
-        !lost.to_string().contains(d.store.to_str().unwrap()),
+        !lost.to_string().contains(env.store().to_str().unwrap()),
         "no server paths: {lost}"
     );
 
     // The same daemon still serves our own client (it goes through the relay too).
     let o = Command::new(builder_bin("berth-build"))
         .arg("--addr")
-        .arg(format!("unix://{}", d.sock.display()))
+        .arg(format!("unix://{}", d.socket().display()))
         .arg("images")
         .output()
         .unwrap();
@@ -309,13 +251,13 @@ fn python_grpcio_builds_lists_inspects_exports() {
 
 #[test]
 fn python_grpcio_sees_status_codes_and_failed_builds() {
-    let dir = TempDir::new("grpc-clients").unwrap();
-    let d = Daemon::start(dir.path());
+    let env = BuildEnv::new("grpc-clients");
+    let d = daemon(&env);
     let py = Python::new();
-    let store = d.store.to_string_lossy().into_owned();
+    let store = env.store().to_string_lossy().into_owned();
 
     // A failing RUN: ERROR event, then a non-OK status; nothing tagged.
-    let ctx = busybox_context(dir.path(), "ctx-fail", "echo about to fail && false");
+    let ctx = busybox_context(&env, "ctx-fail", "echo about to fail && false");
     let tag = unique("pyfail");
     let b = py.call(&d, &["build", ctx.to_str().unwrap(), &tag]);
     assert_ne!(code(&b), "OK", "{b}");
@@ -335,7 +277,7 @@ fn python_grpcio_sees_status_codes_and_failed_builds() {
 
     // COPY of a file the context lacks: the message names it as the
     // Dockerfile does, not by the daemon's temporary directory.
-    let ctx = dir.path().join("ctx-missing");
+    let ctx = env.path().join("ctx-missing");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY nothere.txt /\n").unwrap();
     let b = py.call(&d, &["build", ctx.to_str().unwrap(), ""]);
@@ -348,7 +290,7 @@ fn python_grpcio_sees_status_codes_and_failed_builds() {
     assert!(!b.to_string().contains("/tmp/"), "no server paths: {b}");
 
     // Bad names are INVALID_ARGUMENT, missing images NOT_FOUND.
-    let ctx = copy_context(dir.path());
+    let ctx = copy_context(env.path());
     let b = py.call(&d, &["build", ctx.to_str().unwrap(), "Bad/../Name"]);
     assert_eq!(code(&b), "INVALID_ARGUMENT", "{b}");
     let ins = py.call(&d, &["inspect", "no-such-image:1"]);
@@ -361,16 +303,16 @@ fn python_grpcio_sees_status_codes_and_failed_builds() {
 
     // A client deadline that passes during RUN: the RUN is stopped (it
     // would sleep 60 s) and the build tags nothing.
-    let ctx = busybox_context(dir.path(), "ctx-slow", "sleep 60");
+    let ctx = busybox_context(&env, "ctx-slow", "sleep 60");
     let tag = unique("pyslow");
     let b = py.call(&d, &["build", ctx.to_str().unwrap(), &tag, "1.5"]);
     assert_eq!(code(&b), "DEADLINE_EXCEEDED", "{b}");
     let t = Instant::now();
-    while !d.log_text().contains("build stopped, the client went away") {
+    while !d.log().contains("build stopped, the client went away") {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "the RUN was not stopped: {}",
-            d.log_text()
+            d.log()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -383,9 +325,9 @@ fn python_grpcio_sees_status_codes_and_failed_builds() {
 
 #[test]
 fn berth_build_version_and_info_ask_the_daemon() {
-    let dir = TempDir::new("grpc-clients").unwrap();
-    let d = Daemon::start(dir.path());
-    let addr = format!("unix://{}", d.sock.display());
+    let env = BuildEnv::new("grpc-clients");
+    let d = daemon(&env);
+    let addr = format!("unix://{}", d.socket().display());
     let run = |args: &[&str]| {
         let o = Command::new(builder_bin("berth-build"))
             .arg("--addr")
@@ -409,11 +351,11 @@ fn berth_build_version_and_info_ask_the_daemon() {
     assert_eq!(v.matches("API version: berth.builder.v1").count(), 2, "{v}");
     let i = run(&["info"]);
     assert!(
-        i.contains(&format!("Store:               {}", d.store.display())),
+        i.contains(&format!("Store:               {}", env.store().display())),
         "{i}"
     );
     assert!(
-        i.contains(&format!("Runtime:             {}", runtime().display())),
+        i.contains(&format!("Runtime:             {}", env.runtime().display())),
         "{i}"
     );
 }
