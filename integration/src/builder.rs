@@ -48,5 +48,5 @@ mod saved;
 pub use buildd::Buildd;
 pub use env::{text, BuildEnv};
 pub use procs::{mounts_under, processes_matching, processes_with};
-pub use rootfs::{busybox_tar, tar_dir, Busybox};
+pub use rootfs::{busybox_tar, tar_dir, tar_entry, Busybox};
 pub use saved::SavedImage;

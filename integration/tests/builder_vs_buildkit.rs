@@ -10,9 +10,9 @@
 //!
 //! One daemon serves the whole file (startup is the slow part), so this is
 //! one test looping over a table of cases.
-use berth_integration::builder::{builder_bin, step_runtime};
+use berth_integration::builder::{tar_entry, BuildEnv, Busybox, SavedImage};
 use berth_integration::dockerd::Dockerd;
-use berth_integration::harness::{skip, TempDir};
+use berth_integration::harness::skip;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -307,17 +307,8 @@ const CONFIG_FIELDS: &[&str] = &[
 
 /// Reads a `docker save`-style archive (both tools write one) unpacked in `dir`.
 fn read_archive(archive: &Path, dir: &Path) -> Image {
-    std::fs::create_dir_all(dir).unwrap();
-    tar::Archive::new(std::fs::File::open(archive).unwrap())
-        .unpack(dir)
-        .unwrap();
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let m = &manifest[0];
-    let config: Value =
-        serde_json::from_slice(&std::fs::read(dir.join(m["Config"].as_str().unwrap())).unwrap())
-            .unwrap();
-    let history = config["history"]
+    let saved = SavedImage::unpack(archive, dir);
+    let history = saved.config["history"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -330,14 +321,9 @@ fn read_archive(archive: &Path, dir: &Path) -> Image {
             )
         })
         .collect();
-    let layers = m["Layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| list_layer(&dir.join(l.as_str().unwrap())))
-        .collect();
+    let layers = saved.layers.iter().map(|l| list_layer(l)).collect();
     Image {
-        config: config["config"].clone(),
+        config: saved.config["config"].clone(),
         history,
         layers,
     }
@@ -408,40 +394,23 @@ fn list_layer(path: &Path) -> BTreeMap<String, Entry> {
     out
 }
 
-/// A minimal busybox root filesystem (no /dev, /proc, /sys) with an `app`
-/// user (1000:1000), as builder_fidelity.rs uses.
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "echo", "cat", "ls", "mkdir", "true", "env", "chmod", "touch", "grep", "rm", "ln",
-        "pwd", "stat", "hostname", "id",
-    ] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(scratch.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
-    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::set_permissions(scratch.join("root"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    tar_dir(scratch, ".", dest);
-}
+/// The flags of every tar this file writes.
+const TAR_FLAGS: &[&str] = &["--numeric-owner", "--owner=0", "--group=0"];
 
-fn tar_dir(dir: &Path, what: &str, dest: &Path) {
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(dir)
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-        .arg(dest)
-        .arg(what)
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar of {}", dir.display());
+/// A minimal busybox root filesystem (no /dev, /proc, /sys) with an `app`
+/// user (1000:1000), as builder_fidelity.rs uses, and /root 0700.
+fn busybox_tar(dest: &Path, scratch: &Path) {
+    Busybox {
+        passwd: Some("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"),
+        group: Some("root:x:0:\napp:x:1000:\n"),
+        modes: &[("tmp", 0o1777), ("root", 0o700)],
+        tar_flags: TAR_FLAGS,
+        ..Busybox::new(&[
+            "sh", "echo", "cat", "ls", "mkdir", "true", "env", "chmod", "touch", "grep", "rm",
+            "ln", "pwd", "stat", "hostname", "id",
+        ])
+    }
+    .write_tar(dest, scratch);
 }
 
 fn make_context(case: &Case, work: &Path) -> PathBuf {
@@ -471,7 +440,7 @@ fn make_context(case: &Case, work: &Path) -> PathBuf {
                     .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                     .collect();
                 for e in entries {
-                    tar_dir(&src, &e, &p);
+                    tar_entry(&src, &e, &p, TAR_FLAGS);
                 }
                 tarred.push(src);
             }
@@ -504,32 +473,9 @@ fn build_with_buildkit(d: &Dockerd, ctx: &Path, tag: &str, out: &Path) {
         .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-fn build_with_berth(store: &Path, ctx: &Path, tag: &str, out: &Path) {
-    let run = |args: &[&str]| {
-        let o = Command::new(builder_bin("berth-build"))
-            .arg("--root")
-            .arg(store)
-            .arg("--runtime")
-            .arg(step_runtime())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        tag,
-        ctx.to_str().unwrap(),
-    ]);
-    run(&["save", "-o", out.to_str().unwrap(), tag]);
+fn build_with_berth(env: &BuildEnv, ctx: &Path, tag: &str, out: &Path) {
+    env.build(ctx, &["-t", tag]);
+    env.ok(&["save", "-o", out.to_str().unwrap(), tag]);
 }
 
 /// `null` and a missing key mean the same to every consumer of a config.
@@ -606,9 +552,7 @@ fn berth_build_gives_the_image_buildkit_gives() {
         Ok(None) => return skip("docker.io (dockerd) is not installed"),
         Err(e) => panic!("starting dockerd: {e:#}"),
     };
-    let work = TempDir::new("bb-vs-bk").unwrap();
-    let store = work.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
+    let work = BuildEnv::new("bb-vs-bk");
     // One case by name while investigating (from-built-image also needs
     // metadata's image: run that case first or all of them).
     let only = std::env::var("BERTH_VS_BUILDKIT_CASE").ok();
@@ -622,7 +566,7 @@ fn berth_build_gives_the_image_buildkit_gives() {
         let bk_tar = work.path().join(format!("{}-buildkit.tar", case.name));
         let berth_tar = work.path().join(format!("{}-berth.tar", case.name));
         build_with_buildkit(&dockerd, &ctx, &tag, &bk_tar);
-        build_with_berth(&store, &ctx, &tag, &berth_tar);
+        build_with_berth(&work, &ctx, &tag, &berth_tar);
         let want = read_archive(&bk_tar, &work.path().join(format!("{}-bk.d", case.name)));
         let got = read_archive(
             &berth_tar,

@@ -74,19 +74,25 @@ pub fn busybox_tar(dest: &Path, scratch: &Path, applets: &[&str]) {
 
 /// `tar -C scratch FLAGS -cf dest .` with GNU tar; panics if tar fails.
 pub fn tar_dir(scratch: &Path, dest: &Path, flags: &[&str]) {
+    tar_entry(scratch, ".", dest, flags);
+}
+
+/// `tar -C dir FLAGS -cf dest entry`: one entry of `dir` (and what is
+/// below it) with GNU tar; panics if tar fails.
+pub fn tar_entry(dir: &Path, entry: &str, dest: &Path, flags: &[&str]) {
     let o = Command::new("tar")
         .arg("-C")
-        .arg(scratch)
+        .arg(dir)
         .args(flags)
         .arg("-cf")
         .arg(dest)
-        .arg(".")
+        .arg(entry)
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "tar -C {} -cf {}: {}",
-        scratch.display(),
+        "tar -C {} -cf {} {entry}: {}",
+        dir.display(),
         dest.display(),
         String::from_utf8_lossy(&o.stderr)
     );
