@@ -68,16 +68,11 @@ impl Image {
     }
 }
 
-/// A store and build contexts in a temporary directory (the shared
-/// [`BuildEnv`], plus this file's contexts and image reader).
-struct Env(BuildEnv);
-
-impl std::ops::Deref for Env {
-    type Target = BuildEnv;
-    fn deref(&self) -> &BuildEnv {
-        &self.0
-    }
-}
+berth_integration::build_env_newtype!(
+    /// A store and build contexts in a temporary directory (the shared
+    /// [`BuildEnv`], plus this file's contexts and image reader).
+    Env
+);
 
 impl Env {
     fn new() -> Env {

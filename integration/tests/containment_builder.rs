@@ -12,16 +12,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A store, a scratch area and a canary directory outside both (the
-/// shared [`BuildEnv`], plus the canary and this file's contexts).
-struct Env(BuildEnv);
-
-impl std::ops::Deref for Env {
-    type Target = BuildEnv;
-    fn deref(&self) -> &BuildEnv {
-        &self.0
-    }
-}
+berth_integration::build_env_newtype!(
+    /// A store, a scratch area and a canary directory outside both (the
+    /// shared [`BuildEnv`], plus the canary and this file's contexts).
+    Env
+);
 
 impl Env {
     fn new() -> Env {

@@ -22,15 +22,10 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A store in a temp dir and berth-build run against it (embedded engine).
-struct Env(BuildEnv);
-
-impl std::ops::Deref for Env {
-    type Target = BuildEnv;
-    fn deref(&self) -> &BuildEnv {
-        &self.0
-    }
-}
+berth_integration::build_env_newtype!(
+    /// A store in a temp dir and berth-build run against it (embedded engine).
+    Env
+);
 
 impl Env {
     fn new() -> Env {

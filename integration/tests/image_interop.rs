@@ -10,16 +10,11 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A store and a scratch dir, with berth-build run against the store
-/// (the shared [`BuildEnv`], plus this file's context and lookups).
-struct Env(BuildEnv);
-
-impl std::ops::Deref for Env {
-    type Target = BuildEnv;
-    fn deref(&self) -> &BuildEnv {
-        &self.0
-    }
-}
+berth_integration::build_env_newtype!(
+    /// A store and a scratch dir, with berth-build run against the store
+    /// (the shared [`BuildEnv`], plus this file's context and lookups).
+    Env
+);
 
 impl Env {
     fn new() -> Env {

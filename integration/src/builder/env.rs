@@ -154,3 +154,22 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Declares a test file's own store type: `struct NAME(BuildEnv)` that
+/// derefs to [`BuildEnv`], so the file adds the methods only it needs
+/// (its contexts, its readers) and keeps every shared one, cleanup
+/// included.
+#[macro_export]
+macro_rules! build_env_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        struct $name($crate::builder::BuildEnv);
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::builder::BuildEnv;
+            fn deref(&self) -> &$crate::builder::BuildEnv {
+                &self.0
+            }
+        }
+    };
+}
