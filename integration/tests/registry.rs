@@ -5,7 +5,7 @@
 //!
 //! A missing peer (docker-registry, skopeo, openssl, htpasswd, curl) skips
 //! the test with `SKIP:`, except under CI=true where it fails it.
-use berth_integration::builder::{builder_bin, step_runtime as runtime};
+use berth_integration::builder::{step_runtime as runtime, BuildEnv, Buildd, Busybox};
 use berth_integration::harness::{berth_bin, unique, TempDir};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -238,28 +238,29 @@ fn make_certs(d: &Path) {
     ]);
 }
 
-/// One "machine": a store, a Docker config dir and a registries config.
-struct Env {
-    dir: TempDir,
-}
+berth_integration::build_env_newtype!(
+    /// One "machine": a store, a Docker config dir and a registries config.
+    Env
+);
 
 impl Env {
     fn new() -> Env {
-        let dir = TempDir::new("berth-reg-env").unwrap();
-        for d in ["store", "docker", "certs.d"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        let env = BuildEnv::new("berth-reg-env");
+        let (docker, registries) = (
+            env.path().join("docker"),
+            env.path().join("registries.toml"),
+        );
+        let env = Env(env.with_flags([
+            "--config".into(),
+            docker.into_os_string(),
+            "--registries-config".into(),
+            registries.into_os_string(),
+        ]));
+        for d in ["docker", "certs.d"] {
+            std::fs::create_dir_all(env.path().join(d)).unwrap();
         }
-        let env = Env { dir };
         env.write_registries("");
         env
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
     }
 
     fn docker_config(&self) -> PathBuf {
@@ -284,49 +285,10 @@ impl Env {
         std::fs::copy(reg.ca(), d.join("ca.crt")).unwrap();
     }
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(builder_bin("berth-build"));
-        c.arg("--root")
-            .arg(self.store())
-            .arg("--runtime")
-            .arg(runtime())
-            .arg("--config")
-            .arg(self.path().join("docker"))
-            .arg("--registries-config")
-            .arg(self.path().join("registries.toml"))
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
     /// Runs berth-build, asserts success; returns trimmed stdout and stderr.
     fn ok(&self, args: &[&str]) -> (String, String) {
-        let o = self.cmd(args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed:\n{out}\n{err}"
-        );
-        (out, err)
-    }
-
-    /// Runs berth-build, asserts failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.cmd(args);
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(
-            !o.status.success(),
-            "berth-build {args:?} should fail:\n{}\n{err}",
-            String::from_utf8_lossy(&o.stdout)
-        );
-        err
+        let (out, err) = self.ok_err(args);
+        (out.trim().to_string(), err)
     }
 
     fn login(&self, reg: &Registry, user: &str, password: &str) -> Output {
@@ -334,7 +296,7 @@ impl Env {
     }
 
     fn login_to(&self, host: &str, user: &str, password: &str) -> Output {
-        let mut c = self.command(&["login", "-u", user, "--password-stdin", host]);
+        let mut c = self.cmd(&["login", "-u", user, "--password-stdin", host]);
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -346,14 +308,11 @@ impl Env {
 
     /// A build context: a busybox root filesystem tar and `dockerfile`.
     fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
-        let ctx = self.path().join(name);
-        std::fs::create_dir_all(&ctx).unwrap();
-        busybox_tar(
-            &ctx.join("busybox.tar"),
-            &self.path().join(format!("{name}-rootfs")),
-        );
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        ctx
+        let rootfs = Busybox {
+            group: None,
+            ..Busybox::new(&["sh", "echo", "cat", "ls", "true", "id"])
+        };
+        self.context_with(name, dockerfile, &rootfs)
     }
 
     /// A context with the same busybox.tar as `other` (a tar carries mtimes:
@@ -364,13 +323,6 @@ impl Env {
         std::fs::copy(other.join("busybox.tar"), ctx.join("busybox.tar")).unwrap();
         std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
         ctx
-    }
-
-    fn build(&self, ctx: &Path, extra: &[&str]) -> (String, String) {
-        let mut args = vec!["build", "--progress", "plain"];
-        args.extend_from_slice(extra);
-        args.push(ctx.to_str().unwrap());
-        self.ok(&args)
     }
 
     fn index(&self) -> Value {
@@ -404,29 +356,6 @@ impl Env {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
-}
-
-/// Writes a tar of a minimal busybox root filesystem.
-fn busybox_tar(dest: &Path, scratch: &Path) {
-    for d in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(scratch.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", scratch.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "ls", "true", "id"] {
-        std::os::unix::fs::symlink("busybox", scratch.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        scratch.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(scratch.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .args(["--numeric-owner", "-cf"])
-        .arg(dest)
-        .arg("."));
 }
 
 const APP: &str =
@@ -514,12 +443,12 @@ fn tls_registry_with_basic_auth_and_a_bad_password() {
     let (built, _) = a.build(&ctx, &["-t", &name]);
 
     // Without the CA the server is not trusted.
-    let err = a.fails(&["push", &name]);
+    let err = a.fail(&["push", &name]);
     assert!(err.contains(&reg.host), "{err}");
     a.trust(&reg);
 
     // Anonymous push: 401 naming the registry.
-    let err = a.fails(&["push", &name]);
+    let err = a.fail(&["push", &name]);
     assert!(
         err.contains("401 Unauthorized") && err.contains(&reg.host),
         "{err}"
@@ -564,7 +493,7 @@ fn tls_registry_with_basic_auth_and_a_bad_password() {
         ),
     )
     .unwrap();
-    let err = b.fails(&["pull", &name]);
+    let err = b.fail(&["pull", &name]);
     assert!(
         err.contains("401 Unauthorized") && err.contains(&reg.host),
         "{err}"
@@ -581,7 +510,7 @@ fn tls_registry_with_basic_auth_and_a_bad_password() {
     b.ok(&["logout", &reg.host]);
     let cfg: Value = serde_json::from_slice(&std::fs::read(b.docker_config()).unwrap()).unwrap();
     assert!(cfg["auths"].get(&reg.host).is_none(), "{cfg}");
-    let err = b.fails(&["logout", &reg.host]);
+    let err = b.fail(&["logout", &reg.host]);
     assert!(err.contains("not logged in"), "{err}");
 }
 
@@ -713,7 +642,7 @@ fn manifest_list_picks_the_platform() {
     let c = Env::new();
     let (got, _) = c.ok(&["pull", "--platform", "linux/arm64/v8", &list_ref]);
     assert_eq!(got, d1);
-    let err = c.fails(&["pull", "--platform", "linux/s390x", &list_ref]);
+    let err = c.fail(&["pull", "--platform", "linux/s390x", &list_ref]);
     assert!(
         err.contains("no manifest for platform linux/s390x"),
         "{err}"
@@ -743,7 +672,7 @@ fn tampered_blob_and_malformed_references_are_refused() {
     }
     std::fs::write(&data, bytes).unwrap();
     let b = Env::new();
-    let err = b.fails(&["pull", &name]);
+    let err = b.fail(&["pull", &name]);
     assert!(err.contains(&last) && err.contains("verification"), "{err}");
     assert_eq!(
         b.index()["manifests"].as_array().unwrap().len(),
@@ -760,61 +689,22 @@ fn tampered_blob_and_malformed_references_are_refused() {
     assert!(!built.is_empty());
 
     for bad in ["case/UPPER", "a//b", "x@sha256:1234", "host:port/x"] {
-        let err = b.fails(&["pull", bad]);
+        let err = b.fail(&["pull", bad]);
         assert!(err.contains("invalid reference format"), "{bad}: {err}");
     }
 }
 
-/// berth-buildd on a socket of its own; killed and reaped on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        let socket = env.path().join("buildd.sock");
-        let log = env.path().join("buildd.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(builder_bin("berth-buildd"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--root")
-            .arg(env.path().join("daemon-store"))
-            .arg("--runtime")
-            .arg(runtime())
-            .arg("--registries-config")
-            .arg(env.path().join("registries.toml"))
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut d = Daemon { child, socket, log };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!(
-                    "berth-buildd exited ({st}): {}",
-                    std::fs::read_to_string(&d.log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "berth-buildd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn addr(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// berth-buildd on a socket of its own, with its own store and `env`'s
+/// registries config, its output in buildd.log; killed and reaped on drop.
+fn start_daemon(env: &Env) -> Buildd {
+    let registries = env.path().join("registries.toml");
+    Buildd::start(
+        &env.path().join("buildd.sock"),
+        &env.path().join("daemon-store"),
+        env.runtime(),
+        &["--registries-config", registries.to_str().unwrap()],
+        Some(&env.path().join("buildd.log")),
+    )
 }
 
 #[test]
@@ -830,7 +720,7 @@ fn daemon_pulls_pushes_and_builds_with_the_clients_credentials() {
     a.ok(&["push", &name]);
 
     // The daemon has no credentials of its own: the client sends them.
-    let d = Daemon::start(&a);
+    let d = start_daemon(&a);
     let addr = d.addr();
     let (pulled, log) = a.ok(&["--addr", &addr, "pull", "--progress", "plain", &name]);
     assert_eq!(pulled, built);
@@ -870,7 +760,7 @@ fn daemon_pulls_pushes_and_builds_with_the_clients_credentials() {
         b.path().join("registries.toml"),
     )
     .unwrap();
-    let err = b.fails(&[
+    let err = b.fail(&[
         "--addr",
         &addr,
         "pull",
@@ -942,7 +832,7 @@ fn registry_cache_makes_a_fresh_store_hit_every_step() {
     let missing = format!("type=registry,ref={}/cache/none:x", reg.host);
     let (_, log) = d.build(&ctx_d, &["--cache-from", &missing]);
     assert!(log.contains("not imported"), "{log}");
-    let err = d.fails(&[
+    let err = d.fail(&[
         "build",
         "--cache-from",
         "type=local,src=/tmp",
@@ -975,14 +865,14 @@ fn faults_registry_down_or_missing_blob_leave_the_store_consistent_and_retries_r
     // The registry is down: a clear error naming it, nothing stored.
     reg.stop();
     let b = Env::new();
-    let err = b.fails(&["pull", &name]);
+    let err = b.fail(&["pull", &name]);
     assert!(
         err.contains(&reg.host) && err.to_lowercase().contains("connect"),
         "{err}"
     );
     assert_eq!(b.index()["manifests"].as_array().unwrap().len(), 0);
     assert_eq!(b.blob_count(), 0);
-    let err = a.fails(&["push", &name, &format!("{}/faults/other:v1", reg.host)]);
+    let err = a.fail(&["push", &name, &format!("{}/faults/other:v1", reg.host)]);
     assert!(err.contains(&reg.host), "{err}");
     reg.restart();
 
@@ -991,7 +881,7 @@ fn faults_registry_down_or_missing_blob_leave_the_store_consistent_and_retries_r
     let data = reg.blob_data(&last);
     let saved = a.path().join("saved-layer");
     std::fs::rename(&data, &saved).unwrap();
-    let err = b.fails(&["pull", &name]);
+    let err = b.fail(&["pull", &name]);
     assert!(err.contains(&last), "{err}");
     assert_eq!(
         b.index()["manifests"].as_array().unwrap().len(),
@@ -1156,7 +1046,7 @@ fn registry_stopped_mid_push_then_the_retry_sends_only_what_is_missing() {
     // Push, and stop the registry once the small blobs are in but the big
     // one is still on its way.
     let push = a
-        .command(&["push", "--progress", "plain", "big:v1", &dest])
+        .cmd(&["push", "--progress", "plain", "big:v1", &dest])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1283,7 +1173,7 @@ fn registry_stopped_mid_pull_then_the_retry_resumes_the_cut_blob() {
 
     let b = Env::new();
     let pull = b
-        .command(&["pull", "--progress", "plain", &dest])
+        .cmd(&["pull", "--progress", "plain", &dest])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1430,7 +1320,7 @@ fn bearer_token_auth_and_an_oversized_manifest() {
 
     // No credentials: the token server refuses, the error names the registry.
     let b = Env::new();
-    let err = b.fails(&["pull", &name]);
+    let err = b.fail(&["pull", &name]);
     assert!(
         err.contains("401 Unauthorized") && err.contains(&fake.host),
         "{err}"
@@ -1464,7 +1354,7 @@ fn bearer_token_auth_and_an_oversized_manifest() {
     // A manifest over 4 MiB is refused and nothing is stored.
     let c = Env::new();
     std::fs::copy(b.docker_config(), c.docker_config()).unwrap();
-    let err = c.fails(&["pull", &format!("{}/fake/app:big", fake.host)]);
+    let err = c.fail(&["pull", &format!("{}/fake/app:big", fake.host)]);
     assert!(err.contains("too large"), "{err}");
     assert_eq!(c.index()["manifests"].as_array().unwrap().len(), 0);
     assert_eq!(c.blob_count(), 0);
@@ -1735,7 +1625,7 @@ elif verb == "erase":
         std::env::var("PATH").unwrap_or_default()
     );
     let with_path = |args: &[&str]| {
-        let mut c = a.command(args);
+        let mut c = a.cmd(args);
         c.env("PATH", &path);
         c
     };
@@ -1762,7 +1652,7 @@ elif verb == "erase":
     let o = run(&mut with_path(&["push", &name]));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), built);
     // Without the helper on PATH there is no credential: it came from the helper.
-    let err = a.fails(&["pull", &name]);
+    let err = a.fail(&["pull", &name]);
     assert!(err.contains("docker-credential-berthtest"), "{err}");
 
     run(&mut with_path(&["logout", &reg.host]));

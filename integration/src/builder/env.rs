@@ -4,6 +4,7 @@
 use super::{builder_bin, step_runtime, Busybox};
 use crate::containerd::unmount_under;
 use crate::harness::TempDir;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -15,6 +16,8 @@ pub struct BuildEnv {
     // Dropped after `Drop::drop` has cleaned up: removes the directory.
     dir: TempDir,
     runtime: PathBuf,
+    /// Global flags every command gets after `--runtime`.
+    flags: Vec<OsString>,
 }
 
 impl Drop for BuildEnv {
@@ -37,12 +40,24 @@ impl BuildEnv {
         BuildEnv {
             dir,
             runtime: step_runtime(),
+            flags: Vec::new(),
         }
     }
 
     /// The same with `runtime` as the OCI runtime (`--runtime`).
     pub fn with_runtime(mut self, runtime: PathBuf) -> BuildEnv {
         self.runtime = runtime;
+        self
+    }
+
+    /// The same with more global flags for every command (`--config DIR`,
+    /// `--registries-config FILE`, ...).
+    pub fn with_flags<I, S>(mut self, flags: I) -> BuildEnv
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.flags.extend(flags.into_iter().map(Into::into));
         self
     }
 
@@ -61,7 +76,7 @@ impl BuildEnv {
         &self.runtime
     }
 
-    /// `berth-build --root STORE --runtime RUNTIME ARGS`, stdin from
+    /// `berth-build --root STORE --runtime RUNTIME [FLAGS] ARGS`, stdin from
     /// /dev/null (a test that feeds it sets its own).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(builder_bin("berth-build"));
@@ -69,6 +84,7 @@ impl BuildEnv {
             .arg(self.store())
             .arg("--runtime")
             .arg(&self.runtime)
+            .args(&self.flags)
             .args(args)
             .stdin(Stdio::null());
         c
