@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use nix::sys::socket::{
-    recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    recv, recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
     MsgFlags, SockFlag, SockType,
 };
 use serde::{Deserialize, Serialize};
@@ -113,7 +113,13 @@ impl Channel {
 
     /// Receive one message and the fd attached to it, if any (close-on-exec).
     pub fn recv_with_fd(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
-        let mut buf = vec![0u8; 64 * 1024];
+        // Sized to the datagram rather than to the largest possible one:
+        // zeroing (and faulting in) 64 KiB per message cost more than the
+        // extra peek.
+        let Some(len) = self.next_len()? else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; len.max(1)];
         loop {
             let mut space = nix::cmsg_space!([RawFd; 1]);
             let mut iov = [IoSliceMut::new(&mut buf)];
@@ -145,6 +151,24 @@ impl Channel {
             }
             let msg = serde_json::from_slice(&buf[..n]).context("decode sync message")?;
             return Ok(Some((msg, fd)));
+        }
+    }
+
+    /// The length of the next datagram, waiting for it (`None`: the peer is
+    /// gone). Peeks without room for control data, so no descriptor
+    /// attached to it is installed here.
+    fn next_len(&self) -> Result<Option<usize>> {
+        loop {
+            match recv(
+                self.fd.as_raw_fd(),
+                &mut [],
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(n) => return Ok(Some(n)),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::ECONNRESET) => return Ok(None),
+                Err(e) => return Err(e).context("receive sync message"),
+            }
         }
     }
 
@@ -218,5 +242,21 @@ mod tests {
         assert_eq!(err.to_string(), "boom");
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn messages_of_any_size_arrive_whole_with_their_fd() {
+        let (a, b) = pair().unwrap();
+        let long = "x".repeat(100 * 1024);
+        a.send(&Msg::Error(long.clone())).unwrap();
+        let (x, _y) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.send_with_fd(&Msg::BindSource { mount: 7 }, x.as_fd())
+            .unwrap();
+        assert_eq!(b.recv().unwrap(), Some(Msg::Error(long)));
+        let (msg, fd) = b.recv_with_fd().unwrap().unwrap();
+        assert_eq!(msg, Msg::BindSource { mount: 7 });
+        assert!(fd.is_some(), "the attached fd arrived once, after the peek");
+        drop(a);
+        assert_eq!(b.recv_with_fd().unwrap().map(|(m, _)| m), None);
     }
 }
