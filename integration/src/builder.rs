@@ -41,12 +41,16 @@ pub fn step_runtime() -> PathBuf {
 
 mod buildd;
 mod env;
+mod podman;
 mod procs;
 mod rootfs;
 mod saved;
+mod tools;
 
 pub use buildd::Buildd;
 pub use env::{text, BuildEnv};
+pub use podman::{remove_conmon_cgroups, Podman};
 pub use procs::{mounts_under, processes_matching, processes_with};
 pub use rootfs::{busybox_tar, tar_dir, tar_entry, Busybox};
 pub use saved::SavedImage;
+pub use tools::{have, run_bundle};

@@ -7,31 +7,12 @@
 //! except under CI=true, where it fails (scripts/deps.sh installs them all).
 use berth_integration::builder::{builder_bin, step_runtime as runtime, BuildEnv, Buildd, Busybox};
 use berth_integration::harness::unique;
+use berth_integration::require;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-macro_rules! require {
-    ($tool:expr) => {
-        if !have($tool) {
-            berth_integration::harness::skip(&format!(
-                "{} is not installed (scripts/deps.sh installs it)",
-                $tool
-            ));
-            return;
-        }
-    };
-}
 
 /// A store plus helpers to run berth-build against it.
 /// The applets the busybox root filesystem of every context has.

@@ -3,7 +3,7 @@
 //! written by podman and `ctr images export` loaded with the same image IDs
 //! and layers, RUN networked by default, every `-t` in a docker output, and
 //! a listing into a closed pipe exiting quietly.
-use berth_integration::builder::{BuildEnv, Buildd, Busybox};
+use berth_integration::builder::{have, BuildEnv, Buildd, Busybox};
 use berth_integration::containerd::Containerd;
 use berth_integration::harness::unique;
 use serde_json::Value;
@@ -55,14 +55,6 @@ ADD busybox.tar /
 RUN echo built > /built
 CMD [\"cat\", \"/built\"]
 ";
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// The cells of a table line (columns are three or more spaces apart).
 fn cells(l: &str) -> Vec<&str> {

@@ -5,36 +5,16 @@
 //!
 //! A missing peer (docker-registry, skopeo, openssl, htpasswd, curl) skips
 //! the test with `SKIP:`, except under CI=true where it fails it.
-use berth_integration::builder::{step_runtime as runtime, BuildEnv, Buildd, Busybox};
+use berth_integration::builder::{
+    run_bundle, step_runtime as runtime, BuildEnv, Buildd, Busybox, Podman,
+};
 use berth_integration::harness::{berth_bin, unique, TempDir};
+use berth_integration::require;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Skips (or, under CI=true, fails) when a peer is missing.
-macro_rules! require {
-    ($($tool:expr),+) => {
-        $(
-            if !have($tool) {
-                berth_integration::harness::skip(&format!(
-                    "{} is not installed (scripts/deps.sh installs it)",
-                    $tool
-                ));
-                return;
-            }
-        )+
-    };
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -339,22 +319,7 @@ impl Env {
     fn run_image(&self, image: &str) -> String {
         let b = self.path().join(unique("bundle"));
         self.ok(&["bundle", image, b.to_str().unwrap()]);
-        let id = unique("berth-reg");
-        let out = Command::new(runtime())
-            .args(["run", "--bundle"])
-            .arg(&b)
-            .arg(&id)
-            .output()
-            .unwrap();
-        let _ = Command::new(runtime())
-            .args(["delete", "--force", &id])
-            .output();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        run_bundle(&runtime(), &b, &unique("berth-reg"))
     }
 }
 
@@ -1360,54 +1325,6 @@ fn bearer_token_auth_and_an_oversized_manifest() {
     assert_eq!(c.blob_count(), 0);
 }
 
-/// podman with a private store under a temp dir and berth as its runtime;
-/// containers removed and mounts undone on drop.
-struct Podman {
-    dir: TempDir,
-}
-
-impl Podman {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let d = self.dir.path();
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("runroot"))
-            .arg("--tmpdir")
-            .arg(d.join("tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-                "--runtime",
-            ])
-            .arg(berth_bin().canonicalize().unwrap())
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd(&["rm", "--all", "--force", "--time", "0"])
-            .output();
-        berth_integration::containerd::unmount_under(self.dir.path());
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in hierarchies.flatten() {
-                let parent = h.path().join("libpod_parent");
-                let _ = std::fs::remove_dir(parent.join("conmon"));
-                let _ = std::fs::remove_dir(&parent);
-            }
-        }
-    }
-}
-
 #[test]
 fn podman_pulls_what_berth_pushed_and_runs_it_with_berth() {
     require!("docker-registry", "podman");
@@ -1416,9 +1333,7 @@ fn podman_pulls_what_berth_pushed_and_runs_it_with_berth() {
     let name = format!("{}/podman/app:v1", reg.host);
     let (built, _) = a.build(&a.context("app", APP), &["-t", &name]);
     a.ok(&["push", &name]);
-    let pm = Podman {
-        dir: TempDir::new("berth-reg-podman").unwrap(),
-    };
+    let pm = Podman::new("berth-reg-podman");
     run(&mut pm.cmd(&["pull", "--tls-verify=false", &name]));
     let o = run(&mut pm.cmd(&["image", "inspect", "--format", "{{.Digest}}", &name]));
     assert_eq!(

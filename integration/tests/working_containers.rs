@@ -4,11 +4,11 @@
 //! load` → `podman run --runtime berth`. Also `cp` against hostile symlinks
 //! (a canary on the host must stay untouched), `export`/`import`, and `rm`
 //! leaving nothing behind.
-use berth_integration::builder::{builder_bin, mounts_under, BuildEnv, Buildd, Busybox};
-use berth_integration::containerd::unmount_under;
+use berth_integration::builder::{
+    builder_bin, mounts_under, run_bundle, BuildEnv, Buildd, Busybox, Podman,
+};
 use berth_integration::harness::{berth_bin, unique};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 const APPLETS: &[&str] = &[
@@ -164,27 +164,13 @@ fn tutorial_from_run_commit_diff_history_bundle_podman() {
     let b = env.path().join("bundle");
     env.ok(&["bundle", "tut-image", b.to_str().unwrap()]);
     assert!(!b.join("rootfs/etc/gone").exists());
-    let id = unique("tut-bundle");
-    let out = Command::new(berth_bin())
-        .args(["run", "--bundle"])
-        .arg(&b)
-        .arg(&id)
-        .output()
-        .unwrap();
-    let _ = Command::new(berth_bin())
-        .args(["delete", "--force", &id])
-        .output();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello world");
+    let out = run_bundle(&berth_bin(), &b, &unique("tut-bundle"));
+    assert_eq!(out, "hello world");
 
     // save → podman load → podman run --runtime berth
     let tar = env.path().join("tut.tar");
     env.ok(&["save", "tut-image", "-o", tar.to_str().unwrap()]);
-    let pm = Podman::new(env.path().join("podman"));
+    let pm = Podman::new("bb-work-podman");
     pm.ok(&["load", "--input", tar.to_str().unwrap()]);
     let got = pm.ok(&[
         "run",
@@ -221,63 +207,6 @@ fn tutorial_from_run_commit_diff_history_bundle_podman() {
         .unwrap();
     let listed = String::from_utf8_lossy(&st.stdout);
     assert!(!listed.contains("berth-work-tut"), "{listed}");
-}
-
-/// podman with a private store (vfs), cleaned up on drop.
-struct Podman {
-    dir: PathBuf,
-}
-
-impl Podman {
-    fn new(dir: PathBuf) -> Podman {
-        std::fs::create_dir_all(&dir).unwrap();
-        Podman { dir }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let runtime = berth_bin().canonicalize().unwrap();
-        let o = Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("runroot"))
-            .arg("--tmpdir")
-            .arg(self.dir.join("tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-                "--runtime",
-            ])
-            .arg(runtime)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "podman {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("runroot"))
-            .args(["--storage-driver", "vfs", "rm", "--all", "--force"])
-            .output();
-        unmount_under(&self.dir);
-    }
 }
 
 #[test]
