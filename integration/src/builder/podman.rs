@@ -4,7 +4,7 @@
 
 use crate::containerd::unmount_under;
 use crate::harness::{berth_bin, TempDir};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// podman rooted in a temporary directory (vfs storage, cgroupfs manager,
@@ -25,6 +25,11 @@ impl Podman {
             dir: TempDir::new(prefix).unwrap(),
             runtime: berth_bin().canonicalize().unwrap(),
         }
+    }
+
+    /// The temporary directory podman keeps its store and state in.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 
     /// `podman --root … --runroot … --tmpdir … --runtime BERTH ARGS`,
