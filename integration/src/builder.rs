@@ -48,8 +48,8 @@ mod saved;
 mod tools;
 
 pub use buildd::Buildd;
-pub use env::{text, BuildEnv};
-pub use podman::{remove_conmon_cgroups, Podman};
+pub use env::{expect_ok, text, BuildEnv};
+pub use podman::{remove_conmon_cgroups, Podman, PODMAN_RUN_OPTS};
 pub use procs::{mounts_under, processes_matching, processes_with};
 pub use rootfs::{busybox_tar, tar_dir, tar_entry, Busybox};
 pub use saved::SavedImage;

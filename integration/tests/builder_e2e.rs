@@ -5,7 +5,7 @@
 //!
 //! A test whose external tool is missing says `SKIP: <reason>` and returns,
 //! except under CI=true, where it fails (scripts/deps.sh installs them all).
-use berth_integration::builder::{builder_bin, step_runtime as runtime, BuildEnv, Buildd, Busybox};
+use berth_integration::builder::{builder_bin, step_runtime as runtime, BuildEnv, Busybox};
 use berth_integration::harness::unique;
 use berth_integration::require;
 use serde_json::Value;
@@ -882,13 +882,7 @@ fn same_result_as_buildah() {
 fn daemon_serves_builds_over_grpc() {
     let env = new_env();
     let ctx = simple_ctx(&env);
-    let d = Buildd::start(
-        &env.path().join("buildd.sock"),
-        &env.store(),
-        env.runtime(),
-        &[],
-        None,
-    );
+    let d = env.buildd();
     let addr = d.addr();
     let remote = |args: &[&str]| d.ok_err(args);
     let (digest, log) = remote(&[

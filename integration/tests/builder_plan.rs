@@ -304,13 +304,7 @@ fn print_shows_the_keys_the_build_uses() {
 #[test]
 fn print_shows_the_keys_over_grpc() {
     let mut env = Env::new("bb-plan-grpc");
-    let d = Buildd::start(
-        &env.env.path().join("buildd.sock"),
-        &env.store(),
-        env.env.runtime(),
-        &[],
-        None,
-    );
+    let d = env.env.buildd();
     env.buildd = Some(d);
     story(&env);
 }

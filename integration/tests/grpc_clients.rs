@@ -16,18 +16,6 @@ use std::time::{Duration, Instant};
 /// The client, written to a temp dir by each test.
 const CLIENT: &str = include_str!("grpc_clients/client.py");
 
-/// berth-buildd on `env`'s store and a private socket, its log beside
-/// them; killed on drop.
-fn daemon(env: &BuildEnv) -> Buildd {
-    Buildd::start(
-        &env.path().join("buildd.sock"),
-        &env.store(),
-        env.runtime(),
-        &[],
-        Some(&env.path().join("buildd.log")),
-    )
-}
-
 /// A venv with grpcio and grpcio-tools, the client script and its stubs.
 struct Python {
     dir: TempDir,
@@ -129,7 +117,7 @@ fn tags_in(list: &Value) -> Vec<String> {
 #[test]
 fn python_grpcio_builds_lists_inspects_exports() {
     let env = BuildEnv::new("grpc-clients");
-    let d = daemon(&env);
+    let d = env.buildd();
     let py = Python::new();
     let ctx = copy_context(env.path());
 
@@ -252,7 +240,7 @@ fn python_grpcio_builds_lists_inspects_exports() {
 #[test]
 fn python_grpcio_sees_status_codes_and_failed_builds() {
     let env = BuildEnv::new("grpc-clients");
-    let d = daemon(&env);
+    let d = env.buildd();
     let py = Python::new();
     let store = env.store().to_string_lossy().into_owned();
 
@@ -326,7 +314,7 @@ fn python_grpcio_sees_status_codes_and_failed_builds() {
 #[test]
 fn berth_build_version_and_info_ask_the_daemon() {
     let env = BuildEnv::new("grpc-clients");
-    let d = daemon(&env);
+    let d = env.buildd();
     let addr = format!("unix://{}", d.socket().display());
     let run = |args: &[&str]| {
         let o = Command::new(builder_bin("berth-build"))

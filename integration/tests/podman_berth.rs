@@ -5,19 +5,11 @@
 use std::process::Command;
 
 use anyhow::Result;
-use berth_integration::builder::Podman;
+use berth_integration::builder::{Podman, PODMAN_RUN_OPTS};
 use berth_integration::harness::{busybox_fixture, skip};
 use berth_integration::image::write_docker_archive;
 
 const IMAGE: &str = "localhost/busybox:latest";
-const RUN_OPTS: [&str; 6] = [
-    "--network",
-    "none",
-    "--ulimit",
-    "nofile=1024:1024",
-    "--ulimit",
-    "nproc=1024:1024",
-];
 
 /// `podman inspect`'s status of container `name`.
 fn status(pm: &Podman, name: &str) -> String {
@@ -43,7 +35,7 @@ fn podman_runs_berth() -> Result<()> {
 
     // Foreground run: output and exit status.
     let mut args = vec!["run", "--rm"];
-    args.extend(RUN_OPTS);
+    args.extend(PODMAN_RUN_OPTS);
     args.extend([IMAGE, "sh", "-c", "echo hi from podman; exit 3"]);
     let out = pm.out(&args);
     assert_eq!(
@@ -56,7 +48,7 @@ fn podman_runs_berth() -> Result<()> {
 
     // Detached container, exec, pause/unpause, stop, rm.
     let mut args = vec!["run", "-d", "--name", "bg"];
-    args.extend(RUN_OPTS);
+    args.extend(PODMAN_RUN_OPTS);
     args.extend([IMAGE, "sleep", "1000"]);
     pm.ok(&args);
     assert_eq!(status(&pm, "bg"), "running");

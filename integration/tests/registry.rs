@@ -6,7 +6,7 @@
 //! A missing peer (docker-registry, skopeo, openssl, htpasswd, curl) skips
 //! the test with `SKIP:`, except under CI=true where it fails it.
 use berth_integration::builder::{
-    run_bundle, step_runtime as runtime, BuildEnv, Buildd, Busybox, Podman,
+    run_bundle, step_runtime as runtime, BuildEnv, Buildd, Busybox, Podman, PODMAN_RUN_OPTS,
 };
 use berth_integration::harness::{berth_bin, unique, TempDir};
 use berth_integration::require;
@@ -1341,18 +1341,10 @@ fn podman_pulls_what_berth_pushed_and_runs_it_with_berth() {
         built,
         "same manifest digest"
     );
-    let o = run(&mut pm.cmd(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        // The VM's hard nproc limit is below podman's default.
-        "--ulimit",
-        "nproc=1024:1024",
-        &name,
-    ]));
+    let mut args = vec!["run", "--rm"];
+    args.extend(PODMAN_RUN_OPTS);
+    args.push(&name);
+    let o = run(&mut pm.cmd(&args));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "pulled-and-ran");
 }
 

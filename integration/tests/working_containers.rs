@@ -5,7 +5,7 @@
 //! (a canary on the host must stay untouched), `export`/`import`, and `rm`
 //! leaving nothing behind.
 use berth_integration::builder::{
-    builder_bin, mounts_under, run_bundle, BuildEnv, Buildd, Busybox, Podman,
+    builder_bin, mounts_under, run_bundle, BuildEnv, Busybox, Podman, PODMAN_RUN_OPTS,
 };
 use berth_integration::harness::{berth_bin, unique};
 use serde_json::Value;
@@ -172,20 +172,15 @@ fn tutorial_from_run_commit_diff_history_bundle_podman() {
     env.ok(&["save", "tut-image", "-o", tar.to_str().unwrap()]);
     let pm = Podman::new("bb-work-podman");
     pm.ok(&["load", "--input", tar.to_str().unwrap()]);
-    let got = pm.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
+    let mut args = vec!["run", "--rm"];
+    args.extend(PODMAN_RUN_OPTS);
+    args.extend([
         "tut-image",
         "sh",
         "-c",
         "cat /hello /etc/motd; test -e /etc/gone || echo gone",
     ]);
+    let got = pm.ok(&args);
     assert_eq!(got.trim(), "hello world\nnew\ngone");
 
     // rm: snapshot, mounts, state: nothing left.
@@ -371,13 +366,7 @@ fn bundle_takes_run_overrides_and_makes_anonymous_volumes() {
 fn working_containers_over_grpc() {
     let env = new_env();
     build(&env, "grpc-base", BASE);
-    let d = Buildd::start(
-        &env.path().join("buildd.sock"),
-        &env.store(),
-        &berth_bin(),
-        &[],
-        None,
-    );
+    let d = env.buildd();
     let remote = |args: &[&str]| d.out(args);
     let ok = |args: &[&str]| d.ok(args);
     assert_eq!(ok(&["from", "grpc-base", "--name", "rc"]).trim(), "rc");

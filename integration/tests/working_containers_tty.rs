@@ -31,13 +31,7 @@ struct Daemon {
 impl Daemon {
     fn start() -> Daemon {
         let env = BuildEnv::new("bb-tty").with_runtime(berth_bin());
-        let buildd = Buildd::start(
-            &env.path().join("buildd.sock"),
-            &env.store(),
-            &berth_bin(),
-            &[],
-            Some(&env.path().join("buildd.log")),
-        );
+        let buildd = env.buildd();
         Daemon {
             buildd: Some(buildd),
             env,

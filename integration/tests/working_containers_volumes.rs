@@ -5,7 +5,7 @@
 //! leaves the image's file alone (nothing in `diff`), and a destination
 //! that is a symlink in the image pointing out of the root never reaches a
 //! canary on the host.
-use berth_integration::builder::{tar_dir, BuildEnv, Buildd, Busybox};
+use berth_integration::builder::{expect_ok, tar_dir, BuildEnv, Busybox};
 use berth_integration::harness::{berth_bin, unique};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -41,16 +41,7 @@ fn build(env: &BuildEnv, tag: &str, canary: &Path) {
 }
 
 fn check(args: &[&str], o: Output) -> String {
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    );
-    assert!(
-        o.status.success(),
-        "berth-build {args:?} failed ({}):\nstdout: {out}\nstderr: {err}",
-        o.status
-    );
-    out
+    expect_ok("berth-build", args, &o, "").0
 }
 
 /// The cases every way of running shares; `run` runs `args` in container
@@ -187,13 +178,7 @@ fn file_volumes_over_grpc() {
     let env = new_env();
     let canary = canary(&env);
     build(&env, "gv", &canary);
-    let d = Buildd::start(
-        &env.path().join("buildd.sock"),
-        &env.store(),
-        &berth_bin(),
-        &[],
-        None,
-    );
+    let d = env.buildd();
     let remote = |args: &[&str]| d.out(args);
     let run = |name: &str, args: &[&str]| {
         let mut a = vec!["run", name];

@@ -1,6 +1,6 @@
 //! berth-buildd on a private socket, and `berth-build --addr` against it.
 
-use super::builder_bin;
+use super::{builder_bin, expect_ok};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -140,18 +140,8 @@ impl Buildd {
 
     /// Like [`Buildd::ok`], returning stdout and stderr.
     pub fn ok_err(&self, args: &[&str]) -> (String, String) {
-        let o = self.out(args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert!(
-            o.status.success(),
-            "berth-build --addr {args:?}: {}\nstdout: {out}\nstderr: {err}\ndaemon log:\n{}",
-            o.status,
-            self.log()
-        );
-        (out, err)
+        let log = format!("\ndaemon log:\n{}", self.log());
+        expect_ok("berth-build --addr", args, &self.out(args), &log)
     }
 }
 

@@ -1,7 +1,7 @@
 //! A berth-build store in a temporary directory and the commands that
 //! drive it (`berth-build --root STORE --runtime RUNTIME ...`).
 
-use super::{builder_bin, step_runtime, Busybox};
+use super::{builder_bin, step_runtime, Buildd, Busybox};
 use crate::containerd::unmount_under;
 use crate::harness::TempDir;
 use std::ffi::OsString;
@@ -103,17 +103,7 @@ impl BuildEnv {
 
     /// Like [`BuildEnv::ok`], returning stdout and stderr.
     pub fn ok_err(&self, args: &[&str]) -> (String, String) {
-        let o = self.out(args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert!(
-            o.status.success(),
-            "berth-build {args:?} failed ({}):\nstdout: {out}\nstderr: {err}",
-            o.status
-        );
-        (out, err)
+        expect_ok("berth-build", args, &self.out(args), "")
     }
 
     /// Runs it, asserting failure; returns stderr.
@@ -156,10 +146,39 @@ impl BuildEnv {
         (out.trim().to_string(), err)
     }
 
+    /// berth-buildd serving this store with its runtime, on
+    /// `<dir>/buildd.sock`, its output in `<dir>/buildd.log`; killed on
+    /// drop (drop it before the store: declare it after).
+    pub fn buildd(&self) -> Buildd {
+        Buildd::start(
+            &self.path().join("buildd.sock"),
+            &self.store(),
+            &self.runtime,
+            &[],
+            Some(&self.path().join("buildd.log")),
+        )
+    }
+
     /// The store's index.json.
     pub fn index(&self) -> String {
         std::fs::read_to_string(self.store().join("index.json")).unwrap()
     }
+}
+
+/// Asserts that `o`, the output of `what ARGS`, is a success, with its
+/// status, stdout, stderr and `more` in the message; returns (stdout,
+/// stderr).
+pub fn expect_ok(what: &str, args: &[&str], o: &Output, more: &str) -> (String, String) {
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(
+        o.status.success(),
+        "{what} {args:?} failed ({}):\nstdout: {out}\nstderr: {err}{more}",
+        o.status
+    );
+    (out, err)
 }
 
 /// A command's stdout then stderr, as text (for messages and matching).

@@ -2,10 +2,22 @@
 //! tests hand their images to a peer (`save` → `podman load`, push →
 //! `podman pull`) and run them with berth.
 
+use super::expect_ok;
 use crate::containerd::unmount_under;
 use crate::harness::{berth_bin, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+/// `podman run` flags every test's container needs here: no network,
+/// and ulimits below the VM's hard nproc limit (podman's default is above).
+pub const PODMAN_RUN_OPTS: [&str; 6] = [
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
 
 /// podman rooted in a temporary directory (vfs storage, cgroupfs manager,
 /// file events), `--runtime` the test's berth. On drop, even when the test
@@ -66,15 +78,7 @@ impl Podman {
     /// Runs it, asserting success (stdout and stderr in the message);
     /// returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.out(args);
-        assert!(
-            o.status.success(),
-            "podman {args:?} failed ({}): {}{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        expect_ok("podman", args, &self.out(args), "").0
     }
 }
 
