@@ -85,14 +85,7 @@ impl Env {
     }
 
     fn build(&self, ctx: &Path, tag: &str) -> Output {
-        self.out(&[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            tag,
-            ctx.to_str().unwrap(),
-        ])
+        self.build_out(ctx, &["-t", tag])
     }
 
     fn build_ok(&self, ctx: &Path, tag: &str) -> Image {

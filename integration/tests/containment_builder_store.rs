@@ -50,15 +50,9 @@ impl Env {
         ctx
     }
 
+    /// Builds `ctx` as `tag`; returns the digest.
     fn build(&self, ctx: &Path, tag: &str) -> String {
-        self.ok(&[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            tag,
-            ctx.to_str().unwrap(),
-        ])
+        self.0.build(ctx, &["-t", tag]).0
     }
 
     fn manifest_digest(&self, name: &str) -> String {

@@ -136,13 +136,15 @@ impl BuildEnv {
         self.context_with(name, dockerfile, &Busybox::new(applets))
     }
 
+    /// `build --progress plain EXTRA CTX` to its end, whatever its status.
+    pub fn build_out(&self, ctx: &Path, extra: &[&str]) -> Output {
+        self.out(&build_args(ctx, extra))
+    }
+
     /// `build --progress plain EXTRA CTX`, asserting success; returns
     /// (stdout trimmed: the digest, the progress log on stderr).
     pub fn build(&self, ctx: &Path, extra: &[&str]) -> (String, String) {
-        let mut args = vec!["build", "--progress", "plain"];
-        args.extend_from_slice(extra);
-        args.push(ctx.to_str().unwrap());
-        let (out, err) = self.ok_err(&args);
+        let (out, err) = self.ok_err(&build_args(ctx, extra));
         (out.trim().to_string(), err)
     }
 
@@ -163,6 +165,14 @@ impl BuildEnv {
     pub fn index(&self) -> String {
         std::fs::read_to_string(self.store().join("index.json")).unwrap()
     }
+}
+
+/// `build --progress plain EXTRA CTX`.
+fn build_args<'a>(ctx: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["build", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    args
 }
 
 /// Asserts that `o`, the output of `what ARGS`, is a success, with its
