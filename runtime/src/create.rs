@@ -325,8 +325,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         drop(bind_sources);
     }
     crate::logging::debug(&format!("init cloned (pid {pid})"));
-    parent_chan.expect(Msg::RunCreateRuntimeHooks)?;
-    crate::logging::debug("rootfs prepared");
+    let runtime_hooks = hooks::has_create_runtime_hooks(&spec);
+    if runtime_hooks {
+        parent_chan.expect(Msg::RunCreateRuntimeHooks)?;
+        crate::logging::debug("rootfs prepared");
+    }
 
     let mut st = ContainerState {
         id: args.id.clone(),
@@ -346,16 +349,18 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         rootless: opts.rootless,
     };
     let hook_state = state::hook_state(&st, Status::Creating, pid);
-    if let Some(h) = spec.hooks() {
-        #[allow(deprecated)]
-        if let Some(pre) = h.prestart() {
-            hooks::run_all(hooks::Kind::Prestart, pre, &hook_state)?;
+    if runtime_hooks {
+        if let Some(h) = spec.hooks() {
+            #[allow(deprecated)]
+            if let Some(pre) = h.prestart() {
+                hooks::run_all(hooks::Kind::Prestart, pre, &hook_state)?;
+            }
+            if let Some(cr) = h.create_runtime() {
+                hooks::run_all(hooks::Kind::CreateRuntime, cr, &hook_state)?;
+            }
         }
-        if let Some(cr) = h.create_runtime() {
-            hooks::run_all(hooks::Kind::CreateRuntime, cr, &hook_state)?;
-        }
+        parent_chan.send(&Msg::HooksDone)?;
     }
-    parent_chan.send(&Msg::HooksDone)?;
     let agent = seccomp::notify::Agent::from_spec(&spec);
     parent_chan.expect_serving(Msg::Ready, |listener| {
         seccomp::notify::hand_over(agent.as_ref(), listener, pid, hook_state.clone())

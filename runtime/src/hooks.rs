@@ -40,6 +40,17 @@ impl Kind {
 
 /// Run `hooks` in order; stop at the first failure. Hooks that runc runs in
 /// the bundle directory get the `bundle` of `state` as their working directory.
+/// Whether the spec has prestart or createRuntime hooks, which the parent
+/// runs while init waits (init and parent both ask, so that without any
+/// they skip that round trip).
+pub fn has_create_runtime_hooks(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.hooks().as_ref().is_some_and(|h| {
+        #[allow(deprecated)]
+        let pre = h.prestart().as_ref().is_some_and(|v| !v.is_empty());
+        pre || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    })
+}
+
 pub fn run_all(kind: Kind, hooks: &[Hook], state: &serde_json::Value) -> Result<()> {
     let bundle = match kind {
         Kind::Prestart | Kind::CreateRuntime | Kind::Poststart => {

@@ -260,8 +260,10 @@ fn setup(ctx: &InitContext) -> Result<std::convert::Infallible> {
     let host_pid = cgroups.wait_for_parent()?;
 
     // prestart + createRuntime hooks run in the parent (runtime namespace).
-    ctx.chan.send(&Msg::RunCreateRuntimeHooks)?;
-    ctx.chan.expect(Msg::HooksDone)?;
+    if hooks::has_create_runtime_hooks(spec) {
+        ctx.chan.send(&Msg::RunCreateRuntimeHooks)?;
+        ctx.chan.expect(Msg::HooksDone)?;
+    }
     let hooks = spec.hooks().clone().unwrap_or_default();
     let state = hook_state(ctx, host_pid, "creating");
     if let Some(h) = hooks.create_container() {
