@@ -4,7 +4,7 @@
 //! give the process a terminal (a pty in the daemon, see
 //! [`workctr::terminal_stdio`]). Either kills its process when the client
 //! goes away.
-use super::spool::spool;
+use super::spool::{first_message, spool_into_temp};
 use super::{blocking, chunk_stream, not_found_or_internal};
 use crate::exec::run::Runtime;
 use crate::store::Store;
@@ -152,21 +152,83 @@ async fn forward_input(
     }
 }
 
+type RunEvents = mpsc::Sender<Result<pb::RunEvent, Status>>;
+
+/// One checked run request (`Run` or `RunInteractive`), for the blocking
+/// task that executes it: [`RunJob::run`] then [`RunJob::exit`].
+struct RunJob {
+    r: pb::RunRequest,
+    o: Overrides,
+    network_host: bool,
+    store: Store,
+    runtime: Runtime,
+    /// The run's events (output, then the exit code or the error).
+    tx: RunEvents,
+    /// Taken by [`RunJob::run`].
+    watch: Option<Watch>,
+    expired: std::sync::Arc<AtomicBool>,
+}
+
+impl RunJob {
+    /// Runs the request in its container once the container is free (see
+    /// [`Watch::run_in`]), its stdio as `io` says.
+    fn run(&mut self, io: workctr::run::RunIo<'_>) -> anyhow::Result<i32> {
+        let watch = self.watch.take().expect("a run job runs once");
+        let tx = &self.tx;
+        watch.run_in(
+            &self.store,
+            &self.r.name,
+            || tx.is_closed(),
+            |store, c| {
+                workctr::run::run(
+                    store,
+                    c,
+                    &self.runtime,
+                    &self.r.args,
+                    &self.o,
+                    self.network_host,
+                    io,
+                )
+            },
+        )
+    }
+
+    /// Ends the stream: the exit code, or the error (see [`send_exit`]).
+    fn exit(self, res: anyhow::Result<i32>) {
+        send_exit(&self.tx, &self.r.name, res, &self.expired);
+    }
+}
+
 impl WorkService {
-    /// Kills the run's process once its caller is gone (see [`watch`]).
-    fn watch(
+    /// Checks run request `r` and makes its job and event stream, or says
+    /// what is wrong with it (INVALID_ARGUMENT); the job's process is killed
+    /// once its caller is gone or `deadline` passed (see [`watch`]).
+    fn run_job(
         &self,
-        tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
-        name: &str,
+        r: pb::RunRequest,
+        tty: bool,
         deadline: Option<Duration>,
-    ) -> Watch {
-        watch::watch(
+    ) -> Result<(RunJob, ReceiverStream<Result<pb::RunEvent, Status>>), String> {
+        let (network_host, o) = run_options(&r, tty)?;
+        let (tx, rx) = mpsc::channel(32);
+        let watch = watch::watch(
             tx.clone(),
             self.runtime.clone(),
-            name.to_string(),
-            workctr::runtime_id(name),
+            r.name.clone(),
+            workctr::runtime_id(&r.name),
             deadline,
-        )
+        );
+        let job = RunJob {
+            expired: watch.expired.clone(),
+            watch: Some(watch),
+            r,
+            o,
+            network_host,
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+            tx,
+        };
+        Ok((job, ReceiverStream::new(rx)))
     }
 }
 
@@ -215,36 +277,18 @@ impl WorkingContainers for WorkService {
 
     async fn run(&self, req: Request<pb::RunRequest>) -> Result<Response<Self::RunStream>, Status> {
         let deadline = watch::deadline(req.metadata());
-        let r = req.into_inner();
-        let (network_host, o) = run_options(&r, false).map_err(Status::invalid_argument)?;
-        let (tx, rx) = mpsc::channel(32);
-        let watch = self.watch(&tx, &r.name, deadline);
-        let expired = watch.expired.clone();
-        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        let (mut job, events) = self
+            .run_job(req.into_inner(), false, deadline)
+            .map_err(Status::invalid_argument)?;
         tokio::task::spawn_blocking(move || {
-            let out = tx.clone();
+            let out = job.tx.clone();
             let mut sink = |is_err: bool, data: Vec<u8>| {
                 let _ = out.blocking_send(Ok(output_event(is_err, data)));
             };
-            let res = watch.run_in(
-                &store,
-                &r.name,
-                || tx.is_closed(),
-                |store, c| {
-                    workctr::run::run(
-                        store,
-                        c,
-                        &runtime,
-                        &r.args,
-                        &o,
-                        network_host,
-                        workctr::run::RunIo::Capture(&mut sink),
-                    )
-                },
-            );
-            send_exit(&tx, &r.name, res, &expired);
+            let res = job.run(workctr::run::RunIo::Capture(&mut sink));
+            job.exit(res);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(events))
     }
 
     async fn run_interactive(
@@ -253,30 +297,25 @@ impl WorkingContainers for WorkService {
     ) -> Result<Response<Self::RunInteractiveStream>, Status> {
         let deadline = watch::deadline(req.metadata());
         let mut input = req.into_inner();
-        let start = match input.message().await? {
-            Some(pb::RunInput {
-                input: Some(run_input::Input::Start(s)),
-            }) => s,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must carry start",
-                ))
-            }
-        };
+        let start = first_message(&mut input, "start", |m: pb::RunInput| match m.input {
+            Some(run_input::Input::Start(s)) => Some(s),
+            _ => None,
+        })
+        .await?;
         let r = start.options.unwrap_or_default();
-        let (network_host, o) = run_options(&r, start.tty).map_err(Status::invalid_argument)?;
+        // Checked before the session opens (and again by run_job, after it).
+        run_options(&r, start.tty).map_err(Status::invalid_argument)?;
         let size = start.size.map(|s| (cells(s.rows), cells(s.cols)));
         let mut session =
             Session::open(start.tty, size).map_err(|e| Status::internal(format!("{e:#}")))?;
         let (stdin_tx, stdin_rx) = mpsc::channel(16);
         session.spawn_stdin(stdin_rx);
         let forward = tokio::spawn(forward_input(input, stdin_tx, session.resizer()));
-        let (tx, rx) = mpsc::channel(32);
-        let watch = self.watch(&tx, &r.name, deadline);
-        let expired = watch.expired.clone();
-        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        let (mut job, events) = self
+            .run_job(r, start.tty, deadline)
+            .map_err(Status::invalid_argument)?;
         tokio::task::spawn_blocking(move || {
-            let out = tx.clone();
+            let out = job.tx.clone();
             // Output read after the exit code (a process that escaped with
             // the terminal) is dropped: the exit code is the last event.
             let ended = std::sync::Arc::new(AtomicBool::new(false));
@@ -287,34 +326,19 @@ impl WorkingContainers for WorkService {
                 }
             });
             let terminal = session.tty();
-            let res = watch.run_in(
-                &store,
-                &r.name,
-                || tx.is_closed(),
-                |store, c| {
-                    workctr::run::run(
-                        store,
-                        c,
-                        &runtime,
-                        &r.args,
-                        &o,
-                        network_host,
-                        workctr::run::RunIo::Custom {
-                            terminal,
-                            start: &mut |cmd| session.start(cmd),
-                        },
-                    )
-                },
-            );
+            let res = job.run(workctr::run::RunIo::Custom {
+                terminal,
+                start: &mut |cmd| session.start(cmd),
+            });
             // Our ends of a runtime that never started: the readers end.
             drop(session);
             // All output before the exit code; no more input.
             readers.wait(OUTPUT_DRAIN);
             ended.store(true, Ordering::SeqCst);
             forward.abort();
-            send_exit(&tx, &r.name, res, &expired);
+            job.exit(res);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(events))
     }
 
     async fn commit(
@@ -385,30 +409,24 @@ impl WorkingContainers for WorkService {
         req: Request<Streaming<pb::ImportRootfsRequest>>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let mut stream = req.into_inner();
-        let options = match stream.message().await? {
-            Some(pb::ImportRootfsRequest {
-                part: Some(import_rootfs_request::Part::Options(o)),
-            }) => o,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must carry options",
-                ))
-            }
-        };
+        let options = first_message(&mut stream, "options", |m: pb::ImportRootfsRequest| match m
+            .part
+        {
+            Some(import_rootfs_request::Part::Options(o)) => Some(o),
+            _ => None,
+        })
+        .await?;
         if !options.image.is_empty() {
             crate::store::canonical_tag(&options.image).map_err(|e| {
                 Status::invalid_argument(format!("image name {:?}: {e}", options.image))
             })?;
         }
         // Spooled into the store's tmp/ (removed with `tmp` on any return).
-        let tmp = self
-            .store
-            .temp_dir("rootfs-")
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
-        let path = tmp.path().join("rootfs.tar");
-        spool(
+        let (tmp, path) = spool_into_temp(
+            &self.store,
+            "rootfs-",
+            "rootfs.tar",
             &mut stream,
-            &path,
             self.max_import_size,
             "the root filesystem tar",
             |m: pb::ImportRootfsRequest| match m.part {
@@ -470,24 +488,18 @@ impl WorkingContainers for WorkService {
         req: Request<Streaming<pb::CopyInRequest>>,
     ) -> Result<Response<pb::Empty>, Status> {
         let mut stream = req.into_inner();
-        let dest = match stream.message().await? {
-            Some(pb::CopyInRequest {
-                part: Some(copy_in_request::Part::Options(o)),
-            }) => o,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must carry options",
-                ))
+        let dest = first_message(&mut stream, "options", |m: pb::CopyInRequest| {
+            match m.part {
+                Some(copy_in_request::Part::Options(o)) => Some(o),
+                _ => None,
             }
-        };
-        let tmp = self
-            .store
-            .temp_dir("cp-")
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
-        let path = tmp.path().join("in.tar");
-        spool(
+        })
+        .await?;
+        let (tmp, path) = spool_into_temp(
+            &self.store,
+            "cp-",
+            "in.tar",
             &mut stream,
-            &path,
             self.max_import_size,
             "the copied tree",
             |m: pb::CopyInRequest| match m.part {
