@@ -411,6 +411,23 @@ fn remove_stubs(rootfs: &Path, stubs: &[PathBuf]) {
 mod tests {
     use super::*;
 
+    /// `true` as root in `/`, no network, no mounts.
+    fn true_as_root() -> RunRequest {
+        RunRequest {
+            args: vec!["true".into()],
+            env: vec![],
+            user: ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/".into(),
+            },
+            cwd: "/".into(),
+            network_host: false,
+            mounts: vec![],
+        }
+    }
+
     #[test]
     fn config_has_process_mounts_and_network_mode() {
         let req = RunRequest {
@@ -480,19 +497,7 @@ mod tests {
         ];
         let mut want: Vec<String> = docker.iter().map(|c| format!("CAP_{c}")).collect();
         want.sort();
-        let req = RunRequest {
-            args: vec!["true".into()],
-            env: vec![],
-            user: ResolvedUser {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-                home: "/".into(),
-            },
-            cwd: "/".into(),
-            network_host: false,
-            mounts: vec![],
-        };
+        let req = true_as_root();
         let c = build_config(Path::new("/r"), &req, &[]);
         let caps = &c["process"]["capabilities"];
         for set in ["bounding", "effective", "permitted"] {
@@ -557,19 +562,7 @@ mod tests {
     #[test]
     fn runtime_mount_points_are_not_stubs() {
         let d = tempfile::tempdir().unwrap();
-        let req = RunRequest {
-            args: vec!["true".into()],
-            env: vec![],
-            user: ResolvedUser {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-                home: "/".into(),
-            },
-            cwd: "/".into(),
-            network_host: false,
-            mounts: vec![],
-        };
+        let req = true_as_root();
         let cfg = build_config(d.path(), &req, &[]);
         let runtime_targets: Vec<&str> = cfg["mounts"]
             .as_array()
