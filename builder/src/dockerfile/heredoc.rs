@@ -196,13 +196,7 @@ mod tests {
     #[test]
     fn run_scripts_as_buildkit() {
         let parse = |df: &str| {
-            let ins = crate::dockerfile::parse(&format!("FROM scratch\n{df}"))
-                .unwrap()
-                .stages
-                .remove(0)
-                .instructions
-                .remove(0)
-                .instruction;
+            let ins = crate::dockerfile::first_instruction_after_scratch(df);
             match ins {
                 crate::dockerfile::Instruction::Run(r) => match r.command {
                     crate::dockerfile::CommandForm::Shell(s) => match run_script(&s, &r.heredocs) {

@@ -91,3 +91,16 @@ pub fn read_dockerfile(path: &std::path::Path) -> anyhow::Result<String> {
 mod parser_tests;
 #[cfg(test)]
 mod resolve_tests;
+
+/// The first instruction of `FROM scratch` followed by `lines` (for tests
+/// of how one instruction is rendered).
+#[cfg(test)]
+pub(crate) fn first_instruction_after_scratch(lines: &str) -> Instruction {
+    parse(&format!("FROM scratch\n{lines}"))
+        .unwrap()
+        .stages
+        .remove(0)
+        .instructions
+        .remove(0)
+        .instruction
+}

@@ -183,13 +183,7 @@ mod tests {
     #[test]
     fn copy_heredoc_history_as_buildkit() {
         let created_by = |df: &str| {
-            let ins = crate::dockerfile::parse(&format!("FROM scratch\n{df}"))
-                .unwrap()
-                .stages
-                .remove(0)
-                .instructions
-                .remove(0)
-                .instruction;
+            let ins = crate::dockerfile::first_instruction_after_scratch(df);
             let (kw, args) = match ins {
                 crate::dockerfile::Instruction::Copy(c) => ("COPY", c.files),
                 crate::dockerfile::Instruction::Add(a) => ("ADD", a.files),
