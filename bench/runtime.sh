@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runtime benchmark: berth vs runc vs an unshare+chroot floor, side by side.
 #   bench/runtime.sh BERTH_BINARY
+#   BENCH_BASELINE=OLD_BERTH bench/runtime.sh BERTH_BINARY   (adds OLD_BERTH's
+#     `run` as one more row of the same interleaved runs, for before/after)
 # Measures /bin/true in the busybox bundle (runc's default spec: pid, net,
 # ipc, uts, mount, cgroup namespaces; masked paths; caps; cgroup with device
 # rules) three ways:
@@ -44,6 +46,10 @@ rootfs="$work/bundle/rootfs"
 cp "$berth" "$work/berth-ro"
 mount --bind -o ro "$work/berth-ro" "$work/berth-ro"
 B="$berth --root $state/berth-root"
+baseline=()
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  baseline=("berth run (baseline)=$(realpath "$BENCH_BASELINE") --root $state/baseline-root run bench")
+fi
 R="$runc --root $state/runc-root"
 cd "$work/bundle"
 
@@ -57,6 +63,7 @@ python3 "$here/bench/interleave.py" "$runs" 10 \
   "berth run (ro binary)=$work/berth-ro --root $state/berth-root run bench" \
   "runc run=$R run bench" \
   "floor (unshare+chroot)=$unshare -pfnimuC --mount-proc=$rootfs/proc chroot $rootfs /bin/true" \
+  "${baseline[@]}" \
   > "$work/run.json"
 python3 "$here/bench/interleave.py" "$((runs / 2))" 5 \
   "berth create/start/delete=$B create bench && $B start bench && $B delete --force bench" \
@@ -80,4 +87,7 @@ bro = ms(run["berth run (ro binary)"])
 print(f"run:   runc/berth = {rc / b:.2f}x faster (target >= 3x); berth/floor = {b / fl:.2f}x (target <= 2x)")
 print(f"run, berth on a read-only mount: runc/berth = {rc / bro:.2f}x; berth/floor = {bro / fl:.2f}x")
 print(f"steps: runc/berth = {rs / bs:.2f}x faster")
+if "berth run (baseline)" in run:
+    old = ms(run["berth run (baseline)"])
+    print(f"run vs baseline: {old:.2f} -> {b:.2f} ms ({(b - old) / old * 100:+.1f}%); baseline runc/berth = {rc / old:.2f}x, berth/floor = {old / fl:.2f}x")
 PY
