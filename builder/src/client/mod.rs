@@ -10,6 +10,7 @@ mod remote;
 mod transfer_ui;
 
 pub use args::{Cli, Command};
+pub(crate) use remote::channel;
 
 use crate::engine::BuildOptions;
 use crate::export::Format;

@@ -18,6 +18,29 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 const CHUNK: usize = 1 << 20;
 
+/// A channel to berth-buildd at `addr` (`unix:///path/to/socket`, the only
+/// transport it serves), connected on `rt`: for the builder's and the
+/// working containers' clients.
+pub(crate) fn channel(rt: &tokio::runtime::Runtime, addr: &str) -> Result<Channel> {
+    let Some(path) = addr.strip_prefix("unix://") else {
+        bail!("unsupported address {addr:?}: want unix:///path/to/buildd.sock");
+    };
+    let path = PathBuf::from(path);
+    rt.block_on(async {
+        Endpoint::try_from("http://[::]:50051")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+    })
+    .with_context(|| format!("connecting to berth-buildd at {addr}"))
+}
+
 pub struct Remote {
     rt: tokio::runtime::Runtime,
     client: BuilderClient<Channel>,
@@ -27,27 +50,10 @@ pub struct Remote {
 impl Remote {
     /// Connects to `unix:///path/to/socket`.
     pub fn connect(addr: &str, access: RegistryAccess) -> Result<Self> {
-        let Some(path) = addr.strip_prefix("unix://") else {
-            bail!("unsupported address {addr:?}: want unix:///path/to/buildd.sock");
-        };
-        let path = PathBuf::from(path);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let channel = rt
-            .block_on(async {
-                Endpoint::try_from("http://[::]:50051")?
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }))
-                    .await
-            })
-            .with_context(|| format!("connecting to berth-buildd at {addr}"))?;
+        let channel = channel(&rt, addr)?;
         let client = BuilderClient::new(channel).max_decoding_message_size(64 << 20);
         Ok(Self { rt, client, access })
     }

@@ -6,31 +6,13 @@ use super::cli::WorkCommand;
 use anyhow::{bail, Context, Result};
 use berth_proto::v1::working_containers_client::WorkingContainersClient;
 use berth_proto::v1::{self as pb, run_event};
-use hyper_util::rt::TokioIo;
 use std::io::Write;
-use std::path::PathBuf;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 fn connect(rt: &tokio::runtime::Runtime, addr: &str) -> Result<WorkingContainersClient<Channel>> {
-    let Some(path) = addr.strip_prefix("unix://") else {
-        bail!("unsupported address {addr:?}: want unix:///path/to/buildd.sock");
-    };
-    let path = PathBuf::from(path);
-    let channel = rt
-        .block_on(async {
-            Endpoint::try_from("http://[::]:50051")?
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await
-        })
-        .with_context(|| format!("connecting to berth-buildd at {addr}"))?;
-    Ok(WorkingContainersClient::new(channel))
+    Ok(WorkingContainersClient::new(crate::client::channel(
+        rt, addr,
+    )?))
 }
 
 fn status(e: tonic::Status) -> anyhow::Error {
