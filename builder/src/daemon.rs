@@ -15,6 +15,7 @@ mod spool;
 mod status;
 pub mod workctr;
 
+use crate::chunked::ChunkedWriter;
 use crate::engine::{build, BuildOptions};
 use crate::exec::run::Runtime;
 use crate::export::{self, Format};
@@ -237,47 +238,24 @@ impl Progress for ChannelProgress {
 /// Streams what `produce` writes as `Chunk` messages, produced on a blocking
 /// thread; an error ends the stream with the status `to_status` makes of it.
 fn chunk_stream(
-    produce: impl FnOnce(&mut ChunkWriter) -> anyhow::Result<()> + Send + 'static,
+    produce: impl FnOnce(&mut dyn Write) -> anyhow::Result<()> + Send + 'static,
     to_status: fn(anyhow::Error) -> Status,
 ) -> ReceiverStream<Result<pb::Chunk, Status>> {
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
-        let mut w = ChunkWriter {
-            tx: tx.clone(),
-            buf: Vec::new(),
-        };
+        // Bytes become `Chunk` messages on the channel.
+        let out = tx.clone();
+        let mut w = ChunkedWriter::new(CHUNK, move |data| {
+            out.blocking_send(Ok(pb::Chunk { data })).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
+            })
+        });
         let res = produce(&mut w).and_then(|()| Ok(w.flush()?));
         if let Err(e) = res {
             let _ = tx.blocking_send(Err(to_status(e)));
         }
     });
     ReceiverStream::new(rx)
-}
-
-/// A `Write` that turns bytes into `Chunk` messages on a channel.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<pb::Chunk, Status>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let data = std::mem::take(&mut self.buf);
-            self.tx.blocking_send(Ok(pb::Chunk { data })).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
-            })?;
-        }
-        Ok(())
-    }
 }
 
 #[tonic::async_trait]

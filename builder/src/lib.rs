@@ -13,6 +13,7 @@
 //! * [`daemon`] (berth-buildd) and [`client`] (berth-build) over the gRPC
 //!   API of the `berth-proto` crate; [`ui`] renders progress.
 pub mod bundle;
+pub mod chunked;
 pub mod client;
 pub mod daemon;
 pub mod digest;

@@ -3,6 +3,7 @@
 //! (diff_id) and compressed and hashed again (blob digest) in a single pass.
 use super::tarw::TarWriter;
 use super::Compression;
+use crate::chunked::ChunkedWriter;
 use crate::digest::HashingWriter;
 use crate::image::Descriptor;
 use crate::store::Store;
@@ -68,10 +69,12 @@ pub fn write_layer(
     });
     let produced = write_tar(
         upper,
-        ChunkSender {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        },
+        // The tar stream goes to the compressor thread in large chunks.
+        ChunkedWriter::new(CHUNK, move |chunk| {
+            tx.send(chunk).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "layer compressor stopped")
+            })
+        }),
         epoch,
     )
     .and_then(|(mut sender, diff_id)| {
@@ -105,32 +108,6 @@ pub fn write_layer(
 type Compressed = (crate::store::BlobWriter, crate::store::StreamSizer);
 
 const CHUNK: usize = 256 << 10;
-
-/// Hands the tar stream to the compressor thread in large chunks.
-struct ChunkSender {
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChunkSender {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-            self.tx.send(chunk).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "layer compressor stopped")
-            })?;
-        }
-        Ok(())
-    }
-}
 
 /// Writes the tar of `upper` into `out`, returning `out` and the tar's digest.
 pub fn write_tar<W: Write>(upper: &Path, out: W, epoch: Option<i64>) -> Result<(W, String)> {
