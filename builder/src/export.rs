@@ -146,9 +146,16 @@ pub fn write_oci_dir(
     atomic_write(&dest.join("index.json"), &serde_json::to_vec(&index)?)
 }
 
-fn append_bytes<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) -> Result<()> {
+/// Appends `size` bytes of `data` as the regular file `name`: 0644, owned
+/// by root, mtime 0 (archives of the same image are the same bytes).
+fn append_regular<W: Write>(
+    b: &mut tar::Builder<W>,
+    name: &str,
+    size: u64,
+    data: impl std::io::Read,
+) -> Result<()> {
     let mut h = tar::Header::new_ustar();
-    h.set_size(data.len() as u64);
+    h.set_size(size);
     h.set_mode(0o644);
     h.set_uid(0);
     h.set_gid(0);
@@ -158,18 +165,14 @@ fn append_bytes<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) -> R
         .with_context(|| format!("writing {name}"))
 }
 
+fn append_bytes<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) -> Result<()> {
+    append_regular(b, name, data.len() as u64, data)
+}
+
 fn append_file<W: Write>(b: &mut tar::Builder<W>, name: &str, path: &Path) -> Result<()> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = f.metadata()?.len();
-    let mut h = tar::Header::new_ustar();
-    h.set_size(len);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    b.append_data(&mut h, name, &mut f)
-        .with_context(|| format!("writing {name}"))
+    append_regular(b, name, len, f)
 }
 
 pub fn write_oci_tar<W: Write>(
@@ -231,15 +234,7 @@ pub fn write_docker_tar<W: Write>(
                 &mut tmp,
             )?;
             std::io::Seek::rewind(&mut tmp)?;
-            let mut h = tar::Header::new_ustar();
-            h.set_size(n);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            b.append_data(&mut h, &name, &mut tmp)
-                .with_context(|| format!("writing {name}"))?;
+            append_regular(&mut b, &name, n, &mut tmp)?;
         }
         layers.push(name);
     }
