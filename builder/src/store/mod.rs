@@ -524,14 +524,7 @@ impl Store {
         layers: Vec<Descriptor>,
         tags: &[String],
     ) -> Result<Descriptor> {
-        for l in &layers {
-            if !self.has_blob(&l.digest) {
-                bail!(
-                    "refusing to commit an image whose layer {} is missing",
-                    l.digest
-                );
-            }
-        }
+        // Every layer is checked present by commit_image_bytes, before any write.
         let config_bytes = crate::image::to_go_json(config).context("serializing image config")?;
         self.commit_image_bytes(&config_bytes, config, layers, tags)
     }

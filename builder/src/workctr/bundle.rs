@@ -100,19 +100,12 @@ pub fn finish(dir: &Path, image: &ImageConfig, o: &Overrides) -> Result<String> 
     let abs_dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
-    let id: String = abs_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "berth".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let id = super::id_chars(
+        &abs_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "berth".into()),
+    );
     Ok(format!(
         "berth run --bundle {} {id}",
         shell_quote(&abs_dir.to_string_lossy())

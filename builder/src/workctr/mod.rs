@@ -207,16 +207,7 @@ fn default_name(store: &Store, image: &str) -> String {
         .next()
         .unwrap_or(image);
     let base = base.split(':').next().unwrap_or(base);
-    let base: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let base = id_chars(base);
     let base = if base.is_empty() || base.starts_with(['-', '.', '_']) {
         format!("w{base}")
     } else {
@@ -351,4 +342,18 @@ pub fn remove(store: &Store, name: &str, runtime: Option<&Path>) -> Result<()> {
 /// RFC 3339 time with nanoseconds, as Docker writes `created`.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// `s` with every character a container id or name cannot hold (anything
+/// but ASCII letters, digits, `_`, `.` and `-`) replaced by `-`.
+pub(crate) fn id_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
