@@ -170,8 +170,8 @@ impl StageExec<'_, '_> {
         self.config.history.push(h);
     }
 
-    fn metadata_done(&mut self, created_by: String) {
-        self.history(created_by, true);
+    /// Tells the progress display the current step is done.
+    fn step_completed(&self) {
         self.ctx.emit(
             EventKind::Completed,
             &self.name,
@@ -179,6 +179,11 @@ impl StageExec<'_, '_> {
             "",
             String::new(),
         );
+    }
+
+    fn metadata_done(&mut self, created_by: String) {
+        self.history(created_by, true);
+        self.step_completed();
     }
 
     // ---- FROM ----
@@ -278,13 +283,7 @@ impl StageExec<'_, '_> {
         }
         // A stage never inherits the base's creation time or triggers' origin.
         self.config.created = None;
-        self.ctx.emit(
-            EventKind::Completed,
-            &self.name,
-            self.step,
-            "",
-            String::new(),
-        );
+        self.step_completed();
         Ok(())
     }
 
@@ -434,13 +433,7 @@ impl StageExec<'_, '_> {
                 // BuildKit records the trigger in the config but writes no
                 // history entry for it.
                 self.config.config.on_build.push(o.expression.clone());
-                self.ctx.emit(
-                    EventKind::Completed,
-                    &self.name,
-                    self.step,
-                    "",
-                    String::new(),
-                );
+                self.step_completed();
             }
             Instruction::Maintainer(m) => {
                 // Not expanded, as BuildKit's MAINTAINER.
