@@ -19,12 +19,7 @@ pub fn check_login(reg: &Registry, host: &str, cred: &Credential) -> Result<()> 
         if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
             bail!("registry {host}: GET {url} answered {}", resp.status());
         }
-        let challenge = resp
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let challenge = super::challenge_of(&resp);
         let refused = || {
             anyhow::anyhow!(
                 "registry {host} answered 401 Unauthorized: wrong user name or password for {:?}",

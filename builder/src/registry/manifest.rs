@@ -141,12 +141,7 @@ impl ManifestFetcher {
             if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
                 break;
             }
-            let challenge = resp
-                .headers()
-                .get(reqwest::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let challenge = super::challenge_of(&resp);
             if !self.authenticate(&challenge).await? {
                 return Err(self.unauthorized(""));
             }

@@ -397,6 +397,15 @@ pub(crate) fn relayed<T>(progress: &dyn TransferProgress, f: impl FnOnce(&Forwar
     })
 }
 
+/// The `WWW-Authenticate` challenge of a 401 answer ("" without one).
+pub(crate) fn challenge_of(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// The 12 hex characters of a digest that progress lines show.
 pub(crate) fn short(digest: &str) -> String {
     digest
