@@ -35,6 +35,16 @@ fn run(cmd: &mut Command) -> Output {
     o
 }
 
+/// `curl -X PUT` of `file`'s bytes to `url` as `content_type`; asserts success.
+fn curl_put(url: &str, content_type: &str, file: &Path) {
+    run(Command::new("curl")
+        .args(["-fsS", "-X", "PUT", "-H"])
+        .arg(format!("Content-Type: {content_type}"))
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(url));
+}
+
 /// A docker-registry process with its own config and storage; killed and
 /// removed on drop, whatever the test's outcome.
 struct Registry {
@@ -590,16 +600,11 @@ fn manifest_list_picks_the_platform() {
     });
     let file = a.path().join("list.json");
     std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
-    run(Command::new("curl").args([
-        "-fsS",
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/vnd.docker.distribution.manifest.list.v2+json",
-        "--data-binary",
-        &format!("@{}", file.display()),
+    curl_put(
         &reg.url("/v2/multi/app/manifests/list"),
-    ]));
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        &file,
+    );
     let list_ref = format!("{}/multi/app:list", reg.host);
     let b = Env::new();
     let (got, log) = b.ok(&["pull", "--progress", "plain", &list_ref]);
@@ -1629,30 +1634,20 @@ fn a_registry_cache_that_lies_about_a_layer_gives_a_miss() {
         location
     };
     let sep = if location.contains('?') { '&' } else { '?' };
-    run(Command::new("curl").args([
-        "-fsS",
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", cfg_file.display()),
+    curl_put(
         &format!("{location}{sep}digest={new_digest}"),
-    ]));
+        "application/octet-stream",
+        &cfg_file,
+    );
     manifest["config"]["digest"] = new_digest.into();
     manifest["config"]["size"] = cfg_bytes.len().into();
     let m_file = a.path().join("lying-manifest.json");
     std::fs::write(&m_file, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    run(Command::new("curl").args([
-        "-fsS",
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/vnd.oci.image.manifest.v1+json",
-        "--data-binary",
-        &format!("@{}", m_file.display()),
+    curl_put(
         &reg.url("/v2/cache/lie/manifests/main"),
-    ]));
+        "application/vnd.oci.image.manifest.v1+json",
+        &m_file,
+    );
 
     // A fresh store trusts nothing it cannot check: every step runs, and
     // the image is the right one (its layers are the ones built).
