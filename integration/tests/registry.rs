@@ -991,25 +991,29 @@ fn big_archive(dir: &Path, big_mb: usize) -> PathBuf {
     archive
 }
 
+/// Loads [`big_archive`] (`big:v1`, a `big_mb` MiB layer) into `env`: its
+/// config digest and layer digests (small, big).
+fn load_big(env: &Env, big_mb: usize) -> (String, Vec<String>) {
+    let archive = big_archive(env.path(), big_mb);
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let (inspect, _) = env.ok(&["inspect", "big:v1"]);
+    let v: Value = serde_json::from_str(&inspect).unwrap();
+    let digest = |d: &Value| d["digest"].as_str().unwrap().to_string();
+    let layers = v["Manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(digest)
+        .collect();
+    (digest(&v["Manifest"]["config"]), layers)
+}
+
 #[test]
 fn registry_stopped_mid_push_then_the_retry_sends_only_what_is_missing() {
     require!("docker-registry");
     let mut reg = Registry::plain();
     let a = Env::new();
-    let archive = big_archive(a.path(), 192);
-    a.ok(&["load", "-i", archive.to_str().unwrap()]);
-    let (inspect, _) = a.ok(&["inspect", "big:v1"]);
-    let v: Value = serde_json::from_str(&inspect).unwrap();
-    let config = v["Manifest"]["config"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let layers: Vec<String> = v["Manifest"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
+    let (config, layers) = load_big(&a, 192);
     let (small, big) = (&layers[0], &layers[1]);
     let dest = format!("{}/big/app:v1", reg.host);
 
@@ -1070,16 +1074,10 @@ fn a_blob_the_registry_cannot_answer_for_is_uploaded_again() {
     require!("docker-registry");
     let reg = Registry::plain();
     let a = Env::new();
-    let archive = big_archive(a.path(), 1);
-    a.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let (_, layers) = load_big(&a, 1);
+    let layer = layers[0].clone();
     let dest = format!("{}/broken/link:v1", reg.host);
     let (pushed, _) = a.ok(&["push", "big:v1", &dest]);
-    let (inspect, _) = a.ok(&["inspect", "big:v1"]);
-    let v: Value = serde_json::from_str(&inspect).unwrap();
-    let layer = v["Manifest"]["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let link = reg
         .dir
         .path()
@@ -1130,16 +1128,10 @@ fn registry_stopped_mid_pull_then_the_retry_resumes_the_cut_blob() {
     require!("docker-registry");
     let mut reg = Registry::plain();
     let a = Env::new();
-    let archive = big_archive(a.path(), 192);
-    a.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let (_, layers) = load_big(&a, 192);
+    let big = layers[1].clone();
     let dest = format!("{}/big/pull:v1", reg.host);
     let (pushed, _) = a.ok(&["push", "big:v1", &dest]);
-    let (inspect, _) = a.ok(&["inspect", "big:v1"]);
-    let v: Value = serde_json::from_str(&inspect).unwrap();
-    let big = v["Manifest"]["layers"][1]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
 
     let b = Env::new();
     let pull = b
