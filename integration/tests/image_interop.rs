@@ -41,6 +41,16 @@ impl Env {
         serde_json::from_str(&self.ok(&["inspect", name])).unwrap()
     }
 
+    /// Builds [`SIMPLE`] as `name` with a docker-archive output
+    /// (`berth.tar`): the archive and the image ID.
+    fn docker_archive_of_simple(&self, name: &str) -> (PathBuf, String) {
+        let ctx = self.context(SIMPLE);
+        let tar = self.path().join("berth.tar");
+        let out = format!("type=docker,dest={}", tar.display());
+        self.build(&ctx, &["-t", name, "-o", &out]);
+        (tar, self.config_digest(name))
+    }
+
     /// The config digest of `name`: the image ID Docker and podman show.
     fn config_digest(&self, name: &str) -> String {
         self.inspect(name)["Manifest"]["config"]["digest"]
@@ -278,19 +288,8 @@ fn podman_agrees_on_ids_names_and_layers() {
         "podman is needed (scripts/deps.sh installs it)"
     );
     let env = Env::new();
-    let ctx = env.context(SIMPLE);
     let name = format!("docker.io/library/{}", unique("interop-p").to_lowercase());
-    let tar = env.path().join("berth.tar");
-    env.build(
-        &ctx,
-        &[
-            "-t",
-            &name,
-            "-o",
-            &format!("type=docker,dest={}", tar.display()),
-        ],
-    );
-    let id = env.config_digest(&name);
+    let (tar, id) = env.docker_archive_of_simple(&name);
     struct Rmi(Vec<String>);
     impl Drop for Rmi {
         fn drop(&mut self) {
@@ -377,22 +376,11 @@ fn containerd_export_loads_with_its_name() {
         "containerd and ctr are needed"
     );
     let env = Env::new();
-    let ctx = env.context(SIMPLE);
     let name = format!(
         "docker.io/library/{}:v1",
         unique("interop-c").to_lowercase()
     );
-    let tar = env.path().join("berth.tar");
-    env.build(
-        &ctx,
-        &[
-            "-t",
-            &name,
-            "-o",
-            &format!("type=docker,dest={}", tar.display()),
-        ],
-    );
-    let id = env.config_digest(&name);
+    let (tar, id) = env.docker_archive_of_simple(&name);
     let ctrd = Containerd::start(false, "").unwrap();
     ctrd.import(&tar).unwrap();
     let exported = env.path().join("ctr-export.tar");
