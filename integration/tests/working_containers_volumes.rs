@@ -58,30 +58,19 @@ fn file_volume_cases(
     let host = env.path().join(format!("{tag}-hostfile"));
     std::fs::write(&host, "host\n").unwrap();
     let h = host.display();
+    // `sh -c script` in the container with volume `v`.
+    let sh_with = |v: &str, script: &str| run(&name, &["-v", v, "--", "sh", "-c", script]);
 
     // Read-write: the container appends, the host sees it; the missing
     // destination is created for the run and gone afterwards.
     let v = format!("{h}:/etc/f");
-    let o = run(
-        &name,
-        &[
-            "-v",
-            &v,
-            "--",
-            "sh",
-            "-c",
-            "cat /etc/f; echo more >> /etc/f",
-        ],
-    );
+    let o = sh_with(&v, "cat /etc/f; echo more >> /etc/f");
     assert_eq!(check(&["run"], o), "host\n");
     assert_eq!(std::fs::read_to_string(&host).unwrap(), "host\nmore\n");
 
     // Read-only: the write fails, the host file is untouched.
     let v = format!("{h}:/etc/f:ro");
-    let o = run(
-        &name,
-        &["-v", &v, "--", "sh", "-c", "cat /etc/f; echo x >> /etc/f"],
-    );
+    let o = sh_with(&v, "cat /etc/f; echo x >> /etc/f");
     assert_ne!(
         o.status.code(),
         Some(0),
@@ -95,17 +84,7 @@ fn file_volume_cases(
     // Over a file of the image: the host's content shows; the image file is
     // unchanged after the run and `diff` lists nothing.
     let v = format!("{h}:/etc/imgfile");
-    let o = run(
-        &name,
-        &[
-            "-v",
-            &v,
-            "--",
-            "sh",
-            "-c",
-            "cat /etc/imgfile; echo w >> /etc/imgfile",
-        ],
-    );
+    let o = sh_with(&v, "cat /etc/imgfile; echo w >> /etc/imgfile");
     assert_eq!(check(&["run"], o), "host\nmore\n");
     assert_eq!(std::fs::read_to_string(&host).unwrap(), "host\nmore\nw\n");
     let o = run(&name, &["--", "cat", "/etc/imgfile"]);
@@ -115,17 +94,7 @@ fn file_volume_cases(
     // A destination that is a symlink out of the root: the bind lands inside
     // the root (where the link points, taken in the root), never on the host.
     let v = format!("{h}:/etc/evil");
-    let o = run(
-        &name,
-        &[
-            "-v",
-            &v,
-            "--",
-            "sh",
-            "-c",
-            "cat /etc/evil; echo pwned >> /etc/evil",
-        ],
-    );
+    let o = sh_with(&v, "cat /etc/evil; echo pwned >> /etc/evil");
     assert_eq!(check(&["run"], o), "host\nmore\nw\n");
     assert_eq!(std::fs::read_to_string(canary).unwrap(), "canary\n");
     assert_only_copied_up_dirs(&ok(&["diff", &name]));
