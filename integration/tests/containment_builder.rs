@@ -103,6 +103,23 @@ impl Env {
     }
 }
 
+/// Makes `fd` the child's fd 20, inheritable: the RUN step's runtime gets
+/// a descriptor of the canary directory it must not be able to use.
+fn inherit_as_fd_20(cmd: &mut Command, fd: &impl std::os::fd::AsRawFd) {
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; the dup is inheritable (dup2
+    // clears close-on-exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 20) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A token only the canary holds: seeing it in build output means a RUN
 /// step read the host.
 fn secret_of(canary: &Path) -> String {
@@ -441,21 +458,7 @@ fn workdir_proc_self_fd_reaches_nothing() {
             "plain",
             ctx.to_str().unwrap(),
         ]);
-        {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let raw = dirfd.as_raw_fd();
-            // SAFETY: dup2 is async-signal-safe; fd 20 in the child is the
-            // canary directory, inheritable (dup2 clears close-on-exec).
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::dup2(raw, 20) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        inherit_as_fd_20(&mut cmd, &dirfd);
         let o = cmd.output().unwrap();
         drop(dirfd);
         let out = text(&o);
@@ -555,20 +558,7 @@ fn runtime_inherits_only_stdio_from_the_builder() {
         .args(["build", "--no-cache", "--progress", "plain"])
         .arg(&ctx)
         .stdin(Stdio::null());
-    {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let raw = dirfd.as_raw_fd();
-        // SAFETY: dup2 is async-signal-safe; the dup is inheritable.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(raw, 20) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    inherit_as_fd_20(&mut cmd, &dirfd);
     let o = cmd.output().unwrap();
     drop(dirfd);
     assert!(o.status.success(), "{}", text(&o));
