@@ -155,6 +155,20 @@ impl Registry {
             .join("data")
     }
 
+    /// Whether blob `digest` is linked into repository `repo`: its link
+    /// file (what makes a HEAD of the blob answer 200) holds the digest.
+    fn linked(&self, repo: &str, digest: &str) -> bool {
+        let link = self
+            .dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_layers/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+            .join("link");
+        std::fs::read_to_string(link).is_ok_and(|s| s == digest)
+    }
+
     fn url(&self, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.host)
@@ -1026,7 +1040,15 @@ fn registry_stopped_mid_push_then_the_retry_sends_only_what_is_missing() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(reg.blob_data(small).exists() && reg.blob_data(&config).exists()) {
+    // Stored *and* linked into the repository, the link written in full:
+    // docker-registry moves a blob's data into place before it writes the
+    // repository's link file, and writes that file in place (created empty,
+    // filled at commit). A registry killed in between answers the retry's
+    // HEAD for that blob with an error, and the blob is uploaded again.
+    while ![small, &config]
+        .iter()
+        .all(|d| reg.blob_data(d).exists() && reg.linked("big/app", d))
+    {
         assert!(Instant::now() < deadline, "the small blobs never arrived");
         std::thread::sleep(Duration::from_millis(2));
     }
