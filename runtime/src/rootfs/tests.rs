@@ -293,6 +293,19 @@ fn host_is_cgroup2() -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
+/// The context most tests use: pivot_root, no user namespace, no bind
+/// sources opened by the host (leaked: a test's context lives as long as it).
+fn plain_ctx<'a>(spec: &'a Spec, rootfs: &'a Path, bundle: &'a Path) -> RootfsContext<'a> {
+    RootfsContext {
+        spec,
+        rootfs,
+        bundle,
+        no_pivot: false,
+        in_user_ns: false,
+        bind_sources: Box::leak(Box::default()),
+    }
+}
+
 #[test]
 fn default_spec_container_is_set_up_and_isolated() {
     let tmp = TempDir::new("full");
@@ -377,14 +390,7 @@ fn default_spec_container_is_set_up_and_isolated() {
             ..Default::default()
         },
         |c| {
-            let ctx = RootfsContext {
-                spec: &spec,
-                rootfs: &rootfs,
-                bundle: &bundle,
-                no_pivot: false,
-                in_user_ns: false,
-                bind_sources: &Default::default(),
-            };
+            let ctx = plain_ctx(&spec, &rootfs, &bundle);
             prepare(&ctx, &mut || Ok(()))?;
             enter(&ctx)?;
             finalize(&ctx)?;
@@ -621,12 +627,8 @@ fn no_pivot_without_cgroupns_binds_own_cgroups() {
 
     let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |c| {
         let ctx = RootfsContext {
-            spec: &spec,
-            rootfs: &rootfs,
-            bundle: &bundle,
             no_pivot: true,
-            in_user_ns: false,
-            bind_sources: &Default::default(),
+            ..plain_ctx(&spec, &rootfs, &bundle)
         };
         prepare(&ctx, &mut || Ok(()))?;
         // A handle on the host root, to look behind the chroot afterwards.
@@ -701,12 +703,8 @@ fn user_namespace_binds_devices_and_sysfs_and_keeps_locked_flags() {
     };
     let (code, report) = run_isolated(&tmp.0.join("report"), iso, |c| {
         let ctx = RootfsContext {
-            spec: &spec,
-            rootfs: &rootfs,
-            bundle: &bundle,
-            no_pivot: false,
             in_user_ns: true,
-            bind_sources: &Default::default(),
+            ..plain_ctx(&spec, &rootfs, &bundle)
         };
         prepare(&ctx, &mut || Ok(()))?;
         enter(&ctx)?;
@@ -757,14 +755,7 @@ fn without_dev_mount_devices_go_to_rootfs_dev_and_missing_paths_are_skipped() {
     let mut spec = Spec::default();
     spec.set_mounts(Some(Vec::new()));
     let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |c| {
-        let ctx = RootfsContext {
-            spec: &spec,
-            rootfs: &rootfs,
-            bundle: &tmp.0,
-            no_pivot: false,
-            in_user_ns: false,
-            bind_sources: &Default::default(),
-        };
+        let ctx = plain_ctx(&spec, &rootfs, &tmp.0);
         prepare(&ctx, &mut || Ok(()))?;
         enter(&ctx)?;
         // No /proc: every default masked/readonly path is missing.
@@ -795,14 +786,7 @@ fn failed_mount_names_type_target_and_rootfs() {
         &[],
     )]));
     let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |_| {
-        let ctx = RootfsContext {
-            spec: &spec,
-            rootfs: &rootfs,
-            bundle: &tmp.0,
-            no_pivot: false,
-            in_user_ns: false,
-            bind_sources: &Default::default(),
-        };
+        let ctx = plain_ctx(&spec, &rootfs, &tmp.0);
         prepare(&ctx, &mut || Ok(()))
     });
     assert_eq!(code, 1, "{}", report);
@@ -833,14 +817,7 @@ fn proc_is_never_mounted_through_a_symlink() {
         &[],
     )]));
     let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |_| {
-        let ctx = RootfsContext {
-            spec: &spec,
-            rootfs: &rootfs,
-            bundle: &tmp.0,
-            no_pivot: false,
-            in_user_ns: false,
-            bind_sources: &Default::default(),
-        };
+        let ctx = plain_ctx(&spec, &rootfs, &tmp.0);
         prepare(&ctx, &mut || Ok(()))
     });
     assert_eq!(code, 1, "{}", report);
@@ -1009,14 +986,7 @@ fn masks_below_a_masked_directory_see_the_mask() {
         l.set_readonly_paths(Some(Vec::new()));
     }
     let (code, report) = run_isolated(&tmp.0.join("report"), Isolation::default(), |c| {
-        let ctx = RootfsContext {
-            spec: &spec,
-            rootfs: &rootfs,
-            bundle: &tmp.0,
-            no_pivot: false,
-            in_user_ns: false,
-            bind_sources: &Default::default(),
-        };
+        let ctx = plain_ctx(&spec, &rootfs, &tmp.0);
         prepare(&ctx, &mut || Ok(()))?;
         enter(&ctx)?;
         finalize(&ctx)?;
