@@ -243,19 +243,8 @@ fn remove_namespace_cgroups(namespace: &str) {
 
 /// Lazily unmounts every mount point below `dir`, deepest first.
 pub fn unmount_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    // By whole path components: /tmp/x-1 must not take /tmp/x-14's mounts
-    // (another test's, still in use) with it.
-    let dir = dir.to_string_lossy();
-    let dir = dir.trim_end_matches('/');
-    let below = format!("{dir}/");
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|p| p == dir || p.starts_with(&below))
-        .collect();
+    // Deepest first, so a parent is never busy with a child still on it.
+    let mut points = crate::harness::mount_points_under(dir).unwrap_or_default();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);

@@ -176,17 +176,8 @@ impl Drop for Dockerd {
 
 fn processes_mentioning(needle: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    crate::builder::processes_matching(|words| words.iter().any(|w| w.contains(needle)))
+        .into_iter()
         .filter(|&pid| pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
         .collect()
 }

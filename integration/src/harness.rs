@@ -293,6 +293,21 @@ pub fn host_mounts_containing(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Mount points at or below `dir` in this process's mountinfo, by whole path
+/// components: /tmp/x-1 is not a parent of another test's /tmp/x-14.
+pub fn mount_points_under(dir: &Path) -> std::io::Result<Vec<String>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dir = dir.to_string_lossy();
+    let dir = dir.trim_end_matches('/');
+    let below = format!("{dir}/");
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| *p == dir || p.starts_with(&below))
+        .map(str::to_string)
+        .collect())
+}
+
 /// Whether any cgroup directory named `name` exists in any hierarchy.
 pub fn cgroup_exists(name: &str) -> bool {
     let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {

@@ -33,13 +33,5 @@ pub fn processes_matching(pred: impl Fn(&[String]) -> bool) -> Vec<i32> {
 /// Mount points at or below `dir` (by whole path components), from this
 /// process's mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let dir = dir.to_string_lossy();
-    let dir = dir.trim_end_matches('/');
-    let below = format!("{dir}/");
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| *p == dir || p.starts_with(&below))
-        .map(str::to_string)
-        .collect()
+    crate::harness::mount_points_under(dir).unwrap()
 }
