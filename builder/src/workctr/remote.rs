@@ -227,7 +227,8 @@ fn run_interactive(
         }
         let _ = stdin_tx.blocking_send(input(Input::CloseStdin(true)));
     });
-    let _raw = match tty && terminal::size(stdin_fd).is_some() {
+    // With tty, stdin was checked to be a terminal above.
+    let _raw = match tty {
         true => Some(terminal::RawMode::enable(stdin_fd)?),
         false => None,
     };
